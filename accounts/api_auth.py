@@ -1,0 +1,65 @@
+"""API authentication: a workspace bearer token or the session cookie (+CSRF).
+
+The workspace comes from the URL (`/api/w/<slug>/...`); a token only opens the workspace
+it was issued for. Resolves the membership once and leaves it on `request.membership`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.http import HttpRequest
+from ninja import Path
+from ninja.errors import HttpError
+from ninja.security import HttpBearer
+from ninja.utils import check_csrf
+
+from accounts.models import Membership
+from accounts.services import api_token_authenticate
+from accounts.tenancy import resolve_membership
+
+SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
+
+
+def user_for_bearer(header: str, slug: str | None) -> tuple[Any, bool]:
+    """(user, presented): the token's user if it is valid for workspace `slug`."""
+    scheme, _, secret = header.partition(" ")
+    if scheme.lower() != "bearer":
+        return None, True
+    token = api_token_authenticate(secret.strip())
+    if token is None or slug is None or token.workspace.slug != slug:
+        return None, True
+    return token.user, True
+
+
+class WorkspaceAuth(HttpBearer):
+    def __call__(self, request: HttpRequest) -> Membership | None:
+        match = request.resolver_match
+        slug = match.kwargs.get("slug") if match else None
+        header = request.headers.get("Authorization", "")
+        if header:
+            user, _ = user_for_bearer(header, slug)
+            if user is None:
+                return None  # 401: a bad token never falls back to the cookie
+        else:
+            user = getattr(request, "user", None)
+            if user is None or not user.is_authenticated:
+                return None
+            if request.method not in SAFE_METHODS and check_csrf(request):
+                raise HttpError(403, "CSRF check failed.")
+        if slug is None:
+            return None
+        membership = resolve_membership(user, slug)
+        request.membership = membership  # type: ignore[attr-defined]
+        request.workspace = membership.workspace  # type: ignore[attr-defined]
+        request.user = user
+        return membership
+
+    def authenticate(self, request: HttpRequest, token: str) -> Any:  # pragma: no cover
+        raise NotImplementedError  # __call__ does it all
+
+
+# Every route under /api/w/{slug}/ declares `slug: WorkspaceSlug` (the slug sits in the router
+# prefix, which django-ninja otherwise reads as a query parameter). WorkspaceAuth has
+# already resolved and checked the membership: use `request.workspace` / `request.membership`.
+WorkspaceSlug = Path[str]

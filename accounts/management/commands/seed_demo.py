@@ -1,0 +1,40 @@
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from django.core.management.base import BaseCommand
+from django.db import transaction
+
+from accounts.models import User, Workspace
+from accounts.services import workspace_create
+
+DEMO_EMAIL = os.environ.get("FLOWDECK_DEMO_EMAIL", "demo@flowdeck.local")
+DEMO_PASSWORD = os.environ.get("FLOWDECK_DEMO_PASSWORD", "flowdeck-demo")
+DEMO_SLUG = "demo"
+
+
+class Command(BaseCommand):
+    help = "Create the demo workspace, user and flow if no workspace exists yet (idempotent)."
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        with transaction.atomic():
+            if Workspace.objects.exists():
+                demo = User.objects.filter(email=DEMO_EMAIL).first()
+                if demo is not None:
+                    self.stdout.write(f"Demo login: {DEMO_EMAIL} (password unchanged)")
+                return
+            user = User.objects.filter(email=DEMO_EMAIL).first()
+            if user is None:
+                user = User.objects.create_user(DEMO_EMAIL, DEMO_PASSWORD, name="Demo User")
+            workspace = workspace_create(name="Demo workspace", slug=DEMO_SLUG, owner=user)
+            self.seed_flows(workspace, user)
+        self.stdout.write(self.style.SUCCESS(f"Demo login: {DEMO_EMAIL} / {DEMO_PASSWORD}"))
+
+    def seed_flows(self, workspace: Workspace, user: User) -> None:
+        """Hook for the flows app's demo content (issue 3)."""
+        try:
+            from flows.demo import seed_demo_flow
+        except ImportError:
+            return
+        seed_demo_flow(workspace=workspace, user=user)

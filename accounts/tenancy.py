@@ -1,0 +1,79 @@
+"""Tenancy: the one place that resolves a workspace and checks membership and role.
+
+Every tenant-owned query goes through `scoped(Model, workspace)`; every page, API
+endpoint and consumer resolves `/w/<slug>/` through `resolve_membership`. "Missing" and
+"not a member" raise the same 404 so workspace names and ids do not leak.
+"""
+
+from __future__ import annotations
+
+from typing import Any, TypeVar
+
+from django.contrib.auth.mixins import LoginRequiredMixin
+from django.core.exceptions import PermissionDenied
+from django.db import models
+from django.http import Http404, HttpRequest, HttpResponse
+
+from accounts.models import Membership, Role, User, Workspace
+
+M = TypeVar("M", bound=models.Model)
+
+
+def scoped(model: type[M], workspace: Workspace) -> models.QuerySet[M]:
+    """All rows of a tenant-owned model that belong to `workspace` — the only way to read them."""
+    if workspace is None or workspace.pk is None:
+        raise ValueError("scoped() needs a saved workspace")
+    return model._default_manager.filter(workspace=workspace)
+
+
+def get_scoped(model: type[M], workspace: Workspace, **lookup: Any) -> M:
+    """One tenant-owned row of `workspace`, or Http404 (also for rows of other workspaces)."""
+    try:
+        return scoped(model, workspace).get(**lookup)
+    except (model.DoesNotExist, ValueError, TypeError) as exc:
+        raise Http404("Not found") from exc
+
+
+def resolve_membership(user: User | Any, slug: str) -> Membership:
+    """The active user's membership of workspace `slug`, or Http404 for anything else."""
+    if not getattr(user, "is_authenticated", False) or not user.is_active:
+        raise Http404("Not found")
+    membership = (
+        Membership.objects.select_related("workspace", "user")
+        .filter(user=user, workspace__slug=slug)
+        .first()
+    )
+    if membership is None:
+        raise Http404("Not found")
+    return membership
+
+
+def require_role(membership: Membership, minimum: str) -> None:
+    """Members below `minimum` get a 403: they know the workspace exists, not the action."""
+    if not membership.has_role(minimum):
+        raise PermissionDenied(f"This needs the {Role(minimum).label.lower()} role or higher.")
+
+
+class WorkspaceMixin(LoginRequiredMixin):
+    """For workspace pages: resolves `slug`, checks membership, then the per-method role.
+
+    `role_map` maps HTTP methods to the minimum role (Sentry's scope_map); methods not in
+    it need a viewer. Sets `self.workspace` and `self.membership`.
+    """
+
+    role_map: dict[str, str] = {}
+    workspace: Workspace
+    membership: Membership
+
+    def dispatch(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        if not request.user.is_authenticated:
+            return self.handle_no_permission()
+        self.membership = resolve_membership(request.user, kwargs["slug"])
+        self.workspace = self.membership.workspace
+        require_role(self.membership, self.role_map.get(request.method or "GET", Role.VIEWER))
+        return super().dispatch(request, *args, **kwargs)
+
+    def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
+        context = super().get_context_data(**kwargs)  # type: ignore[misc]
+        context.update(workspace=self.workspace, membership=self.membership)
+        return context

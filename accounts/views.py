@@ -1,0 +1,197 @@
+"""Pages for accounts: home, workspace switcher, members, invitations and API tokens."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django import forms
+from django.contrib import messages
+from django.contrib.auth import login
+from django.contrib.auth.decorators import login_required
+from django.contrib.auth.forms import SetPasswordForm
+from django.core.exceptions import ValidationError
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.views import View
+from django.views.generic import TemplateView
+
+from accounts import selectors, services
+from accounts.models import Role, User
+from accounts.tenancy import WorkspaceMixin
+
+
+def _errors(exc: ValidationError) -> str:
+    return " ".join(exc.messages)
+
+
+@login_required
+def home(request: HttpRequest) -> HttpResponse:
+    """Send the user to their first workspace, or show that they have none yet."""
+    memberships = selectors.memberships_of(request.user)
+    if len(memberships) == 1:
+        return redirect("workspace_home", slug=memberships[0].workspace.slug)
+    return render(request, "accounts/home.html", {"memberships": memberships})
+
+
+class WorkspaceHomeView(WorkspaceMixin, TemplateView):
+    template_name = "accounts/workspace_home.html"
+
+    def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
+        context = super().get_context_data(**kwargs)
+        context["member_count"] = selectors.members_of(self.workspace).count()
+        return context
+
+
+class InviteForm(forms.Form):
+    email = forms.EmailField()
+    role = forms.ChoiceField(choices=Role.choices, initial=Role.EDITOR)
+
+
+class MembersView(WorkspaceMixin, View):
+    """Members and pending invitations; admins invite, change roles and remove members."""
+
+    role_map = {"GET": Role.VIEWER, "POST": Role.ADMIN}
+
+    def render_page(self, request: HttpRequest, form: InviteForm, status: int = 200) -> HttpResponse:
+        return render(
+            request,
+            "accounts/members.html",
+            {
+                "workspace": self.workspace,
+                "membership": self.membership,
+                "members": selectors.members_of(self.workspace),
+                "invitations": selectors.pending_invitations(self.workspace),
+                "roles": Role.choices,
+                "form": form,
+                "can_manage": self.membership.has_role(Role.ADMIN),
+            },
+            status=status,
+        )
+
+    def get(self, request: HttpRequest, slug: str) -> HttpResponse:
+        return self.render_page(request, InviteForm())
+
+    def post(self, request: HttpRequest, slug: str) -> HttpResponse:
+        action = request.POST.get("action")
+        try:
+            if action == "invite":
+                form = InviteForm(request.POST)
+                if not form.is_valid():
+                    return self.render_page(request, form, status=400)
+                issued = services.invitation_create(
+                    workspace=self.workspace,
+                    acting=self.membership,
+                    email=form.cleaned_data["email"],
+                    role=form.cleaned_data["role"],
+                    base_url=request.build_absolute_uri("/").rstrip("/"),
+                )
+                link = request.build_absolute_uri(issued.path())
+                messages.success(request, f"Invitation created. Share this link: {link}")
+            elif action == "role":
+                services.membership_change_role(
+                    workspace=self.workspace,
+                    acting=self.membership,
+                    membership_id=_int(request.POST.get("membership")),
+                    role=request.POST.get("role", ""),
+                )
+                messages.success(request, "Role changed.")
+            elif action == "remove":
+                services.membership_remove(
+                    workspace=self.workspace,
+                    acting=self.membership,
+                    membership_id=_int(request.POST.get("membership")),
+                )
+                messages.success(request, "Member removed.")
+            elif action == "revoke_invitation":
+                services.invitation_revoke(
+                    workspace=self.workspace,
+                    acting=self.membership,
+                    invitation_id=_int(request.POST.get("invitation")),
+                )
+                messages.success(request, "Invitation revoked.")
+            else:
+                messages.error(request, "Unknown action.")
+        except ValidationError as exc:
+            messages.error(request, _errors(exc))
+        return redirect("members", slug=self.workspace.slug)
+
+
+def _int(value: str | None) -> int:
+    try:
+        return int(value or "")
+    except ValueError:
+        return -1  # never a primary key: the scoped lookup answers 404
+
+
+class TokensView(WorkspaceMixin, View):
+    """The member's own API tokens for this workspace; a new secret is shown once."""
+
+    role_map = {"GET": Role.VIEWER, "POST": Role.VIEWER}
+
+    def get(self, request: HttpRequest, slug: str, secret: str = "") -> HttpResponse:
+        return render(
+            request,
+            "accounts/tokens.html",
+            {
+                "workspace": self.workspace,
+                "membership": self.membership,
+                "tokens": selectors.tokens_of(self.workspace, request.user),
+                "secret": secret,
+            },
+        )
+
+    def post(self, request: HttpRequest, slug: str) -> HttpResponse:
+        if request.POST.get("action") == "revoke":
+            services.api_token_revoke(
+                workspace=self.workspace,
+                acting=self.membership,
+                token_id=_int(request.POST.get("token")),
+            )
+            messages.success(request, "Token revoked.")
+            return redirect("tokens", slug=self.workspace.slug)
+        issued = services.api_token_create(
+            workspace=self.workspace, user=request.user, name=request.POST.get("name", "")
+        )
+        return self.get(request, slug, secret=issued.secret)
+
+
+class AcceptInvitationForm(SetPasswordForm):
+    name = forms.CharField(max_length=150, required=False)
+
+
+def accept_invitation(request: HttpRequest, token: str) -> HttpResponse:
+    """Join through an invitation link: signed in as the invitee, or by creating an account."""
+    invitation = services.invitation_for_token(token)
+    if invitation is None:
+        return render(request, "accounts/invitation_invalid.html", status=404)
+    user = request.user if request.user.is_authenticated else None
+    existing = User.objects.filter(email__iexact=invitation.email).first()
+    if user is None and existing is not None:
+        messages.info(request, "Sign in as the invited address to accept the invitation.")
+        return redirect(f"{reverse('login')}?next={request.path}")
+    form = AcceptInvitationForm(user=User(email=invitation.email), data=request.POST or None)
+    if request.method == "POST":
+        try:
+            if user is None:
+                if not form.is_valid():
+                    return render(
+                        request, "accounts/accept.html", {"invitation": invitation, "form": form}
+                    )
+                user = User.objects.create_user(
+                    invitation.email,
+                    form.cleaned_data["new_password1"],
+                    name=form.cleaned_data.get("name", ""),
+                )
+                login(request, user, backend="django.contrib.auth.backends.ModelBackend")
+            membership = services.invitation_accept(token=token, user=user)
+        except ValidationError as exc:
+            messages.error(request, _errors(exc))
+            return redirect("home")
+        messages.success(request, f"Welcome to {membership.workspace.name}.")
+        return redirect("workspace_home", slug=membership.workspace.slug)
+    return render(
+        request,
+        "accounts/accept.html",
+        {"invitation": invitation, "form": None if user else form, "signed_in": user},
+    )

