@@ -62,8 +62,16 @@ class InvitationAdmin(admin.ModelAdmin):
     list_filter = ["role", "workspace"]
     search_fields = ["email", "workspace__slug"]
     exclude = ["token_hash"]
-    readonly_fields = ["workspace", "email", "role", "invited_by", "created_at", "expires_at",
-                       "accepted_at", "revoked_at"]
+    readonly_fields = [
+        "workspace",
+        "email",
+        "role",
+        "invited_by",
+        "created_at",
+        "expires_at",
+        "accepted_at",
+        "revoked_at",
+    ]
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
@@ -76,13 +84,27 @@ def revoke_tokens(modeladmin: admin.ModelAdmin, request: HttpRequest, queryset: 
 
 @admin.register(ApiToken)
 class ApiTokenAdmin(admin.ModelAdmin):
-    list_display = ["prefix", "name", "user", "workspace", "created_at", "last_used_at",
-                    "revoked_at"]
+    list_display = [
+        "prefix",
+        "name",
+        "user",
+        "workspace",
+        "created_at",
+        "last_used_at",
+        "revoked_at",
+    ]
     list_filter = ["workspace"]
     search_fields = ["prefix", "name", "user__email", "workspace__slug"]
     exclude = ["token_hash"]
-    readonly_fields = ["workspace", "user", "name", "prefix", "created_at", "last_used_at",
-                       "revoked_at"]
+    readonly_fields = [
+        "workspace",
+        "user",
+        "name",
+        "prefix",
+        "created_at",
+        "last_used_at",
+        "revoked_at",
+    ]
     actions = [revoke_tokens]
 
     def has_add_permission(self, request: HttpRequest) -> bool:

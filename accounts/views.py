@@ -53,7 +53,9 @@ class MembersView(WorkspaceMixin, View):
 
     role_map = {"GET": Role.VIEWER, "POST": Role.ADMIN}
 
-    def render_page(self, request: HttpRequest, form: InviteForm, status: int = 200) -> HttpResponse:
+    def render_page(
+        self, request: HttpRequest, form: InviteForm, status: int = 200
+    ) -> HttpResponse:
         return render(
             request,
             "accounts/members.html",
