@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any, TypeVar
 
 from django.contrib.auth.mixins import LoginRequiredMixin
-from django.core.exceptions import PermissionDenied
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import models
 from django.http import Http404, HttpRequest, HttpResponse
 
@@ -30,7 +30,7 @@ def get_scoped(model: type[M], workspace: Workspace, **lookup: Any) -> M:
     """One tenant-owned row of `workspace`, or Http404 (also for rows of other workspaces)."""
     try:
         return scoped(model, workspace).get(**lookup)
-    except (model.DoesNotExist, ValueError, TypeError) as exc:
+    except (model.DoesNotExist, ValueError, TypeError, ValidationError) as exc:
         raise Http404("Not found") from exc
 
 
