@@ -1,0 +1,344 @@
+"""The tenancy matrix: every workspace route, every method, every kind of caller.
+
+Routes are DISCOVERED from the URL resolver — every page under `w/<slug>/` and every API
+route under `api/w/<slug>/` — so a route added tomorrow is checked tomorrow. For each
+route and method:
+
+- an anonymous caller is refused (pages: 302 to the login page; API: 401);
+- a member of another workspace gets 404 (and their API token 401), so names don't leak;
+- a member of workspace_a who asks for another workspace's object gets 404;
+- each role of workspace_a gets what `ROLE_TABLE` says: below the minimum role a 403,
+  at or above it the route's success status.
+
+To add a route: add one line to `ROLE_TABLE` (the failure message prints it for you),
+and, if its path has a parameter nobody has used yet (`<flow_id>`, `<run_id>`, ...), one
+factory to `PARAM_FACTORIES` that creates a real object in the given workspace.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+from django.conf import settings
+from django.shortcuts import resolve_url
+from django.test import Client
+from django.test.client import BOUNDARY, MULTIPART_CONTENT, encode_multipart
+from django.urls import URLPattern, URLResolver, get_resolver
+from django.utils import timezone
+
+from accounts.models import Invitation, Membership, Role, User, Workspace
+from accounts.services import api_token_create, hash_secret, workspace_create
+
+VIEWER, EDITOR, ADMIN, OWNER = Role.VIEWER, Role.EDITOR, Role.ADMIN, Role.OWNER
+ROLES_ASCENDING = [VIEWER, EDITOR, ADMIN, OWNER]
+WRITE_OK = frozenset({200, 201, 202, 204, 301, 302, 303})
+
+
+@dataclass(frozen=True)
+class Rule:
+    """Who may call a route: `minimum` role and up; lower roles get 403.
+
+    `ok` is what an allowed caller gets (GET: 200 unless told otherwise); `data` is the
+    request body for writes (JSON for the API, form fields for pages), so that an allowed
+    call does real work rather than stopping at validation.
+    """
+
+    minimum: str
+    ok: frozenset[int] = field(default=frozenset())
+    data: dict[str, Any] | None = None
+
+
+# --- The role table: the one place that says who may do what ------------------------------
+# Key: "<METHOD> /<path>", parameters written as <name> (exactly as the failure message
+# prints it). Value: the minimum role, or a Rule for a body or other success statuses.
+ROLE_TABLE: dict[str, str | Rule] = {
+    # accounts pages
+    "GET /w/<slug>/": VIEWER,
+    "GET /w/<slug>/members/": VIEWER,
+    "POST /w/<slug>/members/": Rule(
+        ADMIN, data={"action": "invite", "email": "new@example.com", "role": "viewer"}
+    ),
+    "GET /w/<slug>/tokens/": VIEWER,
+    "POST /w/<slug>/tokens/": Rule(
+        VIEWER, data={"name": "matrix"}
+    ),  # members hold their own tokens
+    # accounts API
+    "GET /api/w/<slug>/": VIEWER,
+    "GET /api/w/<slug>/members": VIEWER,
+}
+
+
+# --- Path parameters: real objects of a workspace -----------------------------------------
+# name -> factory(workspace, owner) returning the value to put in the path. Each call makes
+# a fresh object, so a write that consumes one (revoke, delete, cancel) never starves the next.
+ParamFactory = Callable[[Workspace, User], Any]
+
+
+def _token_id(workspace: Workspace, owner: User) -> int:
+    return api_token_create(workspace=workspace, user=owner, name="matrix").token.pk
+
+
+def _membership_id(workspace: Workspace, owner: User) -> int:
+    user = User.objects.create_user(f"member-{User.objects.count()}@example.com", None)
+    return Membership.objects.create(workspace=workspace, user=user, role=Role.VIEWER).pk
+
+
+def _invitation_id(workspace: Workspace, owner: User) -> int:
+    n = Invitation.objects.count()
+    return Invitation.objects.create(
+        workspace=workspace,
+        email=f"invitee-{n}@example.com",
+        token_hash=hash_secret(f"matrix-{n}"),
+        invited_by=owner,
+        expires_at=timezone.now() + settings.INVITATION_TTL,
+    ).pk
+
+
+PARAM_FACTORIES: dict[str, ParamFactory] = {
+    "token_id": _token_id,
+    "membership_id": _membership_id,
+    "invitation_id": _invitation_id,
+}
+
+
+# --- Discovery ---------------------------------------------------------------------------
+TENANT_PREFIXES = ("/w/<slug>/", "/api/w/<slug>/")
+IGNORED_METHODS = {"HEAD", "OPTIONS", "TRACE"}
+
+
+@dataclass(frozen=True)
+class Route:
+    path: str  # "/api/w/<slug>/runs/<run_id>"
+    method: str
+    pattern: URLPattern
+
+    @property
+    def key(self) -> str:
+        return f"{self.method} {self.path}"
+
+    @property
+    def is_api(self) -> bool:
+        return self.path.startswith("/api/")
+
+    @property
+    def params(self) -> list[str]:
+        return [p for p in re.findall(r"<(\w+)>", self.path) if p != "slug"]
+
+
+def _walk(resolver: URLResolver, prefix: str = "") -> Iterator[tuple[str, URLPattern]]:
+    for entry in resolver.url_patterns:
+        route = prefix + str(entry.pattern)
+        if isinstance(entry, URLResolver):
+            yield from _walk(entry, route)
+        else:
+            yield route, entry
+
+
+def _closure(func: Any, name: str) -> Any:
+    try:
+        return inspect.getclosurevars(func).nonlocals.get(name)
+    except (TypeError, ValueError):
+        return None
+
+
+def _methods(pattern: URLPattern) -> list[str]:
+    """The HTTP methods a view answers: ninja operations, a class view's handlers, or a
+    function view's `require_http_methods` list (GET when it has none)."""
+    callback = pattern.callback
+    path_view = _closure(callback, "self")  # django-ninja's PathView behind its view wrapper
+    if path_view is not None and hasattr(path_view, "operations"):
+        return [m for op in path_view.operations for m in op.methods]
+    view_class = getattr(callback, "view_class", None)
+    if view_class is not None:
+        return [
+            m.upper()
+            for m in view_class.http_method_names
+            if hasattr(view_class, m) and m.upper() not in IGNORED_METHODS
+        ]
+    func = callback
+    while func is not None:
+        allowed = _closure(func, "request_method_list")
+        if allowed:
+            return [m.upper() for m in allowed]
+        func = getattr(func, "__wrapped__", None)
+    return ["GET"]
+
+
+def discover_routes() -> list[Route]:
+    """Every (path, method) under /w/<slug>/ and /api/w/<slug>/, from the live URLconf."""
+    found: dict[str, Route] = {}
+    for raw, pattern in _walk(get_resolver()):
+        path = "/" + re.sub(r"<(?:\w+:)?(\w+)>", r"<\1>", raw)
+        if not path.startswith(TENANT_PREFIXES):
+            continue
+        for method in _methods(pattern):
+            if method not in IGNORED_METHODS:
+                route = Route(path, method, pattern)
+                found.setdefault(route.key, route)
+    return sorted(found.values(), key=lambda r: (r.path, r.method))
+
+
+ROUTES = discover_routes()
+
+
+def rule_for(route: Route) -> Rule:
+    entry = ROLE_TABLE.get(route.key)
+    if entry is None:
+        pytest.fail(
+            f"{route.key} is a workspace route missing from the tenancy matrix. Add it to "
+            f"ROLE_TABLE in tests/test_tenancy_matrix.py with the lowest role allowed, e.g.\n"
+            f'    "{route.key}": VIEWER,',
+            pytrace=False,
+        )
+    rule = entry if isinstance(entry, Rule) else Rule(entry)
+    ok = rule.ok or (frozenset({200}) if route.method == "GET" else WRITE_OK)
+    return Rule(rule.minimum, ok, rule.data)
+
+
+# --- Callers -----------------------------------------------------------------------------
+@dataclass
+class World:
+    workspace_a: Workspace
+    workspace_b: Workspace
+    members: dict[str, User]  # role -> member of workspace_a
+    outsider: User  # owner of workspace_b
+
+
+@pytest.fixture
+def world(db: None) -> World:
+    members = {role: User.objects.create_user(f"{role}@a.example.com", None) for role in Role}
+    workspace_a = workspace_create(name="Acme", slug="acme", owner=members[OWNER])
+    for role in (VIEWER, EDITOR, ADMIN):
+        Membership.objects.create(workspace=workspace_a, user=members[role], role=role)
+    outsider = User.objects.create_user("owner@b.example.com", None)
+    workspace_b = workspace_create(name="Bravo", slug="bravo", owner=outsider)
+    return World(workspace_a, workspace_b, members, outsider)
+
+
+def _path_for(route: Route, workspace: Workspace, owner: User) -> str:
+    values = {"slug": workspace.slug}
+    for name in route.params:
+        factory = PARAM_FACTORIES.get(name)
+        if factory is None:
+            pytest.fail(
+                f"{route.key}: no factory for the path parameter <{name}>. Add one to "
+                f"PARAM_FACTORIES in tests/test_tenancy_matrix.py that creates a real object "
+                f"in the given workspace and returns its id, e.g.\n"
+                f'    "{name}": lambda workspace, owner: make_it(workspace, owner).pk,',
+                pytrace=False,
+            )
+        values[name] = factory(workspace, owner)
+    return re.sub(r"<(\w+)>", lambda m: str(values[m.group(1)]), route.path)
+
+
+def _call(
+    route: Route, path: str, rule: Rule, user: User | None, *, bearer: str | None = None
+) -> Any:
+    client = Client()
+    if user is not None and bearer is None:
+        client.force_login(user, backend="django.contrib.auth.backends.ModelBackend")
+    headers = {"Authorization": f"Bearer {bearer}"} if bearer else {}
+    kwargs: dict[str, Any] = {"headers": headers}
+    if route.method != "GET":
+        if route.is_api:
+            kwargs.update(data=rule.data or {}, content_type="application/json")
+        else:
+            kwargs["data"] = rule.data or {}
+    response = client.generic(route.method, path, **_encode(kwargs))
+    if getattr(response, "streaming", False):
+        response.close()
+    return response
+
+
+def _encode(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """`Client.generic` takes a raw body: encode it the way get()/post() would."""
+    data = kwargs.pop("data", None)
+    content_type = kwargs.pop("content_type", None)
+    if data is None:
+        return kwargs
+    if content_type == "application/json":
+        return {**kwargs, "data": json.dumps(data), "content_type": content_type}
+    return {**kwargs, "data": encode_multipart(BOUNDARY, data), "content_type": MULTIPART_CONTENT}
+
+
+def _describe(response: Any) -> str:
+    body = b"" if getattr(response, "streaming", False) else response.content[:300]
+    return f"{response.status_code} {body!r}"
+
+
+# --- The matrix --------------------------------------------------------------------------
+def test_routes_are_discovered() -> None:
+    """Discovery itself works: today's accounts routes are found with their methods."""
+    keys = {route.key for route in ROUTES}
+    assert {
+        "GET /w/<slug>/",
+        "GET /w/<slug>/members/",
+        "POST /w/<slug>/members/",
+        "GET /w/<slug>/tokens/",
+        "GET /api/w/<slug>/",
+        "GET /api/w/<slug>/members",
+    } <= keys
+
+
+def test_role_table_has_no_stale_entries() -> None:
+    """Every ROLE_TABLE line names a route that exists (a renamed route must be re-keyed)."""
+    stale = sorted(set(ROLE_TABLE) - {route.key for route in ROUTES})
+    assert not stale, f"ROLE_TABLE names routes that no longer exist: {stale}"
+
+
+@pytest.mark.parametrize("route", ROUTES, ids=[route.key for route in ROUTES])
+def test_route_refuses_strangers_and_grants_by_role(route: Route, world: World) -> None:
+    rule = rule_for(route)
+    owner_a = world.members[OWNER]
+    fresh = lambda: _path_for(route, world.workspace_a, owner_a)  # noqa: E731
+
+    # Anonymous: pages send to the login page, the API answers 401.
+    path = fresh()
+    response = _call(route, path, rule, None)
+    if route.is_api:
+        assert response.status_code == 401, f"anonymous {route.key}: {_describe(response)}"
+    else:
+        login = resolve_url(settings.LOGIN_URL)
+        assert response.status_code == 302, f"anonymous {route.key}: {_describe(response)}"
+        assert response["Location"].startswith(f"{login}?next="), response["Location"]
+
+    # A member of another workspace: 404 by session, 401 by their own workspace's token.
+    response = _call(route, fresh(), rule, world.outsider)
+    assert response.status_code == 404, f"outsider {route.key}: {_describe(response)}"
+    if route.is_api:
+        token = api_token_create(
+            workspace=world.workspace_b, user=world.outsider, name="outsider"
+        ).secret
+        response = _call(route, fresh(), rule, world.outsider, bearer=token)
+        assert response.status_code == 401, f"outsider token {route.key}: {_describe(response)}"
+
+    # The owner of workspace_a asking for workspace_b's objects through workspace_a's URL.
+    if route.params:
+        foreign = _path_for(route, world.workspace_b, world.outsider)
+        foreign = foreign.replace(f"/w/{world.workspace_b.slug}/", f"/w/{world.workspace_a.slug}/")
+        response = _call(route, foreign, rule, owner_a)
+        assert response.status_code == 404, f"foreign object {foreign}: {_describe(response)}"
+
+    # Each role: refused below the minimum (weakest first, so refusals see untouched data).
+    minimum_rank = ROLES_ASCENDING.index(Role(rule.minimum))
+    for rank, role in enumerate(ROLES_ASCENDING):
+        member = world.members[role]
+        callers: list[tuple[str, str | None]] = [("session", None)]
+        if route.is_api:
+            token = api_token_create(workspace=world.workspace_a, user=member, name="m").secret
+            callers.append(("token", token))
+        for how, bearer in callers:
+            response = _call(route, fresh(), rule, member, bearer=bearer)
+            who = f"{role} ({how}) {route.key}"
+            if rank < minimum_rank:
+                assert response.status_code == 403, f"{who} must be refused: {_describe(response)}"
+            else:
+                assert response.status_code in rule.ok, (
+                    f"{who} must be allowed ({sorted(rule.ok)}): {_describe(response)}"
+                )
