@@ -1,0 +1,179 @@
+import { useState } from "react";
+import type { Component, GraphNode } from "../lib/graph";
+import { formatDuration } from "../lib/format";
+import { outputText } from "./runStore";
+import type { RunControls } from "./useRun";
+import { ConnectionBadge } from "./ConnectionBadge";
+
+const CHAT_INPUT = "io.chat_input";
+
+/** The run view: inputs, Run/Cancel, per-node streamed output, tool calls, errors, outputs. */
+export function RunPanel({
+  run,
+  nodes,
+  catalog,
+  canRun,
+  onRun,
+  runLink,
+  watchOnly,
+}: {
+  run: RunControls;
+  nodes: GraphNode[];
+  catalog: Map<string, Component>;
+  canRun: boolean;
+  onRun: (inputs: Record<string, string>) => void;
+  runLink: string | null;
+  watchOnly: boolean;
+}) {
+  const { snapshot: s, connection, attempt, rejection } = run;
+  const inputNodes = nodes.filter((n) => n.component === CHAT_INPUT);
+  const [values, setValues] = useState<Record<string, string>>({});
+  const active = s.status === "starting" || s.status === "running";
+  const label = (id: string) => catalog.get(nodes.find((n) => n.id === id)?.component ?? "")?.label ?? id;
+  const ordered = [
+    ...s.order.filter((id) => id),
+    ...Object.keys(s.nodes).filter((id) => id && !s.order.includes(id)),
+  ];
+
+  return (
+    <section className="run-panel" aria-label="Run">
+      <div className="run-head">
+        <h2>Run</h2>
+        <ConnectionBadge state={connection} attempt={attempt} />
+      </div>
+      {!watchOnly && (
+        <form
+          className="run-inputs"
+          onSubmit={(e) => {
+            e.preventDefault();
+            if (!canRun || active) return;
+            onRun(values);
+          }}
+        >
+          {inputNodes.length === 0 && <p className="muted">This flow has no chat input node.</p>}
+          {inputNodes.map((n) => (
+            <div key={n.id} className="field">
+              <label htmlFor={`input-${n.id}`}>{inputNodes.length > 1 ? `Message for ${n.id}` : "Message"}</label>
+              <textarea
+                id={`input-${n.id}`}
+                data-testid={`run-input-${n.id}`}
+                rows={3}
+                value={values[n.id] ?? ""}
+                disabled={!canRun}
+                onChange={(e) => setValues({ ...values, [n.id]: e.target.value })}
+                onKeyDown={(e) => {
+                  if (e.key === "Enter" && (e.ctrlKey || e.metaKey)) {
+                    e.preventDefault();
+                    if (canRun && !active) onRun(values);
+                  }
+                }}
+              />
+            </div>
+          ))}
+          <div className="buttons">
+            <button type="submit" disabled={!canRun || active} data-testid="run-button">
+              Run
+            </button>
+            <button type="button" className="secondary" disabled={!active || !canRun} onClick={run.cancel} data-testid="cancel-button">
+              Cancel
+            </button>
+          </div>
+          {!canRun && <p className="muted">Viewers can watch runs but not start them.</p>}
+        </form>
+      )}
+      {rejection && (
+        <div className="run-rejected error" role="alert" data-testid="run-rejected">
+          {rejection.message}
+        </div>
+      )}
+      {s.status !== "idle" && (
+        <p className="run-status" data-testid="run-status" data-status={s.status} data-last-seq={s.lastSeq}>
+          Status: <strong className={`status-${s.status}`}>{s.status}</strong>
+          {s.runId && runLink && (
+            <>
+              {" · "}
+              <a href={runLink.replace("RUN_ID", s.runId)}>run page</a>
+            </>
+          )}
+        </p>
+      )}
+      <ol className="run-nodes">
+        {ordered.map((id) => {
+          const n = s.nodes[id];
+          const text = n.text.slice(0, n.shown);
+          const finalText = n.text ? "" : outputText(n.output);
+          return (
+            <li key={id} className={`run-node st-${n.status}`} data-testid={`run-node-${id}`}>
+              <div className="run-node-head">
+                <strong>{label(id)}</strong> <code>{id}</code>
+                <span className={`node-status st-${n.status}`}>{n.status}</span>
+                {n.durationMs !== undefined && <small>{formatDuration(n.durationMs)}</small>}
+              </div>
+              {(text || finalText) && (
+                <pre
+                  className="stream"
+                  data-testid={`output-${id}`}
+                  data-received={n.text.length}
+                  data-complete={n.shown >= n.text.length ? "true" : "false"}
+                >
+                  {text || finalText}
+                  {n.status === "running" && <span className="caret" aria-hidden="true" />}
+                </pre>
+              )}
+              {n.error && (
+                <p className="error" role="alert">
+                  {n.error}
+                </p>
+              )}
+            </li>
+          );
+        })}
+      </ol>
+      {s.toolCalls.length > 0 && (
+        <section className="tool-log" aria-label="Tool calls">
+          <h3>Tool calls</h3>
+          <ol>
+            {s.toolCalls.map((c) => (
+              <li key={c.call_id}>
+                <code>{c.tool_name}</code> on <code>{c.node_id}</code>
+                <pre>{JSON.stringify(c.tool_input)}</pre>
+                {c.output !== undefined && <pre className="tool-out">→ {outputText(c.output)}</pre>}
+              </li>
+            ))}
+          </ol>
+        </section>
+      )}
+      {s.errors.length > 0 && (
+        <section className="run-errors" aria-label="Errors">
+          <h3>Errors</h3>
+          <ul>
+            {s.errors.map((e) => (
+              <li key={e.seq} className="error">
+                {e.node_id ? <code>{e.node_id}</code> : "run"}: {e.message}
+              </li>
+            ))}
+          </ul>
+        </section>
+      )}
+      {(s.status === "success" || Object.keys(s.outputs).length > 0) && (
+        <section className="final-outputs" aria-label="Outputs" data-testid="final-outputs">
+          <h3>Outputs</h3>
+          {Object.keys(s.outputs).length === 0
+            ? nodes
+                .filter((n) => n.component === "io.text_output" && s.nodes[n.id]?.output !== undefined)
+                .map((n) => (
+                  <pre key={n.id} data-testid={`final-${n.id}`}>
+                    {outputText(s.nodes[n.id].output)}
+                  </pre>
+                ))
+            : Object.entries(s.outputs).map(([k, v]) => (
+                <div key={k}>
+                  <code>{k}</code>
+                  <pre data-testid={`final-${k}`}>{outputText(v)}</pre>
+                </div>
+              ))}
+        </section>
+      )}
+    </section>
+  );
+}

@@ -1,0 +1,237 @@
+/**
+ * What a run looks like to the UI, folded from its events.
+ *
+ * Events are applied as they arrive (cheap), but subscribers are told at most once per
+ * animation frame, however fast tokens come in. Streamed text is revealed by a typewriter:
+ * each frame shows a few more characters of what was received, catching up faster when
+ * the backlog grows, so the screen never falls far behind and never repaints per token.
+ */
+import type { RunEvent } from "../protocol/execClient";
+
+export type NodeStatus = "queued" | "running" | "done" | "error" | "skipped";
+
+export type ToolCall = {
+  call_id: string;
+  node_id: string | null;
+  tool_name: string;
+  tool_input: unknown;
+  output?: unknown;
+  seq: number;
+};
+
+export type NodeRun = {
+  status: NodeStatus;
+  component?: string;
+  text: string; // every streamed chunk, concatenated
+  shown: number; // how many characters of `text` the typewriter reveals
+  output?: unknown;
+  error?: string;
+  durationMs?: number;
+  startedAt?: number;
+};
+
+export type RunSnapshot = {
+  runId: string | null;
+  status: "idle" | "starting" | "running" | "success" | "error" | "cancelled";
+  lastSeq: number;
+  nodes: Record<string, NodeRun>;
+  order: string[]; // node ids in the order they started
+  toolCalls: ToolCall[];
+  errors: { node_id: string | null; message: string; seq: number }[];
+  outputs: Record<string, unknown>;
+  startedTs?: string;
+  finishedTs?: string;
+  typing: boolean; // the typewriter still has text to reveal
+};
+
+export function emptySnapshot(): RunSnapshot {
+  return {
+    runId: null,
+    status: "idle",
+    lastSeq: 0,
+    nodes: {},
+    order: [],
+    toolCalls: [],
+    errors: [],
+    outputs: {},
+    typing: false,
+  };
+}
+
+export function outputText(value: unknown): string {
+  if (value === null || value === undefined) return "";
+  if (typeof value === "string") return value;
+  if (typeof value === "object") {
+    const v = value as Record<string, unknown>;
+    for (const key of ["text", "content", "output"]) {
+      if (typeof v[key] === "string") return v[key] as string;
+    }
+  }
+  return JSON.stringify(value, null, 2);
+}
+
+/** Apply one event to a snapshot in place. */
+export function applyEvent(s: RunSnapshot, e: RunEvent, queuedNodes: string[] = []): void {
+  s.lastSeq = e.seq;
+  s.runId = e.run_id;
+  const nodeId = e.node_id ?? null;
+  const node = (): NodeRun => {
+    const id = nodeId ?? "";
+    if (!s.nodes[id]) s.nodes[id] = { status: "queued", text: "", shown: 0 };
+    if (!s.order.includes(id)) s.order.push(id);
+    return s.nodes[id];
+  };
+  switch (e.event) {
+    case "run_started":
+      s.status = "running";
+      s.startedTs = e.ts;
+      for (const id of queuedNodes) {
+        if (!s.nodes[id]) s.nodes[id] = { status: "queued", text: "", shown: 0 };
+      }
+      break;
+    case "node_started": {
+      const n = node();
+      n.status = "running";
+      n.startedAt = Date.parse(e.ts);
+      const data = e.data as { component?: string } | undefined;
+      if (data?.component) n.component = data.component;
+      break;
+    }
+    case "on_token": {
+      const n = node();
+      if (n.status === "queued") n.status = "running";
+      n.text += typeof e.data === "string" ? e.data : outputText(e.data);
+      break;
+    }
+    case "on_tool_call": {
+      const d = (e.data ?? {}) as Partial<ToolCall>;
+      s.toolCalls.push({
+        call_id: String(d.call_id ?? e.seq),
+        node_id: nodeId,
+        tool_name: String(d.tool_name ?? "tool"),
+        tool_input: d.tool_input,
+        seq: e.seq,
+      });
+      break;
+    }
+    case "on_tool_result": {
+      const d = (e.data ?? {}) as { call_id?: string; output?: unknown; tool_name?: string };
+      const call = s.toolCalls.find((c) => c.call_id === String(d.call_id));
+      if (call) call.output = d.output ?? d;
+      else
+        s.toolCalls.push({
+          call_id: String(d.call_id ?? e.seq),
+          node_id: nodeId,
+          tool_name: String(d.tool_name ?? "tool"),
+          tool_input: undefined,
+          output: d.output ?? d,
+          seq: e.seq,
+        });
+      break;
+    }
+    case "node_finished": {
+      const n = node();
+      n.status = e.skipped ? "skipped" : "done";
+      n.output = e.data;
+      if (typeof e.duration_ms === "number") n.durationMs = e.duration_ms;
+      else if (n.startedAt) n.durationMs = Date.parse(e.ts) - n.startedAt;
+      break;
+    }
+    case "error": {
+      const message = String(e.message ?? (e.data as { message?: string })?.message ?? "Error");
+      s.errors.push({ node_id: nodeId, message, seq: e.seq });
+      if (nodeId) {
+        const n = node();
+        n.status = "error";
+        n.error = message;
+        if (n.startedAt && n.durationMs === undefined) n.durationMs = Date.parse(e.ts) - n.startedAt;
+      }
+      break;
+    }
+    case "completed": {
+      const status = e.status === "success" || e.status === "cancelled" ? e.status : "error";
+      s.status = status;
+      s.finishedTs = e.ts;
+      const outputs = (e.outputs ?? (e.data as { outputs?: unknown })?.outputs) as
+        | Record<string, unknown>
+        | undefined;
+      if (outputs && typeof outputs === "object") s.outputs = outputs;
+      break;
+    }
+    default:
+      break;
+  }
+}
+
+type Listener = () => void;
+
+export class RunStore {
+  private snapshot: RunSnapshot = emptySnapshot();
+  private published: RunSnapshot = emptySnapshot();
+  private listeners = new Set<Listener>();
+  private frame: number | null = null;
+  private queuedNodes: string[] = [];
+  /** Frames painted since the last reset (for tests and the curious). */
+  frames = 0;
+
+  subscribe = (listener: Listener): (() => void) => {
+    this.listeners.add(listener);
+    return () => this.listeners.delete(listener);
+  };
+
+  getSnapshot = (): RunSnapshot => this.published;
+
+  reset(runId: string | null, status: RunSnapshot["status"], queuedNodes: string[] = []): void {
+    this.snapshot = emptySnapshot();
+    this.snapshot.runId = runId;
+    this.snapshot.status = status;
+    this.queuedNodes = queuedNodes;
+    for (const id of queuedNodes) this.snapshot.nodes[id] = { status: "queued", text: "", shown: 0 };
+    this.frames = 0;
+    this.schedule();
+  }
+
+  setStatus(status: RunSnapshot["status"]): void {
+    this.snapshot.status = status;
+    this.schedule();
+  }
+
+  apply(event: RunEvent): void {
+    if (this.snapshot.runId && event.run_id !== this.snapshot.runId) return;
+    if (event.seq <= this.snapshot.lastSeq) return;
+    applyEvent(this.snapshot, event, this.queuedNodes);
+    this.schedule();
+  }
+
+  private schedule(): void {
+    if (this.frame !== null) return;
+    const raf = typeof requestAnimationFrame === "function" ? requestAnimationFrame : (cb: FrameRequestCallback) => setTimeout(() => cb(performance.now()), 16) as unknown as number;
+    this.frame = raf(() => this.paint());
+  }
+
+  private paint(): void {
+    this.frame = null;
+    this.frames += 1;
+    let typing = false;
+    const nodes: Record<string, NodeRun> = {};
+    for (const [id, n] of Object.entries(this.snapshot.nodes)) {
+      const backlog = n.text.length - n.shown;
+      if (backlog > 0) {
+        n.shown += Math.max(2, Math.ceil(backlog / 8));
+        if (n.shown > n.text.length) n.shown = n.text.length;
+        if (n.shown < n.text.length) typing = true;
+      }
+      nodes[id] = { ...n };
+    }
+    this.snapshot.typing = typing;
+    this.published = {
+      ...this.snapshot,
+      nodes,
+      order: [...this.snapshot.order],
+      toolCalls: this.snapshot.toolCalls.map((c) => ({ ...c })),
+      errors: [...this.snapshot.errors],
+    };
+    for (const listener of this.listeners) listener();
+    if (typing) this.schedule();
+  }
+}

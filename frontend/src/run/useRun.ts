@@ -1,0 +1,75 @@
+import { useCallback, useEffect, useMemo, useRef, useState, useSyncExternalStore } from "react";
+import { ExecClient, RunRejected, execUrl, type ConnectionState, type Rejection } from "../protocol/execClient";
+import { RunStore, type RunSnapshot } from "./runStore";
+
+export type RunControls = {
+  snapshot: RunSnapshot;
+  connection: ConnectionState;
+  attempt: number;
+  rejection: Rejection | null;
+  start: (request: Parameters<ExecClient["run"]>[0], nodeIds: string[]) => Promise<string | null>;
+  watch: (runId: string, nodeIds: string[]) => void;
+  cancel: () => void;
+  client: ExecClient;
+};
+
+/** One protocol client and one run store for a page; the panel and the canvas read them. */
+export function useRun(wsPath: string): RunControls {
+  const client = useMemo(() => new ExecClient({ url: execUrl(wsPath) }), [wsPath]);
+  const storeRef = useRef<RunStore | null>(null);
+  if (!storeRef.current) storeRef.current = new RunStore();
+  const store = storeRef.current;
+  const snapshot = useSyncExternalStore(store.subscribe, store.getSnapshot);
+  const [connection, setConnection] = useState<ConnectionState>("closed");
+  const [attempt, setAttempt] = useState(0);
+  const [rejection, setRejection] = useState<Rejection | null>(null);
+
+  useEffect(() => {
+    const offEvent = client.onEvent((event) => store.apply(event));
+    const offState = client.onState((state, info) => {
+      setConnection(state);
+      setAttempt(info.attempt);
+    });
+    client.connect();
+    (window as unknown as { flowdeck?: unknown }).flowdeck = { client, store };
+    return () => {
+      offEvent();
+      offState();
+      client.close();
+    };
+  }, [client, store]);
+
+  const start = useCallback(
+    async (request: Parameters<ExecClient["run"]>[0], nodeIds: string[]) => {
+      setRejection(null);
+      store.reset(null, "starting", nodeIds);
+      try {
+        const runId = await client.run(request);
+        store.reset(runId, "running", nodeIds);
+        return runId;
+      } catch (err) {
+        store.setStatus("idle");
+        setRejection(
+          err instanceof RunRejected ? err.rejection : { code: "failed", message: (err as Error).message },
+        );
+        return null;
+      }
+    },
+    [client, store],
+  );
+
+  const watch = useCallback(
+    (runId: string, nodeIds: string[]) => {
+      store.reset(runId, "running", nodeIds);
+      client.resume(runId, 0);
+    },
+    [client, store],
+  );
+
+  const cancel = useCallback(() => {
+    const runId = store.getSnapshot().runId;
+    if (runId) client.cancel(runId);
+  }, [client, store]);
+
+  return { snapshot, connection, attempt, rejection, start, watch, cancel, client };
+}
