@@ -79,6 +79,7 @@ function Editor({ config }: EditorProps) {
   const [problems, setProblems] = useState<Problem[]>([]);
   const [tab, setTab] = useState<Tab>(watchOnly ? "run" : "node");
   const [selected, setSelected] = useState<string | null>(null);
+  const selectedRef = useRef<string | null>(null);
   const [savedJson, setSavedJson] = useState(() => JSON.stringify(toGraph(initial.nodes, initial.edges)));
   const [version, setVersion] = useState<number | null>(config.version);
   const [versions, setVersions] = useState<VersionInfo[]>(config.versions ?? []);
@@ -195,6 +196,7 @@ function Editor({ config }: EditorProps) {
         selected: true,
       };
       setNodes((ns) => [...ns.map((n) => ({ ...n, selected: false })), node]);
+      selectedRef.current = id;
       setSelected(id);
       setTab("node");
     },
@@ -206,7 +208,7 @@ function Editor({ config }: EditorProps) {
       e.preventDefault();
       const key = e.dataTransfer.getData(DRAG_TYPE) || e.dataTransfer.getData("text/plain");
       if (!key) return;
-      addNode(key, flow.screenToFlowPosition({ x: e.clientX - 90, y: e.clientY - 20 }));
+      addNode(key, flow.screenToFlowPosition({ x: e.clientX - 20, y: e.clientY - 15 }));
     },
     [addNode, flow],
   );
@@ -476,6 +478,9 @@ function Editor({ config }: EditorProps) {
                   onNodeDragStart={() => checkpoint()}
                   onSelectionChange={({ nodes: sel }) => {
                     const id = sel.length === 1 ? sel[0].id : null;
+                    // Called again whenever the node objects change: switch tabs only on a new selection.
+                    if (id === selectedRef.current) return;
+                    selectedRef.current = id;
                     setSelected(id);
                     if (id && !watchOnly) setTab("node");
                   }}
@@ -483,7 +488,8 @@ function Editor({ config }: EditorProps) {
                   nodesConnectable={!readOnly}
                   edgesFocusable={!readOnly}
                   deleteKeyCode={readOnly ? null : ["Backspace", "Delete"]}
-                  fitView
+                  // Fitting an empty canvas would re-centre on the first dropped node.
+                  fitView={initial.nodes.length > 0}
                   fitViewOptions={{ maxZoom: 1, padding: 0.2 }}
                   proOptions={{ hideAttribution: true }}
                   defaultEdgeOptions={{ style: { strokeWidth: 2 } }}
