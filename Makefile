@@ -8,7 +8,9 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 STAMP := $(VENV)/.installed-stamp
 FRONTEND_STAMP := static/build/.stamp
-FRONTEND_SRC := $(shell find frontend/src frontend/index.html frontend/package.json frontend/package-lock.json frontend/vite.config.* frontend/tsconfig*.json -type f 2>/dev/null)
+NODE_STAMP := frontend/node_modules/.installed-stamp
+NODE_DEPS := $(wildcard frontend/package.json frontend/package-lock.json)
+FRONTEND_SRC := $(shell find frontend/src frontend/public frontend/index.html frontend/vite.config.* frontend/tsconfig*.json -type f 2>/dev/null)
 
 .PHONY: run test setup frontend browser lint bench clean
 
@@ -22,11 +24,21 @@ $(STAMP): pyproject.toml
 
 frontend: $(FRONTEND_STAMP)
 
-$(FRONTEND_STAMP): $(FRONTEND_SRC)
-	@if [ -f frontend/package.json ]; then \
-		cd frontend && npm ci --no-audit --no-fund --loglevel=error && npm run build; \
-	fi
+# Packages are installed again only when package.json or the lock file changed; a source
+# change only rebuilds. With no front end yet, the stamp just records that.
+ifneq ($(wildcard frontend/package.json),)
+$(NODE_STAMP): $(NODE_DEPS)
+	cd frontend && if [ -f package-lock.json ]; then npm ci --no-audit --no-fund --loglevel=error; \
+		else npm install --no-audit --no-fund --loglevel=error; fi
+	@touch $@
+
+$(FRONTEND_STAMP): $(NODE_STAMP) $(FRONTEND_SRC)
+	cd frontend && npm run build
 	@mkdir -p static/build && touch $@
+else
+$(FRONTEND_STAMP):
+	@mkdir -p static/build && touch $@
+endif
 
 # Debian's Chromium for the Playwright tests (no browser downloads are possible here).
 browser:

@@ -20,9 +20,11 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         with transaction.atomic():
             if Workspace.objects.exists():
-                demo = User.objects.filter(email=DEMO_EMAIL).first()
-                if demo is not None:
-                    self.stdout.write(f"Demo login: {DEMO_EMAIL} (password unchanged)")
+                demo = User.objects.filter(email=DEMO_EMAIL, is_active=True).first()
+                if demo is not None and demo.check_password(DEMO_PASSWORD):
+                    self.stdout.write(f"Demo login: {DEMO_EMAIL} / {DEMO_PASSWORD}")
+                elif demo is not None:
+                    self.stdout.write(f"Demo login: {DEMO_EMAIL} (password changed since)")
                 return
             user = User.objects.filter(email=DEMO_EMAIL).first()
             if user is None:

@@ -2,8 +2,11 @@
 
 This is what `make run` ends in. The children are the production processes (Daphne with
 channels-redis, a Celery worker on the Redis broker, beat for the reaper); only Redis is
-started here when REDIS_URL is unset. SIGINT/SIGTERM stop every child, Redis last; the
-children also get SIGTERM from the kernel if this supervisor dies (PR_SET_PDEATHSIG).
+started here when REDIS_URL is unset. SIGINT/SIGTERM stop every child in order — Daphne, then
+the worker, Redis last — and a second signal kills what is left. Each child runs in its own
+process group, so a Ctrl-C at the terminal reaches only this supervisor (otherwise Redis
+would die at once under a worker still shutting down). The children also get SIGTERM from
+the kernel if this supervisor dies (PR_SET_PDEATHSIG).
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 PR_SET_PDEATHSIG = 1
+STOP_TIMEOUT = 20.0  # seconds a child gets to stop after SIGTERM before it is killed
 
 
 def _die_with_parent() -> None:  # runs in the child between fork and exec
@@ -82,7 +86,7 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, host: str, port: int, concurrency: int, **opts: Any) -> None:
         self.children: list[tuple[str, subprocess.Popen]] = []
-        self.stopping = False
+        self.signals = 0
         signal.signal(signal.SIGTERM, self._on_signal)
         signal.signal(signal.SIGINT, self._on_signal)
         env = dict(os.environ)
@@ -90,7 +94,7 @@ class Command(BaseCommand):
             if not settings.REDIS_URL:
                 env["REDIS_URL"] = self._start_redis()
             python = sys.executable
-            self._spawn(
+            daphne = self._spawn(
                 "daphne",
                 [python, "-m", "daphne", "-b", host, "-p", str(port), "config.asgi:application"],
                 env,
@@ -118,27 +122,46 @@ class Command(BaseCommand):
                 ],
                 env,
             )
-            wait_for_port(host, port, 60, self.children[-2][1])
-            self.stdout.write(
-                self.style.SUCCESS(f"Flowdeck is serving on http://{host}:{port}/"), ending="\n"
-            )
-            self.stdout.flush()
-            while not self.stopping:
+            self._wait_for_port(host, port, 60, daphne)
+            self._say(self.style.SUCCESS(f"Flowdeck is serving on http://{host}:{port}/"))
+            self._say("Press Ctrl-C to stop.")
+            while not self.signals:
                 for name, proc in self.children:
                     if proc.poll() is not None:
                         self.stderr.write(f"{name} exited with {proc.returncode}; stopping")
-                        self.stopping = True
+                        self.signals = 1
                         break
                 time.sleep(0.3)
         finally:
             self._stop_all()
 
+    def _say(self, message: str) -> None:
+        self.stdout.write(message)
+        self.stdout.flush()  # a pipe (a test, a process manager) sees it now, not at exit
+
     def _on_signal(self, signum: int, frame: Any) -> None:
-        self.stopping = True
+        self.signals += 1  # the first stops in order; a second one kills what is left
+
+    def _wait_for_port(self, host: str, port: int, timeout: float, proc: subprocess.Popen) -> None:
+        deadline = time.monotonic() + timeout
+        while not self.signals and time.monotonic() < deadline:
+            try:
+                wait_for_port(host, port, 0.5, proc)
+                return
+            except CommandError:
+                if proc.poll() is not None:
+                    raise
+        if not self.signals:
+            raise CommandError(f"nothing listened on {host}:{port} within {timeout}s")
 
     def _spawn(self, name: str, cmd: list[str], env: dict[str, str]) -> subprocess.Popen:
-        proc = subprocess.Popen(cmd, env=env, preexec_fn=_die_with_parent)  # noqa: PLW1509
+        if self.signals:
+            raise CommandError("interrupted while starting")
+        proc = subprocess.Popen(  # noqa: PLW1509
+            cmd, env=env, preexec_fn=_die_with_parent, process_group=0
+        )
         self.children.append((name, proc))
+        self._say(f"Started {name} (pid {proc.pid})")
         return proc
 
     def _start_redis(self) -> str:
@@ -166,8 +189,8 @@ class Command(BaseCommand):
             ],
             dict(os.environ),
         )
-        wait_for_port("127.0.0.1", port, 20, proc)
-        self.stdout.write(f"Started a private Redis on 127.0.0.1:{port}")
+        self._wait_for_port("127.0.0.1", port, 20, proc)
+        self._say(f"Started a private Redis on 127.0.0.1:{port}")
         return f"redis://:{password}@127.0.0.1:{port}/0"
 
     def _stop_all(self) -> None:
@@ -175,9 +198,11 @@ class Command(BaseCommand):
         for name, proc in reversed(self.children):
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.stderr.write(f"{name} did not stop in time; killing it")
+            deadline = time.monotonic() + STOP_TIMEOUT
+            while proc.poll() is None and time.monotonic() < deadline and self.signals < 2:
+                time.sleep(0.1)
+            if proc.poll() is None:
+                self.stderr.write(f"{name} did not stop; killing it")
                 proc.kill()
-                proc.wait()
+            proc.wait()
+        self._say("Stopped.")
