@@ -19,6 +19,7 @@ import {
   defaultParams,
   edgeId,
   newNodeId,
+  portsOf,
   toFlow,
   toGraph,
   typesCompatible,
@@ -218,7 +219,7 @@ function Editor({ config }: EditorProps) {
     (nodeId: string, port: string | null | undefined, side: "inputs" | "outputs") => {
       const node = flow.getNode(nodeId);
       const component = node ? catalog.get(node.data.component) : undefined;
-      return component?.[side].find((p) => p.name === port)?.type;
+      return portsOf(component, node?.data.params ?? {})[side].find((p) => p.name === port);
     },
     [catalog, flow],
   );
@@ -228,11 +229,10 @@ function Editor({ config }: EditorProps) {
       if (c.source === c.target) return false;
       const out = portType(c.source, c.sourceHandle, "outputs");
       const inp = portType(c.target, c.targetHandle, "inputs");
-      if (!out || !inp || !typesCompatible(out, inp)) return false;
-      // One edge per input port: a second one would be ambiguous.
-      return !flow
-        .getEdges()
-        .some((e) => e.target === c.target && e.targetHandle === c.targetHandle && e.source !== c.source);
+      if (!out || !inp || !typesCompatible(out.type, inp.type)) return false;
+      if (inp.multi) return true;
+      // A single-valued input takes one edge: a second one would be ambiguous.
+      return !flow.getEdges().some((e) => e.target === c.target && e.targetHandle === c.targetHandle);
     },
     [flow, portType],
   );
@@ -246,7 +246,7 @@ function Editor({ config }: EditorProps) {
         target: c.target,
         target_port: c.targetHandle ?? "",
       });
-      const type = portType(c.source, c.sourceHandle, "outputs") ?? "any";
+      const type = portType(c.source, c.sourceHandle, "outputs")?.type ?? "any";
       setEdges((es) => addEdge({ ...c, id, style: { stroke: typeColour(type), strokeWidth: 2 } }, es));
     },
     [checkpoint, portType, setEdges],

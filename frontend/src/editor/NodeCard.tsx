@@ -1,6 +1,6 @@
 import { Handle, Position, type NodeProps } from "@xyflow/react";
 import { memo } from "react";
-import { typeColour, type FlowNode } from "../lib/graph";
+import { portsOf, typeColour, type FlowNode } from "../lib/graph";
 import { useCatalog, useProblems, useRunView } from "./contexts";
 import { formatDuration } from "../lib/format";
 
@@ -21,7 +21,8 @@ function NodeCardImpl({ id, data, selected }: NodeProps<FlowNode>) {
   const state = run.nodes[id];
   const status = state?.status;
   const preview = state ? state.text.slice(0, state.shown).slice(-160) : "";
-  const rows = Math.max(component?.inputs.length ?? 0, component?.outputs.length ?? 0, 1);
+  const ports = portsOf(component, data.params);
+  const rows = Math.max(ports.inputs.length, ports.outputs.length, 1);
   return (
     <div
       className={`node-card${selected ? " selected" : ""}${status ? ` st-${status}` : ""}${problems.length ? " invalid" : ""}`}
@@ -43,7 +44,7 @@ function NodeCardImpl({ id, data, selected }: NodeProps<FlowNode>) {
       </div>
       <div className="node-ports" style={{ minHeight: rows * 22 }}>
         <div className="ports-in">
-          {component?.inputs.map((p) => (
+          {ports.inputs.map((p) => (
             <div className="port in" key={p.name} title={`${p.name}: ${p.type}`}>
               <Handle
                 type="target"
@@ -54,16 +55,16 @@ function NodeCardImpl({ id, data, selected }: NodeProps<FlowNode>) {
                 data-testid={`in-${id}-${p.name}`}
                 style={{ background: typeColour(p.type) }}
               />
-              <span>{p.name}</span>
-              <small style={{ color: typeColour(p.type) }}>{p.type}</small>
+              <span>{p.label || p.name}</span>
+              <small style={{ color: typeColour(p.type) }}>{p.type}{p.multi ? "[]" : ""}</small>
             </div>
           ))}
         </div>
         <div className="ports-out">
-          {component?.outputs.map((p) => (
+          {ports.outputs.map((p) => (
             <div className="port out" key={p.name} title={`${p.name}: ${p.type}`}>
               <small style={{ color: typeColour(p.type) }}>{p.type}</small>
-              <span>{p.name}</span>
+              <span>{p.label || p.name}</span>
               <Handle
                 type="source"
                 position={Position.Right}

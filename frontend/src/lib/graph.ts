@@ -1,7 +1,7 @@
 /** The flow graph (DESIGN.md, "Flow graph") and its React Flow form. */
 import type { Edge, Node } from "@xyflow/react";
 
-export type Port = { name: string; type: string; label?: string; required?: boolean };
+export type Port = { name: string; type: string; label?: string; required?: boolean; multi?: boolean };
 
 export type JsonSchema = {
   type?: string | string[];
@@ -140,4 +140,21 @@ export function templateVariables(template: string): string[] {
     if (m[1] && !found.includes(m[1])) found.push(m[1]);
   }
   return found;
+}
+
+/**
+ * A node's ports for its current params. Most components have fixed ports (the catalog's);
+ * a prompt template has one text input per variable of its template.
+ */
+export function portsOf(
+  component: Component | undefined,
+  params: Record<string, unknown>,
+): { inputs: Port[]; outputs: Port[] } {
+  if (!component) return { inputs: [], outputs: [] };
+  if (component.key === "prompt.template") {
+    const template = params.template ?? component.params?.properties?.template?.default;
+    const vars = typeof template === "string" ? templateVariables(template) : [];
+    return { inputs: vars.map((name) => ({ name, type: "text", required: true })), outputs: component.outputs };
+  }
+  return { inputs: component.inputs, outputs: component.outputs };
 }
