@@ -1,7 +1,9 @@
 """Flowdeck settings, read from the environment.
 
-Production: set DATABASE_URL (PostgreSQL), REDIS_URL, SECRET_KEY, ALLOWED_HOSTS and
-FLOWDECK_ENCRYPTION_KEY; leave DEBUG unset. `manage.py check --deploy` is then clean.
+Production: set DATABASE_URL (PostgreSQL), REDIS_URL, SECRET_KEY, ALLOWED_HOSTS,
+FLOWDECK_ENCRYPTION_KEY and FLOWDECK_AUDIT_KEY; leave DEBUG unset. Start-up refuses to go
+on without them, and `manage.py check --deploy` is then clean (README.md lists every
+variable).
 
 Embedded default: with no DATABASE_URL the database is SQLite (WAL, busy timeout) under
 FLOWDECK_DATA_DIR; with no REDIS_URL `manage.py serve` starts a private Redis server and
@@ -17,6 +19,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
+from cryptography.fernet import Fernet
 from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -74,13 +77,20 @@ FLOWDECK_AUDIT_KEY = os.environ.get("FLOWDECK_AUDIT_KEY", "")
 if not LOCAL_SECRETS_OK and not FLOWDECK_ENCRYPTION_KEYS:
     raise ImproperlyConfigured("FLOWDECK_ENCRYPTION_KEY must be set when DEBUG is off.")
 if not FLOWDECK_ENCRYPTION_KEYS:
-    from cryptography.fernet import Fernet
-
     key_path = DATA_DIR / "encryption_key"
     if not key_path.exists():
         key_path.write_text(Fernet.generate_key().decode())
         key_path.chmod(0o600)
     FLOWDECK_ENCRYPTION_KEYS = [key_path.read_text().strip()]
+for _key in FLOWDECK_ENCRYPTION_KEYS:
+    try:
+        Fernet(_key)
+    except (ValueError, TypeError) as exc:  # fail at start, not at the first secret saved
+        raise ImproperlyConfigured(
+            "FLOWDECK_ENCRYPTION_KEY must be comma-separated Fernet keys (32 url-safe "
+            "base64-encoded bytes each; make one with `python -c 'from cryptography.fernet "
+            "import Fernet; print(Fernet.generate_key().decode())'`)."
+        ) from exc
 if not FLOWDECK_AUDIT_KEY:
     if not LOCAL_SECRETS_OK:
         raise ImproperlyConfigured("FLOWDECK_AUDIT_KEY must be set when DEBUG is off.")
@@ -89,6 +99,9 @@ if not FLOWDECK_AUDIT_KEY:
 ALLOWED_HOSTS = env_list(
     "ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]"] if LOCAL_SECRETS_OK else []
 )
+if not ALLOWED_HOSTS:
+    # Without it every request would be a 400; say so at start instead.
+    raise ImproperlyConfigured("ALLOWED_HOSTS must be set when DEBUG is off (comma-separated).")
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
 
 INSTALLED_APPS = [
