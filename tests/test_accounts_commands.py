@@ -1,0 +1,67 @@
+"""`manage.py createworkspace <slug> --owner <email>` and `manage.py issuetoken <slug> <email>`."""
+
+from __future__ import annotations
+
+from io import StringIO
+
+import pytest
+from django.core.management import CommandError, call_command
+from django.test import Client
+
+from accounts.models import ApiToken, Membership, Role, User, Workspace
+from accounts.services import hash_secret
+
+pytestmark = pytest.mark.django_db
+
+
+def run(*args: str) -> str:
+    out = StringIO()
+    call_command(*args, stdout=out)
+    return out.getvalue()
+
+
+def test_createworkspace_for_an_existing_user(alice_owner) -> None:
+    output = run("createworkspace", "labs", "--owner", "Alice@Example.com", "--name", "Labs")
+    workspace = Workspace.objects.get(slug="labs")
+    assert workspace.name == "Labs" and "labs" in output
+    membership = Membership.objects.get(workspace=workspace)
+    assert membership.user == alice_owner and membership.role == Role.OWNER
+
+
+def test_createworkspace_creates_a_passwordless_owner(db) -> None:
+    output = run("createworkspace", "newco", "--owner", "founder@newco.example")
+    owner = User.objects.get(email="founder@newco.example")
+    assert not owner.has_usable_password() and "password reset" in output
+    assert Membership.objects.get(workspace__slug="newco").user == owner
+    assert Workspace.objects.get(slug="newco").name == "newco"
+
+
+@pytest.mark.parametrize("slug", ["acme", "Not A Slug", "-dash"])
+def test_createworkspace_refuses_taken_or_malformed_slugs(workspace_a, slug) -> None:
+    with pytest.raises(CommandError):
+        run("createworkspace", slug, "--owner", "someone@example.com")
+    assert Workspace.objects.count() == 1
+
+
+def test_issuetoken_prints_a_token_that_opens_the_api(workspace_a, erin_editor) -> None:
+    secret = run("issuetoken", "acme", erin_editor.email).strip()
+    token = ApiToken.objects.get()
+    assert token.token_hash == hash_secret(secret) and token.user == erin_editor
+    response = Client().get("/api/w/acme/", HTTP_AUTHORIZATION=f"Bearer {secret}")
+    assert response.status_code == 200
+    assert response.json() == {"slug": "acme", "name": "Acme", "role": "editor"}
+    members = Client().get("/api/w/acme/members", HTTP_AUTHORIZATION=f"Bearer {secret}")
+    assert members.status_code == 200 and erin_editor.email in members.content.decode()
+
+
+def test_issuetoken_refuses_non_members_and_unknown_names(
+    workspace_a, workspace_b, mallory_owner
+) -> None:
+    for args in (
+        ("acme", mallory_owner.email),  # a user, but not a member of acme
+        ("nowhere", mallory_owner.email),
+        ("acme", "ghost@example.com"),
+    ):
+        with pytest.raises(CommandError):
+            run("issuetoken", *args)
+    assert not ApiToken.objects.exists()
