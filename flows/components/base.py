@@ -1,0 +1,206 @@
+"""The contract between components, the builder and the run executor.
+
+A component is a class written in this package and registered under a stable key in
+`flows.components.registry`. Nothing in a flow graph is ever used as an import path, a
+class name, a pickle or a template engine choice: the graph only names a registered key
+and gives parameters that the component's pydantic `Params` model validates.
+
+Life of a node:
+1. `validate` (flows.builder): `Params.model_validate(params)`, then `check(params, env)`
+   for component-specific rules (template placeholders, credentials of this workspace...).
+2. `build(params, env)` -> the LangChain object (ChatOpenAI, PromptTemplate, a tool...),
+   synchronously, once per run, in the worker.
+3. `await execute(built, params, inputs, ctx)` -> `{output_port: value}`.
+
+How inputs reach a node: `inputs` maps the node's input port names to upstream values
+(a list for `multi` ports). An `io.chat_input` node has no edges into it: the executor
+passes the run's input for that node as `inputs={"value": <text>}` (the run's `inputs` map
+node ids to text; `{"input": "<text>"}` is shorthand for a flow with one input node).
+
+Outputs: a port missing from the returned dict was not taken (e.g. a `logic.router`
+branch); the executor skips nodes fed only by untaken ports.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+
+from pydantic import BaseModel, ConfigDict
+
+if TYPE_CHECKING:
+    from accounts.models import Workspace
+
+
+# Stream events a component may emit through its RunContext.
+STREAM_EVENTS = frozenset({"on_token", "on_tool_call", "on_tool_result", "on_retrieval"})
+
+
+class RunCancelled(Exception):
+    """Raised by `RunContext.check_cancelled()` when the run was cancelled or timed out."""
+
+
+class NodeError(Exception):
+    """A clear, user-facing failure of one node (shown in its `error` event).
+
+    The message must never contain secrets (API keys, credential values).
+    """
+
+
+class RunContext(Protocol):
+    """What a running component sees of its run; provided by the executor, one per node."""
+
+    workspace_id: int
+    run_id: Any
+    session_id: str
+
+    def emit(self, event: str, data: Any) -> None:
+        """Queue a stream event for this node (non-blocking, thread-safe).
+
+        `event` is one of STREAM_EVENTS: `on_token` (data: text chunk), `on_tool_call`
+        (data: {tool_name, tool_input, call_id}), `on_tool_result` (data: {call_id,
+        tool_name, output}), `on_retrieval` (data: {query, documents: [...]}).
+        """
+
+    def check_cancelled(self) -> None:
+        """Raise RunCancelled if the run was cancelled or timed out."""
+
+
+# --- ports ------------------------------------------------------------------------------
+# Port types. An edge connects an output to an input of the same type, or either side is
+# "any"; "text" also feeds "json" inputs' neighbours only through parser.json.
+PORT_TYPES = frozenset({"text", "json", "documents", "tool", "any"})
+
+
+@dataclass(frozen=True)
+class Port:
+    """A typed input or output of a component."""
+
+    name: str
+    type: str = "text"
+    required: bool = True  # inputs only: validation refuses the node if nothing feeds it
+    multi: bool = False  # inputs only: accepts several edges; the value is a list
+    label: str = ""
+    description: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "type": self.type,
+            "label": self.label or self.name,
+            "required": self.required,
+            "multi": self.multi,
+        }
+
+
+def types_compatible(source: str, target: str) -> bool:
+    """Whether an output of type `source` may feed an input of type `target`."""
+    return source == target or "any" in (source, target)
+
+
+# --- parameters ---------------------------------------------------------------------------
+class Params(BaseModel):
+    """Base of every component's parameters: unknown keys are refused, values are strict."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+def credential_field_schema() -> dict[str, Any]:
+    """`json_schema_extra` marking a param as a workspace credential reference."""
+    return {"format": "credential"}
+
+
+# --- build environment --------------------------------------------------------------------
+@dataclass(frozen=True)
+class DecryptedCredential:
+    """A credential's usable values, only ever held in memory while building a node."""
+
+    id: int
+    provider: str
+    base_url: str
+    api_key: str = field(repr=False)
+
+
+class BuildEnv:
+    """What `check` and `build` may use: the workspace and its decrypted credentials."""
+
+    def __init__(self, workspace: Workspace) -> None:
+        self.workspace = workspace
+        self._credentials: dict[int, DecryptedCredential | None] = {}
+
+    @property
+    def workspace_id(self) -> int:
+        return int(self.workspace.pk)
+
+    def credential(self, credential_id: int) -> DecryptedCredential | None:
+        """This workspace's credential `credential_id`, decrypted; None if not ours/missing."""
+        if credential_id not in self._credentials:
+            from flows.selectors import credential_decrypted
+
+            self._credentials[credential_id] = credential_decrypted(self.workspace, credential_id)
+        return self._credentials[credential_id]
+
+
+@dataclass(frozen=True)
+class ParamProblem:
+    """A component-specific problem with a param (the builder adds the node id)."""
+
+    field: str
+    code: str
+    message: str
+
+
+# --- the component ------------------------------------------------------------------------
+class Component:
+    """One kind of node. Subclasses set the class attributes and implement `execute`."""
+
+    key: ClassVar[str]
+    label: ClassVar[str]
+    category: ClassVar[str]
+    description: ClassVar[str] = ""
+    inputs: ClassVar[list[Port]] = []
+    outputs: ClassVar[list[Port]] = []
+    Params: ClassVar[type[BaseModel]] = Params
+    # Platform default when no ComponentPolicy row exists for the key.
+    default_enabled: ClassVar[bool] = True
+
+    # --- declared shape ---------------------------------------------------------------------
+    def ports_for(self, params: BaseModel | None) -> tuple[list[Port], list[Port]]:
+        """(inputs, outputs) for these params; dynamic for prompt.template and logic.router."""
+        return list(self.inputs), list(self.outputs)
+
+    def input_ports(self, params: BaseModel | None) -> list[Port]:
+        return self.ports_for(params)[0]
+
+    def output_ports(self, params: BaseModel | None) -> list[Port]:
+        return self.ports_for(params)[1]
+
+    @classmethod
+    def params_schema(cls) -> dict[str, Any]:
+        return cls.Params.model_json_schema()
+
+    def catalog_entry(self) -> dict[str, Any]:
+        inputs, outputs = self.ports_for(None)
+        return {
+            "key": self.key,
+            "label": self.label,
+            "category": self.category,
+            "description": self.description,
+            "inputs": [p.as_dict() for p in inputs],
+            "outputs": [p.as_dict() for p in outputs],
+            "params": self.params_schema(),
+        }
+
+    # --- validation, build, execution -------------------------------------------------------
+    def check(self, params: BaseModel, env: BuildEnv) -> list[ParamProblem]:
+        """Component-specific validation beyond the Params model (no side effects)."""
+        return []
+
+    def build(self, params: BaseModel, env: BuildEnv) -> Any:
+        """The LangChain object (or plain helper) this node runs with; None if it needs none."""
+        return None
+
+    async def execute(
+        self, built: Any, params: BaseModel, inputs: dict[str, Any], ctx: RunContext
+    ) -> dict[str, Any]:
+        raise NotImplementedError

@@ -1,0 +1,139 @@
+"""Chat models. Endpoint and key come from a workspace Credential, never from the node."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from langchain_core.messages import BaseMessage, HumanMessage, SystemMessage
+from pydantic import BaseModel, Field
+
+from flows.components.base import (
+    BuildEnv,
+    Component,
+    NodeError,
+    ParamProblem,
+    Params,
+    Port,
+    RunContext,
+    credential_field_schema,
+)
+from flows.components.demo_model import DemoChatModel
+from flows.components.util import as_text, stream_chat
+
+MODEL_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:/@+-]{0,199}$"
+
+
+def messages_for(prompt: str, system_prompt: str) -> list[BaseMessage]:
+    messages: list[BaseMessage] = []
+    if system_prompt:
+        messages.append(SystemMessage(system_prompt))
+    messages.append(HumanMessage(prompt))
+    return messages
+
+
+class ModelParams(Params):
+    credential: int = Field(
+        ...,
+        ge=1,
+        description="A credential of this workspace (provider connection).",
+        json_schema_extra=credential_field_schema(),
+    )
+    model: str = Field("gpt-4o-mini", pattern=MODEL_NAME_PATTERN, max_length=200)
+    temperature: float = Field(0.7, ge=0.0, le=2.0)
+    max_tokens: int | None = Field(None, ge=1, le=100_000)
+    system_prompt: str = Field("", max_length=20_000, json_schema_extra={"x-widget": "textarea"})
+
+
+class ChatModelComponent(Component):
+    """Base for provider chat models: prompt in, streamed text out."""
+
+    category = "Models"
+    provider: str = ""
+    inputs = [Port("prompt", "any", label="Prompt")]
+    outputs = [Port("text", "text", label="Reply")]
+    Params = ModelParams
+
+    def check(self, params: BaseModel, env: BuildEnv) -> list[ParamProblem]:
+        from flows.selectors import get_credential_provider
+
+        provider = get_credential_provider(env.workspace, params.credential)  # type: ignore[attr-defined]
+        if provider is None:
+            return [
+                ParamProblem(
+                    "credential", "credential_not_found", "No such credential in this workspace."
+                )
+            ]
+        if provider != self.provider:
+            return [
+                ParamProblem(
+                    "credential",
+                    "credential_provider",
+                    f"This node needs a credential for the {self.provider} provider.",
+                )
+            ]
+        return []
+
+    def credential(self, params: BaseModel, env: BuildEnv) -> Any:
+        credential = env.credential(params.credential)  # type: ignore[attr-defined]
+        if credential is None or credential.provider != self.provider:
+            raise NodeError("No such credential in this workspace.")
+        return credential
+
+    async def execute(
+        self, built: Any, params: BaseModel, inputs: dict[str, Any], ctx: RunContext
+    ) -> dict[str, Any]:
+        messages = messages_for(as_text(inputs.get("prompt")), params.system_prompt)  # type: ignore[attr-defined]
+        return {"text": await stream_chat(built, messages, ctx)}
+
+
+class OpenAIChat(ChatModelComponent):
+    key = "llm.openai_chat"
+    label = "OpenAI-compatible chat"
+    description = "Any OpenAI-compatible endpoint (OpenAI, vLLM, Ollama, LM Studio...)."
+    provider = "openai"
+
+    def build(self, params: BaseModel, env: BuildEnv) -> Any:
+        from langchain_openai import ChatOpenAI
+
+        credential = self.credential(params, env)
+        return ChatOpenAI(
+            model=params.model,  # type: ignore[attr-defined]
+            temperature=params.temperature,  # type: ignore[attr-defined]
+            max_tokens=params.max_tokens,  # type: ignore[attr-defined]
+            base_url=credential.base_url or None,
+            api_key=credential.api_key or "not-needed",
+            streaming=True,
+            max_retries=1,
+            timeout=120,
+        )
+
+
+class DemoChat(Component):
+    key = "llm.demo"
+    label = "Demo model (offline)"
+    category = "Models"
+    description = (
+        "DEMO ONLY: an offline, deterministic stand-in for a model. Streams `reply` word by "
+        "word (or a canned answer derived from the prompt); it does not understand anything."
+    )
+    inputs = [Port("prompt", "any", label="Prompt")]
+    outputs = [Port("text", "text", label="Reply")]
+
+    class Params(Params):
+        reply: str = Field(
+            "",
+            max_length=100_000,
+            description="Text to stream; empty = an answer derived from the prompt.",
+            json_schema_extra={"x-widget": "textarea"},
+        )
+        delay_ms: int = Field(30, ge=0, le=5_000, description="Pause between tokens.")
+        system_prompt: str = Field("", max_length=20_000)
+
+    def build(self, params: BaseModel, env: BuildEnv) -> DemoChatModel:
+        return DemoChatModel(reply=params.reply, delay_ms=params.delay_ms)  # type: ignore[attr-defined]
+
+    async def execute(
+        self, built: Any, params: BaseModel, inputs: dict[str, Any], ctx: RunContext
+    ) -> dict[str, Any]:
+        messages = messages_for(as_text(inputs.get("prompt")), params.system_prompt)  # type: ignore[attr-defined]
+        return {"text": await stream_chat(built, messages, ctx)}

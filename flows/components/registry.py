@@ -1,0 +1,35 @@
+"""The registry: component key -> class, written in code. The only way a graph's
+`component` string becomes behaviour is an exact lookup in this dict."""
+
+from __future__ import annotations
+
+from types import MappingProxyType
+
+from flows.components.base import Component
+from flows.components.io import ChatInput, TextOutput
+from flows.components.llm import DemoChat, OpenAIChat
+from flows.components.prompt import PromptTemplateComponent
+
+_CLASSES: list[type[Component]] = [
+    ChatInput,
+    TextOutput,
+    PromptTemplateComponent,
+    OpenAIChat,
+    DemoChat,
+]
+
+REGISTRY: MappingProxyType[str, type[Component]] = MappingProxyType(
+    {cls.key: cls for cls in _CLASSES}
+)
+_INSTANCES: dict[str, Component] = {key: cls() for key, cls in REGISTRY.items()}
+
+
+def get_component(key: object) -> Component | None:
+    """The registered component for exactly `key`, or None (never imports anything)."""
+    if not isinstance(key, str):
+        return None
+    return _INSTANCES.get(key)
+
+
+def all_components() -> list[Component]:
+    return [_INSTANCES[key] for key in sorted(_INSTANCES)]

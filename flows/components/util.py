@@ -1,0 +1,77 @@
+"""Small helpers shared by components."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from flows.components.base import NodeError, RunContext
+
+MAX_TEXT = 200_000
+
+
+def as_text(value: Any) -> str:
+    """A readable text form of any port value (messages, documents, JSON, lists)."""
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value
+    content = getattr(value, "content", None)
+    if isinstance(content, str):
+        return content
+    page_content = getattr(value, "page_content", None)
+    if isinstance(page_content, str):
+        return page_content
+    if isinstance(value, list | tuple):
+        return "\n\n".join(as_text(v) for v in value)
+    try:
+        return json.dumps(value, ensure_ascii=False, default=str)
+    except (TypeError, ValueError):
+        return str(value)
+
+
+def chunk_text(chunk: Any) -> str:
+    """The text of a streamed message chunk (string content or content blocks)."""
+    content = getattr(chunk, "content", chunk)
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        parts = []
+        for block in content:
+            if isinstance(block, str):
+                parts.append(block)
+            elif isinstance(block, dict) and block.get("type") == "text":
+                parts.append(str(block.get("text", "")))
+        return "".join(parts)
+    return ""
+
+
+def model_error(exc: Exception) -> NodeError:
+    """A user-facing error for a failed model call, without echoing the provider's message
+    (which can quote the API key)."""
+    status = getattr(exc, "status_code", None) or getattr(
+        getattr(exc, "response", None), "status_code", None
+    )
+    name = type(exc).__name__
+    if status:
+        return NodeError(f"The model endpoint answered HTTP {status} ({name}).")
+    return NodeError(f"The model endpoint could not be reached or failed ({name}).")
+
+
+async def stream_chat(model: Any, messages: Any, ctx: RunContext) -> str:
+    """Stream `model` on `messages`, emitting each chunk as `on_token`; the full text."""
+    from flows.components.base import RunCancelled
+
+    parts: list[str] = []
+    try:
+        async for chunk in model.astream(messages):
+            ctx.check_cancelled()
+            text = chunk_text(chunk)
+            if text:
+                parts.append(text)
+                ctx.emit("on_token", text)
+    except (RunCancelled, NodeError):
+        raise
+    except Exception as exc:
+        raise model_error(exc) from exc
+    return "".join(parts)

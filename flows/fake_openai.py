@@ -1,0 +1,433 @@
+"""A local fake LLM server for tests and benchmarks — never used by production code paths.
+
+`FakeOpenAIServer` is a real HTTP server on 127.0.0.1 that speaks the wire protocols the
+model components use, so the real client code (langchain-openai / the openai SDK,
+langchain-ollama, langchain-anthropic) runs end to end without a network or a model:
+
+- OpenAI chat completions, `POST /v1/chat/completions`: Server-Sent Events
+  (`data: {chat.completion.chunk}` lines, then `data: [DONE]`) when `stream` is true,
+  a `chat.completion` object otherwise; `GET /v1/models`.
+- Ollama, `POST /api/chat`: newline-delimited JSON chunks.
+- Anthropic messages, `POST /v1/messages`: the `message_start` ... `message_stop` SSE events.
+
+The reply is streamed token by token (`tokens`, or the words of `reply` with their leading
+space), sleeping `delay` seconds between chunks. Scripted tool calls: with `tool_calls`, a
+request whose last message is not a tool result is answered with those tool calls; the
+follow-up request (carrying the tool results) is answered with the text reply.
+
+Usage in a test::
+
+    with FakeOpenAIServer(reply="Hello there", delay=0.01) as server:
+        ChatOpenAI(base_url=server.base_url, api_key="x", model="fake")...
+        server.requests  # the JSON bodies received, in order
+
+As a separate process (the `bench_stream` command does this)::
+
+    python -m flows.fake_openai --port 8765 --tokens 200 --delay 0.005
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+DEFAULT_REPLY = "Hello from the fake model."
+Reply = str | Callable[[dict], str]
+
+
+def split_tokens(text: str) -> list[str]:
+    """Words with their leading whitespace: "a b" -> ["a", " b"] (joins back to `text`)."""
+    return re.findall(r"\s*\S+|\s+$", text) or [""]
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 256
+    allow_reuse_address = True
+    fake: FakeOpenAIServer
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: _Server
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - quiet by design
+        pass
+
+    # --- plumbing -------------------------------------------------------------------------
+    def _json(self, status: int, body: Any) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _start_stream(self, content_type: str) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Cache-Control", "no-cache")
+        self.send_header("Connection", "close")
+        self.end_headers()
+        self.close_connection = True
+
+    def _write(self, data: str) -> None:
+        self.wfile.write(data.encode())
+        self.wfile.flush()
+
+    def _body(self) -> dict:
+        length = int(self.headers.get("Content-Length") or 0)
+        raw = self.rfile.read(length) if length else b"{}"
+        try:
+            body = json.loads(raw or b"{}")
+        except ValueError:
+            body = {}
+        return body if isinstance(body, dict) else {}
+
+    # --- routes ---------------------------------------------------------------------------
+    def do_GET(self) -> None:
+        if self.path.rstrip("/").endswith("/models"):
+            self._json(200, {"object": "list", "data": [{"id": "fake", "object": "model"}]})
+        else:
+            self._json(404, {"error": {"message": "not found"}})
+
+    def do_POST(self) -> None:
+        fake = self.server.fake
+        body = self._body()
+        fake._record(body, self.path, dict(self.headers))
+        if fake.fail_status:
+            self._json(
+                fake.fail_status,
+                {"error": {"message": "fake failure", "type": "server_error", "code": None}},
+            )
+            return
+        try:
+            if self.path.endswith("/chat/completions"):
+                self._openai(body)
+            elif self.path.endswith("/api/chat"):
+                self._ollama(body)
+            elif self.path.endswith("/messages"):
+                self._anthropic(body)
+            else:
+                self._json(404, {"error": {"message": "not found"}})
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the client went away mid-stream (cancel): nothing to do
+
+    # --- OpenAI -----------------------------------------------------------------------------
+    def _openai(self, body: dict) -> None:
+        fake = self.server.fake
+        model = str(body.get("model") or "fake")
+        cid = "chatcmpl-" + uuid.uuid4().hex[:12]
+        created = int(time.time())
+        calls = fake._tool_calls_for(body)
+        tokens = [] if calls else fake._tokens_for(body)
+        if not body.get("stream"):
+            message: dict[str, Any] = {"role": "assistant", "content": "".join(tokens) or None}
+            if calls:
+                message["tool_calls"] = [
+                    {
+                        "id": c["id"],
+                        "type": "function",
+                        "function": {"name": c["name"], "arguments": json.dumps(c["arguments"])},
+                    }
+                    for c in calls
+                ]
+            self._json(
+                200,
+                {
+                    "id": cid,
+                    "object": "chat.completion",
+                    "created": created,
+                    "model": model,
+                    "choices": [
+                        {
+                            "index": 0,
+                            "message": message,
+                            "finish_reason": "tool_calls" if calls else "stop",
+                        }
+                    ],
+                    "usage": {
+                        "prompt_tokens": 1,
+                        "completion_tokens": len(tokens),
+                        "total_tokens": 1 + len(tokens),
+                    },
+                },
+            )
+            return
+
+        def chunk(delta: dict, finish: str | None = None) -> str:
+            payload = {
+                "id": cid,
+                "object": "chat.completion.chunk",
+                "created": created,
+                "model": model,
+                "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+            }
+            return f"data: {json.dumps(payload)}\n\n"
+
+        self._start_stream("text/event-stream")
+        self._write(chunk({"role": "assistant", "content": ""}))
+        for i, call in enumerate(calls):
+            args = json.dumps(call["arguments"])
+            half = len(args) // 2
+            head = {
+                "index": i,
+                "id": call["id"],
+                "type": "function",
+                "function": {"name": call["name"], "arguments": args[:half]},
+            }
+            self._write(chunk({"tool_calls": [head]}))
+            fake._pause()
+            self._write(
+                chunk({"tool_calls": [{"index": i, "function": {"arguments": args[half:]}}]})
+            )
+        for token in tokens:
+            fake._pause()
+            self._write(chunk({"content": token}))
+        self._write(chunk({}, "tool_calls" if calls else "stop"))
+        if (body.get("stream_options") or {}).get("include_usage"):
+            usage = {
+                "id": cid,
+                "object": "chat.completion.chunk",
+                "created": created,
+                "model": model,
+                "choices": [],
+                "usage": {
+                    "prompt_tokens": 1,
+                    "completion_tokens": len(tokens),
+                    "total_tokens": 1 + len(tokens),
+                },
+            }
+            self._write(f"data: {json.dumps(usage)}\n\n")
+        self._write("data: [DONE]\n\n")
+
+    # --- Ollama -----------------------------------------------------------------------------
+    def _ollama(self, body: dict) -> None:
+        fake = self.server.fake
+        model = str(body.get("model") or "fake")
+        tokens = fake._tokens_for(body)
+        now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        final = {
+            "model": model,
+            "created_at": now,
+            "message": {"role": "assistant", "content": ""},
+            "done": True,
+            "done_reason": "stop",
+            "total_duration": 1,
+            "prompt_eval_count": 1,
+            "eval_count": len(tokens),
+        }
+        if body.get("stream") is False:
+            final["message"]["content"] = "".join(tokens)
+            self._json(200, final)
+            return
+        self._start_stream("application/x-ndjson")
+        for token in tokens:
+            piece = {
+                "model": model,
+                "created_at": now,
+                "message": {"role": "assistant", "content": token},
+                "done": False,
+            }
+            self._write(json.dumps(piece) + "\n")
+            fake._pause()
+        self._write(json.dumps(final) + "\n")
+
+    # --- Anthropic --------------------------------------------------------------------------
+    def _anthropic(self, body: dict) -> None:
+        fake = self.server.fake
+        model = str(body.get("model") or "fake")
+        tokens = fake._tokens_for(body)
+        mid = "msg_" + uuid.uuid4().hex[:12]
+        usage = {"input_tokens": 1, "output_tokens": len(tokens)}
+        if not body.get("stream"):
+            self._json(
+                200,
+                {
+                    "id": mid,
+                    "type": "message",
+                    "role": "assistant",
+                    "model": model,
+                    "content": [{"type": "text", "text": "".join(tokens)}],
+                    "stop_reason": "end_turn",
+                    "stop_sequence": None,
+                    "usage": usage,
+                },
+            )
+            return
+
+        def event(name: str, data: dict) -> str:
+            return f"event: {name}\ndata: {json.dumps({'type': name, **data})}\n\n"
+
+        self._start_stream("text/event-stream")
+        start = {
+            "id": mid,
+            "type": "message",
+            "role": "assistant",
+            "model": model,
+            "content": [],
+            "stop_reason": None,
+            "stop_sequence": None,
+            "usage": {"input_tokens": 1, "output_tokens": 0},
+        }
+        self._write(event("message_start", {"message": start}))
+        self._write(
+            event(
+                "content_block_start", {"index": 0, "content_block": {"type": "text", "text": ""}}
+            )
+        )
+        for token in tokens:
+            fake._pause()
+            delta = {"index": 0, "delta": {"type": "text_delta", "text": token}}
+            self._write(event("content_block_delta", delta))
+        self._write(event("content_block_stop", {"index": 0}))
+        self._write(
+            event(
+                "message_delta",
+                {
+                    "delta": {"stop_reason": "end_turn", "stop_sequence": None},
+                    "usage": {"output_tokens": len(tokens)},
+                },
+            )
+        )
+        self._write(event("message_stop", {}))
+
+
+class FakeOpenAIServer:
+    """A real local HTTP server that streams a scripted reply (see the module docstring).
+
+    reply: the text to send, or a function of the request body returning it.
+    tokens: an explicit token list (overrides `reply`).
+    delay: seconds to sleep between streamed chunks.
+    tool_calls: `[{"name": "calculator", "arguments": {"expression": "2+3"}}]` — sent as the
+        answer to every request whose last message is not a tool result.
+    fail_status: answer every request with this HTTP error status instead (e.g. 500, 401).
+    """
+
+    def __init__(
+        self,
+        reply: Reply = DEFAULT_REPLY,
+        tokens: list[str] | None = None,
+        delay: float = 0.0,
+        tool_calls: list[dict[str, Any]] | None = None,
+        *,
+        fail_status: int = 0,
+        host: str = "127.0.0.1",
+        port: int = 0,
+    ) -> None:
+        self.reply = reply
+        self.tokens = list(tokens) if tokens is not None else None
+        self.delay = delay
+        self.tool_calls = [
+            {"id": c.get("id") or f"call_{i}_{uuid.uuid4().hex[:8]}", **c}
+            for i, c in enumerate(tool_calls or [])
+        ]
+        self.fail_status = fail_status
+        self.requests: list[dict] = []
+        self.paths: list[str] = []
+        self.headers: list[dict[str, str]] = []
+        self._lock = threading.Lock()
+        self._host = host
+        self._port = port
+        self._httpd: _Server | None = None
+        self._thread: threading.Thread | None = None
+
+    # --- lifecycle --------------------------------------------------------------------------
+    def start(self) -> FakeOpenAIServer:
+        self._httpd = _Server((self._host, self._port), _Handler)
+        self._httpd.fake = self
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self._httpd is not None:
+            self._httpd.shutdown()
+            self._httpd.server_close()
+            self._httpd = None
+
+    def __enter__(self) -> FakeOpenAIServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def port(self) -> int:
+        if self._httpd is None:
+            raise RuntimeError("the server is not running")
+        return int(self._httpd.server_address[1])
+
+    @property
+    def root_url(self) -> str:
+        """`http://127.0.0.1:PORT` (the Ollama client's base URL)."""
+        return f"http://{self._host}:{self.port}"
+
+    @property
+    def base_url(self) -> str:
+        """`http://127.0.0.1:PORT/v1` (the OpenAI and Anthropic clients' base URL)."""
+        return f"{self.root_url}/v1"
+
+    # --- scripting --------------------------------------------------------------------------
+    def _record(self, body: dict, path: str, headers: dict[str, str]) -> None:
+        with self._lock:
+            self.requests.append(body)
+            self.paths.append(path)
+            self.headers.append(headers)
+
+    def _pause(self) -> None:
+        if self.delay > 0:
+            time.sleep(self.delay)
+
+    def _tokens_for(self, body: dict) -> list[str]:
+        if self.tokens is not None:
+            return list(self.tokens)
+        text = self.reply(body) if callable(self.reply) else self.reply
+        return split_tokens(str(text))
+
+    def _tool_calls_for(self, body: dict) -> list[dict[str, Any]]:
+        if not self.tool_calls:
+            return []
+        messages = body.get("messages") or [{}]
+        last = messages[-1] if isinstance(messages[-1], dict) else {}
+        return [] if last.get("role") == "tool" else self.tool_calls
+
+    def iter_requests(self) -> Iterator[dict]:
+        with self._lock:
+            return iter(list(self.requests))
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--tokens", type=int, default=0, help="stream N tokens ' tok0' ...")
+    parser.add_argument("--reply", default=DEFAULT_REPLY)
+    parser.add_argument("--delay", type=float, default=0.0, help="seconds between chunks")
+    args = parser.parse_args(argv)
+    tokens = [f" tok{i}" for i in range(args.tokens)] if args.tokens else None
+    server = FakeOpenAIServer(
+        reply=args.reply, tokens=tokens, delay=args.delay, host=args.host, port=args.port
+    )
+    server.start()
+    print(f"fake LLM server listening on {server.base_url}", flush=True)
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.stop()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,127 @@
+"""Reads for flows: every lookup takes the workspace."""
+
+from __future__ import annotations
+
+from django.db.models import QuerySet
+
+from accounts.models import Workspace
+from accounts.tenancy import get_scoped, scoped
+from flows.models import (
+    ComponentPolicy,
+    Credential,
+    Document,
+    Flow,
+    FlowVersion,
+    WorkspaceComponentPolicy,
+)
+
+
+def flows_of(workspace: Workspace) -> QuerySet[Flow]:
+    """Live (not deleted, not scratch) flows of `workspace`, most recently changed first."""
+    return scoped(Flow, workspace).filter(deleted_at__isnull=True, is_scratch=False)
+
+
+def get_flow(workspace: Workspace, flow_id: object) -> Flow:
+    """A live flow of `workspace`, or Http404 (also for other workspaces' flows)."""
+    return get_scoped(Flow, workspace, pk=flow_id, deleted_at__isnull=True)
+
+
+def versions_of(flow: Flow) -> QuerySet[FlowVersion]:
+    return scoped(FlowVersion, flow.workspace).filter(flow=flow).order_by("-number")
+
+
+def latest_version(flow: Flow) -> FlowVersion | None:
+    return versions_of(flow).first()
+
+
+def get_version(flow: Flow, number: object) -> FlowVersion:
+    return get_scoped(FlowVersion, flow.workspace, flow=flow, number=number)
+
+
+def credentials_of(workspace: Workspace) -> QuerySet[Credential]:
+    return scoped(Credential, workspace)
+
+
+def get_credential(workspace: Workspace, credential_id: object) -> Credential:
+    return get_scoped(Credential, workspace, pk=credential_id)
+
+
+def credential_decrypted(workspace: Workspace, credential_id: int):  # noqa: ANN201
+    """This workspace's credential, decrypted for building a node; None if not found here."""
+    from flows.components.base import DecryptedCredential
+    from flows.crypto import decrypt
+
+    if isinstance(credential_id, bool) or not isinstance(credential_id, int):
+        return None
+    credential = scoped(Credential, workspace).filter(pk=credential_id).first()
+    if credential is None:
+        return None
+    return DecryptedCredential(
+        id=credential.pk,
+        provider=credential.provider,
+        base_url=credential.base_url,
+        api_key=decrypt(credential.api_key_encrypted),
+    )
+
+
+def credential_exists(workspace: Workspace, credential_id: object) -> bool:
+    if isinstance(credential_id, bool) or not isinstance(credential_id, int):
+        return False
+    return scoped(Credential, workspace).filter(pk=credential_id).exists()
+
+
+def platform_policy() -> dict[str, bool]:
+    """Registered key -> enabled platform-wide (the component default where no row exists)."""
+    from flows.components.registry import REGISTRY
+
+    rows = dict(ComponentPolicy.objects.values_list("key", "enabled"))
+    return {key: rows.get(key, cls.default_enabled) for key, cls in REGISTRY.items()}
+
+
+def workspace_policy(workspace: Workspace) -> dict[str, bool]:
+    """The workspace's own switches (only keys it has set)."""
+    return dict(scoped(WorkspaceComponentPolicy, workspace).values_list("key", "enabled"))
+
+
+def enabled_keys(workspace: Workspace) -> set[str]:
+    """Component keys this workspace may use: registered, enabled by the platform, and not
+    disabled by the workspace."""
+    narrowed = workspace_policy(workspace)
+    return {
+        key for key, enabled in platform_policy().items() if enabled and narrowed.get(key, True)
+    }
+
+
+def whitelist_for(workspace: Workspace) -> list[dict]:
+    """Every registered component with the platform and workspace switches and the outcome."""
+    from flows.components.registry import REGISTRY
+
+    platform = platform_policy()
+    narrowed = workspace_policy(workspace)
+    return [
+        {
+            "key": key,
+            "label": REGISTRY[key].label,
+            "platform_enabled": platform[key],
+            "workspace_enabled": narrowed.get(key, True),
+            "enabled": platform[key] and narrowed.get(key, True),
+        }
+        for key in sorted(REGISTRY)
+    ]
+
+
+def documents_of(workspace: Workspace, collection: str | None = None) -> QuerySet[Document]:
+    documents = scoped(Document, workspace)
+    return documents.filter(collection=collection) if collection is not None else documents
+
+
+def get_credential_provider(workspace: Workspace, credential_id: object) -> str | None:
+    """The provider of this workspace's credential `credential_id`; None if not ours/missing."""
+    if isinstance(credential_id, bool) or not isinstance(credential_id, int):
+        return None
+    return (
+        scoped(Credential, workspace)
+        .filter(pk=credential_id)
+        .values_list("provider", flat=True)
+        .first()
+    )

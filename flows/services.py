@@ -1,0 +1,411 @@
+"""Writes for flows: flows and versions, credentials, the whitelist, documents.
+
+Keyword-only, typed, atomic. Role checks take the acting membership; flow versions are
+never edited, only added.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from typing import Any
+
+from django.core.exceptions import ValidationError
+from django.db import transaction
+from django.db.models import Max
+from django.utils import timezone
+
+from accounts.models import Membership, Role, User, Workspace
+from accounts.tenancy import require_role, scoped
+from flows.crypto import encrypt
+from flows.models import (
+    ComponentPolicy,
+    ComponentPolicyChange,
+    Credential,
+    Document,
+    Flow,
+    FlowVersion,
+    Provider,
+    WorkspaceComponentPolicy,
+    WorkspaceComponentPolicyChange,
+)
+
+log = logging.getLogger(__name__)
+
+NAME_MAX = 200
+EMPTY_GRAPH: dict[str, list] = {"nodes": [], "edges": []}
+
+
+def graph_checksum(graph: Any) -> str:
+    """SHA-256 of the canonical JSON of `graph` (sorted keys, no whitespace)."""
+    canonical = json.dumps(graph, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _clean_name(name: str, *, what: str = "name", limit: int = NAME_MAX) -> str:
+    name = (name or "").strip()
+    if not name:
+        raise ValidationError({what: ["This field is required."]})
+    if len(name) > limit:
+        raise ValidationError({what: [f"At most {limit} characters."]})
+    return name
+
+
+# --- flows ----------------------------------------------------------------------------------
+@transaction.atomic
+def flow_create(
+    *,
+    workspace: Workspace,
+    acting: Membership,
+    name: str,
+    description: str = "",
+    graph: dict | None = None,
+    note: str = "",
+) -> Flow:
+    """A new flow; with `graph`, its first version (validated) too."""
+    require_role(acting, Role.EDITOR)
+    if acting.workspace_id != workspace.pk:
+        raise ValidationError("The membership is not of this workspace.")
+    if len(description or "") > 5000:
+        raise ValidationError({"description": ["At most 5000 characters."]})
+    flow = Flow.objects.create(
+        workspace=workspace,
+        name=_clean_name(name),
+        description=description or "",
+        created_by=acting.user,
+    )
+    if graph is not None:
+        flow_version_create(flow=flow, graph=graph, acting_user=acting.user, note=note)
+    return flow
+
+
+@transaction.atomic
+def flow_rename(*, workspace: Workspace, acting: Membership, flow: Flow, name: str) -> Flow:
+    require_role(acting, Role.EDITOR)
+    _same_workspace(workspace, flow)
+    flow.name = _clean_name(name)
+    flow.save(update_fields=["name", "updated_at"])
+    return flow
+
+
+@transaction.atomic
+def flow_update(
+    *, workspace: Workspace, acting: Membership, flow: Flow, name: str, description: str
+) -> Flow:
+    require_role(acting, Role.EDITOR)
+    _same_workspace(workspace, flow)
+    if len(description or "") > 5000:
+        raise ValidationError({"description": ["At most 5000 characters."]})
+    flow.name = _clean_name(name)
+    flow.description = description or ""
+    flow.save(update_fields=["name", "description", "updated_at"])
+    return flow
+
+
+@transaction.atomic
+def flow_duplicate(*, workspace: Workspace, acting: Membership, flow: Flow) -> Flow:
+    """A new flow named "<name> (copy)" whose first version is the original's latest graph."""
+    require_role(acting, Role.EDITOR)
+    _same_workspace(workspace, flow)
+    latest = scoped(FlowVersion, workspace).filter(flow=flow).order_by("-number").first()
+    copy = Flow.objects.create(
+        workspace=workspace,
+        name=f"{flow.name} (copy)"[:NAME_MAX],
+        description=flow.description,
+        created_by=acting.user,
+    )
+    if latest is not None:
+        _add_version(
+            flow=copy,
+            graph=latest.graph,
+            acting_user=acting.user,
+            note=f"copied from {flow.name} v{latest.number}"[:500],
+            is_draft=False,
+        )
+    return copy
+
+
+@transaction.atomic
+def flow_delete(*, workspace: Workspace, acting: Membership, flow: Flow) -> None:
+    """Soft delete: runs keep pointing at the versions they ran."""
+    require_role(acting, Role.EDITOR)
+    _same_workspace(workspace, flow)
+    flow.deleted_at = timezone.now()
+    flow.save(update_fields=["deleted_at", "updated_at"])
+
+
+def _same_workspace(workspace: Workspace, obj: Any) -> None:
+    if obj.workspace_id != workspace.pk:
+        raise ValidationError("Not found.")  # never happens through scoped lookups
+
+
+@transaction.atomic
+def scratch_flow_for(*, workspace: Workspace, user: User) -> Flow:
+    """The per-user flow that holds draft versions of editor graphs run without a flow."""
+    flow = (
+        scoped(Flow, workspace)
+        .filter(is_scratch=True, created_by=user, deleted_at__isnull=True)
+        .order_by("pk")
+        .first()
+    )
+    if flow is None:
+        flow = Flow.objects.create(
+            workspace=workspace,
+            name=f"Scratch runs of {user.email}"[:NAME_MAX],
+            created_by=user,
+            is_scratch=True,
+        )
+    return flow
+
+
+def _add_version(
+    *, flow: Flow, graph: dict, acting_user: User | None, note: str, is_draft: bool
+) -> FlowVersion:
+    # Lock the flow row so concurrent saves get consecutive numbers.
+    Flow.objects.select_for_update().filter(pk=flow.pk).first()
+    last = FlowVersion.objects.filter(flow=flow).aggregate(n=Max("number"))["n"] or 0
+    version = FlowVersion.objects.create(
+        workspace_id=flow.workspace_id,
+        flow=flow,
+        number=last + 1,
+        graph=graph,
+        checksum=graph_checksum(graph),
+        note=(note or "")[:500],
+        is_draft=is_draft,
+        created_by=acting_user,
+    )
+    Flow.objects.filter(pk=flow.pk).update(updated_at=timezone.now())
+    return version
+
+
+@transaction.atomic
+def flow_version_create(
+    *,
+    flow: Flow,
+    graph: dict,
+    acting_user: User | None,
+    note: str = "",
+    is_draft: bool = False,
+) -> FlowVersion:
+    """Save `graph` as the flow's next immutable version (validated first).
+
+    Raises flows.builder.GraphInvalid with every problem. Role checks are the caller's
+    (API: editor; runs: editor).
+    """
+    from flows.builder import GraphInvalid, validate_graph
+
+    problems = validate_graph(graph, flow.workspace)
+    if problems:
+        raise GraphInvalid(problems)
+    return _add_version(
+        flow=flow, graph=graph, acting_user=acting_user, note=note, is_draft=is_draft
+    )
+
+
+# --- credentials ----------------------------------------------------------------------------
+def _clean_credential(provider: str, base_url: str) -> tuple[str, str]:
+    if provider not in Provider.values:
+        raise ValidationError({"provider": [f"One of: {', '.join(Provider.values)}."]})
+    base_url = (base_url or "").strip()
+    if base_url:
+        from django.core.validators import URLValidator
+
+        try:
+            URLValidator(schemes=["http", "https"])(base_url)
+        except ValidationError as exc:
+            raise ValidationError({"base_url": ["Enter an http(s) URL."]}) from exc
+        if len(base_url) > 500:
+            raise ValidationError({"base_url": ["At most 500 characters."]})
+    return provider, base_url
+
+
+def _clean_api_key(api_key: str) -> str:
+    if len(api_key) > 4096:
+        raise ValidationError({"api_key": ["At most 4096 characters."]})
+    return api_key.strip()
+
+
+@transaction.atomic
+def credential_create(
+    *,
+    workspace: Workspace,
+    acting: Membership,
+    name: str,
+    provider: str,
+    base_url: str = "",
+    api_key: str = "",
+) -> Credential:
+    """A provider connection; the key is encrypted at once and never returned."""
+    require_role(acting, Role.ADMIN)
+    name = _clean_name(name, limit=100)
+    provider, base_url = _clean_credential(provider, base_url)
+    if scoped(Credential, workspace).filter(name=name).exists():
+        raise ValidationError({"name": ["A credential with this name exists."]})
+    credential = Credential.objects.create(
+        workspace=workspace,
+        name=name,
+        provider=provider,
+        base_url=base_url,
+        api_key_encrypted=encrypt(_clean_api_key(api_key)),
+        created_by=acting.user,
+    )
+    log.info("credential created", extra={"workspace": workspace.slug, "credential": credential.pk})
+    return credential
+
+
+@transaction.atomic
+def credential_update(
+    *,
+    workspace: Workspace,
+    acting: Membership,
+    credential: Credential,
+    name: str | None = None,
+    provider: str | None = None,
+    base_url: str | None = None,
+    api_key: str | None = None,
+) -> Credential:
+    """Change what is given; `api_key=None` keeps the stored key, "" clears it."""
+    require_role(acting, Role.ADMIN)
+    _same_workspace(workspace, credential)
+    if name is not None:
+        name = _clean_name(name, limit=100)
+        if scoped(Credential, workspace).filter(name=name).exclude(pk=credential.pk).exists():
+            raise ValidationError({"name": ["A credential with this name exists."]})
+        credential.name = name
+    credential.provider, credential.base_url = _clean_credential(
+        provider if provider is not None else credential.provider,
+        base_url if base_url is not None else credential.base_url,
+    )
+    if api_key is not None:
+        credential.api_key_encrypted = encrypt(_clean_api_key(api_key))
+    credential.save()
+    return credential
+
+
+@transaction.atomic
+def credential_delete(*, workspace: Workspace, acting: Membership, credential: Credential) -> None:
+    require_role(acting, Role.ADMIN)
+    _same_workspace(workspace, credential)
+    credential.delete()
+
+
+# --- the whitelist --------------------------------------------------------------------------
+def _registered(key: str) -> None:
+    from flows.components.registry import REGISTRY
+
+    if key not in REGISTRY:
+        raise ValidationError({"key": [f"No component `{str(key)[:100]}` exists."]})
+
+
+@transaction.atomic
+def platform_policy_set(*, key: str, enabled: bool, acting_user: User) -> ComponentPolicy:
+    """Platform staff enable or disable component `key` everywhere; the change is recorded."""
+    if not (acting_user.is_staff or acting_user.is_superuser):
+        from django.core.exceptions import PermissionDenied
+
+        raise PermissionDenied("Only platform staff change the platform whitelist.")
+    _registered(key)
+    policy = ComponentPolicy.objects.select_for_update().filter(key=key).first()
+    before = policy.enabled if policy is not None else None
+    if policy is None:
+        policy = ComponentPolicy(key=key)
+    policy.enabled = enabled
+    policy.updated_by = acting_user
+    policy.save()
+    record_platform_change(key=key, before=before, after=enabled, acting_user=acting_user)
+    return policy
+
+
+def record_platform_change(
+    *, key: str, before: bool | None, after: bool | None, acting_user: User | None
+) -> None:
+    """Write a platform whitelist history row (call inside the change's transaction)."""
+    ComponentPolicyChange.objects.create(
+        key=key,
+        before=None if before is None else {"enabled": before},
+        after=None if after is None else {"enabled": after},
+        changed_by=acting_user,
+    )
+
+
+@transaction.atomic
+def workspace_policy_set(
+    *, workspace: Workspace, acting: Membership, changes: dict[str, bool]
+) -> None:
+    """A workspace admin narrows the whitelist: disable keys, or re-enable keys they had
+    disabled. Enabling a key the platform disabled is refused (it cannot widen)."""
+    from flows.selectors import platform_policy
+
+    require_role(acting, Role.ADMIN)
+    platform = platform_policy()
+    for key, enabled in changes.items():
+        _registered(key)
+        if not isinstance(enabled, bool):
+            raise ValidationError({key: ["true or false."]})
+        if enabled and not platform[key]:
+            raise ValidationError(
+                {key: ["Disabled by the platform: a workspace cannot enable it."]}
+            )
+    for key, enabled in sorted(changes.items()):
+        row = (
+            WorkspaceComponentPolicy.objects.select_for_update()
+            .filter(workspace=workspace, key=key)
+            .first()
+        )
+        before = row.enabled if row is not None else True
+        if before == enabled:
+            continue
+        if enabled:
+            row.delete()  # type: ignore[union-attr]  # back to the platform's word
+        else:
+            WorkspaceComponentPolicy.objects.update_or_create(
+                workspace=workspace,
+                key=key,
+                defaults={"enabled": False, "updated_by": acting.user},
+            )
+        WorkspaceComponentPolicyChange.objects.create(
+            workspace=workspace,
+            key=key,
+            before={"enabled": before},
+            after={"enabled": enabled},
+            changed_by=acting.user,
+        )
+
+
+# --- documents --------------------------------------------------------------------------------
+DOCUMENT_MAX_CHARS = 200_000
+COLLECTION_RE = r"^[A-Za-z0-9_-]{1,64}$"
+
+
+@transaction.atomic
+def document_create(
+    *,
+    workspace: Workspace,
+    acting: Membership,
+    title: str,
+    content: str,
+    collection: str = "default",
+) -> Document:
+    """A text document in one of the workspace's collections (for docs.corpus)."""
+    import re
+
+    require_role(acting, Role.EDITOR)
+    if not re.match(COLLECTION_RE, collection or ""):
+        raise ValidationError({"collection": ["1-64 letters, digits, '-' or '_'."]})
+    if not content or len(content) > DOCUMENT_MAX_CHARS:
+        raise ValidationError({"content": [f"1 to {DOCUMENT_MAX_CHARS} characters."]})
+    return Document.objects.create(
+        workspace=workspace,
+        collection=collection,
+        title=_clean_name(title, what="title"),
+        content=content,
+        created_by=acting.user,
+    )
+
+
+@transaction.atomic
+def document_delete(*, workspace: Workspace, acting: Membership, document: Document) -> None:
+    require_role(acting, Role.EDITOR)
+    _same_workspace(workspace, document)
+    document.delete()
