@@ -10,6 +10,7 @@ from pydantic import BaseModel, Field
 from flows.components.base import (
     BuildEnv,
     Component,
+    DecryptedCredential,
     NodeError,
     ParamProblem,
     Params,
@@ -29,6 +30,50 @@ def messages_for(prompt: str, system_prompt: str) -> list[BaseMessage]:
         messages.append(SystemMessage(system_prompt))
     messages.append(HumanMessage(prompt))
     return messages
+
+
+def chat_model_for(
+    credential: DecryptedCredential, *, model: str, temperature: float, max_tokens: int | None
+) -> Any:
+    """The LangChain chat model for a credential's provider (endpoint and key from it)."""
+    if credential.provider == "openai":
+        from langchain_openai import ChatOpenAI
+
+        return ChatOpenAI(
+            model=model,
+            temperature=temperature,
+            max_tokens=max_tokens,
+            base_url=credential.base_url or None,
+            api_key=credential.api_key or "not-needed",
+            streaming=True,
+            max_retries=1,
+            timeout=120,
+        )
+    if credential.provider == "anthropic":
+        from langchain_anthropic import ChatAnthropic
+
+        return ChatAnthropic(
+            model_name=model,
+            temperature=temperature,
+            max_tokens_to_sample=max_tokens or 1024,
+            base_url=credential.base_url or None,
+            api_key=credential.api_key or "not-needed",
+            streaming=True,
+            max_retries=1,
+            default_request_timeout=120,
+        )
+    if credential.provider == "ollama":
+        from langchain_ollama import ChatOllama
+
+        headers = {"Authorization": f"Bearer {credential.api_key}"} if credential.api_key else {}
+        return ChatOllama(
+            model=model,
+            temperature=temperature,
+            num_predict=max_tokens,
+            base_url=credential.base_url or None,
+            client_kwargs={"headers": headers, "timeout": 120},
+        )
+    raise NodeError("This credential's provider is not supported.")
 
 
 class ModelParams(Params):
@@ -79,6 +124,14 @@ class ChatModelComponent(Component):
             raise NodeError("No such credential in this workspace.")
         return credential
 
+    def build(self, params: BaseModel, env: BuildEnv) -> Any:
+        return chat_model_for(
+            self.credential(params, env),
+            model=params.model,  # type: ignore[attr-defined]
+            temperature=params.temperature,  # type: ignore[attr-defined]
+            max_tokens=params.max_tokens,  # type: ignore[attr-defined]
+        )
+
     async def execute(
         self, built: Any, params: BaseModel, inputs: dict[str, Any], ctx: RunContext
     ) -> dict[str, Any]:
@@ -92,20 +145,19 @@ class OpenAIChat(ChatModelComponent):
     description = "Any OpenAI-compatible endpoint (OpenAI, vLLM, Ollama, LM Studio...)."
     provider = "openai"
 
-    def build(self, params: BaseModel, env: BuildEnv) -> Any:
-        from langchain_openai import ChatOpenAI
 
-        credential = self.credential(params, env)
-        return ChatOpenAI(
-            model=params.model,  # type: ignore[attr-defined]
-            temperature=params.temperature,  # type: ignore[attr-defined]
-            max_tokens=params.max_tokens,  # type: ignore[attr-defined]
-            base_url=credential.base_url or None,
-            api_key=credential.api_key or "not-needed",
-            streaming=True,
-            max_retries=1,
-            timeout=120,
-        )
+class AnthropicChat(ChatModelComponent):
+    key = "llm.anthropic"
+    label = "Anthropic chat"
+    description = "Claude models through the Anthropic Messages API (langchain-anthropic)."
+    provider = "anthropic"
+
+
+class OllamaChat(ChatModelComponent):
+    key = "llm.ollama"
+    label = "Ollama chat"
+    description = "A model served by Ollama's native API (langchain-ollama)."
+    provider = "ollama"
 
 
 class DemoChat(Component):

@@ -5,17 +5,35 @@ from __future__ import annotations
 
 from types import MappingProxyType
 
+from flows.components.agent import ToolAgent
 from flows.components.base import Component
 from flows.components.io import ChatInput, TextOutput
-from flows.components.llm import DemoChat, OpenAIChat
+from flows.components.llm import AnthropicChat, DemoChat, OllamaChat, OpenAIChat
+from flows.components.logic import Router
+from flows.components.memory import ConversationMemory
+from flows.components.parsers import JsonParser, TextParser
 from flows.components.prompt import PromptTemplateComponent
+from flows.components.retrieval import Bm25Retriever, DocsCorpus
+from flows.components.tools import Calculator, DocSearch, HttpGet
 
 _CLASSES: list[type[Component]] = [
     ChatInput,
     TextOutput,
     PromptTemplateComponent,
     OpenAIChat,
+    AnthropicChat,
+    OllamaChat,
     DemoChat,
+    TextParser,
+    JsonParser,
+    ConversationMemory,
+    DocsCorpus,
+    Bm25Retriever,
+    ToolAgent,
+    Calculator,
+    HttpGet,
+    DocSearch,
+    Router,
 ]
 
 REGISTRY: MappingProxyType[str, type[Component]] = MappingProxyType(

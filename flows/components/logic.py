@@ -1,0 +1,98 @@
+"""logic.router: sends its input to one of several outputs by keyword or regex rules."""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from flows.components.base import BuildEnv, Component, ParamProblem, Params, Port, RunContext
+from flows.components.util import as_text
+
+PORT_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,31}$"
+MAX_MATCH_CHARS = 20_000
+# A quantified group containing a quantifier, or a backreference: the shapes of
+# catastrophic backtracking. Refused; Python's `re` has no timeout.
+NESTED_QUANTIFIER_RE = re.compile(r"\((?:[^()\\]|\\.)*[*+}](?:[^()\\]|\\.)*\)\s*[*+{?]")
+BACKREFERENCE_RE = re.compile(r"\\[1-9]|\(\?P=")
+
+
+class Rule(BaseModel):
+    model_config = {"extra": "forbid", "strict": True, "frozen": True}
+
+    output: str = Field(
+        ..., pattern=PORT_PATTERN, description="The output port this rule routes to."
+    )
+    match: Literal["keyword", "regex"] = "keyword"
+    pattern: str = Field(..., min_length=1, max_length=200)
+    case_sensitive: bool = False
+
+
+def rule_matches(rule: Rule, text: str) -> bool:
+    flags = 0 if rule.case_sensitive else re.IGNORECASE
+    if rule.match == "keyword":
+        words = [w.strip() for w in rule.pattern.split(",") if w.strip()]
+        return any(
+            re.search(r"(?<!\w)" + re.escape(word) + r"(?!\w)", text, flags) for word in words
+        )
+    return re.search(rule.pattern, text, flags) is not None
+
+
+class Router(Component):
+    key = "logic.router"
+    label = "Router"
+    category = "Logic"
+    description = (
+        "Sends the input to the first rule's output that matches (comma-separated keywords "
+        "or a regex), else to the default output. Nodes behind untaken outputs are skipped."
+    )
+    inputs = [Port("input", "any", label="Input")]
+    outputs = [Port("default", "text", label="Default")]
+
+    class Params(Params):
+        rules: list[Rule] = Field(default_factory=list, max_length=20)
+        default_output: str = Field("default", pattern=PORT_PATTERN)
+
+    def ports_for(self, params: BaseModel | None) -> tuple[list[Port], list[Port]]:
+        if params is None:
+            return list(self.inputs), list(self.outputs)
+        names: list[str] = []
+        for rule in params.rules:  # type: ignore[attr-defined]
+            if rule.output not in names:
+                names.append(rule.output)
+        if params.default_output not in names:  # type: ignore[attr-defined]
+            names.append(params.default_output)  # type: ignore[attr-defined]
+        return list(self.inputs), [Port(n, "text", label=n) for n in names]
+
+    def check(self, params: BaseModel, env: BuildEnv) -> list[ParamProblem]:
+        problems = []
+        for i, rule in enumerate(params.rules):  # type: ignore[attr-defined]
+            if rule.match != "regex":
+                continue
+            if NESTED_QUANTIFIER_RE.search(rule.pattern) or BACKREFERENCE_RE.search(rule.pattern):
+                problems.append(
+                    ParamProblem(
+                        f"rules.{i}.pattern",
+                        "unsafe_regex",
+                        "Nested quantifiers and backreferences are not allowed in rules.",
+                    )
+                )
+                continue
+            try:
+                re.compile(rule.pattern)
+            except re.error as exc:
+                problems.append(
+                    ParamProblem(f"rules.{i}.pattern", "invalid_regex", f"Invalid regex: {exc}.")
+                )
+        return problems
+
+    async def execute(
+        self, built: Any, params: BaseModel, inputs: dict[str, Any], ctx: RunContext
+    ) -> dict[str, Any]:
+        text = as_text(inputs.get("input"))
+        probe = text[:MAX_MATCH_CHARS]
+        for rule in params.rules:  # type: ignore[attr-defined]
+            if rule_matches(rule, probe):
+                return {rule.output: text}
+        return {params.default_output: text}  # type: ignore[attr-defined]

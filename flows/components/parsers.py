@@ -1,0 +1,92 @@
+"""parser.text and parser.json: turn a model's reply into plain text or JSON data."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Literal
+
+from langchain_core.exceptions import OutputParserException
+from langchain_core.output_parsers import JsonOutputParser, StrOutputParser
+from pydantic import BaseModel, Field
+
+from flows.components.base import BuildEnv, Component, NodeError, Params, Port, RunContext
+from flows.components.util import as_text
+
+MAX_JSON_CHARS = 1_000_000
+
+
+class TextParser(Component):
+    key = "parser.text"
+    label = "Text parser"
+    category = "Parsers"
+    description = "Plain text from any value: whole, first or last line, trimmed and capped."
+    inputs = [Port("input", "any", label="Input")]
+    outputs = [Port("text", "text", label="Text")]
+
+    class Params(Params):
+        mode: Literal["full", "first_line", "last_line"] = "full"
+        strip: bool = True
+        max_chars: int = Field(100_000, ge=1, le=200_000)
+
+    def build(self, params: BaseModel, env: BuildEnv) -> StrOutputParser:
+        return StrOutputParser()
+
+    async def execute(
+        self, built: Any, params: BaseModel, inputs: dict[str, Any], ctx: RunContext
+    ) -> dict[str, Any]:
+        text = built.parse(as_text(inputs.get("input")))
+        lines = [line for line in text.splitlines() if line.strip()]
+        if params.mode == "first_line":  # type: ignore[attr-defined]
+            text = lines[0] if lines else ""
+        elif params.mode == "last_line":  # type: ignore[attr-defined]
+            text = lines[-1] if lines else ""
+        if params.strip:  # type: ignore[attr-defined]
+            text = text.strip()
+        return {"text": text[: params.max_chars]}  # type: ignore[attr-defined]
+
+
+def _depth_ok(value: Any, limit: int = 64) -> bool:
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > limit:
+            return False
+        if isinstance(item, dict):
+            stack.extend((v, depth + 1) for v in item.values())
+        elif isinstance(item, list):
+            stack.extend((v, depth + 1) for v in item)
+    return True
+
+
+class JsonParser(Component):
+    key = "parser.json"
+    label = "JSON parser"
+    category = "Parsers"
+    description = "Parses JSON from text (also inside ```json fences); optionally picks one key."
+    inputs = [Port("text", "any", label="Text")]
+    outputs = [Port("json", "json", label="JSON")]
+
+    class Params(Params):
+        key: str = Field("", max_length=100, description="Top-level key to output (optional).")
+
+    def build(self, params: BaseModel, env: BuildEnv) -> JsonOutputParser:
+        return JsonOutputParser()
+
+    async def execute(
+        self, built: Any, params: BaseModel, inputs: dict[str, Any], ctx: RunContext
+    ) -> dict[str, Any]:
+        text = as_text(inputs.get("text"))
+        if len(text) > MAX_JSON_CHARS:
+            raise NodeError("The text is too long to parse as JSON.")
+        try:
+            value = built.parse(text)
+        except (OutputParserException, json.JSONDecodeError, ValueError, RecursionError) as exc:
+            raise NodeError("The text is not valid JSON.") from exc
+        if not _depth_ok(value):
+            raise NodeError("The JSON is nested too deeply.")
+        key = params.key  # type: ignore[attr-defined]
+        if key:
+            if not isinstance(value, dict) or key not in value:
+                raise NodeError(f"The JSON has no top-level key `{key}`.")
+            value = value[key]
+        return {"json": value}

@@ -1,0 +1,147 @@
+"""docs.corpus (the workspace's uploaded text documents) and retriever.bm25 over them."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from asgiref.sync import sync_to_async
+from langchain_core.callbacks import CallbackManagerForRetrieverRun
+from langchain_core.documents import Document as LCDocument
+from langchain_core.retrievers import BaseRetriever
+from pydantic import BaseModel, Field
+from rank_bm25 import BM25Okapi
+
+from flows.components.base import BuildEnv, Component, Params, Port, RunContext
+from flows.components.util import as_text
+
+TOKEN_RE = re.compile(r"\w+", re.UNICODE)
+COLLECTION_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
+MAX_QUERY_CHARS = 2_000
+
+
+def tokenize(text: str) -> list[str]:
+    return [t.lower() for t in TOKEN_RE.findall(text)]
+
+
+class BM25Retriever(BaseRetriever):
+    """A LangChain retriever ranking `docs` with Okapi BM25 (rank_bm25), fully offline."""
+
+    docs: list[LCDocument]
+    k: int = 3
+
+    def _get_relevant_documents(
+        self, query: str, *, run_manager: CallbackManagerForRetrieverRun | None = None
+    ) -> list[LCDocument]:
+        return [doc for doc, _score in self.ranked(query)]
+
+    def ranked(self, query: str) -> list[tuple[LCDocument, float]]:
+        if not self.docs:
+            return []
+        terms = tokenize(query[:MAX_QUERY_CHARS])
+        if not terms:
+            return []
+        corpus = [
+            tokenize(d.page_content + " " + str(d.metadata.get("title", ""))) for d in self.docs
+        ]
+        scores = BM25Okapi([c or [""] for c in corpus]).get_scores(terms)
+        matched = [
+            (doc, float(score), i)
+            for i, (doc, score, words) in enumerate(zip(self.docs, scores, corpus, strict=True))
+            if set(terms) & set(words)
+        ]
+        matched.sort(key=lambda item: (-item[1], item[2]))
+        return [(doc, score) for doc, score, _ in matched[: self.k]]
+
+
+def documents_payload(ranked: list[tuple[LCDocument, float]]) -> list[dict[str, Any]]:
+    return [
+        {
+            "title": doc.metadata.get("title", ""),
+            "score": round(score, 4),
+            "page_content": doc.page_content[:500],
+        }
+        for doc, score in ranked
+    ]
+
+
+@dataclass(frozen=True)
+class CorpusLoader:
+    """Loads one collection of one workspace's documents (bound at build time)."""
+
+    workspace_id: int
+    collection: str
+    limit: int
+
+    def load(self) -> list[LCDocument]:
+        from flows.models import Document
+
+        rows = Document.objects.filter(
+            workspace_id=self.workspace_id, collection=self.collection
+        ).order_by("pk")[: self.limit]
+        return [
+            LCDocument(
+                page_content=row.content,
+                metadata={"title": row.title, "document_id": row.pk, "collection": row.collection},
+            )
+            for row in rows
+        ]
+
+
+class CorpusParams(Params):
+    collection: str = Field("default", pattern=COLLECTION_PATTERN)
+    max_documents: int = Field(500, ge=1, le=5_000)
+
+
+class DocsCorpus(Component):
+    key = "docs.corpus"
+    label = "Document corpus"
+    category = "Retrieval"
+    description = "The text documents uploaded to this workspace, one collection."
+    inputs: list[Port] = []
+    outputs = [Port("documents", "documents", label="Documents")]
+    Params = CorpusParams
+
+    def build(self, params: BaseModel, env: BuildEnv) -> CorpusLoader:
+        return CorpusLoader(env.workspace_id, params.collection, params.max_documents)  # type: ignore[attr-defined]
+
+    async def execute(
+        self, built: Any, params: BaseModel, inputs: dict[str, Any], ctx: RunContext
+    ) -> dict[str, Any]:
+        if built.workspace_id != ctx.workspace_id:
+            raise RuntimeError("corpus built for another workspace")
+        return {"documents": await sync_to_async(built.load, thread_sensitive=True)()}
+
+
+class Bm25Retriever(Component):
+    key = "retriever.bm25"
+    label = "BM25 retriever"
+    category = "Retrieval"
+    description = "Ranks documents against the query with BM25 (offline keyword ranking)."
+    inputs = [
+        Port("documents", "documents", label="Documents"),
+        Port("query", "any", label="Query"),
+    ]
+    outputs = [
+        Port("documents", "documents", label="Top documents"),
+        Port("context", "text", label="Context text"),
+    ]
+
+    class Params(Params):
+        k: int = Field(3, ge=1, le=50)
+
+    def build(self, params: BaseModel, env: BuildEnv) -> Any:
+        return None  # the retriever is built per run from the documents that arrive
+
+    async def execute(
+        self, built: Any, params: BaseModel, inputs: dict[str, Any], ctx: RunContext
+    ) -> dict[str, Any]:
+        docs = [d for d in inputs.get("documents") or [] if isinstance(d, LCDocument)]
+        query = as_text(inputs.get("query"))
+        retriever = BM25Retriever(docs=docs, k=params.k)  # type: ignore[attr-defined]
+        ranked = retriever.ranked(query)
+        ctx.emit("on_retrieval", {"query": query[:500], "documents": documents_payload(ranked)})
+        top = [doc for doc, _ in ranked]
+        context = "\n\n".join(f"{d.metadata.get('title', '')}: {d.page_content}" for d in top)
+        return {"documents": top, "context": context}

@@ -1,0 +1,200 @@
+"""Whitelisted tools for agent.tools: calculator, http_get, doc_search.
+
+Each tool node outputs a `tool` (for an agent's `tools` input) and, when its own input is
+connected, also runs once and outputs the `result` text.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from asgiref.sync import sync_to_async
+from langchain_core.tools import BaseTool, StructuredTool
+from pydantic import BaseModel, Field
+
+from flows.components.base import BuildEnv, Component, NodeError, Params, Port, RunContext
+from flows.components.calculator import CalculatorError, calculate
+from flows.components.retrieval import (
+    COLLECTION_PATTERN,
+    BM25Retriever,
+    CorpusLoader,
+)
+from flows.components.safe_http import FetchRefused, safe_get
+from flows.components.util import as_text
+
+
+@dataclass(frozen=True)
+class ToolHandle:
+    """A built LangChain tool travelling along a `tool` edge (shown as its name)."""
+
+    tool: BaseTool
+
+    def __str__(self) -> str:
+        return f"tool:{self.tool.name}"
+
+
+class ToolComponent(Component):
+    category = "Tools"
+    input_name = "input"
+
+    def ports_for(self, params: BaseModel | None) -> tuple[list[Port], list[Port]]:
+        return (
+            [Port(self.input_name, "any", required=False, label=self.input_name)],
+            [Port("tool", "tool", label="Tool"), Port("result", "text", label="Result")],
+        )
+
+    async def execute(
+        self, built: Any, params: BaseModel, inputs: dict[str, Any], ctx: RunContext
+    ) -> dict[str, Any]:
+        outputs: dict[str, Any] = {"tool": ToolHandle(built)}
+        if self.input_name in inputs:
+            value = as_text(inputs[self.input_name])
+            call_id = f"{self.key}:direct"
+            ctx.emit(
+                "on_tool_call",
+                {
+                    "tool_name": built.name,
+                    "tool_input": {self.input_name: value},
+                    "call_id": call_id,
+                },
+            )
+            result = await self.run_direct(built, value)
+            ctx.emit(
+                "on_tool_result", {"tool_name": built.name, "call_id": call_id, "output": result}
+            )
+            outputs["result"] = result
+        return outputs
+
+    async def run_direct(self, built: BaseTool, value: str) -> str:
+        raise NotImplementedError
+
+
+# --- calculator -------------------------------------------------------------------------------
+class CalculatorArgs(BaseModel):
+    expression: str = Field(..., max_length=500, description="Arithmetic, e.g. (2 + 3) * 4")
+
+
+def _calculator_text(expression: str) -> str:
+    try:
+        return str(calculate(expression))
+    except CalculatorError as exc:
+        return f"Error: {exc}"
+
+
+class Calculator(ToolComponent):
+    key = "tool.calculator"
+    label = "Calculator tool"
+    description = "Evaluates arithmetic (+ - * / // % ** and abs, round, min, max, sqrt)."
+    input_name = "expression"
+
+    class Params(Params):
+        pass
+
+    def build(self, params: BaseModel, env: BuildEnv) -> BaseTool:
+        return StructuredTool.from_function(
+            func=_calculator_text,
+            name="calculator",
+            description="Evaluate an arithmetic expression and return the number.",
+            args_schema=CalculatorArgs,
+        )
+
+    async def run_direct(self, built: BaseTool, value: str) -> str:
+        try:
+            return str(calculate(value))
+        except CalculatorError as exc:
+            raise NodeError(f"Calculator: {exc}") from exc
+
+
+# --- http_get ---------------------------------------------------------------------------------
+class HttpGetArgs(BaseModel):
+    url: str = Field(..., max_length=2048, description="An http(s) URL on the allowlist.")
+
+
+class HttpGet(ToolComponent):
+    key = "tool.http_get"
+    label = "HTTP GET tool"
+    description = (
+        "Fetches a URL whose host is on this workspace's allowlist; internal addresses are "
+        "always refused, on every redirect."
+    )
+    input_name = "url"
+
+    class Params(Params):
+        max_bytes: int = Field(256 * 1024, ge=1, le=1024 * 1024)
+        timeout_seconds: float = Field(10.0, ge=0.5, le=30.0)
+        max_chars: int = Field(20_000, ge=100, le=200_000)
+
+    def build(self, params: BaseModel, env: BuildEnv) -> BaseTool:
+        allowlist = [str(h) for h in (env.workspace.http_allowlist or []) if isinstance(h, str)]
+        max_bytes, timeout, max_chars = (
+            params.max_bytes,  # type: ignore[attr-defined]
+            params.timeout_seconds,  # type: ignore[attr-defined]
+            params.max_chars,  # type: ignore[attr-defined]
+        )
+
+        async def fetch(url: str) -> str:
+            try:
+                result = await safe_get(url, allowlist, max_bytes=max_bytes, timeout=timeout)
+            except FetchRefused as exc:
+                return f"Error: {exc}"
+            note = " (truncated)" if result.truncated else ""
+            return f"HTTP {result.status}{note}\n{result.text[:max_chars]}"
+
+        def fetch_sync(url: str) -> str:
+            raise NotImplementedError("http_get runs asynchronously")
+
+        return StructuredTool.from_function(
+            func=fetch_sync,
+            coroutine=fetch,
+            name="http_get",
+            description="Fetch a web page (GET) and return its status and text.",
+            args_schema=HttpGetArgs,
+        )
+
+    async def run_direct(self, built: BaseTool, value: str) -> str:
+        text = await built.ainvoke({"url": value.strip()})
+        if text.startswith("Error: "):
+            raise NodeError(f"HTTP GET refused: {text[7:]}")
+        return text
+
+
+# --- doc_search -------------------------------------------------------------------------------
+class DocSearchArgs(BaseModel):
+    query: str = Field(..., max_length=2000, description="What to look for in the documents.")
+
+
+class DocSearch(ToolComponent):
+    key = "tool.doc_search"
+    label = "Document search tool"
+    description = "Searches one of this workspace's document collections (BM25)."
+    input_name = "query"
+
+    class Params(Params):
+        collection: str = Field("default", pattern=COLLECTION_PATTERN)
+        k: int = Field(3, ge=1, le=20)
+
+    def build(self, params: BaseModel, env: BuildEnv) -> BaseTool:
+        loader = CorpusLoader(env.workspace_id, params.collection, 5_000)  # type: ignore[attr-defined]
+        k = params.k  # type: ignore[attr-defined]
+
+        async def search(query: str) -> str:
+            docs = await sync_to_async(loader.load, thread_sensitive=True)()
+            found = BM25Retriever(docs=docs, k=k).invoke(query)
+            if not found:
+                return "No matching documents."
+            return "\n\n".join(f"{d.metadata.get('title', '')}: {d.page_content}" for d in found)
+
+        def search_sync(query: str) -> str:
+            raise NotImplementedError("doc_search runs asynchronously")
+
+        return StructuredTool.from_function(
+            func=search_sync,
+            coroutine=search,
+            name="doc_search",
+            description="Search the knowledge base documents; returns the best passages.",
+            args_schema=DocSearchArgs,
+        )
+
+    async def run_direct(self, built: BaseTool, value: str) -> str:
+        return await built.ainvoke({"query": value})
