@@ -10,6 +10,7 @@ from accounts.api import router as accounts_router
 from accounts.api_auth import WorkspaceAuth
 from flows.api import router as flows_router
 from runs.api import router as runs_router
+from runs.services import RunRefused
 
 api = NinjaAPI(
     title="Flowdeck API",
@@ -30,6 +31,12 @@ def permission_denied(request: HttpRequest, exc: PermissionDenied) -> HttpRespon
 def validation_error(request: HttpRequest, exc: ValidationError) -> HttpResponse:
     detail = exc.message_dict if hasattr(exc, "error_dict") else {"__all__": exc.messages}
     return api.create_response(request, {"detail": detail}, status=400)
+
+
+@api.exception_handler(RunRefused)
+def run_refused(request: HttpRequest, exc: RunRefused) -> HttpResponse:
+    status = 429 if exc.code in {"rate_limited", "too_many_runs"} else 400
+    return api.create_response(request, exc.as_dict(), status=status)
 
 
 api.add_router("/w/{slug}/", accounts_router)

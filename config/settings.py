@@ -159,7 +159,7 @@ else:
     DATABASES = {
         "default": {
             "ENGINE": "django.db.backends.sqlite3",
-            "NAME": DATA_DIR / "flowdeck.sqlite3",
+            "NAME": os.environ.get("FLOWDECK_SQLITE_PATH") or DATA_DIR / "flowdeck.sqlite3",
             "OPTIONS": {
                 "init_command": "PRAGMA journal_mode=WAL;PRAGMA synchronous=NORMAL;",
                 "timeout": 20,
@@ -177,7 +177,7 @@ CHANNEL_PREFIX = os.environ.get("FLOWDECK_CHANNEL_PREFIX", "flowdeck")
 if REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
-            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "BACKEND": "config.layers.ResilientRedisChannelLayer",
             "CONFIG": {
                 "hosts": [REDIS_URL],
                 "prefix": CHANNEL_PREFIX,

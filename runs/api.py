@@ -1,3 +1,159 @@
-from ninja import Router
+"""Runs API: start, read, page through events, cancel, re-run (DESIGN.md, "HTTP API").
+
+The Server-Sent Events stream lives in runs/sse.py (a streaming view, not a JSON route).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from django.http import HttpRequest
+from ninja import Query, Router, Schema
+from ninja.errors import HttpError
+
+from accounts.api_auth import WorkspaceSlug
+from accounts.models import Role
+from accounts.tenancy import get_scoped, require_role
+from flows.models import Flow
+from runs import selectors, services
+from runs.models import Run
 
 router = Router(tags=["runs"])
+
+MAX_EVENT_PAGE = 1000
+
+
+class RunStartIn(Schema):
+    inputs: dict[str, Any] = {}
+    version: int | None = None
+    session_id: str | None = None
+
+
+class RunStartedOut(Schema):
+    run_id: str
+    session_id: str
+
+
+class RunOut(Schema):
+    id: str
+    flow: int
+    flow_version: int
+    session_id: str
+    status: str
+    inputs: dict[str, Any]
+    outputs: dict[str, Any]
+    error: str
+    started_by: str | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    last_seq: int
+    rerun_of: str | None
+
+
+class EventsOut(Schema):
+    run_id: str
+    events: list[dict[str, Any]]
+    next_after_seq: int
+    finished: bool
+
+
+class EventsQuery(Schema):
+    after_seq: int = 0
+    limit: int = MAX_EVENT_PAGE
+
+
+class SessionIn(Schema):
+    session_id: str | None = None
+
+
+def run_out(run: Run) -> dict[str, Any]:
+    return {
+        "id": str(run.pk),
+        "flow": run.flow_id,
+        "flow_version": run.flow_version.number,
+        "session_id": run.session_id,
+        "status": run.status,
+        "inputs": run.inputs,
+        "outputs": run.outputs,
+        "error": run.error,
+        "started_by": run.started_by.email if run.started_by else None,
+        "created_at": run.created_at,
+        "started_at": run.started_at,
+        "finished_at": run.finished_at,
+        "last_seq": run.last_seq,
+        "rerun_of": str(run.rerun_of_id) if run.rerun_of_id else None,
+    }
+
+
+@router.post("flows/{int:flow_id}/runs", response={202: RunStartedOut})
+def start_run(request: HttpRequest, slug: WorkspaceSlug, flow_id: int, body: RunStartIn) -> Any:
+    require_role(request.membership, Role.EDITOR)  # type: ignore[attr-defined]
+    flow = get_scoped(Flow, request.workspace, pk=flow_id)  # type: ignore[attr-defined]
+    run = services.run_start(
+        workspace=request.workspace,  # type: ignore[attr-defined]
+        acting=request.membership,  # type: ignore[attr-defined]
+        session_id=body.session_id or services.new_session_id(),
+        flow=flow,
+        version_number=body.version,
+        inputs=body.inputs,
+    )
+    return 202, {"run_id": str(run.pk), "session_id": run.session_id}
+
+
+@router.get("runs", response=list[RunOut])
+def list_runs(request: HttpRequest, slug: WorkspaceSlug, flow: int | None = None) -> Any:
+    runs = selectors.runs_for_workspace(request.workspace, flow_id=flow)[:200]  # type: ignore[attr-defined]
+    return [run_out(r) for r in runs]
+
+
+@router.get("runs/{run_id}", response=RunOut)
+def get_run(request: HttpRequest, slug: WorkspaceSlug, run_id: str) -> Any:
+    return run_out(services.run_for(request.workspace, run_id))  # type: ignore[attr-defined]
+
+
+@router.get("runs/{run_id}/events", response=EventsOut)
+def run_events(
+    request: HttpRequest, slug: WorkspaceSlug, run_id: str, q: Query[EventsQuery]
+) -> Any:
+    if q.after_seq < 0 or not 1 <= q.limit <= MAX_EVENT_PAGE:
+        raise HttpError(400, f"after_seq >= 0 and 1 <= limit <= {MAX_EVENT_PAGE}.")
+    run = services.run_for(request.workspace, run_id)  # type: ignore[attr-defined]
+    events = selectors.event_messages_after(
+        request.workspace,
+        str(run.pk),
+        q.after_seq,
+        limit=q.limit,  # type: ignore[attr-defined]
+    )
+    last = events[-1]["seq"] if events else q.after_seq
+    return {
+        "run_id": str(run.pk),
+        "events": events,
+        "next_after_seq": last,
+        "finished": run.is_finished and last >= run.last_seq,
+    }
+
+
+@router.post("runs/{run_id}/cancel", response=RunOut)
+def cancel_run(request: HttpRequest, slug: WorkspaceSlug, run_id: str) -> Any:
+    run = services.run_for(request.workspace, run_id)  # type: ignore[attr-defined]
+    run = services.run_cancel(
+        workspace=request.workspace,
+        acting=request.membership,
+        run=run,  # type: ignore[attr-defined]
+    )
+    return run_out(run)
+
+
+@router.post("runs/{run_id}/rerun", response={202: RunStartedOut})
+def rerun(request: HttpRequest, slug: WorkspaceSlug, run_id: str, body: SessionIn) -> Any:
+    require_role(request.membership, Role.EDITOR)  # type: ignore[attr-defined]
+    original = services.run_for(request.workspace, run_id)  # type: ignore[attr-defined]
+    run = services.run_rerun(
+        workspace=request.workspace,  # type: ignore[attr-defined]
+        acting=request.membership,  # type: ignore[attr-defined]
+        run=original,
+        session_id=body.session_id or services.new_session_id(),
+    )
+    return 202, {"run_id": str(run.pk), "session_id": run.session_id}

@@ -1,3 +1,7 @@
-from django.urls import path  # noqa: F401
+from django.urls import path
 
-websocket_urlpatterns: list = []
+from runs.consumers import ExecConsumer
+
+websocket_urlpatterns = [
+    path("ws/w/<slug:slug>/exec", ExecConsumer.as_asgi()),
+]

@@ -131,3 +131,6 @@ def token_for() -> Callable[[Workspace, User], str]:
         return api_token_create(workspace=workspace, user=user, name="test").secret
 
     return make
+
+
+from tests.live import live_stack, private_stack  # noqa: E402,F401  (real Daphne + Celery)

@@ -1,0 +1,326 @@
+"""The execution WebSocket: `/ws/w/<slug>/exec?session=<id>` (DESIGN.md, "WebSocket protocol").
+
+Delivery is exact per run and connection: the consumer remembers the last seq it sent for
+each run it follows and only ever sends seq + 1. A live event that skips ahead (the channel
+layer dropped messages: over capacity, group expiry, a Redis restart) is preceded by the
+missing events read from the log; anything at or below what was sent is dropped. A ticker
+also compares each followed run's committed `last_seq` with what was sent, so even a lost
+final event arrives, and it closes the socket within seconds when the user signs out, is
+deactivated, loses membership or has the token revoked.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections import defaultdict
+from importlib import import_module
+from typing import Any
+from urllib.parse import parse_qs
+
+from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncJsonWebsocketConsumer
+from django.conf import settings
+from django.contrib.auth import SESSION_KEY
+from django.core.exceptions import PermissionDenied
+from django.http import Http404
+from django.utils import timezone
+
+from accounts.models import ApiToken, Membership
+from accounts.tenancy import get_scoped, resolve_membership, scoped
+from flows.models import Flow
+from runs import selectors, services
+from runs.events import session_group
+from runs.models import Run, RunStatus
+
+log = logging.getLogger(__name__)
+
+CLOSE_UNAUTHORISED = 4401
+
+
+class Rejected(Exception):
+    def __init__(self, code: str, message: str, **extra: Any) -> None:
+        super().__init__(message)
+        self.body = {"event": "rejected", "code": code, "message": message, **extra}
+
+
+class RunFollow:
+    """Delivery state of one run on one connection."""
+
+    def __init__(self, run_id: str, workspace_id: int, session_id: str, sent: int) -> None:
+        self.run_id = run_id
+        self.group = session_group(workspace_id, session_id)
+        self.sent = sent
+        self.finished = False
+        self.lock = asyncio.Lock()
+
+
+class ExecConsumer(AsyncJsonWebsocketConsumer):
+    membership: Membership
+
+    async def connect(self) -> None:
+        slug = self.scope["url_route"]["kwargs"]["slug"]
+        membership = await self._authorise(slug)
+        if membership is None:
+            await self.close()  # before accept: the handshake is refused (403)
+            return
+        self.membership = membership
+        self.workspace = membership.workspace
+        query = parse_qs(self.scope.get("query_string", b"").decode("latin-1"))
+        requested = (query.get("session") or [""])[0]
+        try:
+            self.session_id = (
+                services.clean_session_id(requested) if requested else services.new_session_id()
+            )
+        except services.RunRefused:
+            await self.close()
+            return
+        self.follows: dict[str, RunFollow] = {}
+        self.groups_joined: set[str] = set()
+        await self._join(session_group(self.workspace.pk, self.session_id))
+        await self.accept()
+        await self.send_json({"event": "session", "session_id": self.session_id})
+        self.ticker = asyncio.create_task(self._tick())
+
+    async def disconnect(self, code: int) -> None:
+        ticker = getattr(self, "ticker", None)
+        if ticker is not None:
+            ticker.cancel()
+        for group in getattr(self, "groups_joined", set()):
+            try:
+                await self.channel_layer.group_discard(group, self.channel_name)
+            except Exception:  # Redis away: the membership expires with it anyway
+                log.warning("group_discard failed", exc_info=True)
+
+    async def _join(self, group: str) -> None:
+        await self.channel_layer.group_add(group, self.channel_name)
+        self.groups_joined.add(group)
+
+    # --- auth ---------------------------------------------------------------------------
+
+    @database_sync_to_async
+    def _authorise(self, slug: str) -> Membership | None:
+        user = self.scope.get("user")
+        token: ApiToken | None = self.scope.get("auth_token")
+        if token is not None and token.workspace.slug != slug:
+            return None
+        try:
+            return resolve_membership(user, slug)
+        except Http404:
+            return None
+
+    @database_sync_to_async
+    def _still_authorised(self) -> bool:
+        user = self.scope.get("user")
+        token: ApiToken | None = self.scope.get("auth_token")
+        if token is not None:
+            if not ApiToken.objects.filter(pk=token.pk, revoked_at__isnull=True).exists():
+                return False
+        else:
+            session = self.scope.get("session")
+            key = getattr(session, "session_key", None)
+            if not key:
+                return False
+            store = import_module(settings.SESSION_ENGINE).SessionStore(session_key=key)
+            if str(store.get(SESSION_KEY, "")) != str(user.pk):
+                return False  # signed out (session flushed) or another user
+        membership = (
+            Membership.objects.select_related("user")
+            .filter(pk=self.membership.pk, user__is_active=True)
+            .first()
+        )
+        if membership is None:
+            return False
+        self.membership = membership  # role changes apply to the next message
+        return True
+
+    # --- frames in ----------------------------------------------------------------------
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        limit = settings.FLOWDECK["WS_MAX_MESSAGE_BYTES"]
+        try:
+            if text_data is None:
+                raise Rejected("invalid_message", "Send JSON text frames.")
+            if len(text_data) > limit:
+                raise Rejected("too_large", f"Messages are limited to {limit} bytes.")
+            try:
+                content = json.loads(text_data)
+            except (ValueError, RecursionError) as exc:
+                raise Rejected("invalid_json", "That frame is not valid JSON.") from exc
+            await self.receive_json(content)
+        except Rejected as exc:
+            await self.send_json(exc.body)
+
+    async def receive_json(self, content: Any, **kwargs: Any) -> None:
+        if not isinstance(content, dict):
+            raise Rejected("invalid_message", "Send a JSON object.")
+        action = content.get("action")
+        if action is None and "nodes" in content:
+            action = "run"
+        handler = {"run": self._run, "resume": self._resume, "cancel": self._cancel}.get(
+            action if isinstance(action, str) else ""
+        )
+        if handler is None:
+            raise Rejected("unknown_action", "Unknown action: use run, resume or cancel.")
+        await handler(content)
+
+    async def _run(self, content: dict) -> None:
+        try:
+            run = await self._start(content)
+        except services.RunRefused as exc:
+            raise Rejected(
+                exc.code, exc.message, **({"problems": exc.problems} if exc.problems else {})
+            ) from exc
+        except PermissionDenied as exc:
+            raise Rejected("forbidden", str(exc)) from exc
+        except Http404 as exc:
+            raise Rejected("not_found", "No such flow in this workspace.") from exc
+        run_id = str(run.pk)
+        self.follows.setdefault(run_id, RunFollow(run_id, self.workspace.pk, self.session_id, 0))
+        await self.send_json({"event": "accepted", "run_id": run_id, "session_id": self.session_id})
+
+    @database_sync_to_async
+    def _start(self, content: dict) -> Run:
+        flow = None
+        flow_id = content.get("flow")
+        if flow_id is not None:
+            if not isinstance(flow_id, int) or isinstance(flow_id, bool):
+                raise services.RunRefused("invalid_request", "`flow` must be a flow id.")
+            flow = get_scoped(Flow, self.workspace, pk=flow_id, deleted_at__isnull=True)
+        version = content.get("version")
+        if version is not None and (not isinstance(version, int) or isinstance(version, bool)):
+            raise services.RunRefused("invalid_request", "`version` must be a number.")
+        is_graph = content.get("action") is None
+        graph = None
+        if is_graph:
+            graph = {k: v for k, v in content.items() if k in {"nodes", "edges"}}
+        return services.run_start(
+            workspace=self.workspace,
+            acting=self.membership,
+            session_id=self.session_id,
+            flow=flow,
+            version_number=version,
+            graph=graph,
+            inputs=content.get("inputs"),
+        )
+
+    def _run_id(self, content: dict) -> str:
+        run_id = content.get("run_id")
+        if not isinstance(run_id, str) or len(run_id) > 64:
+            raise Rejected("invalid_request", "`run_id` must be a run id.")
+        return run_id
+
+    @database_sync_to_async
+    def _load_run(self, run_id: str) -> Run:
+        try:
+            return services.run_for(self.workspace, run_id)
+        except Http404 as exc:
+            raise Rejected("not_found", "No such run in this workspace.") from exc
+
+    async def _resume(self, content: dict) -> None:
+        run_id = self._run_id(content)
+        after = content.get("after_seq", 0)
+        if not isinstance(after, int) or isinstance(after, bool) or after < 0:
+            raise Rejected("invalid_request", "`after_seq` must be a whole number >= 0.")
+        run = await self._load_run(run_id)
+        run_id = str(run.pk)
+        follow = self.follows.get(run_id)
+        if follow is None:
+            follow = self.follows[run_id] = RunFollow(run_id, run.workspace_id, run.session_id, 0)
+        # Subscribe first, then read the log: nothing can fall between the two.
+        if follow.group not in self.groups_joined:
+            await self._join(follow.group)
+        async with follow.lock:
+            follow.sent = max(follow.sent, after)
+            await self._fill(follow, upto=None)
+
+    async def _cancel(self, content: dict) -> None:
+        run = await self._load_run(self._run_id(content))
+        try:
+            await database_sync_to_async(services.run_cancel)(
+                workspace=self.workspace, acting=self.membership, run=run
+            )
+        except PermissionDenied as exc:
+            raise Rejected("forbidden", str(exc)) from exc
+
+    # --- frames out ---------------------------------------------------------------------
+
+    async def run_event(self, message: dict) -> None:
+        """A live event from the session group."""
+        event = message.get("event") or {}
+        run_id, seq = event.get("run_id"), event.get("seq")
+        if not isinstance(seq, int) or not isinstance(run_id, str):
+            return
+        follow = self.follows.get(run_id)
+        if follow is None:
+            if seq != 1:
+                return  # not ours to follow: the client resumes it explicitly if it wants it
+            follow = self.follows[run_id] = RunFollow(run_id, self.workspace.pk, self.session_id, 0)
+        async with follow.lock:
+            if seq <= follow.sent:
+                return
+            if seq > follow.sent + 1:
+                await self._fill(follow, upto=seq - 1)
+                if seq <= follow.sent:
+                    return
+            await self._send_event(follow, event)
+
+    async def _send_event(self, follow: RunFollow, event: dict) -> None:
+        if event["seq"] != follow.sent + 1:
+            return  # never send out of order; the next fill will bring it
+        await self.send_json(event)
+        follow.sent = event["seq"]
+        if event.get("event") == "completed":
+            follow.finished = True
+
+    async def _fill(self, follow: RunFollow, upto: int | None) -> None:
+        """Send logged events after follow.sent (up to `upto`); caller holds follow.lock."""
+        while True:
+            page = await database_sync_to_async(selectors.event_messages_after)(
+                self.workspace, follow.run_id, follow.sent, upto_seq=upto
+            )
+            for event in page:
+                await self._send_event(follow, event)
+            if len(page) < selectors.EVENT_PAGE:
+                return
+
+    @database_sync_to_async
+    def _committed_seqs(self, run_ids: list[str]) -> dict[str, int]:
+        """Committed last_seq per run; also ends runs whose worker vanished (lease lapsed)."""
+        now = timezone.now()
+        rows = scoped(Run, self.workspace).filter(pk__in=run_ids)
+        committed = {}
+        for pk, last, status, lease in rows.values_list(
+            "pk", "last_seq", "status", "lease_expires_at"
+        ):
+            if status == RunStatus.RUNNING and lease is not None and lease < now:
+                services.reap_run(pk)  # watchers need not wait for the periodic reaper
+                last = Run.objects.values_list("last_seq", flat=True).get(pk=pk)
+            committed[str(pk)] = last
+        return committed
+
+    async def _tick(self) -> None:
+        interval = settings.FLOWDECK["SESSION_RECHECK_SECONDS"]
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                if not await self._still_authorised():
+                    await self.close(code=CLOSE_UNAUTHORISED)
+                    return
+                open_follows = [f for f in self.follows.values() if not f.finished]
+                if not open_follows:
+                    continue
+                committed = await self._committed_seqs([f.run_id for f in open_follows])
+                groups = defaultdict(list)
+                for follow in open_follows:
+                    groups[follow.group].append(follow)
+                    if committed.get(follow.run_id, 0) > follow.sent:
+                        async with follow.lock:
+                            await self._fill(follow, upto=None)
+                for group in groups:  # re-join: survives group expiry and Redis restarts
+                    await self.channel_layer.group_add(group, self.channel_name)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.warning("websocket tick failed", exc_info=True)

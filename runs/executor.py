@@ -1,0 +1,241 @@
+"""The executor: runs a flow version's nodes in dependency order, branches concurrently.
+
+Called by the Celery task in a worker thread. One asyncio loop per run: every node is a
+task that waits for its upstream nodes, so independent branches overlap while they wait on
+models and tools. Components stream through a per-node `NodeContext` into the run's
+`RunWriter` (see sink.py). A node error becomes an `error` event on that node and the run
+ends with status `error`; a cancel or a lost lease stops the run between chunks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+from django.conf import settings
+
+from runs.events import NODE_STREAM_EVENTS, PROTOCOL_VERSION
+from runs.models import COMPLETED_STATUS, Run, RunStatus
+from runs.sink import RunWriter, get_sink
+
+log = logging.getLogger(__name__)
+
+MAX_VALUE_CHARS = 200_000
+CANCEL_POLL_SECONDS = 0.05
+
+
+def to_jsonable(value: Any, depth: int = 0) -> Any:
+    """A JSON-safe copy of a node's output for events and run outputs."""
+    if depth > 20:
+        return "…"
+    if value is None or isinstance(value, bool | int | float):
+        return value
+    if isinstance(value, str):
+        return value if len(value) <= MAX_VALUE_CHARS else value[:MAX_VALUE_CHARS] + "…"
+    if isinstance(value, dict):
+        return {str(k): to_jsonable(v, depth + 1) for k, v in value.items()}
+    if isinstance(value, list | tuple | set):
+        return [to_jsonable(v, depth + 1) for v in value]
+    content = getattr(value, "content", None)
+    if isinstance(content, str | list):  # a LangChain message
+        return to_jsonable(content, depth + 1)
+    page_content = getattr(value, "page_content", None)
+    if isinstance(page_content, str):  # a LangChain Document
+        return {"page_content": page_content, "metadata": to_jsonable(value.metadata, depth + 1)}
+    if hasattr(value, "model_dump"):
+        return to_jsonable(value.model_dump(), depth + 1)
+    return to_jsonable(str(value), depth + 1)
+
+
+class NodeContext:
+    """What a component sees of the run (flows.components.base.RunContext)."""
+
+    def __init__(self, writer: RunWriter, run: Run, node_id: str) -> None:
+        self._writer = writer
+        self.node_id = node_id
+        self.workspace_id = run.workspace_id
+        self.run_id = run.pk
+        self.session_id = run.session_id
+
+    def emit(self, event: str, data: Any) -> None:
+        if event not in NODE_STREAM_EVENTS:
+            raise ValueError(f"components cannot emit {event!r}")
+        payload = {"data": data if event == "on_token" else to_jsonable(data)}
+        self._writer.emit(event, self.node_id, payload)
+
+    def check_cancelled(self) -> None:
+        from flows.components.base import RunCancelled
+
+        if self._writer.should_stop:
+            raise RunCancelled("The run was cancelled.")
+
+
+def _single(outputs: dict[str, Any]) -> Any:
+    return next(iter(outputs.values())) if len(outputs) == 1 else outputs
+
+
+class PlanRunner:
+    def __init__(self, run: Run, plan: Any, writer: RunWriter) -> None:
+        self.run = run
+        self.plan = plan
+        self.writer = writer
+        self.results: dict[str, dict[str, Any] | None] = {}
+        self.done = {node_id: asyncio.Event() for node_id in plan.order}
+        self.failed = False
+
+    def _inputs_for(self, node_id: str) -> dict[str, Any] | None:
+        """The node's inputs from upstream outputs; None when it must be skipped."""
+        planned = self.plan.nodes[node_id]
+        if node_id in self.plan.input_node_ids:
+            return {"value": self.run.inputs.get(node_id, "")}
+        edges = self.plan.incoming.get(node_id, [])
+        multi = {p.name for p in planned.component.input_ports(planned.params) if p.multi}
+        values: dict[str, Any] = {}
+        wanted = set()
+        for edge in edges:
+            wanted.add(edge.target_port)
+            produced = self.results.get(edge.source)
+            if produced is None or edge.source_port not in produced:
+                continue
+            value = produced[edge.source_port]
+            if edge.target_port in multi:
+                values.setdefault(edge.target_port, []).append(value)
+            else:
+                values[edge.target_port] = value
+        if edges and wanted - set(values):
+            return None  # an upstream branch was not taken, failed or skipped
+        return values
+
+    async def run_node(self, node_id: str) -> None:
+        from flows.components.base import NodeError, RunCancelled
+
+        planned = self.plan.nodes[node_id]
+        try:
+            for edge in self.plan.incoming.get(node_id, []):
+                await self.done[edge.source].wait()
+            inputs = self._inputs_for(node_id)
+            if inputs is None:
+                self.results[node_id] = None
+                self.writer.emit("node_finished", node_id, {"data": None, "skipped": True})
+                return
+            self.writer.emit(
+                "node_started", node_id, {"data": {"component": planned.component.key}}
+            )
+            started = time.monotonic()
+            ctx = NodeContext(self.writer, self.run, node_id)
+            try:
+                outputs = await planned.component.execute(
+                    planned.built, planned.params, inputs, ctx
+                )
+            except (RunCancelled, asyncio.CancelledError):
+                raise
+            except NodeError as exc:
+                self._node_failed(node_id, str(exc))
+                return
+            except Exception as exc:
+                log.exception("node %s of run %s failed", node_id, self.run.pk)
+                self._node_failed(node_id, f"{type(exc).__name__}: {exc}"[:2000])
+                return
+            outputs = outputs or {}
+            self.results[node_id] = outputs
+            self.writer.emit(
+                "node_finished",
+                node_id,
+                {
+                    "data": to_jsonable(_single(outputs)),
+                    "duration_ms": round((time.monotonic() - started) * 1000, 1),
+                },
+            )
+        finally:
+            self.done[node_id].set()
+
+    def _node_failed(self, node_id: str, message: str) -> None:
+        self.failed = True
+        self.results[node_id] = None
+        self.writer.emit("error", node_id, {"message": message})
+
+    async def _watch_cancel(self, tasks: list[asyncio.Task]) -> None:
+        while not all(t.done() for t in tasks):
+            if self.writer.should_stop:
+                for task in tasks:
+                    task.cancel()
+                return
+            await asyncio.sleep(CANCEL_POLL_SECONDS)
+
+    async def execute(self) -> None:
+        tasks = [asyncio.create_task(self.run_node(n), name=n) for n in self.plan.order]
+        watcher = asyncio.create_task(self._watch_cancel(tasks))
+        try:
+            results = await asyncio.gather(*tasks, return_exceptions=True)
+        finally:
+            watcher.cancel()
+        from flows.components.base import RunCancelled
+
+        for result in results:
+            if isinstance(result, RunCancelled | asyncio.CancelledError):
+                raise RunCancelled("cancelled")
+            if isinstance(result, BaseException):
+                raise result
+
+    def outputs(self) -> dict[str, Any]:
+        return {
+            node_id: to_jsonable(_single(self.results[node_id] or {}))
+            for node_id in self.plan.output_node_ids
+            if self.results.get(node_id) is not None
+        }
+
+
+def execute_claimed_run(run: Run) -> None:
+    """Execute a run whose lease this worker holds; always ends with `completed`."""
+    from flows.builder import GraphInvalid, build_plan
+    from flows.components.base import RunCancelled
+
+    writer = get_sink().open(run)
+    version = run.flow_version
+    writer.emit(
+        "run_started",
+        "",
+        {
+            "data": {
+                "flow": run.flow_id,
+                "version": version.number,
+                "inputs": run.inputs,
+                "protocol": PROTOCOL_VERSION,
+            }
+        },
+    )
+    status, error, outputs = RunStatus.SUCCEEDED, "", {}
+    try:
+        plan = build_plan(version.graph, run.workspace)  # re-checks the whitelist, now
+        runner = PlanRunner(run, plan, writer)
+        limit = settings.FLOWDECK["RUN_TIME_LIMIT_SECONDS"]
+        try:
+            asyncio.run(asyncio.wait_for(runner.execute(), timeout=limit))
+        finally:
+            outputs = runner.outputs()
+        if runner.failed:
+            status, error = RunStatus.FAILED, "A node failed."
+    except GraphInvalid as exc:
+        status = RunStatus.FAILED
+        error = "The flow can no longer run: " + "; ".join(p.message for p in exc.problems)[:1500]
+        writer.emit("error", "", {"message": error})
+    except RunCancelled:
+        status = RunStatus.CANCELLED
+    except TimeoutError:
+        status = RunStatus.FAILED
+        error = (
+            f"The run exceeded its time limit of {settings.FLOWDECK['RUN_TIME_LIMIT_SECONDS']}s."
+        )
+        writer.emit("error", "", {"message": error})
+    except Exception as exc:
+        log.exception("run %s failed", run.pk)
+        status, error = RunStatus.FAILED, f"Internal error: {type(exc).__name__}"
+        writer.emit("error", "", {"message": error})
+    if writer.fenced:
+        return  # the lease was taken: whoever took it ends the run
+    writer.finish(
+        status=status, completed_status=COMPLETED_STATUS[status], outputs=outputs, error=error
+    )
+    writer.done.wait(timeout=60)

@@ -1,0 +1,121 @@
+"""Runs and their append-only event log."""
+
+from __future__ import annotations
+
+import uuid
+
+from django.conf import settings
+from django.db import models
+
+from accounts.models import Workspace
+
+
+class RunStatus(models.TextChoices):
+    QUEUED = "queued", "Queued"
+    RUNNING = "running", "Running"
+    SUCCEEDED = "succeeded", "Succeeded"
+    FAILED = "failed", "Failed"
+    CANCELLED = "cancelled", "Cancelled"
+
+
+TERMINAL_STATUSES = {RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.CANCELLED}
+# The `completed` event's status for each terminal run status (DESIGN.md protocol words).
+COMPLETED_STATUS = {
+    RunStatus.SUCCEEDED: "success",
+    RunStatus.FAILED: "error",
+    RunStatus.CANCELLED: "cancelled",
+}
+
+
+class Run(models.Model):
+    """One execution of one exact flow version.
+
+    Execution is guarded by a lease: a worker claims a queued run by bumping
+    `lease_token` (the fencing token) and keeps `lease_expires_at` in the future while it
+    works; every event write re-checks the token, so a stale copy of the task (redelivered
+    after the broker's visibility timeout) can neither start nor write. The reaper ends runs
+    whose lease lapsed.
+    """
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    workspace = models.ForeignKey(
+        Workspace, on_delete=models.CASCADE, db_index=True, related_name="runs"
+    )
+    flow = models.ForeignKey("flows.Flow", on_delete=models.CASCADE, related_name="runs")
+    flow_version = models.ForeignKey(
+        "flows.FlowVersion", on_delete=models.PROTECT, related_name="runs"
+    )
+    session_id = models.CharField(max_length=64, db_index=True)
+    started_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, related_name="runs"
+    )
+    inputs = models.JSONField(default=dict, blank=True)
+    outputs = models.JSONField(default=dict, blank=True)
+    status = models.CharField(
+        max_length=10, choices=RunStatus.choices, default=RunStatus.QUEUED, db_index=True
+    )
+    error = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    rerun_of = models.ForeignKey(
+        "self", on_delete=models.SET_NULL, null=True, blank=True, related_name="reruns"
+    )
+    # Execution bookkeeping.
+    task_id = models.CharField(max_length=64, blank=True)
+    worker = models.CharField(max_length=200, blank=True)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    lease_token = models.PositiveIntegerField(default=0)
+    lease_expires_at = models.DateTimeField(null=True, blank=True, db_index=True)
+    cancel_requested = models.BooleanField(default=False)
+    last_seq = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [
+            models.Index(fields=["workspace", "-created_at"], name="run_ws_created"),
+            models.Index(fields=["workspace", "status"], name="run_ws_status"),
+        ]
+
+    def __str__(self) -> str:
+        return f"run {self.id} ({self.status})"
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status in TERMINAL_STATUSES
+
+    @property
+    def duration_seconds(self) -> float | None:
+        if self.started_at and self.finished_at:
+            return (self.finished_at - self.started_at).total_seconds()
+        return None
+
+
+class RunEvent(models.Model):
+    """One event of a run, numbered 1..N without gaps. Never updated or deleted."""
+
+    workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, db_index=True)
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="events")
+    seq = models.PositiveIntegerField()
+    event = models.CharField(max_length=32)
+    node_id = models.CharField(max_length=100, blank=True)
+    payload = models.JSONField(default=dict, blank=True)
+    ts = models.DateTimeField()
+
+    class Meta:
+        ordering = ["run", "seq"]
+        constraints = [models.UniqueConstraint(fields=["run", "seq"], name="runevent_run_seq")]
+
+    def __str__(self) -> str:
+        return f"{self.run_id}#{self.seq} {self.event}"
+
+    def as_message(self) -> dict:
+        """The wire form (DESIGN.md): {event, run_id, seq, node_id, ts, ...payload}."""
+        return {
+            "event": self.event,
+            "run_id": str(self.run_id),
+            "seq": self.seq,
+            "node_id": self.node_id or None,
+            "ts": self.ts.isoformat(),
+            **self.payload,
+        }

@@ -1,0 +1,334 @@
+"""Writes for runs: start, claim (lease), cancel, and ending runs whose worker is gone."""
+
+from __future__ import annotations
+
+import logging
+import re
+import secrets
+from datetime import timedelta
+from typing import Any
+
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
+from django.conf import settings
+from django.core.cache import cache
+from django.db import transaction
+from django.utils import timezone
+from flows.models import Flow, FlowVersion
+
+from accounts.models import Membership, Role, Workspace
+from accounts.tenancy import get_scoped, require_role, scoped
+from runs.events import session_group
+from runs.models import COMPLETED_STATUS, TERMINAL_STATUSES, Run, RunEvent, RunStatus
+
+log = logging.getLogger(__name__)
+
+SESSION_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+MAX_INPUT_CHARS = 100_000
+QUEUE_TIMEOUT = timedelta(minutes=30)
+
+
+class RunRefused(Exception):
+    """A run request that cannot be honoured; `code` and `message` go to the client."""
+
+    def __init__(self, code: str, message: str, problems: list[dict] | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.problems = problems or []
+
+    def as_dict(self) -> dict[str, Any]:
+        body: dict[str, Any] = {"code": self.code, "message": self.message}
+        if self.problems:
+            body["problems"] = self.problems
+        return body
+
+
+def new_session_id() -> str:
+    return secrets.token_urlsafe(12)
+
+
+def clean_session_id(value: Any) -> str:
+    if not isinstance(value, str) or not SESSION_ID_RE.match(value):
+        raise RunRefused("invalid_session", "A session id is 1-64 letters, digits, - or _.")
+    return value
+
+
+# --- starting ---------------------------------------------------------------------------
+
+
+def _check_limits(workspace: Workspace, acting: Membership) -> None:
+    limits = settings.FLOWDECK
+    active = scoped(Run, workspace).filter(status__in=[RunStatus.QUEUED, RunStatus.RUNNING])
+    if active.count() >= limits["MAX_CONCURRENT_RUNS_PER_WORKSPACE"]:
+        raise RunRefused(
+            "too_many_runs",
+            f"This workspace already has {limits['MAX_CONCURRENT_RUNS_PER_WORKSPACE']} runs "
+            "in progress; wait for one to finish.",
+        )
+    minute = int(timezone.now().timestamp() // 60)
+    for key, limit in (
+        (f"runrate:u:{acting.user_id}:{minute}", limits["RUNS_PER_MINUTE_PER_USER"]),
+        (f"runrate:w:{workspace.pk}:{minute}", limits["RUNS_PER_MINUTE_PER_WORKSPACE"]),
+    ):
+        cache.add(key, 0, timeout=120)
+        if cache.incr(key) > limit:
+            raise RunRefused("rate_limited", "Too many runs started in the last minute.")
+
+
+def _clean_inputs(inputs: Any, input_node_ids: list[str]) -> dict[str, str]:
+    """Map inputs to input node ids; `{"input": text}` is shorthand for a one-input flow."""
+    if inputs is None:
+        inputs = {}
+    if not isinstance(inputs, dict):
+        raise RunRefused("invalid_inputs", "`inputs` must be an object of node id -> text.")
+    if set(inputs) == {"input"} and "input" not in input_node_ids and len(input_node_ids) == 1:
+        inputs = {input_node_ids[0]: inputs["input"]}
+    cleaned: dict[str, str] = {}
+    for key, value in inputs.items():
+        if key not in input_node_ids:
+            raise RunRefused("invalid_inputs", f"`{str(key)[:100]}` is not an input node.")
+        if not isinstance(value, str) or len(value) > MAX_INPUT_CHARS:
+            raise RunRefused(
+                "invalid_inputs", f"Input `{key}` must be text of at most {MAX_INPUT_CHARS} chars."
+            )
+        cleaned[key] = value
+    return cleaned
+
+
+def _checked_plan(version: FlowVersion) -> Any:
+    from flows.builder import GraphInvalid, build_plan
+
+    try:
+        return build_plan(version.graph, version.workspace, build_objects=False)
+    except GraphInvalid as exc:
+        raise RunRefused(
+            "invalid_graph", "The flow is not valid.", [p.as_dict() for p in exc.problems]
+        ) from exc
+
+
+@transaction.atomic
+def run_start(
+    *,
+    workspace: Workspace,
+    acting: Membership,
+    session_id: str,
+    flow: Flow | None = None,
+    version_number: int | None = None,
+    graph: dict | None = None,
+    inputs: Any = None,
+    rerun_of: Run | None = None,
+) -> Run:
+    """Queue a run of a saved version, or of an unsaved graph (saved as a draft version)."""
+    require_role(acting, Role.EDITOR)
+    from flows import services as flow_services
+
+    session_id = clean_session_id(session_id)
+    if graph is not None:
+        from flows.builder import validate_graph
+
+        problems = validate_graph(graph, workspace)
+        if problems:
+            raise RunRefused(
+                "invalid_graph", "The flow is not valid.", [p.as_dict() for p in problems]
+            )
+        if flow is None:
+            flow = flow_services.scratch_flow_for(workspace=workspace, user=acting.user)
+        version = flow_services.flow_version_create(
+            flow=flow, graph=graph, acting_user=acting.user, note="run from editor", is_draft=True
+        )
+    else:
+        if flow is None:
+            raise RunRefused("invalid_request", "Name a flow or send a graph.")
+        versions = scoped(FlowVersion, workspace).filter(flow=flow)
+        if version_number is not None:
+            version = versions.filter(number=version_number).first()
+        else:
+            version = versions.order_by("-number").first()
+        if version is None:
+            raise RunRefused("not_found", "That flow has no such version.")
+    plan = _checked_plan(version)
+    cleaned = _clean_inputs(inputs, list(plan.input_node_ids))
+    _check_limits(workspace, acting)
+    run = Run.objects.create(
+        workspace=workspace,
+        flow=version.flow,
+        flow_version=version,
+        session_id=session_id,
+        started_by=acting.user,
+        inputs=cleaned,
+        rerun_of=rerun_of,
+    )
+    from runs.tasks import execute_run
+
+    transaction.on_commit(lambda: execute_run.delay(str(run.pk)))
+    log.info("run queued", extra={"run": str(run.pk), "workspace": workspace.slug})
+    return run
+
+
+def run_rerun(*, workspace: Workspace, acting: Membership, run: Run, session_id: str) -> Run:
+    """The same version with the same inputs, as a new run linked to the original."""
+    return run_start(
+        workspace=workspace,
+        acting=acting,
+        session_id=session_id,
+        flow=run.flow,
+        version_number=run.flow_version.number,
+        inputs=run.inputs,
+        rerun_of=run,
+    )
+
+
+# --- executing --------------------------------------------------------------------------
+
+
+def run_claim(*, run_id: str, task_id: str, worker: str) -> Run | None:
+    """Take the lease of a queued run, or None if it is not queued (finished, or held).
+
+    Claiming moves the run out of `queued` in one locked transaction and bumps the fencing
+    token, so a duplicate delivery of the task finds nothing to do, and a run whose worker
+    died is never started twice: the reaper ends it instead.
+    """
+    with transaction.atomic():
+        run = Run.objects.select_for_update().filter(pk=run_id).first()
+        if run is None or run.status != RunStatus.QUEUED:
+            return None
+        now = timezone.now()
+        run.status = RunStatus.RUNNING
+        run.started_at = now
+        run.attempts += 1
+        run.lease_token += 1
+        run.lease_expires_at = now + timedelta(seconds=settings.FLOWDECK["RUN_LEASE_SECONDS"])
+        run.task_id = task_id[:64]
+        run.worker = worker[:200]
+        run.save(
+            update_fields=[
+                "status",
+                "started_at",
+                "attempts",
+                "lease_token",
+                "lease_expires_at",
+                "task_id",
+                "worker",
+            ]
+        )
+        return run
+
+
+@transaction.atomic
+def run_cancel(*, workspace: Workspace, acting: Membership, run: Run) -> Run:
+    """Cancel: a queued run ends at once; a running one stops at its next check."""
+    require_role(acting, Role.EDITOR)
+    run = Run.objects.select_for_update().get(pk=run.pk, workspace=workspace)
+    if run.status == RunStatus.QUEUED:
+        return _end_run(run, RunStatus.CANCELLED, "Cancelled before it started.")
+    if run.status == RunStatus.RUNNING and not run.cancel_requested:
+        run.cancel_requested = True
+        run.save(update_fields=["cancel_requested"])
+    return run
+
+
+def _end_run(run: Run, status: str, reason: str) -> Run:
+    """End a run that no live writer holds (call inside a transaction, row locked).
+
+    Bumps the fencing token first, so a writer that wakes up later cannot append.
+    """
+    now = timezone.now()
+    seq = run.last_seq
+    events = []
+    if status != RunStatus.CANCELLED:
+        seq += 1
+        events.append(
+            RunEvent(
+                workspace=run.workspace,
+                run=run,
+                seq=seq,
+                event="error",
+                node_id="",
+                payload={"message": reason},
+                ts=now,
+            )
+        )
+    seq += 1
+    events.append(
+        RunEvent(
+            workspace=run.workspace,
+            run=run,
+            seq=seq,
+            event="completed",
+            node_id="",
+            payload={"status": COMPLETED_STATUS[status]},
+            ts=now,
+        )
+    )
+    RunEvent.objects.bulk_create(events)
+    run.status = status
+    run.error = reason if status != RunStatus.CANCELLED else ""
+    run.finished_at = now
+    run.last_seq = seq
+    run.lease_token += 1
+    run.lease_expires_at = None
+    run.save(
+        update_fields=[
+            "status",
+            "error",
+            "finished_at",
+            "last_seq",
+            "lease_token",
+            "lease_expires_at",
+        ]
+    )
+    messages = [e.as_message() for e in events]
+    transaction.on_commit(lambda: publish(run.workspace_id, run.session_id, messages))
+    return run
+
+
+def reap_stale_runs() -> list[str]:
+    """End runs whose worker stopped heartbeating, and runs queued for far too long."""
+    now = timezone.now()
+    stale = Run.objects.filter(status=RunStatus.RUNNING, lease_expires_at__lt=now)
+    queued = Run.objects.filter(status=RunStatus.QUEUED, created_at__lt=now - QUEUE_TIMEOUT)
+    candidates = list(stale.values_list("pk", flat=True)) + list(
+        queued.values_list("pk", flat=True)
+    )
+    reaped = [str(pk) for pk in candidates if reap_run(pk)]
+    if reaped:
+        log.warning("reaped stale runs", extra={"runs": reaped})
+    return reaped
+
+
+def reap_run(pk: Any) -> bool:
+    """End one run if its lease has lapsed (or it waited too long in the queue)."""
+    now = timezone.now()
+    with transaction.atomic():
+        run = Run.objects.select_for_update().filter(pk=pk).first()
+        if run is None or run.status in TERMINAL_STATUSES:
+            return False
+        if run.status == RunStatus.RUNNING:
+            if run.lease_expires_at is None or run.lease_expires_at >= now:
+                return False  # a heartbeat arrived meanwhile
+            reason = "The worker running this flow stopped responding (lost or killed)."
+        elif run.created_at < now - QUEUE_TIMEOUT:
+            reason = "No worker picked this run up in time."
+        else:
+            return False
+        _end_run(run, RunStatus.FAILED, reason)
+        return True
+
+
+def publish(workspace_id: int, session_id: str, messages: list[dict]) -> None:
+    """Send committed events to the run's session group (best effort: the log is the truth)."""
+    layer = get_channel_layer()
+    if layer is None:
+        return
+    group = session_group(workspace_id, session_id)
+    try:
+        for message in messages:
+            async_to_sync(layer.group_send)(group, {"type": "run.event", "event": message})
+    except Exception as exc:  # Redis down: watchers catch up from the log
+        log.warning("publishing failed: %r", exc)
+
+
+def run_for(workspace: Workspace, run_id: Any) -> Run:
+    """A run of this workspace, or Http404."""
+    return get_scoped(Run, workspace, pk=run_id)

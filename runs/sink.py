@@ -1,0 +1,338 @@
+"""The event sink: numbers events, coalesces tokens, persists, then publishes.
+
+One `EventSink` per worker process serves every run the process holds. Executors call
+`RunWriter.emit` (cheap, thread-safe, never touches the database); a single writer thread
+wakes every few milliseconds, takes what is pending across all runs, writes it in one
+transaction and only then publishes it to each run's session group. So:
+
+- seq is assigned in memory by the run's only writer (the lease holder), 1..N, no gaps;
+- tokens of a node are coalesced for `TOKEN_FLUSH_SECONDS` into one `on_token` event, so a
+  fast model is not one row and one frame per token;
+- every write re-checks the run's fencing token (`lease_token`) in the same transaction:
+  a writer whose lease was taken (reaped, or a stale duplicate task) is fenced off and
+  its executor stops at its next cancellation check;
+- a client never sees an event that is not committed (guarantee 1: persist, then publish).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from channels.layers import get_channel_layer
+from django.conf import settings
+from django.db import close_old_connections, connection, transaction
+from django.utils import timezone
+
+from runs.events import session_group
+from runs.models import Run, RunEvent
+
+log = logging.getLogger(__name__)
+
+TICK_SECONDS = 0.005
+HEARTBEAT_SECONDS = 1.0
+
+
+@dataclass
+class PendingEvent:
+    seq: int
+    event: str
+    node_id: str
+    payload: dict[str, Any]
+    ts: datetime
+
+    def as_message(self, run_id: str) -> dict[str, Any]:
+        return {
+            "event": self.event,
+            "run_id": run_id,
+            "seq": self.seq,
+            "node_id": self.node_id or None,
+            "ts": self.ts.isoformat(),
+            **self.payload,
+        }
+
+
+@dataclass
+class _TokenBuffer:
+    parts: list[str] = field(default_factory=list)
+    last_flush: float = 0.0  # when this node's tokens were last turned into an event
+
+
+class RunWriter:
+    """The in-memory head of one run's event log, owned by the lease holder."""
+
+    def __init__(
+        self,
+        sink: EventSink,
+        *,
+        run_id: str,
+        workspace_id: int,
+        session_id: str,
+        lease_token: int,
+        last_seq: int,
+    ) -> None:
+        self.sink = sink
+        self.run_id = run_id
+        self.workspace_id = workspace_id
+        self.group = session_group(workspace_id, session_id)
+        self.lease_token = lease_token
+        self.next_seq = last_seq + 1
+        self.persisted_seq = last_seq
+        self._lock = threading.Lock()
+        self._pending: list[PendingEvent] = []
+        self._tokens: dict[str, _TokenBuffer] = {}
+        self._final: dict[str, Any] | None = None
+        self.closed = False
+        self.fenced = False
+        self.cancel_requested = False
+        self.done = threading.Event()
+
+    # --- called by the executor (any thread) --------------------------------------------
+
+    def emit(self, event: str, node_id: str = "", payload: dict[str, Any] | None = None) -> None:
+        if event == "on_token":
+            self._add_token(node_id, str((payload or {}).get("data") or ""))
+            return
+        with self._lock:
+            if self.closed:
+                return
+            # Anything else first flushes buffered tokens, so the log stays chronological.
+            self._drain_tokens(None)
+            self._append(event, node_id, payload or {})
+        self.sink.wake()
+
+    def _add_token(self, node_id: str, text: str) -> None:
+        if not text:
+            return
+        with self._lock:
+            if self.closed:
+                return
+            buffer = self._tokens.get(node_id)
+            if buffer is None:
+                buffer = self._tokens[node_id] = _TokenBuffer()
+            buffer.parts.append(text)
+            # A token after a quiet spell goes out at once (first-token latency); the ones
+            # that follow it within the window ride together in the next event.
+            urgent = len(buffer.parts) == 1 and (
+                time.monotonic() - buffer.last_flush >= self.sink.window
+            )
+        if urgent:
+            self.sink.wake()
+
+    def finish(
+        self, *, status: str, completed_status: str, outputs: dict[str, Any], error: str = ""
+    ) -> None:
+        """Append the final `completed` event; the run row is finalised in the same commit."""
+        with self._lock:
+            if self.closed:
+                return
+            self._drain_tokens(None)
+            self._append("completed", "", {"status": completed_status})
+            self._final = {
+                "status": status,
+                "outputs": outputs,
+                "error": error,
+                "finished_at": timezone.now(),
+            }
+            self.closed = True
+        self.sink.wake()
+
+    @property
+    def should_stop(self) -> bool:
+        return self.cancel_requested or self.fenced
+
+    # --- called by the sink thread ------------------------------------------------------
+
+    def take(self, now: float, window: float) -> tuple[list[PendingEvent], dict | None]:
+        with self._lock:
+            self._drain_tokens(now - window)
+            events, self._pending = self._pending, []
+            final, self._final = self._final, None
+            return events, final
+
+    def _drain_tokens(self, flushed_before: float | None) -> None:
+        """Turn buffered tokens into events: all of them, or those of nodes whose last
+        flush is older than `flushed_before` (the coalescing window)."""
+        now = time.monotonic()
+        for node_id, buffer in self._tokens.items():
+            if buffer.parts and (flushed_before is None or buffer.last_flush <= flushed_before):
+                self._append("on_token", node_id, {"data": "".join(buffer.parts)})
+                buffer.parts = []
+                buffer.last_flush = now
+
+    def _append(self, event: str, node_id: str, payload: dict[str, Any]) -> None:
+        self._pending.append(PendingEvent(self.next_seq, event, node_id, payload, timezone.now()))
+        self.next_seq += 1
+
+
+class EventSink:
+    """The per-process writer thread shared by every run the process executes."""
+
+    def __init__(self) -> None:
+        self._writers: dict[str, RunWriter] = {}
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._last_heartbeat = 0.0
+        self.rows_written = 0
+        self.window = settings.FLOWDECK["TOKEN_FLUSH_SECONDS"]
+
+    def open(self, run: Run) -> RunWriter:
+        writer = RunWriter(
+            self,
+            run_id=str(run.pk),
+            workspace_id=run.workspace_id,
+            session_id=run.session_id,
+            lease_token=run.lease_token,
+            last_seq=run.last_seq,
+        )
+        with self._lock:
+            self._writers[writer.run_id] = writer
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="event-sink", daemon=True)
+                self._thread.start()
+        return writer
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    # --- the writer thread ---------------------------------------------------------------
+
+    def _run(self) -> None:
+        self._loop = asyncio.new_event_loop()
+        window = self.window
+        while True:
+            self._wake.wait(TICK_SECONDS)
+            self._wake.clear()
+            with self._lock:
+                writers = list(self._writers.values())
+            if not writers:
+                continue
+            now = time.monotonic()
+            batch = []
+            for writer in writers:
+                events, final = writer.take(now, window)
+                if events or final:
+                    batch.append((writer, events, final))
+            try:
+                if batch:
+                    self._persist(batch)
+                    self._publish(batch)
+                if now - self._last_heartbeat >= HEARTBEAT_SECONDS:
+                    self._last_heartbeat = now
+                    self._heartbeat(writers)
+            except Exception:
+                log.exception("event sink iteration failed")
+                connection.close()
+            for writer, _events, final in batch:
+                if final is not None or writer.fenced:
+                    self._release(writer)
+
+    def _release(self, writer: RunWriter) -> None:
+        with self._lock:
+            self._writers.pop(writer.run_id, None)
+        writer.closed = True
+        writer.done.set()
+
+    def _persist(self, batch: list[tuple[RunWriter, list[PendingEvent], dict | None]]) -> None:
+        close_old_connections()
+        lease = timedelta(seconds=settings.FLOWDECK["RUN_LEASE_SECONDS"])
+        rows: list[RunEvent] = []
+        with transaction.atomic():
+            for writer, events, final in batch:
+                last_seq = events[-1].seq if events else writer.persisted_seq
+                fields: dict[str, Any] = {"last_seq": last_seq}
+                if final is not None:
+                    fields.update(final, lease_expires_at=None)
+                else:
+                    fields["lease_expires_at"] = timezone.now() + lease
+                updated = Run.objects.filter(pk=writer.run_id, lease_token=writer.lease_token)
+                if not updated.update(**fields):
+                    # Someone took the lease (the reaper, or we are a stale duplicate).
+                    log.warning("run %s fenced off; dropping %d events", writer.run_id, len(events))
+                    writer.fenced = True
+                    events.clear()
+                    continue
+                rows.extend(
+                    RunEvent(
+                        workspace_id=writer.workspace_id,
+                        run_id=writer.run_id,
+                        seq=e.seq,
+                        event=e.event,
+                        node_id=e.node_id,
+                        payload=e.payload,
+                        ts=e.ts,
+                    )
+                    for e in events
+                )
+            RunEvent.objects.bulk_create(rows, batch_size=500)
+        for writer, events, _final in batch:
+            if events:
+                writer.persisted_seq = events[-1].seq
+        self.rows_written += len(rows)
+
+    def _publish(self, batch: Iterable[tuple[RunWriter, list[PendingEvent], dict | None]]) -> None:
+        layer = get_channel_layer()
+        if layer is None:
+            return
+
+        async def send_run(writer: RunWriter, events: list[PendingEvent]) -> None:
+            for event in events:
+                await layer.group_send(
+                    writer.group, {"type": "run.event", "event": event.as_message(writer.run_id)}
+                )
+
+        async def send_all() -> None:
+            results = await asyncio.gather(
+                *(send_run(w, events) for w, events, _ in batch if events),
+                return_exceptions=True,
+            )
+            for result in results:
+                if isinstance(result, BaseException):
+                    # The log has the events; watchers catch up from it.
+                    log.warning("publishing run events failed: %r", result)
+
+        assert self._loop is not None
+        self._loop.run_until_complete(send_all())
+
+    def _heartbeat(self, writers: list[RunWriter]) -> None:
+        """Extend every live lease, notice lost leases and cancel requests."""
+        close_old_connections()
+        lease = timezone.now() + timedelta(seconds=settings.FLOWDECK["RUN_LEASE_SECONDS"])
+        live = [w for w in writers if not w.closed]
+        if not live:
+            return
+        with transaction.atomic():
+            for writer in live:
+                runs = Run.objects.filter(pk=writer.run_id, lease_token=writer.lease_token)
+                if not runs.update(lease_expires_at=lease):
+                    writer.fenced = True
+        cancelled = set(
+            Run.objects.filter(pk__in=[w.run_id for w in live], cancel_requested=True).values_list(
+                "pk", flat=True
+            )
+        )
+        for writer in live:
+            if writer.fenced:
+                self._release(writer)
+            elif any(str(pk) == writer.run_id for pk in cancelled):
+                writer.cancel_requested = True
+
+
+_sink: EventSink | None = None
+_sink_lock = threading.Lock()
+
+
+def get_sink() -> EventSink:
+    global _sink
+    with _sink_lock:
+        if _sink is None:
+            _sink = EventSink()
+        return _sink

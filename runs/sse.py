@@ -1,0 +1,87 @@
+"""`GET /api/w/<slug>/runs/<id>/stream`: a run's events as Server-Sent Events.
+
+Each event's `id:` is its seq, so a reconnecting EventSource sends `Last-Event-ID` and the
+stream resumes right after it. The log is the source: the channel layer only wakes the
+stream up early, so dropped layer messages cost latency, never events.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+
+from asgiref.sync import sync_to_async
+from channels.layers import get_channel_layer
+from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
+
+from accounts.api_auth import WorkspaceAuth
+from runs import selectors, services
+from runs.events import session_group
+from runs.models import Run
+
+WAKE_TIMEOUT = 1.0
+KEEPALIVE_EVERY = 15
+
+
+def _authorise_and_load(request: HttpRequest, slug: str, run_id: str) -> Run | None:
+    if WorkspaceAuth()(request) is None:
+        return None
+    return services.run_for(request.workspace, run_id)  # type: ignore[attr-defined]
+
+
+def _start_after(request: HttpRequest) -> int:
+    raw = request.headers.get("Last-Event-ID") or request.GET.get("after_seq") or "0"
+    try:
+        return max(0, int(raw))
+    except ValueError:
+        return 0
+
+
+async def stream(request: HttpRequest, slug: str, run_id: str) -> HttpResponse:
+    run = await sync_to_async(_authorise_and_load)(request, slug, run_id)
+    if run is None:
+        return JsonResponse({"detail": "Unauthorized"}, status=401)
+    workspace = request.workspace  # type: ignore[attr-defined]
+    after = _start_after(request)
+
+    async def events() -> AsyncIterator[str]:
+        sent = after
+        layer = get_channel_layer()
+        channel = await layer.new_channel() if layer else None
+        group = session_group(run.workspace_id, run.session_id)
+        if layer and channel:
+            await layer.group_add(group, channel)
+        idle = 0.0
+        try:
+            yield "retry: 1000\n\n"
+            while True:
+                page = await sync_to_async(selectors.event_messages_after)(
+                    workspace, str(run.pk), sent
+                )
+                for message in page:
+                    sent = message["seq"]
+                    yield f"id: {sent}\nevent: {message['event']}\ndata: {json.dumps(message)}\n\n"
+                    if message["event"] == "completed":
+                        return
+                if page:
+                    idle = 0.0
+                    continue
+                try:
+                    if layer and channel:
+                        await asyncio.wait_for(layer.receive(channel), WAKE_TIMEOUT)
+                    else:
+                        await asyncio.sleep(WAKE_TIMEOUT)
+                except TimeoutError:
+                    idle += WAKE_TIMEOUT
+                    if idle >= KEEPALIVE_EVERY:
+                        idle = 0.0
+                        yield ": keep-alive\n\n"
+        finally:
+            if layer and channel:
+                await layer.group_discard(group, channel)
+
+    response = StreamingHttpResponse(events(), content_type="text/event-stream")
+    response["Cache-Control"] = "no-cache"
+    response["X-Accel-Buffering"] = "no"
+    return response

