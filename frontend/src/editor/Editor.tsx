@@ -28,6 +28,7 @@ import {
   type FlowNode,
   type Graph,
 } from "../lib/graph";
+import { ConnectionBadge } from "../run/ConnectionBadge";
 import { RunPanel } from "../run/RunPanel";
 import { useRun } from "../run/useRun";
 import { CatalogContext, ProblemsContext, RunViewContext } from "./contexts";
@@ -99,6 +100,19 @@ function Editor({ config }: EditorProps) {
   const graphJson = useMemo(() => JSON.stringify(graph), [graph]);
   const dirty = !watchOnly && graphJson !== savedJson;
   const byNode = useMemo(() => problemsByNode(problems), [problems]);
+  // Edges take the colour of the type they carry.
+  const styledEdges = useMemo(
+    () =>
+      edges.map((e) => {
+        const node = nodes.find((n) => n.id === e.source);
+        const port = portsOf(catalog.get(node?.data.component ?? ""), node?.data.params ?? {}).outputs.find(
+          (p) => p.name === e.sourceHandle,
+        );
+        const stroke = port ? typeColour(port.type) : undefined;
+        return stroke && e.style?.stroke !== stroke ? { ...e, style: { ...e.style, stroke, strokeWidth: 2 } } : e;
+      }),
+    [edges, nodes, catalog],
+  );
 
   // --- load catalog and credentials ---------------------------------------------------
   useEffect(() => {
@@ -432,6 +446,7 @@ function Editor({ config }: EditorProps) {
                     </button>
                   </>
                 )}
+                <ConnectionBadge state={run.connection} attempt={run.attempt} />
                 {saveState && (
                   <span className={saveState.kind === "error" ? "error" : "muted"} role="status" data-testid="save-state">
                     {saveState.text}
@@ -464,7 +479,7 @@ function Editor({ config }: EditorProps) {
                 )}
                 <ReactFlow<FlowNode, Edge>
                   nodes={nodes}
-                  edges={edges}
+                  edges={styledEdges}
                   nodeTypes={nodeTypes}
                   onNodesChange={onNodesChange}
                   onEdgesChange={onEdgesChange}

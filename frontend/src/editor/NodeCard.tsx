@@ -20,7 +20,7 @@ function NodeCardImpl({ id, data, selected }: NodeProps<FlowNode>) {
   const component = catalog.get(data.component);
   const state = run.nodes[id];
   const status = state?.status;
-  const preview = state ? state.text.slice(0, state.shown).slice(-160) : "";
+  const preview = state ? state.text.slice(0, state.shown).slice(-90) : "";
   const ports = portsOf(component, data.params);
   const rows = Math.max(ports.inputs.length, ports.outputs.length, 1);
   return (

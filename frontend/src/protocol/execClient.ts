@@ -135,7 +135,12 @@ export class ExecClient {
   resume(runId: string, afterSeq = 0): void {
     const follow = this.follows.get(runId);
     if (!follow) this.follows.set(runId, { lastSeq: afterSeq, finished: false });
-    this.send({ action: "resume", run_id: runId, after_seq: this.lastSeq(runId) });
+    else follow.finished = false;
+    if (this.socket && this.socket.readyState === WebSocket.OPEN) {
+      this.socket.send(JSON.stringify({ action: "resume", run_id: runId, after_seq: this.lastSeq(runId) }));
+    } else {
+      this.connect(); // the open handler resumes every followed run
+    }
   }
 
   cancel(runId: string): void {

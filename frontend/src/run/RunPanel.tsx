@@ -39,7 +39,7 @@ export function RunPanel({
     <section className="run-panel" aria-label="Run">
       <div className="run-head">
         <h2>Run</h2>
-        <ConnectionBadge state={connection} attempt={attempt} />
+        {watchOnly && <ConnectionBadge state={connection} attempt={attempt} />}
       </div>
       {!watchOnly && (
         <form
