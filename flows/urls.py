@@ -1,3 +1,8 @@
-from django.urls import path  # noqa: F401
+from django.urls import path
 
-urlpatterns: list = []
+from flows import views
+
+urlpatterns = [
+    path("w/<slug:slug>/flows/", views.FlowListView.as_view(), name="flow_list"),
+    path("w/<slug:slug>/flows/<int:flow_id>/", views.FlowEditorView.as_view(), name="flow_editor"),
+]

@@ -1,3 +1,9 @@
-from django.urls import path  # noqa: F401
+from django.urls import path
 
-urlpatterns: list = []
+from runs import views
+
+urlpatterns = [
+    path("w/<slug:slug>/runs/", views.RunListView.as_view(), name="run_list"),
+    path("w/<slug:slug>/runs/<str:run_id>/", views.RunDetailView.as_view(), name="run_detail"),
+    path("w/<slug:slug>/flows/<int:flow_id>/runs/", views.RunListView.as_view(), name="flow_runs"),
+]

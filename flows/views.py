@@ -1,0 +1,179 @@
+"""Pages for flows: the list (create, rename, duplicate, delete, search) and the editor.
+
+The editor is a React island (frontend/, built into static/build/); this module renders
+the page around it and hands it a JSON config: the workspace, the flow, its latest graph,
+its version history and what the member may do. All data after that goes through the API.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib import messages
+from django.core.exceptions import ValidationError
+from django.db.models import OuterRef, QuerySet, Subquery
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.views import View
+
+from accounts.models import Role, Workspace
+from accounts.tenancy import WorkspaceMixin
+from flows import selectors, services
+from flows.models import Flow, FlowVersion
+from runs.models import Run
+
+SEARCH_MAX = 100
+
+
+def flows_for_list(workspace: Workspace, *, search: str = "") -> QuerySet[Flow]:
+    """Live flows of `workspace` with their latest version number and last run, newest first."""
+    last_run = Run.objects.filter(workspace=workspace, flow=OuterRef("pk")).order_by("-created_at")
+    latest = FlowVersion.objects.filter(flow=OuterRef("pk")).order_by("-number")
+    flows = (
+        selectors.flows_of(workspace)
+        .select_related("created_by")
+        .annotate(
+            last_run_status=Subquery(last_run.values("status")[:1]),
+            last_run_at=Subquery(last_run.values("created_at")[:1]),
+            last_run_id=Subquery(last_run.values("pk")[:1]),
+            latest_version=Subquery(latest.values("number")[:1]),
+        )
+    )
+    if search:
+        flows = flows.filter(name__icontains=search)
+    return flows.order_by("-updated_at", "-pk")
+
+
+def live_flow(workspace: Workspace, flow_id: Any) -> Flow:
+    """A flow of `workspace` that is not deleted, or 404 (also for other workspaces' flows)."""
+    return selectors.get_flow(workspace, flow_id)
+
+
+def _int(value: str | None) -> int:
+    try:
+        return int(value or "")
+    except ValueError:
+        return -1  # never a primary key: the scoped lookup answers 404
+
+
+class FlowListView(WorkspaceMixin, View):
+    """The workspace's flows; editors create, rename, duplicate and delete them."""
+
+    role_map = {"GET": Role.VIEWER, "POST": Role.EDITOR}
+
+    def get(self, request: HttpRequest, slug: str) -> HttpResponse:
+        search = request.GET.get("q", "").strip()[:SEARCH_MAX]
+        return render(
+            request,
+            "flows/flow_list.html",
+            {
+                "workspace": self.workspace,
+                "membership": self.membership,
+                "flows": flows_for_list(self.workspace, search=search),
+                "search": search,
+                "can_edit": self.membership.has_role(Role.EDITOR),
+            },
+        )
+
+    def post(self, request: HttpRequest, slug: str) -> HttpResponse:
+        action = request.POST.get("action", "create")
+        name = request.POST.get("name", "").strip()
+        try:
+            if action == "create":
+                flow = services.flow_create(
+                    workspace=self.workspace, acting=self.membership, name=name or "Untitled flow"
+                )
+                return redirect("flow_editor", slug=self.workspace.slug, flow_id=flow.pk)
+            flow = live_flow(self.workspace, _int(request.POST.get("flow")))
+            if action == "rename":
+                services.flow_rename(
+                    workspace=self.workspace, acting=self.membership, flow=flow, name=name
+                )
+                messages.success(request, f"Renamed to “{name}”.")
+            elif action == "duplicate":
+                copy = services.flow_duplicate(
+                    workspace=self.workspace, acting=self.membership, flow=flow
+                )
+                messages.success(request, f"Duplicated as “{copy.name}”.")
+            elif action == "delete":
+                services.flow_delete(workspace=self.workspace, acting=self.membership, flow=flow)
+                messages.success(request, f"Deleted “{flow.name}”.")
+            else:
+                messages.error(request, "Unknown action.")
+        except ValidationError as exc:
+            messages.error(request, " ".join(exc.messages))
+        return redirect("flow_list", slug=self.workspace.slug)
+
+
+def version_list(flow: Flow) -> list[dict[str, Any]]:
+    """The version history as the island reads it, newest first."""
+    versions = selectors.versions_of(flow).select_related("created_by")
+    return [
+        {
+            "number": v.number,
+            "note": v.note,
+            "created_at": v.created_at.isoformat(),
+            "created_by": v.created_by.email if v.created_by else None,
+            "is_draft": v.is_draft,
+        }
+        for v in versions[:200]
+    ]
+
+
+def island_config(
+    request: HttpRequest, workspace: Workspace, *, can_edit: bool, can_run: bool, **extra: Any
+) -> dict[str, Any]:
+    """What every page hosting the island passes it (see frontend/src/lib/config.ts)."""
+    slug = workspace.slug
+    return {
+        "mode": "editor",
+        "slug": slug,
+        "apiBase": f"/api/w/{slug}/",
+        "wsPath": f"/ws/w/{slug}/exec",
+        "flowId": None,
+        "flowName": "",
+        "version": None,
+        "runId": None,
+        "graph": {"nodes": [], "edges": []},
+        "versions": [],
+        "canEdit": can_edit,
+        "canRun": can_run,
+        "flowsUrl": reverse("flow_list", args=[slug]),
+        "runsUrl": reverse("run_list", args=[slug]),
+        "runUrlTemplate": reverse("run_detail", args=[slug, "RUN_ID"]),
+        **extra,
+    }
+
+
+class FlowEditorView(WorkspaceMixin, View):
+    """The canvas for one flow. Viewers get it read-only; editors edit, save and run."""
+
+    role_map = {"GET": Role.VIEWER}
+
+    def get(self, request: HttpRequest, slug: str, flow_id: int) -> HttpResponse:
+        flow = live_flow(self.workspace, flow_id)
+        latest = selectors.latest_version(flow)
+        can_edit = self.membership.has_role(Role.EDITOR)
+        config = island_config(
+            request,
+            self.workspace,
+            can_edit=can_edit,
+            can_run=can_edit,
+            flowId=flow.pk,
+            flowName=flow.name,
+            version=latest.number if latest else None,
+            graph=latest.graph if latest else {"nodes": [], "edges": []},
+            versions=version_list(flow),
+            runsUrl=reverse("flow_runs", args=[slug, flow.pk]),
+        )
+        return render(
+            request,
+            "flows/editor.html",
+            {
+                "workspace": self.workspace,
+                "membership": self.membership,
+                "flow": flow,
+                "config": config,
+            },
+        )

@@ -1,0 +1,76 @@
+"""Pages for runs: the list (per workspace and per flow) and one run, watched live or replayed.
+
+The run page hosts the same island as the editor in its watch mode: a read-only canvas of
+the exact graph that ran and the run panel, which follows the run over the WebSocket from
+seq 0, so a running run is seen live from its start and a finished one in full.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import render
+from django.views import View
+
+from accounts.models import Role
+from accounts.tenancy import WorkspaceMixin, get_scoped
+from flows.views import island_config, live_flow
+from runs import selectors
+from runs.models import Run
+
+RUNS_PAGE = 100
+
+
+class RunListView(WorkspaceMixin, View):
+    """The newest runs of the workspace, or of one flow."""
+
+    role_map = {"GET": Role.VIEWER}
+
+    def get(self, request: HttpRequest, slug: str, flow_id: int | None = None) -> HttpResponse:
+        flow = live_flow(self.workspace, flow_id) if flow_id is not None else None
+        runs = selectors.runs_for_workspace(
+            self.workspace, flow_id=flow.pk if flow is not None else None
+        )
+        return render(
+            request,
+            "runs/run_list.html",
+            {
+                "workspace": self.workspace,
+                "membership": self.membership,
+                "flow": flow,
+                "runs": list(runs[:RUNS_PAGE]),
+                "page_size": RUNS_PAGE,
+            },
+        )
+
+
+class RunDetailView(WorkspaceMixin, View):
+    """One run in the run view: live while it runs, complete once it finished."""
+
+    role_map = {"GET": Role.VIEWER}
+
+    def get(self, request: HttpRequest, slug: str, run_id: str) -> HttpResponse:
+        run = get_scoped(Run, self.workspace, pk=run_id)
+        config: dict[str, Any] = island_config(
+            request,
+            self.workspace,
+            can_edit=False,
+            can_run=False,
+            mode="run",
+            runId=str(run.pk),
+            flowId=run.flow_id,
+            flowName=run.flow.name,
+            version=run.flow_version.number,
+            graph=run.flow_version.graph,
+        )
+        return render(
+            request,
+            "runs/run_detail.html",
+            {
+                "workspace": self.workspace,
+                "membership": self.membership,
+                "run": run,
+                "config": config,
+            },
+        )
