@@ -71,6 +71,13 @@ ROLE_TABLE: dict[str, str | Rule] = {
     # accounts API
     "GET /api/w/<slug>/": VIEWER,
     "GET /api/w/<slug>/members": VIEWER,
+    # pages around the editor (flows/views.py, runs/views.py)
+    "GET /w/<slug>/flows/": VIEWER,
+    "POST /w/<slug>/flows/": Rule(EDITOR, data={"action": "create", "name": "matrix"}),
+    "GET /w/<slug>/flows/<flow_id>/": VIEWER,
+    "GET /w/<slug>/flows/<flow_id>/runs/": VIEWER,
+    "GET /w/<slug>/runs/": VIEWER,
+    "GET /w/<slug>/runs/<run_id>/": VIEWER,
 }
 
 
