@@ -1,3 +1,440 @@
-from ninja import Router
+"""The flows API: component catalog, credentials, flows and versions, validation, the
+workspace whitelist and documents. Thin: parse, check the role, call a service/selector.
+
+Every route declares `slug: WorkspaceSlug`; WorkspaceAuth has already resolved the
+membership (`request.workspace`, `request.membership`). Viewers read; editors write flows
+and documents; admins manage credentials and the whitelist. API keys are write-only.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from django.http import HttpRequest
+from ninja import Router, Schema
+
+from accounts.api_auth import WorkspaceSlug
+from accounts.models import Role
+from accounts.tenancy import get_scoped, require_role
+from flows import selectors, services
+from flows.builder import GraphInvalid, validate_graph
+from flows.components.registry import all_components
+from flows.models import Credential, Document, Flow, FlowVersion
 
 router = Router(tags=["flows"])
+
+
+# --- schemas ----------------------------------------------------------------------------------
+class PortOut(Schema):
+    name: str
+    type: str
+    label: str
+    required: bool
+    multi: bool
+
+
+class ComponentOut(Schema):
+    key: str
+    label: str
+    category: str
+    description: str
+    inputs: list[PortOut]
+    outputs: list[PortOut]
+    params: dict[str, Any]
+
+
+class ProblemOut(Schema):
+    node_id: str | None
+    field: str
+    code: str
+    message: str
+
+
+class ValidateIn(Schema):
+    graph: Any
+
+
+class ValidateOut(Schema):
+    valid: bool
+    problems: list[ProblemOut]
+
+
+class InvalidGraphOut(Schema):
+    detail: str
+    problems: list[ProblemOut]
+
+
+class CredentialIn(Schema):
+    name: str
+    provider: str = "openai"
+    base_url: str = ""
+    api_key: str = ""
+
+
+class CredentialUpdateIn(Schema):
+    name: str | None = None
+    provider: str | None = None
+    base_url: str | None = None
+    api_key: str | None = None
+
+
+class CredentialOut(Schema):
+    """Never carries the API key: only whether one is set."""
+
+    id: int
+    name: str
+    provider: str
+    base_url: str
+    has_api_key: bool
+    created_at: datetime
+    updated_at: datetime
+
+
+class FlowIn(Schema):
+    name: str
+    description: str = ""
+    graph: Any = None
+    note: str = ""
+
+
+class FlowUpdateIn(Schema):
+    name: str
+    description: str = ""
+
+
+class VersionSummaryOut(Schema):
+    number: int
+    note: str
+    is_draft: bool
+    checksum: str
+    created_at: datetime
+    created_by: str | None
+
+
+class VersionOut(VersionSummaryOut):
+    graph: Any
+
+
+class FlowOut(Schema):
+    id: int
+    name: str
+    description: str
+    created_at: datetime
+    updated_at: datetime
+    latest_version: int | None
+
+
+class FlowDetailOut(FlowOut):
+    graph: Any
+    versions: list[VersionSummaryOut]
+
+
+class VersionIn(Schema):
+    graph: Any
+    note: str = ""
+    is_draft: bool = False
+
+
+class WhitelistEntryOut(Schema):
+    key: str
+    label: str
+    platform_enabled: bool
+    workspace_enabled: bool
+    enabled: bool
+
+
+class WhitelistIn(Schema):
+    changes: dict[str, bool]
+
+
+class DocumentIn(Schema):
+    title: str
+    content: str
+    collection: str = "default"
+
+
+class DocumentOut(Schema):
+    id: int
+    title: str
+    collection: str
+    chars: int
+    created_at: datetime
+
+
+class Message(Schema):
+    detail: str
+
+
+# --- helpers ----------------------------------------------------------------------------------
+def _version_summary(version: FlowVersion) -> dict[str, Any]:
+    return {
+        "number": version.number,
+        "note": version.note,
+        "is_draft": version.is_draft,
+        "checksum": version.checksum,
+        "created_at": version.created_at,
+        "created_by": version.created_by.email if version.created_by else None,
+    }
+
+
+def _flow_out(flow: Flow, latest: FlowVersion | None) -> dict[str, Any]:
+    return {
+        "id": flow.pk,
+        "name": flow.name,
+        "description": flow.description,
+        "created_at": flow.created_at,
+        "updated_at": flow.updated_at,
+        "latest_version": latest.number if latest else None,
+    }
+
+
+def _credential_out(credential: Credential) -> dict[str, Any]:
+    return {
+        "id": credential.pk,
+        "name": credential.name,
+        "provider": credential.provider,
+        "base_url": credential.base_url,
+        "has_api_key": credential.has_api_key,
+        "created_at": credential.created_at,
+        "updated_at": credential.updated_at,
+    }
+
+
+def _invalid(exc: GraphInvalid) -> tuple[int, dict[str, Any]]:
+    return 400, {"detail": "The flow graph is not valid.", "problems": exc.problems}
+
+
+# --- catalog and validation ---------------------------------------------------------------------
+@router.get("components", response=list[ComponentOut], summary="Components enabled here")
+def components(request: HttpRequest, slug: WorkspaceSlug) -> list[dict[str, Any]]:
+    enabled = selectors.enabled_keys(request.workspace)  # type: ignore[attr-defined]
+    return [c.catalog_entry() for c in all_components() if c.key in enabled]
+
+
+@router.post("flows/validate", response=ValidateOut, summary="Validate a graph, all problems")
+def flows_validate(request: HttpRequest, slug: WorkspaceSlug, payload: ValidateIn) -> dict:
+    require_role(request.membership, Role.EDITOR)  # type: ignore[attr-defined]
+    problems = validate_graph(payload.graph, request.workspace)  # type: ignore[attr-defined]
+    return {"valid": not problems, "problems": problems}
+
+
+# --- credentials --------------------------------------------------------------------------------
+@router.get("credentials", response=list[CredentialOut])
+def credentials_list(request: HttpRequest, slug: WorkspaceSlug) -> list[dict[str, Any]]:
+    return [_credential_out(c) for c in selectors.credentials_of(request.workspace)]  # type: ignore[attr-defined]
+
+
+@router.post("credentials", response={201: CredentialOut})
+def credentials_create(
+    request: HttpRequest, slug: WorkspaceSlug, payload: CredentialIn
+) -> tuple[int, dict]:
+    credential = services.credential_create(
+        workspace=request.workspace,  # type: ignore[attr-defined]
+        acting=request.membership,  # type: ignore[attr-defined]
+        name=payload.name,
+        provider=payload.provider,
+        base_url=payload.base_url,
+        api_key=payload.api_key,
+    )
+    return 201, _credential_out(credential)
+
+
+@router.put("credentials/{credential_id}", response=CredentialOut)
+def credentials_update(
+    request: HttpRequest, slug: WorkspaceSlug, credential_id: int, payload: CredentialUpdateIn
+) -> dict:
+    require_role(request.membership, Role.ADMIN)  # type: ignore[attr-defined]
+    credential = selectors.get_credential(request.workspace, credential_id)  # type: ignore[attr-defined]
+    credential = services.credential_update(
+        workspace=request.workspace,  # type: ignore[attr-defined]
+        acting=request.membership,  # type: ignore[attr-defined]
+        credential=credential,
+        name=payload.name,
+        provider=payload.provider,
+        base_url=payload.base_url,
+        api_key=payload.api_key,
+    )
+    return _credential_out(credential)
+
+
+@router.delete("credentials/{credential_id}", response={204: None})
+def credentials_delete(
+    request: HttpRequest, slug: WorkspaceSlug, credential_id: int
+) -> tuple[int, None]:
+    require_role(request.membership, Role.ADMIN)  # type: ignore[attr-defined]
+    credential = selectors.get_credential(request.workspace, credential_id)  # type: ignore[attr-defined]
+    services.credential_delete(
+        workspace=request.workspace,  # type: ignore[attr-defined]
+        acting=request.membership,  # type: ignore[attr-defined]
+        credential=credential,
+    )
+    return 204, None
+
+
+# --- flows and versions -------------------------------------------------------------------------
+@router.get("flows", response=list[FlowOut])
+def flows_list(request: HttpRequest, slug: WorkspaceSlug) -> list[dict[str, Any]]:
+    flows = list(selectors.flows_of(request.workspace)[:500])  # type: ignore[attr-defined]
+    latest: dict[int, FlowVersion] = {}
+    for version in FlowVersion.objects.filter(flow__in=flows).order_by("flow_id", "-number"):
+        latest.setdefault(version.flow_id, version)
+    return [_flow_out(flow, latest.get(flow.pk)) for flow in flows]
+
+
+@router.post("flows", response={201: FlowDetailOut, 400: InvalidGraphOut})
+def flows_create(request: HttpRequest, slug: WorkspaceSlug, payload: FlowIn) -> tuple[int, dict]:
+    try:
+        flow = services.flow_create(
+            workspace=request.workspace,  # type: ignore[attr-defined]
+            acting=request.membership,  # type: ignore[attr-defined]
+            name=payload.name,
+            description=payload.description,
+            graph=payload.graph,
+            note=payload.note,
+        )
+    except GraphInvalid as exc:
+        return _invalid(exc)
+    return 201, _flow_detail(flow)
+
+
+def _flow_detail(flow: Flow) -> dict[str, Any]:
+    versions = list(selectors.versions_of(flow).select_related("created_by")[:500])
+    latest = versions[0] if versions else None
+    return {
+        **_flow_out(flow, latest),
+        "graph": latest.graph if latest else {"nodes": [], "edges": []},
+        "versions": [_version_summary(v) for v in versions],
+    }
+
+
+@router.get("flows/{flow_id}", response=FlowDetailOut)
+def flows_detail(request: HttpRequest, slug: WorkspaceSlug, flow_id: int) -> dict:
+    return _flow_detail(selectors.get_flow(request.workspace, flow_id))  # type: ignore[attr-defined]
+
+
+@router.put("flows/{flow_id}", response=FlowOut)
+def flows_update(
+    request: HttpRequest, slug: WorkspaceSlug, flow_id: int, payload: FlowUpdateIn
+) -> dict:
+    require_role(request.membership, Role.EDITOR)  # type: ignore[attr-defined]
+    flow = selectors.get_flow(request.workspace, flow_id)  # type: ignore[attr-defined]
+    flow = services.flow_update(
+        workspace=request.workspace,  # type: ignore[attr-defined]
+        acting=request.membership,  # type: ignore[attr-defined]
+        flow=flow,
+        name=payload.name,
+        description=payload.description,
+    )
+    return _flow_out(flow, selectors.latest_version(flow))
+
+
+@router.delete("flows/{flow_id}", response={204: None})
+def flows_delete(request: HttpRequest, slug: WorkspaceSlug, flow_id: int) -> tuple[int, None]:
+    require_role(request.membership, Role.EDITOR)  # type: ignore[attr-defined]
+    flow = selectors.get_flow(request.workspace, flow_id)  # type: ignore[attr-defined]
+    services.flow_delete(
+        workspace=request.workspace,  # type: ignore[attr-defined]
+        acting=request.membership,  # type: ignore[attr-defined]
+        flow=flow,
+    )
+    return 204, None
+
+
+@router.post("flows/{flow_id}/versions", response={201: VersionOut, 400: InvalidGraphOut})
+def versions_create(
+    request: HttpRequest, slug: WorkspaceSlug, flow_id: int, payload: VersionIn
+) -> tuple[int, dict]:
+    require_role(request.membership, Role.EDITOR)  # type: ignore[attr-defined]
+    flow = selectors.get_flow(request.workspace, flow_id)  # type: ignore[attr-defined]
+    try:
+        version = services.flow_version_create(
+            flow=flow,
+            graph=payload.graph,
+            acting_user=request.user,  # type: ignore[arg-type]
+            note=payload.note,
+            is_draft=payload.is_draft,
+        )
+    except GraphInvalid as exc:
+        return _invalid(exc)
+    return 201, {**_version_summary(version), "graph": version.graph}
+
+
+@router.get("flows/{flow_id}/versions", response=list[VersionSummaryOut])
+def versions_list(request: HttpRequest, slug: WorkspaceSlug, flow_id: int) -> list[dict]:
+    flow = selectors.get_flow(request.workspace, flow_id)  # type: ignore[attr-defined]
+    return [
+        _version_summary(v) for v in selectors.versions_of(flow).select_related("created_by")[:500]
+    ]
+
+
+@router.get("flows/{flow_id}/versions/{number}", response=VersionOut)
+def versions_detail(request: HttpRequest, slug: WorkspaceSlug, flow_id: int, number: int) -> dict:
+    flow = selectors.get_flow(request.workspace, flow_id)  # type: ignore[attr-defined]
+    version = selectors.get_version(flow, number)
+    return {**_version_summary(version), "graph": version.graph}
+
+
+# --- the workspace whitelist --------------------------------------------------------------------
+@router.get(
+    "whitelist",
+    response=list[WhitelistEntryOut],
+    summary="Components: platform and workspace switches",
+)
+def whitelist_get(request: HttpRequest, slug: WorkspaceSlug) -> list[dict]:
+    require_role(request.membership, Role.ADMIN)  # type: ignore[attr-defined]
+    return selectors.whitelist_for(request.workspace)  # type: ignore[attr-defined]
+
+
+@router.put("whitelist", response=list[WhitelistEntryOut], summary="Narrow the whitelist here")
+def whitelist_put(request: HttpRequest, slug: WorkspaceSlug, payload: WhitelistIn) -> list[dict]:
+    services.workspace_policy_set(
+        workspace=request.workspace,  # type: ignore[attr-defined]
+        acting=request.membership,  # type: ignore[attr-defined]
+        changes=payload.changes,
+    )
+    return selectors.whitelist_for(request.workspace)  # type: ignore[attr-defined]
+
+
+# --- documents ------------------------------------------------------------------------------------
+def _document_out(document: Document) -> dict[str, Any]:
+    return {
+        "id": document.pk,
+        "title": document.title,
+        "collection": document.collection,
+        "chars": len(document.content),
+        "created_at": document.created_at,
+    }
+
+
+@router.get("documents", response=list[DocumentOut])
+def documents_list(request: HttpRequest, slug: WorkspaceSlug) -> list[dict]:
+    return [_document_out(d) for d in selectors.documents_of(request.workspace)[:1000]]  # type: ignore[attr-defined]
+
+
+@router.post("documents", response={201: DocumentOut})
+def documents_create(
+    request: HttpRequest, slug: WorkspaceSlug, payload: DocumentIn
+) -> tuple[int, dict]:
+    document = services.document_create(
+        workspace=request.workspace,  # type: ignore[attr-defined]
+        acting=request.membership,  # type: ignore[attr-defined]
+        title=payload.title,
+        content=payload.content,
+        collection=payload.collection,
+    )
+    return 201, _document_out(document)
+
+
+@router.delete("documents/{document_id}", response={204: None})
+def documents_delete(
+    request: HttpRequest, slug: WorkspaceSlug, document_id: int
+) -> tuple[int, None]:
+    require_role(request.membership, Role.EDITOR)  # type: ignore[attr-defined]
+    document = get_scoped(Document, request.workspace, pk=document_id)  # type: ignore[attr-defined]
+    services.document_delete(
+        workspace=request.workspace,  # type: ignore[attr-defined]
+        acting=request.membership,  # type: ignore[attr-defined]
+        document=document,
+    )
+    return 204, None

@@ -217,6 +217,20 @@ def _validate(graph: Any, workspace: Workspace, env: BuildEnv) -> _Validated:
                     f"Unknown node field(s): {', '.join(_short(k) for k in sorted(extra)[:5])}.",
                 )
             )
+        position = node.get("position")
+        if position is not None and not (
+            isinstance(position, dict)
+            and set(position) <= {"x", "y"}
+            and all(
+                isinstance(v, int | float) and not isinstance(v, bool) for v in position.values()
+            )
+        ):
+            problems.append(
+                Problem(node_id, "position", "invalid_position", "`position` is {x, y} numbers.")
+            )
+        label = node.get("label")
+        if label is not None and not (isinstance(label, str) and len(label) <= 200):
+            problems.append(Problem(node_id, "label", "invalid_label", "`label` is short text."))
         key = node.get("component")
         if not isinstance(key, str) or not COMPONENT_KEY_RE.match(key):
             problems.append(

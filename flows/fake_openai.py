@@ -101,7 +101,7 @@ class _Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         fake = self.server.fake
         body = self._body()
-        fake._record(body, self.path, dict(self.headers))
+        fake._record(body, self.path, {k.lower(): v for k, v in self.headers.items()})
         if fake.fail_status:
             self._json(
                 fake.fail_status,
@@ -332,7 +332,7 @@ class FakeOpenAIServer:
         self.fail_status = fail_status
         self.requests: list[dict] = []
         self.paths: list[str] = []
-        self.headers: list[dict[str, str]] = []
+        self.headers: list[dict[str, str]] = []  # per request, lower-cased names
         self._lock = threading.Lock()
         self._host = host
         self._port = port

@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any, Literal
 
-from langchain_core.exceptions import OutputParserException
-from langchain_core.output_parsers import JsonOutputParser, StrOutputParser
+from langchain_core.output_parsers import StrOutputParser
 from pydantic import BaseModel, Field
 
 from flows.components.base import BuildEnv, Component, NodeError, Params, Port, RunContext
 from flows.components.util import as_text
 
 MAX_JSON_CHARS = 1_000_000
+FENCE_RE = re.compile(r"```(?:json)?\s*(.*?)```", re.S | re.I)
 
 
 class TextParser(Component):
@@ -69,8 +70,8 @@ class JsonParser(Component):
     class Params(Params):
         key: str = Field("", max_length=100, description="Top-level key to output (optional).")
 
-    def build(self, params: BaseModel, env: BuildEnv) -> JsonOutputParser:
-        return JsonOutputParser()
+    def build(self, params: BaseModel, env: BuildEnv) -> Any:
+        return None  # strict json.loads: LangChain's JSON parser accepts partial JSON
 
     async def execute(
         self, built: Any, params: BaseModel, inputs: dict[str, Any], ctx: RunContext
@@ -78,9 +79,11 @@ class JsonParser(Component):
         text = as_text(inputs.get("text"))
         if len(text) > MAX_JSON_CHARS:
             raise NodeError("The text is too long to parse as JSON.")
+        fenced = FENCE_RE.search(text)
+        candidate = fenced.group(1) if fenced else text
         try:
-            value = built.parse(text)
-        except (OutputParserException, json.JSONDecodeError, ValueError, RecursionError) as exc:
+            value = json.loads(candidate.strip())
+        except (json.JSONDecodeError, ValueError, RecursionError) as exc:
             raise NodeError("The text is not valid JSON.") from exc
         if not _depth_ok(value):
             raise NodeError("The JSON is nested too deeply.")

@@ -21,8 +21,15 @@ COLLECTION_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
 MAX_QUERY_CHARS = 2_000
 
 
+def _stem(word: str) -> str:
+    """A light plural stemmer (refunds -> refund), enough for FAQ-style matching."""
+    if len(word) > 3 and word.endswith("s") and not word.endswith("ss"):
+        return word[:-1]
+    return word
+
+
 def tokenize(text: str) -> list[str]:
-    return [t.lower() for t in TOKEN_RE.findall(text)]
+    return [_stem(t.lower()) for t in TOKEN_RE.findall(text)]
 
 
 class BM25Retriever(BaseRetriever):

@@ -24,10 +24,12 @@ def as_text(value: Any) -> str:
         return page_content
     if isinstance(value, list | tuple):
         return "\n\n".join(as_text(v) for v in value)
-    try:
-        return json.dumps(value, ensure_ascii=False, default=str)
-    except (TypeError, ValueError):
-        return str(value)
+    if isinstance(value, dict | int | float | bool):
+        try:
+            return json.dumps(value, ensure_ascii=False, default=str)
+        except (TypeError, ValueError):
+            return str(value)
+    return str(value)
 
 
 def chunk_text(chunk: Any) -> str:
