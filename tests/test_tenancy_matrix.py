@@ -18,6 +18,7 @@ factory to `PARAM_FACTORIES` that creates a real object in the given workspace.
 from __future__ import annotations
 
 import inspect
+import itertools
 import json
 import re
 from collections.abc import Callable, Iterator
@@ -46,12 +47,48 @@ class Rule:
 
     `ok` is what an allowed caller gets (GET: 200 unless told otherwise); `data` is the
     request body for writes (JSON for the API, form fields for pages), so that an allowed
-    call does real work rather than stopping at validation.
+    call does real work rather than stopping at validation — a callable when each call
+    needs a fresh body (unique names).
     """
 
     minimum: str
     ok: frozenset[int] = field(default=frozenset())
-    data: dict[str, Any] | None = None
+    data: dict[str, Any] | Callable[[], dict[str, Any]] | None = None
+
+    def body(self) -> dict[str, Any]:
+        return (self.data() if callable(self.data) else self.data) or {}
+
+
+_serial = itertools.count(1)
+
+
+def unique(name: str) -> str:
+    return f"{name}-{next(_serial)}"
+
+
+def _demo_graph() -> dict[str, Any]:
+    def node(node_id: str, component: str, params: dict[str, Any], x: int) -> dict[str, Any]:
+        return {
+            "id": node_id,
+            "component": component,
+            "params": params,
+            "position": {"x": x, "y": 0},
+        }
+
+    return {
+        "nodes": [
+            node("input", "io.chat_input", {}, 0),
+            node("model", "llm.demo", {"reply": "hello", "delay_ms": 0}, 250),
+            node("output", "io.text_output", {}, 500),
+        ],
+        "edges": [
+            {"source": "input", "source_port": "text", "target": "model", "target_port": "prompt"},
+            {"source": "model", "source_port": "text", "target": "output", "target_port": "text"},
+        ],
+    }
+
+
+DEMO_GRAPH = _demo_graph()
 
 
 # --- The role table: the one place that says who may do what ------------------------------
@@ -78,6 +115,38 @@ ROLE_TABLE: dict[str, str | Rule] = {
     "GET /w/<slug>/flows/<flow_id>/runs/": VIEWER,
     "GET /w/<slug>/runs/": VIEWER,
     "GET /w/<slug>/runs/<run_id>/": VIEWER,
+    # flows API: viewers read; editors build; admins hold credentials and the whitelist
+    "GET /api/w/<slug>/components": VIEWER,
+    "POST /api/w/<slug>/flows/validate": Rule(EDITOR, data={"graph": DEMO_GRAPH}),
+    "GET /api/w/<slug>/flows": VIEWER,
+    "POST /api/w/<slug>/flows": Rule(EDITOR, data={"name": "new", "graph": DEMO_GRAPH}),
+    "GET /api/w/<slug>/flows/<flow_id>": VIEWER,
+    "PUT /api/w/<slug>/flows/<flow_id>": Rule(EDITOR, data={"name": "renamed"}),
+    "DELETE /api/w/<slug>/flows/<flow_id>": EDITOR,
+    "GET /api/w/<slug>/flows/<flow_id>/versions": VIEWER,
+    "POST /api/w/<slug>/flows/<flow_id>/versions": Rule(EDITOR, data={"graph": DEMO_GRAPH}),
+    "GET /api/w/<slug>/flows/<flow_id>/versions/<number>": VIEWER,
+    "GET /api/w/<slug>/credentials": VIEWER,  # names and providers only; keys are write-only
+    "POST /api/w/<slug>/credentials": Rule(
+        ADMIN, data=lambda: {"name": unique("new"), "provider": "openai", "api_key": "sk-new"}
+    ),
+    "PUT /api/w/<slug>/credentials/<credential_id>": Rule(
+        ADMIN, data=lambda: {"name": unique("renamed")}
+    ),
+    "DELETE /api/w/<slug>/credentials/<credential_id>": ADMIN,
+    "GET /api/w/<slug>/whitelist": ADMIN,
+    "PUT /api/w/<slug>/whitelist": Rule(ADMIN, data={"changes": {"llm.demo": True}}),
+    "GET /api/w/<slug>/documents": VIEWER,
+    "POST /api/w/<slug>/documents": Rule(EDITOR, data={"title": "t", "content": "text"}),
+    "DELETE /api/w/<slug>/documents/<document_id>": EDITOR,
+    # runs API: viewers watch and replay; editors run, cancel and re-run
+    "POST /api/w/<slug>/flows/<flow_id>/runs": Rule(EDITOR, data={"inputs": {"input": "hi"}}),
+    "GET /api/w/<slug>/runs": VIEWER,
+    "GET /api/w/<slug>/runs/<run_id>": VIEWER,
+    "GET /api/w/<slug>/runs/<run_id>/events": VIEWER,
+    "GET /api/w/<slug>/runs/<run_id>/stream": VIEWER,
+    "POST /api/w/<slug>/runs/<run_id>/cancel": EDITOR,
+    "POST /api/w/<slug>/runs/<run_id>/rerun": EDITOR,
 }
 
 
@@ -107,10 +176,74 @@ def _invitation_id(workspace: Workspace, owner: User) -> int:
     ).pk
 
 
+def _flow(workspace: Workspace, owner: User) -> Any:
+    """A flow with one saved version, made the way the API makes it."""
+    from flows.services import flow_create
+
+    return flow_create(
+        workspace=workspace, acting=_acting(workspace, owner), name="matrix", graph=DEMO_GRAPH
+    )
+
+
+def _flow_id(workspace: Workspace, owner: User) -> int:
+    return _flow(workspace, owner).pk
+
+
+def _run_id(workspace: Workspace, owner: User) -> str:
+    """A finished run of a fresh flow (finished, so it holds no concurrency slot)."""
+    from runs.models import Run, RunStatus
+
+    flow = _flow(workspace, owner)
+    now = timezone.now()
+    return str(
+        Run.objects.create(
+            workspace=workspace,
+            flow=flow,
+            flow_version=flow.versions.get(),
+            session_id="matrix",
+            started_by=owner,
+            inputs={"input": "hi"},
+            status=RunStatus.SUCCEEDED,
+            started_at=now,
+            finished_at=now,
+        ).pk
+    )
+
+
+def _acting(workspace: Workspace, owner: User) -> Membership:
+    return Membership.objects.get(workspace=workspace, user=owner)
+
+
+def _credential_id(workspace: Workspace, owner: User) -> int:
+    from flows.services import credential_create
+
+    return credential_create(
+        workspace=workspace,
+        acting=_acting(workspace, owner),
+        name=unique("matrix"),
+        provider="openai",
+        base_url="https://llm.example.com/v1",
+        api_key="sk-matrix",
+    ).pk
+
+
+def _document_id(workspace: Workspace, owner: User) -> int:
+    from flows.services import document_create
+
+    return document_create(
+        workspace=workspace, acting=_acting(workspace, owner), title="doc", content="text"
+    ).pk
+
+
 PARAM_FACTORIES: dict[str, ParamFactory] = {
     "token_id": _token_id,
     "membership_id": _membership_id,
     "invitation_id": _invitation_id,
+    "flow_id": _flow_id,
+    "run_id": _run_id,
+    "number": lambda workspace, owner: 1,  # a version number: every factory flow has version 1
+    "credential_id": _credential_id,
+    "document_id": _document_id,
 }
 
 
@@ -254,13 +387,11 @@ def _call(
     kwargs: dict[str, Any] = {"headers": headers}
     if route.method != "GET":
         if route.is_api:
-            kwargs.update(data=rule.data or {}, content_type="application/json")
+            kwargs.update(data=rule.body(), content_type="application/json")
         else:
-            kwargs["data"] = rule.data or {}
-    response = client.generic(route.method, path, **_encode(kwargs))
-    if getattr(response, "streaming", False):
-        response.close()
-    return response
+            kwargs["data"] = rule.body()
+    # A streaming response (SSE) is never iterated: its status and headers are the answer.
+    return client.generic(route.method, path, **_encode(kwargs))
 
 
 def _encode(kwargs: dict[str, Any]) -> dict[str, Any]:
