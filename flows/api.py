@@ -14,6 +14,14 @@ from typing import Any
 from django.http import HttpRequest
 from ninja import Router, Schema
 
+try:
+    from ninja import Status
+except ImportError:  # django-ninja before 1.6 took plain (status, body) tuples
+
+    def Status(status: int, body: Any) -> Any:  # type: ignore[no-redef]  # noqa: N802
+        return status, body
+
+
 from accounts.api_auth import WorkspaceSlug
 from accounts.models import Role
 from accounts.tenancy import get_scoped, require_role
@@ -201,8 +209,8 @@ def _credential_out(credential: Credential) -> dict[str, Any]:
     }
 
 
-def _invalid(exc: GraphInvalid) -> tuple[int, dict[str, Any]]:
-    return 400, {"detail": "The flow graph is not valid.", "problems": exc.problems}
+def _invalid(exc: GraphInvalid) -> Any:
+    return Status(400, {"detail": "The flow graph is not valid.", "problems": exc.problems})
 
 
 # --- catalog and validation ---------------------------------------------------------------------
@@ -226,9 +234,7 @@ def credentials_list(request: HttpRequest, slug: WorkspaceSlug) -> list[dict[str
 
 
 @router.post("credentials", response={201: CredentialOut})
-def credentials_create(
-    request: HttpRequest, slug: WorkspaceSlug, payload: CredentialIn
-) -> tuple[int, dict]:
+def credentials_create(request: HttpRequest, slug: WorkspaceSlug, payload: CredentialIn) -> Any:
     credential = services.credential_create(
         workspace=request.workspace,  # type: ignore[attr-defined]
         acting=request.membership,  # type: ignore[attr-defined]
@@ -237,7 +243,7 @@ def credentials_create(
         base_url=payload.base_url,
         api_key=payload.api_key,
     )
-    return 201, _credential_out(credential)
+    return Status(201, _credential_out(credential))
 
 
 @router.put("credentials/{credential_id}", response=CredentialOut)
@@ -259,9 +265,7 @@ def credentials_update(
 
 
 @router.delete("credentials/{credential_id}", response={204: None})
-def credentials_delete(
-    request: HttpRequest, slug: WorkspaceSlug, credential_id: int
-) -> tuple[int, None]:
+def credentials_delete(request: HttpRequest, slug: WorkspaceSlug, credential_id: int) -> Any:
     require_role(request.membership, Role.ADMIN)  # type: ignore[attr-defined]
     credential = selectors.get_credential(request.workspace, credential_id)  # type: ignore[attr-defined]
     services.credential_delete(
@@ -269,7 +273,7 @@ def credentials_delete(
         acting=request.membership,  # type: ignore[attr-defined]
         credential=credential,
     )
-    return 204, None
+    return Status(204, None)
 
 
 # --- flows and versions -------------------------------------------------------------------------
@@ -283,7 +287,7 @@ def flows_list(request: HttpRequest, slug: WorkspaceSlug) -> list[dict[str, Any]
 
 
 @router.post("flows", response={201: FlowDetailOut, 400: InvalidGraphOut})
-def flows_create(request: HttpRequest, slug: WorkspaceSlug, payload: FlowIn) -> tuple[int, dict]:
+def flows_create(request: HttpRequest, slug: WorkspaceSlug, payload: FlowIn) -> Any:
     try:
         flow = services.flow_create(
             workspace=request.workspace,  # type: ignore[attr-defined]
@@ -295,7 +299,7 @@ def flows_create(request: HttpRequest, slug: WorkspaceSlug, payload: FlowIn) -> 
         )
     except GraphInvalid as exc:
         return _invalid(exc)
-    return 201, _flow_detail(flow)
+    return Status(201, _flow_detail(flow))
 
 
 def _flow_detail(flow: Flow) -> dict[str, Any]:
@@ -330,7 +334,7 @@ def flows_update(
 
 
 @router.delete("flows/{flow_id}", response={204: None})
-def flows_delete(request: HttpRequest, slug: WorkspaceSlug, flow_id: int) -> tuple[int, None]:
+def flows_delete(request: HttpRequest, slug: WorkspaceSlug, flow_id: int) -> Any:
     require_role(request.membership, Role.EDITOR)  # type: ignore[attr-defined]
     flow = selectors.get_flow(request.workspace, flow_id)  # type: ignore[attr-defined]
     services.flow_delete(
@@ -338,13 +342,13 @@ def flows_delete(request: HttpRequest, slug: WorkspaceSlug, flow_id: int) -> tup
         acting=request.membership,  # type: ignore[attr-defined]
         flow=flow,
     )
-    return 204, None
+    return Status(204, None)
 
 
 @router.post("flows/{flow_id}/versions", response={201: VersionOut, 400: InvalidGraphOut})
 def versions_create(
     request: HttpRequest, slug: WorkspaceSlug, flow_id: int, payload: VersionIn
-) -> tuple[int, dict]:
+) -> Any:
     require_role(request.membership, Role.EDITOR)  # type: ignore[attr-defined]
     flow = selectors.get_flow(request.workspace, flow_id)  # type: ignore[attr-defined]
     try:
@@ -357,7 +361,7 @@ def versions_create(
         )
     except GraphInvalid as exc:
         return _invalid(exc)
-    return 201, {**_version_summary(version), "graph": version.graph}
+    return Status(201, {**_version_summary(version), "graph": version.graph})
 
 
 @router.get("flows/{flow_id}/versions", response=list[VersionSummaryOut])
@@ -413,9 +417,7 @@ def documents_list(request: HttpRequest, slug: WorkspaceSlug) -> list[dict]:
 
 
 @router.post("documents", response={201: DocumentOut})
-def documents_create(
-    request: HttpRequest, slug: WorkspaceSlug, payload: DocumentIn
-) -> tuple[int, dict]:
+def documents_create(request: HttpRequest, slug: WorkspaceSlug, payload: DocumentIn) -> Any:
     document = services.document_create(
         workspace=request.workspace,  # type: ignore[attr-defined]
         acting=request.membership,  # type: ignore[attr-defined]
@@ -423,13 +425,11 @@ def documents_create(
         content=payload.content,
         collection=payload.collection,
     )
-    return 201, _document_out(document)
+    return Status(201, _document_out(document))
 
 
 @router.delete("documents/{document_id}", response={204: None})
-def documents_delete(
-    request: HttpRequest, slug: WorkspaceSlug, document_id: int
-) -> tuple[int, None]:
+def documents_delete(request: HttpRequest, slug: WorkspaceSlug, document_id: int) -> Any:
     require_role(request.membership, Role.EDITOR)  # type: ignore[attr-defined]
     document = get_scoped(Document, request.workspace, pk=document_id)  # type: ignore[attr-defined]
     services.document_delete(
@@ -437,4 +437,4 @@ def documents_delete(
         acting=request.membership,  # type: ignore[attr-defined]
         document=document,
     )
-    return 204, None
+    return Status(204, None)
