@@ -1,5 +1,8 @@
 """Admin for platform staff: the platform-wide component whitelist and its history.
 
+Access follows Django's model permissions (superusers, or staff granted
+`flows.change_componentpolicy`); the history is read-only for everyone.
+
 Every change of a ComponentPolicy writes a ComponentPolicyChange (who, when, before,
 after) in the same transaction as the change (the admin wraps saves in one).
 """
@@ -37,9 +40,6 @@ class ComponentPolicyAdmin(admin.ModelAdmin):
     list_filter = ["enabled"]
     search_fields = ["key"]
     actions = ["enable", "disable"]
-
-    def has_module_permission(self, request: HttpRequest) -> bool:
-        return bool(request.user.is_active and request.user.is_staff)
 
     def save_model(
         self, request: HttpRequest, obj: ComponentPolicy, form: Any, change: bool

@@ -285,6 +285,7 @@ def _validate(graph: Any, workspace: Workspace, env: BuildEnv) -> _Validated:
         ports[node_id] = ({p.name: p for p in ins}, {p.name: p for p in outs})
 
     fed: dict[tuple[str, str], int] = defaultdict(int)
+    fed_by_invalid: set[tuple[str, str]] = set()
     seen_edges: set[Edge] = set()
     for index, raw_edge in enumerate(edges):
         where = f"edges[{index}]"
@@ -327,6 +328,8 @@ def _validate(graph: Any, workspace: Workspace, env: BuildEnv) -> _Validated:
                 )
                 bad = True
         if bad or edge.source not in ports or edge.target not in ports:
+            if not bad:  # an end node is invalid: already reported, don't cascade
+                fed_by_invalid.add((edge.target, edge.target_port))
             continue
         if edge in seen_edges:
             problems.append(Problem(edge.target, where, "duplicate_edge", "Duplicate edge."))
@@ -360,7 +363,8 @@ def _validate(graph: Any, workspace: Workspace, env: BuildEnv) -> _Validated:
 
     for node_id, (in_ports, _outs) in ports.items():
         for port in in_ports.values():
-            if port.required and not fed.get((node_id, port.name)):
+            slot = (node_id, port.name)
+            if port.required and not fed.get(slot) and slot not in fed_by_invalid:
                 problems.append(
                     Problem(
                         node_id,
