@@ -313,7 +313,7 @@ function Editor({ config }: EditorProps) {
   }, [checkpoint, flow, readOnly, setEdges, setNodes]);
 
   const onKeyDown = useCallback(
-    (e: React.KeyboardEvent) => {
+    (e: KeyboardEvent) => {
       if (isTyping(e.target)) return;
       const mod = e.ctrlKey || e.metaKey;
       if (!mod) return;
@@ -327,6 +327,12 @@ function Editor({ config }: EditorProps) {
     },
     [copy, paste, readOnly, redo, undo],
   );
+
+  // Shortcuts work wherever focus is on the page, except while typing in a field.
+  useEffect(() => {
+    window.addEventListener("keydown", onKeyDown);
+    return () => window.removeEventListener("keydown", onKeyDown);
+  }, [onKeyDown]);
 
   // --- save / load versions ------------------------------------------------------------
   const save = useCallback(async () => {
@@ -461,7 +467,6 @@ function Editor({ config }: EditorProps) {
               <div
                 className="canvas"
                 ref={wrapper}
-                onKeyDown={onKeyDown}
                 onDragOver={(e) => {
                   e.preventDefault();
                   e.dataTransfer.dropEffect = readOnly ? "none" : "move";

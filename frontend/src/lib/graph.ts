@@ -144,7 +144,7 @@ export function templateVariables(template: string): string[] {
 
 /**
  * A node's ports for its current params. Most components have fixed ports (the catalog's);
- * a prompt template has one text input per variable of its template.
+ * a prompt template has one input per variable of its template, a router one output per rule.
  */
 export function portsOf(
   component: Component | undefined,
@@ -154,7 +154,16 @@ export function portsOf(
   if (component.key === "prompt.template") {
     const template = params.template ?? component.params?.properties?.template?.default;
     const vars = typeof template === "string" ? templateVariables(template) : [];
-    return { inputs: vars.map((name) => ({ name, type: "text", required: true })), outputs: component.outputs };
+    return { inputs: vars.map((name) => ({ name, type: "any", required: true })), outputs: component.outputs };
+  }
+  if (component.key === "logic.router" && Array.isArray(params.rules)) {
+    const names: string[] = [];
+    for (const rule of params.rules as { output?: unknown }[]) {
+      if (typeof rule?.output === "string" && !names.includes(rule.output)) names.push(rule.output);
+    }
+    const fallback = typeof params.default_output === "string" ? params.default_output : "default";
+    if (!names.includes(fallback)) names.push(fallback);
+    return { inputs: component.inputs, outputs: names.map((name) => ({ name, type: "text" })) };
   }
   return { inputs: component.inputs, outputs: component.outputs };
 }
