@@ -28,6 +28,7 @@ from typing import Any
 from channels.layers import get_channel_layer
 from django.conf import settings
 from django.db import close_old_connections, connection, transaction
+from django.db.models import Case, PositiveIntegerField, Q, Value, When
 from django.utils import timezone
 
 from runs.events import session_group
@@ -242,41 +243,64 @@ class EventSink:
         writer.done.set()
 
     def _persist(self, batch: list[tuple[RunWriter, list[PendingEvent], dict | None]]) -> None:
-        close_old_connections()
-        lease = timedelta(seconds=settings.FLOWDECK["RUN_LEASE_SECONDS"])
-        rows: list[RunEvent] = []
+        """One transaction for the whole batch: one UPDATE for every live run (fencing
+        token checked in its WHERE), one for each finishing run, one INSERT of all events.
+        Few round trips matter: each costs a GIL hand-back in a busy worker."""
+        lease_until = timezone.now() + timedelta(seconds=settings.FLOWDECK["RUN_LEASE_SECONDS"])
+        live = [(w, events) for w, events, final in batch if final is None]
+        finishing = [(w, events, final) for w, events, final in batch if final is not None]
         with transaction.atomic():
-            for writer, events, final in batch:
-                last_seq = events[-1].seq if events else writer.persisted_seq
-                fields: dict[str, Any] = {"last_seq": last_seq}
-                if final is not None:
-                    fields.update(final, lease_expires_at=None)
-                else:
-                    fields["lease_expires_at"] = timezone.now() + lease
-                updated = Run.objects.filter(pk=writer.run_id, lease_token=writer.lease_token)
-                if not updated.update(**fields):
-                    # Someone took the lease (the reaper, or we are a stale duplicate).
-                    log.warning("run %s fenced off; dropping %d events", writer.run_id, len(events))
-                    writer.fenced = True
-                    events.clear()
-                    continue
-                rows.extend(
-                    RunEvent(
-                        workspace_id=writer.workspace_id,
-                        run_id=writer.run_id,
-                        seq=e.seq,
-                        event=e.event,
-                        node_id=e.node_id,
-                        payload=e.payload,
-                        ts=e.ts,
-                    )
-                    for e in events
+            if live:
+                held = Q()
+                for writer, _events in live:
+                    held |= Q(pk=writer.run_id, lease_token=writer.lease_token)
+                seqs = [
+                    When(pk=w.run_id, then=Value(events[-1].seq if events else w.persisted_seq))
+                    for w, events in live
+                ]
+                updated = Run.objects.filter(held).update(
+                    last_seq=Case(*seqs, output_field=PositiveIntegerField()),
+                    lease_expires_at=lease_until,
                 )
+                if updated != len(live):
+                    still_held = {
+                        str(pk) for pk in Run.objects.filter(held).values_list("pk", flat=True)
+                    }
+                    for writer, events in live:
+                        if writer.run_id not in still_held:
+                            self._fence(writer, events)
+            for writer, events, final in finishing:
+                fields = {**final, "lease_expires_at": None}
+                if events:
+                    fields["last_seq"] = events[-1].seq
+                runs = Run.objects.filter(pk=writer.run_id, lease_token=writer.lease_token)
+                if not runs.update(**fields):
+                    self._fence(writer, events)
+            rows = [
+                RunEvent(
+                    workspace_id=writer.workspace_id,
+                    run_id=writer.run_id,
+                    seq=e.seq,
+                    event=e.event,
+                    node_id=e.node_id,
+                    payload=e.payload,
+                    ts=e.ts,
+                )
+                for writer, events, _final in batch
+                for e in events
+            ]
             RunEvent.objects.bulk_create(rows, batch_size=500)
         for writer, events, _final in batch:
             if events:
                 writer.persisted_seq = events[-1].seq
         self.rows_written += len(rows)
+
+    @staticmethod
+    def _fence(writer: RunWriter, events: list[PendingEvent]) -> None:
+        """Someone took the lease (the reaper, or we are a stale duplicate): drop and stop."""
+        log.warning("run %s fenced off; dropping %d events", writer.run_id, len(events))
+        writer.fenced = True
+        events.clear()
 
     def _publish(self, batch: Iterable[tuple[RunWriter, list[PendingEvent], dict | None]]) -> None:
         layer = get_channel_layer()
@@ -304,7 +328,7 @@ class EventSink:
 
     def _heartbeat(self, writers: list[RunWriter]) -> None:
         """Extend every live lease, notice lost leases and cancel requests."""
-        close_old_connections()
+        close_old_connections()  # here, not per batch: it costs a health-check round trip
         lease = timezone.now() + timedelta(seconds=settings.FLOWDECK["RUN_LEASE_SECONDS"])
         live = [w for w in writers if not w.closed]
         if not live:

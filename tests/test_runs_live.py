@@ -13,7 +13,6 @@ import time
 
 import pytest
 import websockets
-from asgiref.sync import sync_to_async
 from django.utils import timezone
 
 from accounts.models import Role, User
@@ -26,6 +25,7 @@ from tests.wsclient import (
     assert_exactly_the_log,
     collect_until_completed,
     connect,
+    in_thread,
     next_message,
     start_run,
     stored_log,
@@ -345,7 +345,7 @@ def test_socket_is_closed_within_seconds_when_token_revoked_or_user_deactivated(
 
     async def closed_within(token: str, action) -> float:
         ws, _ = await connect(live_stack.ws_url, "acme", token=token)
-        await sync_to_async(action)()
+        await in_thread(action)
         started = time.monotonic()
         with pytest.raises(websockets.exceptions.ConnectionClosed) as info:
             await next_message(ws, 10)
@@ -367,7 +367,7 @@ def test_removed_member_is_disconnected(live_stack, workspace_a, token_for):
 
     async def scenario() -> int:
         ws, _ = await connect(live_stack.ws_url, "acme", token=token)
-        await sync_to_async(Membership.objects.filter(user=dave).delete)()
+        await in_thread(Membership.objects.filter(user=dave).delete)
         with pytest.raises(websockets.exceptions.ConnectionClosed) as info:
             await next_message(ws, 10)
         return info.value.rcvd.code

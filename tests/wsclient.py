@@ -93,3 +93,18 @@ def assert_exactly_the_log(received: Received, run_id: str) -> list[dict[str, An
     assert [e["event"] for e in received.events].count("completed") == 1
     assert received.events == log
     return log
+
+
+def in_thread(fn: Any) -> Any:
+    """Run a database call from async test code in a worker thread, then close that
+    thread's connection (a lingering one would block dropping the test database)."""
+    from asgiref.sync import sync_to_async
+    from django.db import connection
+
+    def call() -> Any:
+        try:
+            return fn()
+        finally:
+            connection.close()
+
+    return sync_to_async(call, thread_sensitive=False)()
