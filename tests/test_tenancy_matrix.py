@@ -10,6 +10,9 @@ route and method:
 - each role of workspace_a gets what `ROLE_TABLE` says: below the minimum role a 403,
   at or above it the route's success status.
 
+WebSocket routes under `/ws/w/<slug>/` (from config.asgi) are checked the same way against
+`WS_ROLE_TABLE`: a refused handshake for strangers and roles below the minimum.
+
 To add a route: add one line to `ROLE_TABLE` (the failure message prints it for you),
 and, if its path has a parameter nobody has used yet (`<flow_id>`, `<run_id>`, ...), one
 factory to `PARAM_FACTORIES` that creates a real object in the given workspace.
@@ -102,9 +105,8 @@ ROLE_TABLE: dict[str, str | Rule] = {
         ADMIN, data={"action": "invite", "email": "new@example.com", "role": "viewer"}
     ),
     "GET /w/<slug>/tokens/": VIEWER,
-    "POST /w/<slug>/tokens/": Rule(
-        VIEWER, data={"name": "matrix"}
-    ),  # members hold their own tokens
+    # every member holds their own tokens
+    "POST /w/<slug>/tokens/": Rule(VIEWER, data={"name": "matrix"}),
     # accounts API
     "GET /api/w/<slug>/": VIEWER,
     "GET /api/w/<slug>/members": VIEWER,
@@ -147,6 +149,13 @@ ROLE_TABLE: dict[str, str | Rule] = {
     "GET /api/w/<slug>/runs/<run_id>/stream": VIEWER,
     "POST /api/w/<slug>/runs/<run_id>/cancel": EDITOR,
     "POST /api/w/<slug>/runs/<run_id>/rerun": EDITOR,
+}
+
+
+# WebSocket routes (from config.asgi's URLRouter): the minimum role that may connect.
+# Below it, anonymous, other tenants and other workspaces' tokens: the handshake is refused.
+WS_ROLE_TABLE: dict[str, str] = {
+    "WS /ws/w/<slug>/exec": VIEWER,  # viewers watch and replay; running is checked per message
 }
 
 
@@ -352,6 +361,10 @@ class World:
 
 @pytest.fixture
 def world(db: None) -> World:
+    return build_world()
+
+
+def build_world() -> World:
     members = {role: User.objects.create_user(f"{role}@a.example.com", None) for role in Role}
     workspace_a = workspace_create(name="Acme", slug="acme", owner=members[OWNER])
     for role in (VIEWER, EDITOR, ADMIN):
@@ -480,3 +493,80 @@ def test_route_refuses_strangers_and_grants_by_role(route: Route, world: World) 
                 assert response.status_code in rule.ok, (
                     f"{who} must be allowed ({sorted(rule.ok)}): {_describe(response)}"
                 )
+
+
+# --- WebSocket routes --------------------------------------------------------------------
+def discover_ws_routes() -> list[str]:
+    """Every WebSocket path under /ws/w/<slug>/ that the ASGI application routes."""
+    import config.asgi
+
+    paths = []
+    for pattern in config.asgi.websocket_urlpatterns:
+        path = "/" + re.sub(r"<(?:\w+:)?(\w+)>", r"<\1>", str(pattern.pattern))
+        if path.startswith("/ws/w/<slug>/"):
+            paths.append(f"WS {path}")
+    return sorted(paths)
+
+
+WS_ROUTES = discover_ws_routes()
+
+
+def test_websocket_routes_are_discovered_and_in_the_table() -> None:
+    assert "WS /ws/w/<slug>/exec" in WS_ROUTES
+    missing = [key for key in WS_ROUTES if key not in WS_ROLE_TABLE]
+    assert not missing, f"add these WebSocket routes to WS_ROLE_TABLE: {missing}"
+    stale = sorted(set(WS_ROLE_TABLE) - set(WS_ROUTES))
+    assert not stale, f"WS_ROLE_TABLE names routes that no longer exist: {stale}"
+
+
+async def _ws_connects(path: str, user: User | None = None, bearer: str | None = None) -> bool:
+    """Whether the full ASGI stack (origin check, auth, consumer) accepts the handshake."""
+    from asgiref.sync import sync_to_async
+    from channels.testing import WebsocketCommunicator
+
+    from config.asgi import application
+
+    headers = [(b"origin", b"http://localhost"), (b"host", b"localhost")]
+    if user is not None and bearer is None:
+        client = Client()
+        await sync_to_async(client.force_login)(
+            user, backend="django.contrib.auth.backends.ModelBackend"
+        )
+        cookie = client.cookies[settings.SESSION_COOKIE_NAME].value
+        headers.append((b"cookie", f"{settings.SESSION_COOKIE_NAME}={cookie}".encode()))
+    if bearer is not None:
+        headers.append((b"authorization", f"Bearer {bearer}".encode()))
+    communicator = WebsocketCommunicator(application, path, headers=headers)
+    connected, _ = await communicator.connect(timeout=10)
+    await communicator.disconnect()
+    return connected
+
+
+@pytest.mark.django_db(transaction=True)  # the consumer reads the session from other threads
+@pytest.mark.parametrize("key", WS_ROUTES)
+async def test_websocket_refuses_strangers_and_admits_by_role(key: str) -> None:
+    from asgiref.sync import sync_to_async
+
+    minimum = WS_ROLE_TABLE.get(key)
+    assert minimum is not None, f"add {key!r} to WS_ROLE_TABLE in tests/test_tenancy_matrix.py"
+    world = await sync_to_async(build_world)()
+    path = key.removeprefix("WS ").replace("<slug>", world.workspace_a.slug)
+    token_for = sync_to_async(
+        lambda workspace, user: api_token_create(workspace=workspace, user=user, name="ws").secret
+    )
+
+    assert not await _ws_connects(path), f"anonymous {key}"
+    assert not await _ws_connects(path, world.outsider), f"outsider {key}"
+    outsider_token = await token_for(world.workspace_b, world.outsider)
+    assert not await _ws_connects(path, bearer=outsider_token), f"outsider token {key}"
+    assert not await _ws_connects(path, bearer="fdk_not-a-token"), f"bad token {key}"
+
+    minimum_rank = ROLES_ASCENDING.index(Role(minimum))
+    for rank, role in enumerate(ROLES_ASCENDING):
+        member = world.members[role]
+        token = await token_for(world.workspace_a, member)
+        for how, connects in (
+            ("session", await _ws_connects(path, member)),
+            ("token", await _ws_connects(path, bearer=token)),
+        ):
+            assert connects == (rank >= minimum_rank), f"{role} ({how}) {key}: {connects}"
