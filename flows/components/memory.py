@@ -5,11 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from asgiref.sync import sync_to_async
 from pydantic import BaseModel, Field
 
 from flows.components.base import BuildEnv, Component, Params, Port, RunContext
-from flows.components.util import as_text
+from flows.components.util import as_text, run_db
 
 MAX_MESSAGE_CHARS = 50_000
 ROLE_LABELS = {"user": "User", "assistant": "Assistant"}
@@ -82,7 +81,8 @@ class ConversationMemory(Component):
         if built.workspace_id != ctx.workspace_id:
             raise RuntimeError("memory built for another workspace")
         message = as_text(inputs.get("message"))
-        history = await sync_to_async(built.exchange, thread_sensitive=True)(
+        history = await run_db(
+            built.exchange,
             ctx.session_id,
             params.role,  # type: ignore[attr-defined]
             message,

@@ -6,7 +6,6 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from asgiref.sync import sync_to_async
 from langchain_core.callbacks import CallbackManagerForRetrieverRun
 from langchain_core.documents import Document as LCDocument
 from langchain_core.retrievers import BaseRetriever
@@ -14,7 +13,7 @@ from pydantic import BaseModel, Field
 from rank_bm25 import BM25Okapi
 
 from flows.components.base import BuildEnv, Component, Params, Port, RunContext
-from flows.components.util import as_text
+from flows.components.util import as_text, run_db
 
 TOKEN_RE = re.compile(r"\w+", re.UNICODE)
 COLLECTION_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
@@ -118,7 +117,11 @@ class DocsCorpus(Component):
     ) -> dict[str, Any]:
         if built.workspace_id != ctx.workspace_id:
             raise RuntimeError("corpus built for another workspace")
-        return {"documents": await sync_to_async(built.load, thread_sensitive=True)()}
+        return {
+            "documents": await run_db(
+                built.load,
+            )
+        }
 
 
 class Bm25Retriever(Component):

@@ -9,7 +9,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from asgiref.sync import sync_to_async
 from langchain_core.tools import BaseTool, StructuredTool
 from pydantic import BaseModel, Field
 
@@ -21,7 +20,7 @@ from flows.components.retrieval import (
     CorpusLoader,
 )
 from flows.components.safe_http import FetchRefused, safe_get
-from flows.components.util import as_text
+from flows.components.util import as_text, run_db
 
 
 @dataclass(frozen=True)
@@ -179,7 +178,9 @@ class DocSearch(ToolComponent):
         k = params.k  # type: ignore[attr-defined]
 
         async def search(query: str) -> str:
-            docs = await sync_to_async(loader.load, thread_sensitive=True)()
+            docs = await run_db(
+                loader.load,
+            )
             found = BM25Retriever(docs=docs, k=k).invoke(query)
             if not found:
                 return "No matching documents."

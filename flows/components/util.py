@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from django.db import connections
 
 from flows.components.base import NodeError, RunContext
 
 MAX_TEXT = 200_000
+T = TypeVar("T")
 
 
 def as_text(value: Any) -> str:
@@ -77,3 +82,16 @@ async def stream_chat(model: Any, messages: Any, ctx: RunContext) -> str:
     except Exception as exc:
         raise model_error(exc) from exc
     return "".join(parts)
+
+
+async def run_db(fn: Callable[..., T], *args: Any) -> T:
+    """Run blocking ORM work off the event loop, in a worker thread whose database
+    connection is closed afterwards (no connection outlives the call in a pool thread)."""
+
+    def call() -> T:
+        try:
+            return fn(*args)
+        finally:
+            connections.close_all()  # this thread's connections only
+
+    return await asyncio.to_thread(call)
