@@ -309,3 +309,22 @@ def test_documents_upload_list_delete(
     )
     assert client_for(mallory_owner).delete(api("bravo", f"documents/{doc_id}")).status_code == 404
     assert client.delete(api("acme", f"documents/{doc_id}")).status_code == 204
+
+
+def test_openapi_schema_documents_the_flows_routes(client_for, bob_viewer):
+    schema = client_for(None).get("/api/openapi.json").json()
+    paths = set(schema["paths"])
+    for path in (
+        "/api/w/{slug}/components",
+        "/api/w/{slug}/credentials",
+        "/api/w/{slug}/credentials/{credential_id}",
+        "/api/w/{slug}/flows",
+        "/api/w/{slug}/flows/validate",
+        "/api/w/{slug}/flows/{flow_id}",
+        "/api/w/{slug}/flows/{flow_id}/versions",
+        "/api/w/{slug}/flows/{flow_id}/versions/{number}",
+        "/api/w/{slug}/whitelist",
+    ):
+        assert path in paths, path
+    credential_schema = json.dumps(schema["components"]["schemas"]["CredentialOut"])
+    assert "api_key" not in credential_schema.replace("has_api_key", "")

@@ -179,8 +179,15 @@ class Component:
     def params_schema(cls) -> dict[str, Any]:
         return cls.Params.model_json_schema()
 
+    def default_params(self) -> BaseModel | None:
+        """The params a new node starts with, or None when some are required."""
+        try:
+            return self.Params.model_validate({})
+        except ValueError:
+            return None
+
     def catalog_entry(self) -> dict[str, Any]:
-        inputs, outputs = self.ports_for(None)
+        inputs, outputs = self.ports_for(self.default_params())
         return {
             "key": self.key,
             "label": self.label,
