@@ -328,20 +328,29 @@ def test_viewer_gets_a_read_only_canvas_and_cannot_run(
     assert page.locator(tid("save")).count() == 0
     assert page.locator(tid("palette-llm.demo")).is_disabled()
 
-    # Dragging a node does not move it; the delete key does not delete it.
-    before = page.locator(tid("node-demo_1")).bounding_box()
-    page.mouse.move(before["x"] + 40, before["y"] + 10)
-    page.mouse.down()
-    page.mouse.move(before["x"] + 200, before["y"] + 150, steps=8)
-    page.mouse.up()
-    assert page.locator(tid("node-demo_1")).bounding_box() == before
+    # Delete does not delete; dragging a node does not move it (the canvas pans instead).
     page.locator(tid("node-demo_1")).click()
     page.keyboard.press("Delete")
     assert sorted(node_ids(page)) == ["chat_input_1", "demo_1", "text_output_1"]
+    node = page.locator(".react-flow__node[data-id='demo_1']")
+    position = node.evaluate("el => el.style.transform")
+    box = node.bounding_box()
+    page.mouse.move(box["x"] + 40, box["y"] + 10)
+    page.mouse.down()
+    page.mouse.move(box["x"] + 200, box["y"] + 150, steps=8)
+    page.mouse.up()
+    assert node.evaluate("el => el.style.transform") == position
     assert page.locator("[data-param=reply]").is_disabled()
 
     page.click(tid("tab-run"))
     assert page.locator(tid("run-button")).is_disabled()
+    # Going around the disabled button, straight through the page's protocol client: refused.
+    outcome = page.evaluate(
+        """(flow) => window.flowdeck.client.run({flow, inputs: {input: "hi"}})
+            .then(() => "accepted", (e) => (e.rejection ? e.rejection.code : String(e)))""",
+        flow.pk,
+    )
+    assert outcome == "forbidden"
     assert Run.objects.filter(workspace=workspace_a).count() == 0
     assert viewer.console_errors == []
 
@@ -353,7 +362,7 @@ def test_non_member_gets_404_for_the_editor_and_the_run_pages(open_page, workspa
     for path in ["/w/acme/flows/", f"/w/acme/flows/{flow.pk}/", "/w/acme/runs/"]:
         response = page.goto(path)
         assert response.status == 404, path
-        assert "Streaming" not in page.content()
+        assert "Streaming" not in page.page.content()
 
 
 # --- data -------------------------------------------------------------------------------
