@@ -52,9 +52,8 @@ class ToolAgent(ChatModelComponent):
 
     def check(self, params: BaseModel, env: Any) -> list:
         from flows.components.base import ParamProblem
-        from flows.selectors import get_credential_provider
 
-        provider = get_credential_provider(env.workspace, params.credential)  # type: ignore[attr-defined]
+        provider = env.credential_provider(params.credential)  # type: ignore[attr-defined]
         if provider is None:
             return [
                 ParamProblem(

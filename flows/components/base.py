@@ -127,10 +127,19 @@ class BuildEnv:
     def __init__(self, workspace: Workspace) -> None:
         self.workspace = workspace
         self._credentials: dict[int, DecryptedCredential | None] = {}
+        self._providers: dict[Any, str | None] = {}
 
     @property
     def workspace_id(self) -> int:
         return int(self.workspace.pk)
+
+    def credential_provider(self, credential_id: Any) -> str | None:
+        """The provider of this workspace's credential, or None (no decryption needed)."""
+        if credential_id not in self._providers:
+            from flows.selectors import get_credential_provider
+
+            self._providers[credential_id] = get_credential_provider(self.workspace, credential_id)
+        return self._providers[credential_id]
 
     def credential(self, credential_id: int) -> DecryptedCredential | None:
         """This workspace's credential `credential_id`, decrypted; None if not ours/missing."""

@@ -99,9 +99,7 @@ class ChatModelComponent(Component):
     Params = ModelParams
 
     def check(self, params: BaseModel, env: BuildEnv) -> list[ParamProblem]:
-        from flows.selectors import get_credential_provider
-
-        provider = get_credential_provider(env.workspace, params.credential)  # type: ignore[attr-defined]
+        provider = env.credential_provider(params.credential)  # type: ignore[attr-defined]
         if provider is None:
             return [
                 ParamProblem(
