@@ -49,11 +49,9 @@ browser:
 		else echo "chromium missing: run 'sudo apt-get install chromium'"; fi; \
 	fi
 
+# serve --prepare: migrate, collectstatic and seed_demo (prints the demo login), then serve.
 run: setup
-	$(PY) manage.py migrate --noinput
-	$(PY) manage.py collectstatic --noinput -v 0
-	$(PY) manage.py seed_demo
-	exec $(PY) manage.py serve --host $(HOST) --port $(PORT)
+	exec $(PY) manage.py serve --prepare --host $(HOST) --port $(PORT)
 
 test: setup browser
 	$(PY) -m ruff check .

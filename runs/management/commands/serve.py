@@ -25,7 +25,9 @@ from pathlib import Path
 from typing import Any
 
 from django.conf import settings
+from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.db import connections
 
 PR_SET_PDEATHSIG = 1
 STOP_TIMEOUT = 20.0  # seconds a child gets to stop after SIGTERM before it is killed
@@ -83,8 +85,18 @@ class Command(BaseCommand):
             default=int(os.environ.get("FLOWDECK_WORKER_THREADS", "32")),
             help="concurrent runs held by the worker (threads; runs are I/O bound)",
         )
+        parser.add_argument(
+            "--prepare",
+            action="store_true",
+            help="first migrate, collect static files and seed the demo (what `make run` does), "
+            "in this process so start-up pays for loading Django once",
+        )
 
-    def handle(self, *args: Any, host: str, port: int, concurrency: int, **opts: Any) -> None:
+    def handle(
+        self, *args: Any, host: str, port: int, concurrency: int, prepare: bool, **opts: Any
+    ) -> None:
+        if prepare:
+            self._prepare()
         self.children: list[tuple[str, subprocess.Popen]] = []
         self.signals = 0
         signal.signal(signal.SIGTERM, self._on_signal)
@@ -134,6 +146,16 @@ class Command(BaseCommand):
                 time.sleep(0.3)
         finally:
             self._stop_all()
+
+    def _prepare(self) -> None:
+        for command, options in (
+            ("migrate", {"interactive": False}),
+            ("collectstatic", {"interactive": False, "verbosity": 0}),
+            ("seed_demo", {}),
+        ):
+            self._say(f"manage.py {command}")
+            call_command(command, stdout=self.stdout._out, **options)
+        connections.close_all()  # the children open their own
 
     def _say(self, message: str) -> None:
         self.stdout.write(message)
