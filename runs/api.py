@@ -50,6 +50,7 @@ class RunOut(Schema):
     finished_at: datetime | None
     last_seq: int
     rerun_of: str | None
+    rerun_from_node: str
 
 
 class EventsOut(Schema):
@@ -64,8 +65,9 @@ class EventsQuery(Schema):
     limit: int = MAX_EVENT_PAGE
 
 
-class SessionIn(Schema):
+class RerunIn(Schema):
     session_id: str | None = None
+    from_node: str | None = None
 
 
 def run_out(run: Run) -> dict[str, Any]:
@@ -84,6 +86,7 @@ def run_out(run: Run) -> dict[str, Any]:
         "finished_at": run.finished_at,
         "last_seq": run.last_seq,
         "rerun_of": str(run.rerun_of_id) if run.rerun_of_id else None,
+        "rerun_from_node": run.rerun_from_node,
     }
 
 
@@ -147,7 +150,7 @@ def cancel_run(request: HttpRequest, slug: WorkspaceSlug, run_id: str) -> Any:
 
 
 @router.post("runs/{run_id}/rerun", response={202: RunStartedOut})
-def rerun(request: HttpRequest, slug: WorkspaceSlug, run_id: str, body: SessionIn) -> Any:
+def rerun(request: HttpRequest, slug: WorkspaceSlug, run_id: str, body: RerunIn) -> Any:
     require_role(request.membership, Role.EDITOR)  # type: ignore[attr-defined]
     original = services.run_for(request.workspace, run_id)  # type: ignore[attr-defined]
     run = services.run_rerun(
@@ -155,5 +158,6 @@ def rerun(request: HttpRequest, slug: WorkspaceSlug, run_id: str, body: SessionI
         acting=request.membership,  # type: ignore[attr-defined]
         run=original,
         session_id=body.session_id or services.new_session_id(),
+        from_node=body.from_node,
     )
     return 202, {"run_id": str(run.pk), "session_id": run.session_id}

@@ -15,6 +15,7 @@ import asyncio
 import json
 import logging
 from collections import defaultdict
+from datetime import datetime
 from importlib import import_module
 from typing import Any
 from urllib.parse import parse_qs
@@ -84,9 +85,9 @@ class ExecConsumer(AsyncJsonWebsocketConsumer):
         self.ticker = asyncio.create_task(self._tick())
 
     async def disconnect(self, code: int) -> None:
-        ticker = getattr(self, "ticker", None)
-        if ticker is not None:
-            ticker.cancel()
+        for task in (getattr(self, "ticker", None), getattr(self, "replay_task", None)):
+            if task is not None:
+                task.cancel()
         for group in getattr(self, "groups_joined", set()):
             try:
                 await self.channel_layer.group_discard(group, self.channel_name)
@@ -158,11 +159,21 @@ class ExecConsumer(AsyncJsonWebsocketConsumer):
         action = content.get("action")
         if action is None and "nodes" in content:
             action = "run"
-        handler = {"run": self._run, "resume": self._resume, "cancel": self._cancel}.get(
-            action if isinstance(action, str) else ""
-        )
+        handler = {
+            "run": self._run,
+            "resume": self._resume,
+            "cancel": self._cancel,
+            "rerun": self._rerun,
+            "replay": self._replay,
+            "replay_pause": self._replay_pause,
+            "replay_play": self._replay_play,
+        }.get(action if isinstance(action, str) else "")
         if handler is None:
-            raise Rejected("unknown_action", "Unknown action: use run, resume or cancel.")
+            raise Rejected(
+                "unknown_action",
+                "Unknown action: use run, resume, cancel, rerun, replay, replay_pause or "
+                "replay_play.",
+            )
         await handler(content)
 
     async def _run(self, content: dict) -> None:
@@ -243,6 +254,95 @@ class ExecConsumer(AsyncJsonWebsocketConsumer):
             )
         except PermissionDenied as exc:
             raise Rejected("forbidden", str(exc)) from exc
+
+    async def _rerun(self, content: dict) -> None:
+        """Re-run a run (same version and inputs), optionally from one node onwards."""
+        original = await self._load_run(self._run_id(content))
+        from_node = content.get("from_node")
+        if from_node is not None and (not isinstance(from_node, str) or len(from_node) > 100):
+            raise Rejected("invalid_request", "`from_node` must be a node id.")
+        try:
+            run = await database_sync_to_async(services.run_rerun)(
+                workspace=self.workspace,
+                acting=self.membership,
+                run=original,
+                session_id=self.session_id,
+                from_node=from_node,
+            )
+        except services.RunRefused as exc:
+            raise Rejected(exc.code, exc.message) from exc
+        except PermissionDenied as exc:
+            raise Rejected("forbidden", str(exc)) from exc
+        run_id = str(run.pk)
+        self.follows.setdefault(run_id, RunFollow(run_id, self.workspace.pk, self.session_id, 0))
+        await self.send_json({"event": "accepted", "run_id": run_id, "session_id": self.session_id})
+
+    # --- replay: a finished run played back from its log, nothing else is touched --------
+
+    async def _replay(self, content: dict) -> None:
+        run = await self._load_run(self._run_id(content))
+        if not run.is_finished:
+            raise Rejected("not_finished", "Only finished runs can be replayed; resume live runs.")
+        speed = content.get("speed", 1)
+        if speed != "instant" and (
+            not isinstance(speed, int | float) or isinstance(speed, bool) or not 0.1 <= speed <= 100
+        ):
+            raise Rejected("invalid_request", "`speed` is a number from 0.1 to 100, or instant.")
+        from_seq = content.get("from_seq", 0)
+        if not isinstance(from_seq, int) or isinstance(from_seq, bool) or from_seq < 0:
+            raise Rejected("invalid_request", "`from_seq` must be a whole number >= 0.")
+        old = getattr(self, "replay_task", None)
+        if old is not None:
+            old.cancel()
+        self.replay_id = getattr(self, "replay_id", 0) + 1
+        self.replay_playing = asyncio.Event()
+        self.replay_playing.set()
+        await database_sync_to_async(services.run_replayed)(
+            workspace=self.workspace, acting=self.membership, run=run
+        )
+        await self.send_json(
+            {
+                "event": "replay_started",
+                "run_id": str(run.pk),
+                "replay": self.replay_id,
+                "speed": speed,
+                "from_seq": from_seq,
+                "last_seq": run.last_seq,
+            }
+        )
+        self.replay_task = asyncio.create_task(
+            self._play(str(run.pk), None if speed == "instant" else float(speed), from_seq)
+        )
+
+    async def _replay_pause(self, content: dict) -> None:
+        if getattr(self, "replay_task", None) is None:
+            raise Rejected("no_replay", "Nothing is being replayed.")
+        self.replay_playing.clear()
+
+    async def _replay_play(self, content: dict) -> None:
+        if getattr(self, "replay_task", None) is None:
+            raise Rejected("no_replay", "Nothing is being replayed.")
+        self.replay_playing.set()
+
+    async def _play(self, run_id: str, speed: float | None, from_seq: int) -> None:
+        """Send the log in order: up to `from_seq` at once (a seek), then at the original
+        pace divided by `speed` (None: all at once). Gaps are capped at a minute."""
+        replay_id, sent, previous = self.replay_id, 0, None
+        while True:
+            page = await database_sync_to_async(selectors.event_messages_after)(
+                self.workspace, run_id, sent
+            )
+            for message in page:
+                ts = datetime.fromisoformat(message["ts"])
+                if speed is not None and message["seq"] > from_seq and previous is not None:
+                    await asyncio.sleep(min((ts - previous).total_seconds() / speed, 60.0))
+                await self.replay_playing.wait()
+                previous = ts
+                sent = message["seq"]
+                await self.send_json({**message, "replay": replay_id})
+            if len(page) < selectors.EVENT_PAGE:
+                break
+        await self.send_json({"event": "replay_finished", "run_id": run_id, "replay": replay_id})
 
     # --- frames out ---------------------------------------------------------------------
 

@@ -72,15 +72,36 @@ class NodeContext:
             raise RunCancelled("The run was cancelled.")
 
 
-def _single(outputs: dict[str, Any]) -> Any:
-    return next(iter(outputs.values())) if len(outputs) == 1 else outputs
+def node_data(planned: Any, outputs: dict[str, Any]) -> Any:
+    """A node's outputs as logged in `node_finished`: the bare value for a component with
+    one output port, else the {port: value} map (so `recorded_outputs` can invert it)."""
+    ports = planned.component.output_ports(planned.params)
+    if len(ports) == 1 and set(outputs) <= {ports[0].name}:
+        return outputs.get(ports[0].name)
+    return outputs
+
+
+def recorded_outputs(planned: Any, data: Any) -> dict[str, Any]:
+    """Invert `node_data`: the {port: value} map from a logged `node_finished` payload."""
+    ports = planned.component.output_ports(planned.params)
+    if len(ports) == 1 and not (isinstance(data, dict) and set(data) <= {p.name for p in ports}):
+        return {ports[0].name: data}
+    return dict(data) if isinstance(data, dict) else {}
 
 
 class PlanRunner:
-    def __init__(self, run: Run, plan: Any, writer: RunWriter) -> None:
+    def __init__(
+        self,
+        run: Run,
+        plan: Any,
+        writer: RunWriter,
+        recorded: dict[str, dict[str, Any] | None] | None = None,
+    ) -> None:
         self.run = run
         self.plan = plan
         self.writer = writer
+        # Re-run from a node: outputs taken from the original run's log instead of executing.
+        self.recorded = recorded or {}
         self.results: dict[str, dict[str, Any] | None] = {}
         self.done = {node_id: asyncio.Event() for node_id in plan.order}
         self.failed = False
@@ -115,6 +136,9 @@ class PlanRunner:
         try:
             for edge in self.plan.incoming.get(node_id, []):
                 await self.done[edge.source].wait()
+            if node_id in self.recorded:
+                self._replay_recorded(node_id)
+                return
             inputs = self._inputs_for(node_id)
             if inputs is None:
                 self.results[node_id] = None
@@ -144,12 +168,22 @@ class PlanRunner:
                 "node_finished",
                 node_id,
                 {
-                    "data": to_jsonable(_single(outputs)),
+                    "data": to_jsonable(node_data(planned, outputs)),
                     "duration_ms": round((time.monotonic() - started) * 1000, 1),
                 },
             )
         finally:
             self.done[node_id].set()
+
+    def _replay_recorded(self, node_id: str) -> None:
+        outputs = self.recorded[node_id]
+        self.results[node_id] = outputs
+        payload: dict[str, Any] = {"recorded_from": str(self.run.rerun_of_id)}
+        if outputs is None:
+            payload.update(data=None, skipped=True)
+        else:
+            payload["data"] = to_jsonable(node_data(self.plan.nodes[node_id], outputs))
+        self.writer.emit("node_finished", node_id, payload)
 
     def _node_failed(self, node_id: str, message: str) -> None:
         self.failed = True
@@ -181,10 +215,47 @@ class PlanRunner:
 
     def outputs(self) -> dict[str, Any]:
         return {
-            node_id: to_jsonable(_single(self.results[node_id] or {}))
+            node_id: to_jsonable(node_data(self.plan.nodes[node_id], self.results[node_id] or {}))
             for node_id in self.plan.output_node_ids
             if self.results.get(node_id) is not None
         }
+
+
+def downstream_of(plan: Any, node_id: str) -> set[str]:
+    """`node_id` and every node that depends on it."""
+    found, stack = {node_id}, [node_id]
+    while stack:
+        for edge in plan.outgoing.get(stack.pop(), []):
+            if edge.target not in found:
+                found.add(edge.target)
+                stack.append(edge.target)
+    return found
+
+
+def recorded_for_rerun(run: Run, plan: Any) -> dict[str, dict[str, Any] | None]:
+    """Outputs of every node outside `run.rerun_from_node`'s downstream, from the original
+    run's log (no model or tool is called for them)."""
+    from runs.selectors import node_outcomes
+
+    fresh = downstream_of(plan, run.rerun_from_node)
+    outcomes = node_outcomes(run.rerun_of)
+    recorded: dict[str, dict[str, Any] | None] = {}
+    for node_id in plan.order:
+        if node_id in fresh:
+            continue
+        outcome = outcomes.get(node_id)
+        if outcome is None or outcome.get("error"):
+            raise RerunImpossible(f"Node {node_id} has no recorded output in the original run.")
+        recorded[node_id] = (
+            None
+            if outcome.get("skipped")
+            else recorded_outputs(plan.nodes[node_id], outcome["data"])
+        )
+    return recorded
+
+
+class RerunImpossible(Exception):
+    pass
 
 
 def execute_claimed_run(run: Run) -> None:
@@ -209,7 +280,8 @@ def execute_claimed_run(run: Run) -> None:
     status, error, outputs = RunStatus.SUCCEEDED, "", {}
     try:
         plan = build_plan(version.graph, run.workspace)  # re-checks the whitelist, now
-        runner = PlanRunner(run, plan, writer)
+        recorded = recorded_for_rerun(run, plan) if run.rerun_from_node else None
+        runner = PlanRunner(run, plan, writer, recorded)
         limit = settings.FLOWDECK["RUN_TIME_LIMIT_SECONDS"]
         try:
             asyncio.run(asyncio.wait_for(runner.execute(), timeout=limit))
@@ -223,6 +295,9 @@ def execute_claimed_run(run: Run) -> None:
         writer.emit("error", "", {"message": error})
     except RunCancelled:
         status = RunStatus.CANCELLED
+    except RerunImpossible as exc:
+        status, error = RunStatus.FAILED, str(exc)
+        writer.emit("error", "", {"message": error})
     except TimeoutError:
         status = RunStatus.FAILED
         error = (

@@ -61,6 +61,8 @@ class Run(models.Model):
     rerun_of = models.ForeignKey(
         "self", on_delete=models.SET_NULL, null=True, blank=True, related_name="reruns"
     )
+    # Re-run from a node: nodes outside this node's downstream reuse `rerun_of`'s outputs.
+    rerun_from_node = models.CharField(max_length=100, blank=True)
     # Execution bookkeeping.
     task_id = models.CharField(max_length=64, blank=True)
     worker = models.CharField(max_length=200, blank=True)

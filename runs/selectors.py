@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from django.db.models import QuerySet
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from django.db.models import Count, Max, Min, QuerySet
 
 from accounts.models import Workspace
 from accounts.tenancy import scoped
@@ -44,4 +48,225 @@ def event_messages_after(
     return [
         e.as_message()
         for e in run_events_after(workspace, run_id, after_seq, limit=limit, upto_seq=upto_seq)
+    ]
+
+
+def node_outcomes(run: Run) -> dict[str, dict]:
+    """Per node of a finished run: its `node_finished` payload, or {"error": message}."""
+    outcomes: dict[str, dict] = {}
+    events = (
+        scoped(RunEvent, run.workspace)
+        .filter(run=run, event__in=["node_finished", "error"])
+        .exclude(node_id="")
+    )
+    for node_id, event, payload in events.order_by("seq").values_list(
+        "node_id", "event", "payload"
+    ):
+        if event == "error":
+            outcomes[node_id] = {"error": payload.get("message", "")}
+        else:
+            outcomes.setdefault(node_id, payload)
+    return outcomes
+
+
+# --- Review: the admin run page, its timeline, and comparing a re-run with its original ---
+
+TIMELINE_EVENTS = ("node_started", "node_finished", "error", "on_tool_call")
+MAX_TOOL_MARKS = 500
+
+
+@dataclass(frozen=True)
+class NodeSpan:
+    """One node's bar on a run's timeline (times in seconds from the run's first event)."""
+
+    node_id: str
+    start: float
+    end: float
+    finished: bool
+    failed: bool
+    tool_calls: int
+
+
+@dataclass(frozen=True)
+class ToolMark:
+    node_id: str
+    at: float
+    seq: int
+    tool_name: str
+
+
+@dataclass(frozen=True)
+class Timeline:
+    spans: list[NodeSpan]
+    marks: list[ToolMark]
+    total: float  # seconds from the first to the last timed event
+    marks_truncated: bool
+
+
+def _seconds(ts: datetime | None, origin: datetime) -> float:
+    return (ts - origin).total_seconds() if ts is not None else 0.0
+
+
+def run_timeline(run: Run) -> Timeline:
+    """Where a run's time went, one bar per node, from two bounded queries.
+
+    The bars come from ONE aggregate (first/last ts per node and event type), so a run with
+    100,000 token events costs one grouped scan, not 100,000 rows in Python. Tool-call marks
+    are individual rows, capped at MAX_TOOL_MARKS.
+    """
+    rows = list(
+        RunEvent.objects.filter(workspace_id=run.workspace_id, run=run)
+        .values("node_id", "event")
+        .annotate(first=Min("ts"), last=Max("ts"), n=Count("id"))
+        .order_by()
+    )
+    if not rows:
+        return Timeline([], [], 0.0, False)
+    origin = min(r["first"] for r in rows)
+    end_of_run = max(r["last"] for r in rows)
+    by_node: dict[str, dict[str, dict]] = {}
+    for r in rows:
+        if r["node_id"]:
+            by_node.setdefault(r["node_id"], {})[r["event"]] = r
+    spans = []
+    for node_id, events in by_node.items():
+        started = events.get("node_started")
+        if started is None:
+            continue
+        finished = events.get("node_finished")
+        failed = events.get("error")
+        ends = [e["last"] for e in (finished, failed) if e is not None]
+        spans.append(
+            NodeSpan(
+                node_id=node_id,
+                start=_seconds(started["first"], origin),
+                end=_seconds(max(ends) if ends else end_of_run, origin),
+                finished=finished is not None,
+                failed=failed is not None,
+                tool_calls=events.get("on_tool_call", {}).get("n", 0),
+            )
+        )
+    spans.sort(key=lambda s: (s.start, s.node_id))
+    tool_rows = list(
+        RunEvent.objects.filter(workspace_id=run.workspace_id, run=run, event="on_tool_call")
+        .order_by("seq")
+        .values_list("seq", "node_id", "ts", "payload")[: MAX_TOOL_MARKS + 1]
+    )
+    marks = [
+        ToolMark(
+            node_id=node_id,
+            at=_seconds(ts, origin),
+            seq=seq,
+            tool_name=str(((payload or {}).get("data") or {}).get("tool_name", ""))[:100]
+            if isinstance((payload or {}).get("data"), dict)
+            else "",
+        )
+        for seq, node_id, ts, payload in tool_rows[:MAX_TOOL_MARKS]
+    ]
+    return Timeline(spans, marks, _seconds(end_of_run, origin), len(tool_rows) > MAX_TOOL_MARKS)
+
+
+@dataclass(frozen=True)
+class EventPage:
+    events: list[RunEvent]
+    after: int  # the page shows seq > after
+    next_after: int | None  # None: this is the last page (so far)
+    prev_after: int | None  # None: this is the first page
+
+
+def run_event_page(run: Run, *, after: int = 0, size: int = 100) -> EventPage:
+    """One page of a run's log by keyset (seq > after) — one indexed range read, no COUNT."""
+    after = max(0, after)
+    rows = list(
+        RunEvent.objects.filter(workspace_id=run.workspace_id, run=run, seq__gt=after).order_by(
+            "seq"
+        )[: size + 1]
+    )
+    events = rows[:size]
+    next_after = events[-1].seq if len(rows) > size else None
+    # seq has no gaps (DESIGN.md), so the previous page starts `size` earlier.
+    prev_after = max(0, after - size) if after > 0 else None
+    return EventPage(events, after, next_after, prev_after)
+
+
+NODE_RESULT_EVENTS = ("node_started", "node_finished", "error")
+MAX_RESULT_EVENTS = 5000
+
+
+@dataclass
+class NodeResult:
+    """What one node did in one run, from its log."""
+
+    status: str = "not run"  # not run | running | finished | skipped | error
+    output: Any = None
+    duration_ms: float | None = None
+    errors: list[str] = field(default_factory=list)
+
+
+@dataclass
+class NodeComparison:
+    node_id: str
+    component: str
+    a: NodeResult
+    b: NodeResult
+
+    @property
+    def same_output(self) -> bool:
+        return self.a.status == self.b.status and self.a.output == self.b.output
+
+
+def _node_results(events: list[tuple[str, str, dict]]) -> dict[str, NodeResult]:
+    results: dict[str, NodeResult] = {}
+    for event, node_id, payload in events:
+        if not node_id:
+            continue
+        result = results.setdefault(node_id, NodeResult())
+        payload = payload or {}
+        if event == "node_started" and result.status == "not run":
+            result.status = "running"
+        elif event == "node_finished":
+            result.status = "skipped" if payload.get("skipped") else "finished"
+            result.output = payload.get("data")
+            result.duration_ms = payload.get("duration_ms")
+        elif event == "error":
+            result.status = "error"
+            result.errors.append(str(payload.get("message", ""))[:2000])
+    return results
+
+
+def compare_runs(workspace: Workspace, run_a: Run, run_b: Run) -> list[NodeComparison]:
+    """Two runs of a workspace side by side, node by node (outputs, durations, errors).
+
+    One query reads only the node lifecycle events of both runs (never their tokens);
+    nodes appear in the order of run_a's graph, then any only run_b's graph has.
+    """
+    for run in (run_a, run_b):
+        if run.workspace_id != workspace.pk:
+            raise ValueError("compare_runs() takes runs of the given workspace")
+    rows = (
+        scoped(RunEvent, workspace)
+        .filter(run_id__in=[run_a.pk, run_b.pk], event__in=NODE_RESULT_EVENTS)
+        .order_by("run_id", "seq")
+        .values_list("run_id", "event", "node_id", "payload")[:MAX_RESULT_EVENTS]
+    )
+    per_run: dict[Any, list[tuple[str, str, dict]]] = {run_a.pk: [], run_b.pk: []}
+    for run_id, event, node_id, payload in rows:
+        per_run[run_id].append((event, node_id, payload))
+    results_a = _node_results(per_run[run_a.pk])
+    results_b = _node_results(per_run[run_b.pk])
+    components: dict[str, str] = {}
+    for run in (run_a, run_b):
+        for node in (run.flow_version.graph or {}).get("nodes", []):
+            if isinstance(node, dict) and "id" in node:
+                components.setdefault(str(node["id"]), str(node.get("component", "")))
+    for node_id in list(results_a) + list(results_b):
+        components.setdefault(node_id, "")
+    return [
+        NodeComparison(
+            node_id=node_id,
+            component=component,
+            a=results_a.get(node_id, NodeResult()),
+            b=results_b.get(node_id, NodeResult()),
+        )
+        for node_id, component in components.items()
     ]

@@ -14,10 +14,10 @@ from django.conf import settings
 from django.core.cache import cache
 from django.db import transaction
 from django.utils import timezone
-from flows.models import Flow, FlowVersion
 
 from accounts.models import Membership, Role, Workspace
 from accounts.tenancy import get_scoped, require_role, scoped
+from flows.models import Flow, FlowVersion
 from runs.events import session_group
 from runs.models import COMPLETED_STATUS, TERMINAL_STATUSES, Run, RunEvent, RunStatus
 
@@ -118,6 +118,7 @@ def run_start(
     graph: dict | None = None,
     inputs: Any = None,
     rerun_of: Run | None = None,
+    rerun_from_node: str = "",
 ) -> Run:
     """Queue a run of a saved version, or of an unsaved graph (saved as a draft version)."""
     require_role(acting, Role.EDITOR)
@@ -158,6 +159,7 @@ def run_start(
         started_by=acting.user,
         inputs=cleaned,
         rerun_of=rerun_of,
+        rerun_from_node=rerun_from_node,
     )
     from runs.tasks import execute_run
 
@@ -166,9 +168,24 @@ def run_start(
     return run
 
 
-def run_rerun(*, workspace: Workspace, acting: Membership, run: Run, session_id: str) -> Run:
-    """The same version with the same inputs, as a new run linked to the original."""
-    return run_start(
+def run_rerun(
+    *,
+    workspace: Workspace,
+    acting: Membership,
+    run: Run,
+    session_id: str,
+    from_node: str | None = None,
+) -> Run:
+    """The same version with the same inputs, as a new run linked to the original.
+
+    With `from_node`, only that node and what depends on it execute again: every other
+    node takes its recorded output from the original run's log.
+    """
+    if from_node:
+        if not run.is_finished:
+            raise RunRefused("not_finished", "Re-run from a node needs a finished run.")
+        _check_rerun_from(run, from_node)
+    rerun = run_start(
         workspace=workspace,
         acting=acting,
         session_id=session_id,
@@ -176,7 +193,28 @@ def run_rerun(*, workspace: Workspace, acting: Membership, run: Run, session_id:
         version_number=run.flow_version.number,
         inputs=run.inputs,
         rerun_of=run,
+        rerun_from_node=from_node or "",
     )
+    return rerun
+
+
+def _check_rerun_from(run: Run, node_id: str) -> None:
+    from runs.executor import downstream_of
+    from runs.selectors import node_outcomes
+
+    plan = _checked_plan(run.flow_version)
+    if node_id not in plan.nodes:
+        raise RunRefused("invalid_node", "That node is not in the run's flow version.")
+    fresh = downstream_of(plan, node_id)
+    outcomes = node_outcomes(run)
+    missing = [
+        n for n in plan.order if n not in fresh and (n not in outcomes or outcomes[n].get("error"))
+    ]
+    if missing:
+        raise RunRefused(
+            "invalid_node",
+            "These nodes have no recorded output to reuse: " + ", ".join(missing[:10]),
+        )
 
 
 # --- executing --------------------------------------------------------------------------
@@ -281,6 +319,11 @@ def _end_run(run: Run, status: str, reason: str) -> Run:
     messages = [e.as_message() for e in events]
     transaction.on_commit(lambda: publish(run.workspace_id, run.session_id, messages))
     return run
+
+
+def run_replayed(*, workspace: Workspace, acting: Membership, run: Run) -> None:
+    """A member played a finished run back (read-only; recorded for the audit trail)."""
+    log.info("run replayed", extra={"run": str(run.pk), "user": acting.user_id})
 
 
 def reap_stale_runs() -> list[str]:
