@@ -160,8 +160,7 @@ def test_demo_support_bot_answers_from_the_faq_offline(workspace_a, alice_owner)
     assert "reset your password" in results["answer"]["text"]
     assert results["handoff"] is None
     assert (
-        contexts["retrieve"].of("on_retrieval")[0]["documents"][0]["title"]
-        == "Resetting your password"
+        contexts["retrieve"].of("on_retrieval")[0]["hits"][0]["title"] == "Resetting your password"
     )
 
     results, _ = run_plan(plan, {"question": "Can I talk to a human?"}, workspace_id=workspace_a.pk)

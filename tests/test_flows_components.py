@@ -294,7 +294,7 @@ def test_docs_corpus_and_bm25_rank_the_relevant_document_first(workspace_a, work
     assert [d.metadata["title"] for d in out["documents"]] == ["Passwords"]
     assert out["context"].startswith("Passwords: Reset your password")
     retrieval = ctx.of("on_retrieval")[0]
-    assert retrieval["documents"][0]["title"] == "Passwords"
+    assert retrieval["hits"][0]["title"] == "Passwords"
     assert "bravo" not in json.dumps(retrieval)
 
 

@@ -59,7 +59,7 @@ class RunContext(Protocol):
 
         `event` is one of STREAM_EVENTS: `on_token` (data: text chunk), `on_tool_call`
         (data: {tool_name, tool_input, call_id}), `on_tool_result` (data: {call_id,
-        tool_name, output}), `on_retrieval` (data: {query, documents: [...]}).
+        tool_name, output}), `on_retrieval` (data: {query, hits: [{id, title, score}]}).
         """
 
     def check_cancelled(self) -> None:

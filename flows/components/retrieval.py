@@ -61,12 +61,13 @@ class BM25Retriever(BaseRetriever):
         return [(doc, score) for doc, score, _ in matched[: self.k]]
 
 
-def documents_payload(ranked: list[tuple[LCDocument, float]]) -> list[dict[str, Any]]:
+def retrieval_hits(ranked: list[tuple[LCDocument, float]]) -> list[dict[str, Any]]:
+    """The `on_retrieval` event's hits (runs/events.py): {id, title, score} per document."""
     return [
         {
+            "id": doc.metadata.get("document_id"),
             "title": doc.metadata.get("title", ""),
             "score": round(score, 4),
-            "page_content": doc.page_content[:500],
         }
         for doc, score in ranked
     ]
@@ -151,7 +152,7 @@ class Bm25Retriever(Component):
         query = as_text(inputs.get("query"))
         retriever = BM25Retriever(docs=docs, k=params.k)  # type: ignore[attr-defined]
         ranked = retriever.ranked(query)
-        ctx.emit("on_retrieval", {"query": query[:500], "documents": documents_payload(ranked)})
+        ctx.emit("on_retrieval", {"query": query[:500], "hits": retrieval_hits(ranked)})
         top = [doc for doc, _ in ranked]
         context = "\n\n".join(f"{d.metadata.get('title', '')}: {d.page_content}" for d in top)
         return {"documents": top, "context": context}
