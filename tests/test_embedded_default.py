@@ -196,3 +196,23 @@ def test_make_run_serves_the_demo_login_and_ctrl_c_leaves_nothing_behind(
     assert not left, f"processes left behind: {sorted(set(left))}\n{platform.tail()}"
     assert "did not stop; killing it" not in platform.output, platform.tail()
     assert "Stopped." in platform.output
+
+
+def test_setup_is_a_no_op_the_second_time() -> None:
+    """`make run` / `make test` start with `setup`: once done, it must do nothing, quickly."""
+    env = {k: v for k, v in os.environ.items() if k not in NOT_FROM_A_USERS_SHELL}
+    first = subprocess.run(
+        ["make", "setup"], cwd=REPO, env=env, capture_output=True, text=True, timeout=900
+    )
+    assert first.returncode == 0, first.stdout + first.stderr
+    started = time.monotonic()
+    dry = subprocess.run(
+        ["make", "-n", "setup"], cwd=REPO, env=env, capture_output=True, text=True, timeout=60
+    )
+    assert dry.returncode == 0, dry.stderr
+    commands = [line for line in dry.stdout.splitlines() if not line.startswith("make")]
+    assert not commands, f"a second `make setup` would still run:\n{dry.stdout}"
+    second = subprocess.run(
+        ["make", "setup"], cwd=REPO, env=env, capture_output=True, text=True, timeout=60
+    )
+    assert second.returncode == 0 and time.monotonic() - started < 10
