@@ -285,6 +285,11 @@ def test_docs_corpus_and_bm25_rank_the_relevant_document_first(workspace_a, work
     add_docs(workspace_b, [("Secret", "password password password of bravo")])
     corpus, _ = execute(workspace_a, "docs.corpus", {"collection": "kb"}, {})
     assert [d.metadata["title"] for d in corpus["documents"]] == ["Passwords", "Billing", "Export"]
+    # its event form is a summary, not every document's text
+    assert corpus["documents"].model_dump() == {
+        "count": 3,
+        "titles": ["Passwords", "Billing", "Export"],
+    }
     out, ctx = execute(
         workspace_a,
         "retriever.bm25",

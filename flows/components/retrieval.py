@@ -73,6 +73,30 @@ def retrieval_hits(ranked: list[tuple[LCDocument, float]]) -> list[dict[str, Any
     ]
 
 
+class DocumentSet:
+    """Documents travelling along a `documents` edge. Iterable like a list; its event form
+    (`model_dump`) is a short summary, so a large corpus does not bloat the run log."""
+
+    def __init__(self, docs: list[LCDocument]) -> None:
+        self.docs = list(docs)
+
+    def __iter__(self) -> Any:
+        return iter(self.docs)
+
+    def __len__(self) -> int:
+        return len(self.docs)
+
+    def model_dump(self) -> dict[str, Any]:
+        return {
+            "count": len(self.docs),
+            "titles": [d.metadata.get("title", "") for d in self.docs[:20]],
+        }
+
+    def __str__(self) -> str:
+        titles = ", ".join(d.metadata.get("title", "") for d in self.docs[:20])
+        return f"{len(self.docs)} documents: {titles}"
+
+
 @dataclass(frozen=True)
 class CorpusLoader:
     """Loads one collection of one workspace's documents (bound at build time)."""
