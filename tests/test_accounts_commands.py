@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import re
 from io import StringIO
 
 import pytest
+from django.core import mail
 from django.core.management import CommandError, call_command
 from django.test import Client
 
@@ -65,3 +67,22 @@ def test_issuetoken_refuses_non_members_and_unknown_names(
         with pytest.raises(CommandError):
             run("issuetoken", *args)
     assert not ApiToken.objects.exists()
+
+
+def test_a_passwordless_owner_sets_a_first_password_by_reset(db) -> None:
+    """What createworkspace tells a new owner to do works: reset mail, new password, sign-in."""
+    run("createworkspace", "newco", "--owner", "founder@newco.example")
+    client = Client()
+    client.post("/accounts/password/reset/", {"email": "founder@newco.example"})
+    assert len(mail.outbox) == 1
+    link = re.search(r"https?://[^/\s]+(/accounts/reset/\S+/\S+/)", mail.outbox[0].body)
+    assert link, mail.outbox[0].body
+    form = client.get(link.group(1), follow=True)
+    password = "first password for newco"
+    done = client.post(
+        form.redirect_chain[-1][0], {"new_password1": password, "new_password2": password}
+    )
+    assert done.status_code == 302
+    signed_in = Client()
+    signed_in.post("/accounts/login/", {"username": "founder@newco.example", "password": password})
+    assert signed_in.get("/", follow=True).request["PATH_INFO"] == "/w/newco/"
