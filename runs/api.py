@@ -9,7 +9,7 @@ from datetime import datetime
 from typing import Any
 
 from django.http import HttpRequest
-from ninja import Query, Router, Schema
+from ninja import Query, Router, Schema, Status
 from ninja.errors import HttpError
 
 from accounts.api_auth import WorkspaceSlug
@@ -102,7 +102,7 @@ def start_run(request: HttpRequest, slug: WorkspaceSlug, flow_id: int, body: Run
         version_number=body.version,
         inputs=body.inputs,
     )
-    return 202, {"run_id": str(run.pk), "session_id": run.session_id}
+    return Status(202, {"run_id": str(run.pk), "session_id": run.session_id})
 
 
 @router.get("runs", response=list[RunOut])
@@ -160,4 +160,4 @@ def rerun(request: HttpRequest, slug: WorkspaceSlug, run_id: str, body: RerunIn)
         session_id=body.session_id or services.new_session_id(),
         from_node=body.from_node,
     )
-    return 202, {"run_id": str(run.pk), "session_id": run.session_id}
+    return Status(202, {"run_id": str(run.pk), "session_id": run.session_id})
