@@ -142,11 +142,7 @@ class DocsCorpus(Component):
     ) -> dict[str, Any]:
         if built.workspace_id != ctx.workspace_id:
             raise RuntimeError("corpus built for another workspace")
-        return {
-            "documents": await run_db(
-                built.load,
-            )
-        }
+        return {"documents": DocumentSet(await run_db(built.load))}
 
 
 class Bm25Retriever(Component):
