@@ -178,9 +178,7 @@ class DocSearch(ToolComponent):
         k = params.k  # type: ignore[attr-defined]
 
         async def search(query: str) -> str:
-            docs = await run_db(
-                loader.load,
-            )
+            docs = await run_db(loader.load)
             found = BM25Retriever(docs=docs, k=k).invoke(query)
             if not found:
                 return "No matching documents."
