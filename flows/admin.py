@@ -9,15 +9,29 @@ after) in the same transaction as the change (the admin wraps saves in one).
 
 from __future__ import annotations
 
+import difflib
+import json
 from typing import Any
 
 from django import forms
 from django.contrib import admin
 from django.db import transaction
-from django.http import HttpRequest
+from django.db.models import Count, QuerySet
+from django.http import Http404, HttpRequest, HttpResponse
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
+from django.utils.html import format_html, format_html_join
 
 from flows.components.registry import REGISTRY
-from flows.models import ComponentPolicy, ComponentPolicyChange, WorkspaceComponentPolicyChange
+from flows.models import (
+    ComponentPolicy,
+    ComponentPolicyChange,
+    Credential,
+    Flow,
+    FlowVersion,
+    WorkspaceComponentPolicy,
+    WorkspaceComponentPolicyChange,
+)
 from flows.services import record_platform_change
 
 
@@ -117,3 +131,204 @@ class ComponentPolicyChangeAdmin(ReadOnlyAdmin):
 class WorkspaceComponentPolicyChangeAdmin(ReadOnlyAdmin):
     list_display = ["changed_at", "workspace", "key", "before", "after", "changed_by"]
     list_filter = ["key"]
+
+
+# --- Flows, versions, credentials and the per-workspace whitelist (issue 6) -------------
+# Read-only here: these change through the product (services write history and audit);
+# staff come to look, compare and investigate.
+
+
+def version_diff(a: FlowVersion, b: FlowVersion) -> str:
+    """An HTML side-by-side line diff of two versions' canonical pretty-printed graphs."""
+    left = json.dumps(a.graph, indent=2, sort_keys=True, ensure_ascii=False).splitlines()
+    right = json.dumps(b.graph, indent=2, sort_keys=True, ensure_ascii=False).splitlines()
+    return difflib.HtmlDiff(wrapcolumn=80).make_table(
+        left, right, f"v{a.number}", f"v{b.number}", context=True, numlines=4
+    )
+
+
+class FlowVersionInline(admin.TabularInline):
+    model = FlowVersion
+    fields = ["number", "is_draft", "note", "checksum", "created_by", "created_at"]
+    readonly_fields = fields
+    extra = 0
+    show_change_link = True
+    ordering = ["-number"]
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+@admin.register(Flow)
+class FlowAdmin(ReadOnlyAdmin):
+    list_display = ["name", "workspace", "version_count", "is_scratch", "deleted_at", "updated_at"]
+    list_filter = [("workspace", admin.RelatedOnlyFieldListFilter), "is_scratch"]
+    search_fields = ["name", "workspace__slug"]
+    list_select_related = ["workspace"]
+    readonly_fields = ["diff_link"]
+    inlines = [FlowVersionInline]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet:
+        return super().get_queryset(request).annotate(_versions=Count("versions"))
+
+    @admin.display(description="versions", ordering="_versions")
+    def version_count(self, obj: Flow) -> int:
+        return obj._versions  # type: ignore[attr-defined]
+
+    @admin.display(description="compare versions")
+    def diff_link(self, obj: Flow) -> str:
+        url = reverse("admin:flows_flow_diff", args=[obj.pk])
+        return format_html('<a href="{}">Diff any two versions</a>', url)
+
+    def get_urls(self) -> list[Any]:
+        return [
+            path(
+                "<int:flow_id>/diff/",
+                self.admin_site.admin_view(self.diff_view),
+                name="flows_flow_diff",
+            ),
+            *super().get_urls(),
+        ]
+
+    def diff_view(self, request: HttpRequest, flow_id: int) -> HttpResponse:
+        """Pick two versions of a flow (`?a=<n>&b=<n>`, default: the last two) and diff them."""
+        flow = self.get_queryset(request).filter(pk=flow_id).first()
+        if flow is None or not self.has_view_permission(request, flow):
+            raise Http404("No such flow")
+        numbers = list(
+            FlowVersion.objects.filter(flow=flow)
+            .order_by("-number")
+            .values_list("number", flat=True)
+        )
+
+        def picked(name: str, default: int | None) -> int | None:
+            raw = request.GET.get(name, "")
+            return int(raw) if raw.isdigit() and int(raw) in numbers else default
+
+        b = picked("b", numbers[0] if numbers else None)
+        a = picked("a", numbers[1] if len(numbers) > 1 else b)
+        table = ""
+        if a is not None and b is not None:
+            versions = {
+                v.number: v for v in FlowVersion.objects.filter(flow=flow, number__in=[a, b])
+            }
+            table = version_diff(versions[a], versions[b])
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "title": f"{flow.name}: compare versions",
+            "flow": flow,
+            "numbers": numbers,
+            "a": a,
+            "b": b,
+            "table": table,
+        }
+        return TemplateResponse(request, "admin/flows/flow_diff.html", context)
+
+
+@admin.register(FlowVersion)
+class FlowVersionAdmin(ReadOnlyAdmin):
+    list_display = [
+        "__str__",
+        "workspace",
+        "number",
+        "is_draft",
+        "checksum",
+        "created_by",
+        "created_at",
+    ]
+    list_filter = [("workspace", admin.RelatedOnlyFieldListFilter), "is_draft"]
+    search_fields = ["flow__name", "checksum"]
+    list_select_related = ["flow", "workspace", "created_by"]
+    fields = [
+        "flow",
+        "number",
+        "is_draft",
+        "note",
+        "checksum",
+        "created_by",
+        "created_at",
+        "pretty_graph",
+        "diff_link",
+    ]
+    readonly_fields = fields
+
+    @admin.display(description="graph")
+    def pretty_graph(self, obj: FlowVersion) -> str:
+        text = json.dumps(obj.graph, indent=2, sort_keys=True, ensure_ascii=False)
+        return format_html('<pre style="white-space: pre-wrap">{}</pre>', text)
+
+    @admin.display(description="diff")
+    def diff_link(self, obj: FlowVersion) -> str:
+        url = reverse("admin:flows_flow_diff", args=[obj.flow_id])
+        return format_html(
+            '<a href="{}?a={}&amp;b={}">Diff with the previous version</a>',
+            url,
+            max(1, obj.number - 1),
+            obj.number,
+        )
+
+
+@admin.register(Credential)
+class CredentialAdmin(ReadOnlyAdmin):
+    """Names, providers and endpoints only: the key shows as "set"/"not set", never itself."""
+
+    list_display = ["name", "workspace", "provider", "base_url", "api_key", "updated_at"]
+    list_filter = ["provider", ("workspace", admin.RelatedOnlyFieldListFilter)]
+    search_fields = ["name", "workspace__slug", "base_url"]
+    list_select_related = ["workspace"]
+    fields = [
+        "workspace",
+        "name",
+        "provider",
+        "base_url",
+        "api_key",
+        "created_by",
+        "created_at",
+        "updated_at",
+    ]
+    readonly_fields = fields
+
+    @admin.display(description="API key")
+    def api_key(self, obj: Credential) -> str:
+        return "set" if obj.has_api_key else "not set"
+
+
+@admin.register(WorkspaceComponentPolicy)
+class WorkspaceComponentPolicyAdmin(ReadOnlyAdmin):
+    """A workspace's narrowing of the whitelist (its admins change it), with its history."""
+
+    list_display = ["workspace", "key", "enabled", "updated_at", "updated_by"]
+    list_filter = ["enabled", "key", ("workspace", admin.RelatedOnlyFieldListFilter)]
+    search_fields = ["key", "workspace__slug"]
+    list_select_related = ["workspace", "updated_by"]
+    fields = ["workspace", "key", "enabled", "updated_at", "updated_by", "history"]
+    readonly_fields = fields
+
+    @admin.display(description="history")
+    def history(self, obj: WorkspaceComponentPolicy) -> str:
+        changes = WorkspaceComponentPolicyChange.objects.filter(
+            workspace_id=obj.workspace_id, key=obj.key
+        ).select_related("changed_by")[:50]
+        return format_html(
+            "<table><tr><th>when</th><th>who</th><th>before</th><th>after</th></tr>{}</table>",
+            format_html_join(
+                "",
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                (
+                    (
+                        c.changed_at.strftime("%Y-%m-%d %H:%M:%S"),
+                        c.changed_by.email if c.changed_by else "—",
+                        json.dumps(c.before),
+                        json.dumps(c.after),
+                    )
+                    for c in changes
+                ),
+            ),
+        )

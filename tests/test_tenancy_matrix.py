@@ -117,6 +117,8 @@ ROLE_TABLE: dict[str, str | Rule] = {
     "GET /w/<slug>/flows/<flow_id>/runs/": VIEWER,
     "GET /w/<slug>/runs/": VIEWER,
     "GET /w/<slug>/runs/<run_id>/": VIEWER,
+    "GET /w/<slug>/runs/<run_id>/export.jsonl": VIEWER,
+    "GET /w/<slug>/runs/<run_id>/compare/<other_id>/": VIEWER,
     # flows API: viewers read; editors build; admins hold credentials and the whitelist
     "GET /api/w/<slug>/components": VIEWER,
     "POST /api/w/<slug>/flows/validate": Rule(EDITOR, data={"graph": DEMO_GRAPH}),
@@ -250,6 +252,7 @@ PARAM_FACTORIES: dict[str, ParamFactory] = {
     "invitation_id": _invitation_id,
     "flow_id": _flow_id,
     "run_id": _run_id,
+    "other_id": _run_id,  # the second run of a comparison
     "number": lambda workspace, owner: 1,  # a version number: every factory flow has version 1
     "credential_id": _credential_id,
     "document_id": _document_id,

@@ -1,0 +1,76 @@
+"""Compare two runs of a workspace side by side, node by node — typically a re-run and its
+original (`/w/<slug>/runs/<run_id>/compare/<other_id>/`, viewers and up; the admin has the
+same page for staff). Computed from the logs by `selectors.compare_runs`."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from django.core.exceptions import ValidationError
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import render
+from django.views import View
+
+from accounts.models import Role, Workspace
+from accounts.tenancy import WorkspaceMixin, scoped
+from runs.models import Run
+from runs.selectors import compare_runs
+
+OUTPUT_PREVIEW = 5000
+
+
+def _shown(value: Any) -> str:
+    if value is None:
+        return ""
+    text = value if isinstance(value, str) else json.dumps(value, indent=2, ensure_ascii=False)
+    return text if len(text) <= OUTPUT_PREVIEW else text[:OUTPUT_PREVIEW] + "\n…"
+
+
+def compare_context(workspace: Workspace, run_a: Run, run_b: Run) -> dict[str, Any]:
+    """What both comparison pages show: the runs, and one row per node."""
+    rows = [
+        {
+            "node_id": c.node_id,
+            "component": c.component,
+            "same": c.same_output,
+            "sides": [
+                {
+                    "status": r.status,
+                    "output": _shown(r.output),
+                    "duration_ms": r.duration_ms,
+                    "errors": r.errors,
+                }
+                for r in (c.a, c.b)
+            ],
+        }
+        for c in compare_runs(workspace, run_a, run_b)
+    ]
+    return {"run_a": run_a, "run_b": run_b, "runs": [run_a, run_b], "rows": rows}
+
+
+class RunCompareView(WorkspaceMixin, View):
+    """Both runs must belong to the workspace in the URL; anything else is a 404."""
+
+    role_map = {"GET": Role.VIEWER}
+
+    def get(self, request: HttpRequest, slug: str, run_id: str, other_id: str) -> HttpResponse:
+        runs = scoped(Run, self.workspace).select_related("flow", "flow_version", "started_by")
+        run_a = _load_from(runs, run_id)
+        run_b = _load_from(runs, other_id)
+        context = {
+            "workspace": self.workspace,
+            "membership": self.membership,
+            **compare_context(self.workspace, run_a, run_b),
+        }
+        return render(request, "runs/run_compare.html", context)
+
+
+def _load_from(runs: Any, run_id: str) -> Run:
+    try:
+        run = runs.filter(pk=run_id).first()
+    except (ValueError, ValidationError) as exc:
+        raise Http404("Not found") from exc
+    if run is None:
+        raise Http404("Not found")
+    return run

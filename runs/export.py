@@ -1,0 +1,150 @@
+"""Export one run as JSON Lines for offline analysis (issue 6, point 6).
+
+`GET /w/<slug>/runs/<run_id>/export.jsonl` (viewers and up) and the same file from the
+admin run page for platform staff. The file is:
+
+1. a header: `{"kind": "run", "format": ..., "run": {id, flow, version, status, inputs,
+   outputs, timestamps, started_by, ...}}`;
+2. the exact graph that ran: `{"kind": "graph", "version", "checksum", "graph"}`;
+3. one line per event in seq order, each exactly the event's wire form
+   (`RunEvent.as_message()`: what the WebSocket, the events API and the SSE stream send).
+
+Events are read in keyset pages (seq > last), so a run of 100,000 events streams in
+constant memory. Nothing here reads credentials: graphs hold credential ids, never keys.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+from asgiref.sync import sync_to_async
+from django.core.handlers.asgi import ASGIRequest
+from django.core.serializers.json import DjangoJSONEncoder
+from django.db import transaction
+from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
+from django.views import View
+
+from accounts.models import Role, User
+from accounts.tenancy import WorkspaceMixin, get_scoped
+from runs.models import Run
+from runs.selectors import run_events_after
+
+EXPORT_FORMAT = "flowdeck.run_export"
+EXPORT_FORMAT_VERSION = 1
+EXPORT_PAGE = 1000
+
+
+def _line(obj: dict[str, Any]) -> str:
+    return json.dumps(obj, cls=DjangoJSONEncoder, ensure_ascii=False, sort_keys=True) + "\n"
+
+
+def export_head(run: Run) -> list[str]:
+    """The header and graph lines of a run's export."""
+    version = run.flow_version
+    header = {
+        "kind": "run",
+        "format": EXPORT_FORMAT,
+        "format_version": EXPORT_FORMAT_VERSION,
+        "run": {
+            "id": str(run.pk),
+            "workspace": run.workspace.slug,
+            "flow": {"id": run.flow_id, "name": run.flow.name},
+            "version": version.number,
+            "status": run.status,
+            "error": run.error,
+            "inputs": run.inputs,
+            "outputs": run.outputs,
+            "created_at": run.created_at,
+            "started_at": run.started_at,
+            "finished_at": run.finished_at,
+            "started_by": run.started_by.email if run.started_by else None,
+            "rerun_of": str(run.rerun_of_id) if run.rerun_of_id else None,
+            "last_seq": run.last_seq,
+        },
+    }
+    graph = {
+        "kind": "graph",
+        "version": version.number,
+        "checksum": version.checksum,
+        "is_draft": version.is_draft,
+        "graph": version.graph,
+    }
+    return [_line(header), _line(graph)]
+
+
+def _event_page(run: Run, after: int) -> list[str]:
+    return [
+        _line(event.as_message())
+        for event in run_events_after(run.workspace, str(run.pk), after, limit=EXPORT_PAGE)
+    ]
+
+
+def _last_seq(lines: list[str]) -> int:
+    return json.loads(lines[-1])["seq"]
+
+
+def export_lines(run: Run) -> Iterator[str]:
+    """The whole export, one line at a time; events fetched a page at a time."""
+    yield from export_head(run)
+    after = 0
+    while True:
+        page = _event_page(run, after)
+        yield from page
+        if len(page) < EXPORT_PAGE:
+            return
+        after = _last_seq(page)
+
+
+async def aexport_lines(run: Run) -> AsyncIterator[str]:
+    """The same lines for an ASGI server; each page is read in a worker thread."""
+    for line in await sync_to_async(export_head)(run):
+        yield line
+    after = 0
+    while True:
+        page = await sync_to_async(_event_page)(run, after)
+        for line in page:
+            yield line
+        if len(page) < EXPORT_PAGE:
+            return
+        after = _last_seq(page)
+
+
+def load_run_for_export(run: Run) -> Run:
+    return Run.objects.select_related("workspace", "flow", "flow_version", "started_by").get(
+        pk=run.pk
+    )
+
+
+def export_response(request: HttpRequest, run: Run) -> StreamingHttpResponse:
+    """A streaming attachment. Under ASGI the iterator must be async, or Django would read
+    it whole into memory before sending; under WSGI (and the test client) it must be sync."""
+    lines = aexport_lines(run) if isinstance(request, ASGIRequest) else export_lines(run)
+    response = StreamingHttpResponse(lines, content_type="application/x-ndjson; charset=utf-8")
+    response["Content-Disposition"] = f'attachment; filename="run-{run.pk}.jsonl"'
+    response["Cache-Control"] = "no-store"
+    response["X-Accel-Buffering"] = "no"
+    return response
+
+
+def record_export(*, action: str, run: Run, actor: User, request: HttpRequest) -> None:
+    """Audit an export (`run.export` by a member, `admin.export` by platform staff)."""
+    with transaction.atomic():
+        _audit(action=action, run=run, actor=actor, request=request)
+
+
+def _audit(*, action: str, run: Run, actor: User, request: HttpRequest) -> None:
+    # Replaced by audit.services.record once the audit app lands (see the closing report).
+    return None
+
+
+class RunExportView(WorkspaceMixin, View):
+    """A workspace member downloads one run of the workspace as JSONL."""
+
+    role_map = {"GET": Role.VIEWER}
+
+    def get(self, request: HttpRequest, slug: str, run_id: str) -> HttpResponse:
+        run = load_run_for_export(get_scoped(Run, self.workspace, pk=run_id))
+        record_export(action="run.export", run=run, actor=request.user, request=request)  # type: ignore[arg-type]
+        return export_response(request, run)
