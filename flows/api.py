@@ -11,6 +11,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from django.db.models import Max
 from django.http import HttpRequest
 from ninja import Router, Schema
 
@@ -279,11 +280,18 @@ def credentials_delete(request: HttpRequest, slug: WorkspaceSlug, credential_id:
 # --- flows and versions -------------------------------------------------------------------------
 @router.get("flows", response=list[FlowOut])
 def flows_list(request: HttpRequest, slug: WorkspaceSlug) -> list[dict[str, Any]]:
-    flows = list(selectors.flows_of(request.workspace)[:500])  # type: ignore[attr-defined]
-    latest: dict[int, FlowVersion] = {}
-    for version in FlowVersion.objects.filter(flow__in=flows).order_by("flow_id", "-number"):
-        latest.setdefault(version.flow_id, version)
-    return [_flow_out(flow, latest.get(flow.pk)) for flow in flows]
+    flows = selectors.flows_of(request.workspace).annotate(latest=Max("versions__number"))  # type: ignore[attr-defined]
+    return [
+        {
+            "id": flow.pk,
+            "name": flow.name,
+            "description": flow.description,
+            "created_at": flow.created_at,
+            "updated_at": flow.updated_at,
+            "latest_version": flow.latest,
+        }
+        for flow in flows[:500]
+    ]
 
 
 @router.post("flows", response={201: FlowDetailOut, 400: InvalidGraphOut})
@@ -303,8 +311,8 @@ def flows_create(request: HttpRequest, slug: WorkspaceSlug, payload: FlowIn) -> 
 
 
 def _flow_detail(flow: Flow) -> dict[str, Any]:
-    versions = list(selectors.versions_of(flow).select_related("created_by")[:500])
-    latest = versions[0] if versions else None
+    versions = list(selectors.versions_of(flow).select_related("created_by").defer("graph")[:500])
+    latest = selectors.latest_version(flow)
     return {
         **_flow_out(flow, latest),
         "graph": latest.graph if latest else {"nodes": [], "edges": []},

@@ -41,6 +41,11 @@ class FlowVersionImmutable(Exception):
     """A saved flow version is never edited in place: save a new version instead."""
 
 
+class FlowVersionQuerySet(models.QuerySet):
+    def update(self, **kwargs: Any) -> int:
+        raise FlowVersionImmutable("Flow versions are immutable.")
+
+
 class FlowVersion(models.Model):
     """One immutable snapshot of a flow's graph. Runs point at the exact version they ran."""
 
@@ -57,6 +62,8 @@ class FlowVersion(models.Model):
         settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, related_name="+"
     )
     created_at = models.DateTimeField(auto_now_add=True)
+
+    objects = FlowVersionQuerySet.as_manager()
 
     class Meta:
         ordering = ["flow", "-number"]

@@ -172,6 +172,15 @@ def test_flow_versions_are_immutable(flow_a):
     version.note = "edited"
     with pytest.raises(Exception, match="immutable"):
         version.save()
+    with pytest.raises(Exception, match="immutable"):
+        FlowVersion.objects.filter(pk=version.pk).update(note="edited")
+    assert FlowVersion.objects.get(pk=version.pk).note == ""
+
+
+def test_deleting_the_author_keeps_the_version(flow_a, alice_owner):
+    version = FlowVersion.objects.get(flow=flow_a)
+    alice_owner.delete()
+    assert FlowVersion.objects.get(pk=version.pk).created_by is None
 
 
 def test_deep_json_body_is_a_clear_400_not_a_500(client_for, erin_editor):
@@ -328,3 +337,19 @@ def test_openapi_schema_documents_the_flows_routes(client_for, bob_viewer):
         assert path in paths, path
     credential_schema = json.dumps(schema["components"]["schemas"]["CredentialOut"])
     assert "api_key" not in credential_schema.replace("has_api_key", "")
+
+
+def test_flow_list_takes_a_constant_number_of_queries(
+    client_for, erin_editor, workspace_a, django_assert_max_num_queries
+):
+    acting = Membership.objects.get(workspace=workspace_a, user=erin_editor)
+    for i in range(8):
+        flow = services.flow_create(
+            workspace=workspace_a, acting=acting, name=f"f{i}", graph=hello_graph()
+        )
+        services.flow_version_create(flow=flow, graph=hello_graph(), acting_user=erin_editor)
+    client = client_for(erin_editor)
+    client.get(api("acme", "flows"))  # warm up the session
+    with django_assert_max_num_queries(8):
+        response = client.get(api("acme", "flows"))
+    assert [f["latest_version"] for f in response.json()] == [2] * 8
