@@ -6,6 +6,8 @@ from django.db.models import QuerySet
 
 from accounts.models import Workspace
 from accounts.tenancy import get_scoped, scoped
+from flows.components.base import DecryptedCredential
+from flows.crypto import decrypt
 from flows.models import (
     ComponentPolicy,
     Credential,
@@ -46,10 +48,8 @@ def get_credential(workspace: Workspace, credential_id: object) -> Credential:
     return get_scoped(Credential, workspace, pk=credential_id)
 
 
-def credential_decrypted(workspace: Workspace, credential_id: int):  # noqa: ANN201
+def credential_decrypted(workspace: Workspace, credential_id: int) -> DecryptedCredential | None:
     """This workspace's credential, decrypted for building a node; None if not found here."""
-    from flows.components.base import DecryptedCredential
-    from flows.crypto import decrypt
 
     if isinstance(credential_id, bool) or not isinstance(credential_id, int):
         return None

@@ -353,3 +353,18 @@ def test_flow_list_takes_a_constant_number_of_queries(
     with django_assert_max_num_queries(8):
         response = client.get(api("acme", "flows"))
     assert [f["latest_version"] for f in response.json()] == [2] * 8
+
+
+def test_oversized_graphs_are_refused_clearly(client_for, erin_editor):
+    client = client_for(erin_editor)
+    graph = {
+        "nodes": [{"id": "a", "component": "llm.demo", "params": {"reply": "x" * 1_500_000}}],
+        "edges": [],
+    }
+    response = post(client, api("acme", "flows/validate"), {"graph": graph})
+    assert response.status_code == 200
+    assert response.json()["problems"][0]["code"] == "too_large"
+    huge = {"graph": {"nodes": [], "edges": [], "pad": "x" * 3_000_000}}
+    assert (
+        post(client, api("acme", "flows/validate"), huge).status_code == 400
+    )  # over the upload limit
