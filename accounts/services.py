@@ -15,6 +15,7 @@ from django.utils import timezone
 
 from accounts.models import ApiToken, Invitation, Membership, Role, User, Workspace
 from accounts.tenancy import get_scoped, require_role, scoped
+from audit.services import record
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +72,13 @@ def invitation_create(
     )
     invitation.full_clean()
     invitation.save()
+    record(
+        action="member.invite",
+        workspace=workspace,
+        actor=acting.user,
+        target=f"invitation:{invitation.pk}",
+        after={"email": email, "role": role},
+    )
     issued = IssuedInvitation(invitation, token)
     link = f"{base_url}{issued.path()}"
     transaction.on_commit(
@@ -112,6 +120,13 @@ def invitation_accept(*, token: str, user: User) -> Membership:
     )
     invitation.accepted_at = timezone.now()
     invitation.save(update_fields=["accepted_at"])
+    record(
+        action="member.join",
+        workspace=invitation.workspace,
+        actor=user,
+        target=f"membership:{membership.pk}",
+        after={"role": membership.role, "invitation": invitation.pk, "already_member": not created},
+    )
     return membership
 
 
@@ -121,6 +136,13 @@ def invitation_revoke(*, workspace: Workspace, acting: Membership, invitation_id
     invitation = get_scoped(Invitation, workspace, pk=invitation_id)
     invitation.revoked_at = timezone.now()
     invitation.save(update_fields=["revoked_at"])
+    record(
+        action="member.invite_revoke",
+        workspace=workspace,
+        actor=acting.user,
+        target=f"invitation:{invitation.pk}",
+        before={"email": invitation.email, "role": invitation.role},
+    )
 
 
 # --- memberships ------------------------------------------------------------------------
@@ -150,6 +172,14 @@ def membership_change_role(
         raise ValidationError({"role": "Only owners can grant or take away the owner role."})
     if target.role == Role.OWNER and role != Role.OWNER and _lock_owners(workspace) <= 1:
         raise ValidationError({"role": "A workspace always keeps at least one owner."})
+    record(
+        action="member.role_change",
+        workspace=workspace,
+        actor=acting.user,
+        target=f"membership:{target.pk}",
+        before={"role": target.role, "email": target.user.email},
+        after={"role": role},
+    )
     target.role = role
     target.save(update_fields=["role"])
     return target
@@ -164,6 +194,13 @@ def membership_remove(*, workspace: Workspace, acting: Membership, membership_id
             raise ValidationError("Only owners can remove an owner.")
     if target.role == Role.OWNER and _lock_owners(workspace) <= 1:
         raise ValidationError("A workspace always keeps at least one owner.")
+    record(
+        action="member.remove",
+        workspace=workspace,
+        actor=acting.user,
+        target=f"membership:{target.pk}",
+        before={"role": target.role, "email": target.user.email},
+    )
     target.delete()
 
 
@@ -192,6 +229,13 @@ def api_token_create(*, workspace: Workspace, user: User, name: str) -> IssuedTo
     )
     token.full_clean()
     token.save()
+    record(
+        action="token.create",
+        workspace=workspace,
+        actor=user,
+        target=f"token:{token.pk}",
+        after={"name": token.name, "prefix": token.prefix},
+    )
     return IssuedToken(token, secret)
 
 
@@ -204,6 +248,13 @@ def api_token_revoke(*, workspace: Workspace, acting: Membership, token_id: int)
     if token.revoked_at is None:
         token.revoked_at = timezone.now()
         token.save(update_fields=["revoked_at"])
+        record(
+            action="token.revoke",
+            workspace=workspace,
+            actor=acting.user,
+            target=f"token:{token.pk}",
+            before={"name": token.name, "prefix": token.prefix, "owner": token.user_id},
+        )
     return token
 
 

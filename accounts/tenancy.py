@@ -15,6 +15,7 @@ from django.db import models
 from django.http import Http404, HttpRequest, HttpResponse
 
 from accounts.models import Membership, Role, User, Workspace
+from audit.services import access_denied, access_denied_lookup
 
 M = TypeVar("M", bound=models.Model)
 
@@ -31,6 +32,9 @@ def get_scoped(model: type[M], workspace: Workspace, **lookup: Any) -> M:
     try:
         return scoped(model, workspace).get(**lookup)
     except (model.DoesNotExist, ValueError, TypeError, ValidationError) as exc:
+        access_denied_lookup(
+            model, workspace, lookup, invalid=not isinstance(exc, model.DoesNotExist)
+        )
         raise Http404("Not found") from exc
 
 
@@ -44,6 +48,11 @@ def resolve_membership(user: User | Any, slug: str) -> Membership:
         .first()
     )
     if membership is None:
+        access_denied(
+            actor=user,
+            workspace=Workspace.objects.filter(slug=slug).first(),
+            target=f"workspace:{slug}",
+        )
         raise Http404("Not found")
     return membership
 

@@ -117,6 +117,7 @@ INSTALLED_APPS = [
     "accounts",
     "flows",
     "runs",
+    "audit",
 ]
 
 MIDDLEWARE = [
@@ -129,6 +130,7 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "axes.middleware.AxesMiddleware",
+    "audit.middleware.AuditContextMiddleware",
 ]
 
 ROOT_URLCONF = "config.urls"

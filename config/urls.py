@@ -12,4 +12,5 @@ urlpatterns = [
     path("", include("accounts.urls")),
     path("", include("flows.urls")),
     path("", include("runs.urls")),
+    path("", include("audit.urls")),
 ]

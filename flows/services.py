@@ -18,6 +18,7 @@ from django.utils import timezone
 
 from accounts.models import Membership, Role, User, Workspace
 from accounts.tenancy import require_role, scoped
+from audit.services import credential_diff, credential_snapshot, record
 from flows.crypto import encrypt
 from flows.models import (
     ComponentPolicy,
@@ -75,6 +76,13 @@ def flow_create(
         description=description or "",
         created_by=acting.user,
     )
+    record(
+        action="flow.create",
+        workspace=workspace,
+        actor=acting.user,
+        target=f"flow:{flow.pk}",
+        after={"name": flow.name},
+    )
     if graph is not None:
         flow_version_create(flow=flow, graph=graph, acting_user=acting.user, note=note)
     return flow
@@ -84,6 +92,14 @@ def flow_create(
 def flow_rename(*, workspace: Workspace, acting: Membership, flow: Flow, name: str) -> Flow:
     require_role(acting, Role.EDITOR)
     _same_workspace(workspace, flow)
+    record(
+        action="flow.rename",
+        workspace=workspace,
+        actor=acting.user,
+        target=f"flow:{flow.pk}",
+        before={"name": flow.name},
+        after={"name": _clean_name(name)},
+    )
     flow.name = _clean_name(name)
     flow.save(update_fields=["name", "updated_at"])
     return flow
@@ -97,6 +113,17 @@ def flow_update(
     _same_workspace(workspace, flow)
     if len(description or "") > 5000:
         raise ValidationError({"description": ["At most 5000 characters."]})
+    record(
+        action="flow.rename",
+        workspace=workspace,
+        actor=acting.user,
+        target=f"flow:{flow.pk}",
+        before={"name": flow.name},
+        after={
+            "name": _clean_name(name),
+            "description_changed": (description or "") != flow.description,
+        },
+    )
     flow.name = _clean_name(name)
     flow.description = description or ""
     flow.save(update_fields=["name", "description", "updated_at"])
@@ -114,6 +141,13 @@ def flow_duplicate(*, workspace: Workspace, acting: Membership, flow: Flow) -> F
         name=f"{flow.name} (copy)"[:NAME_MAX],
         description=flow.description,
         created_by=acting.user,
+    )
+    record(
+        action="flow.create",
+        workspace=workspace,
+        actor=acting.user,
+        target=f"flow:{copy.pk}",
+        after={"name": copy.name, "duplicate_of": flow.pk},
     )
     if latest is not None:
         _add_version(
@@ -133,6 +167,13 @@ def flow_delete(*, workspace: Workspace, acting: Membership, flow: Flow) -> None
     _same_workspace(workspace, flow)
     flow.deleted_at = timezone.now()
     flow.save(update_fields=["deleted_at", "updated_at"])
+    record(
+        action="flow.delete",
+        workspace=workspace,
+        actor=acting.user,
+        target=f"flow:{flow.pk}",
+        before={"name": flow.name},
+    )
 
 
 def _same_workspace(workspace: Workspace, obj: Any) -> None:
@@ -176,6 +217,13 @@ def _add_version(
         created_by=acting_user,
     )
     Flow.objects.filter(pk=flow.pk).update(updated_at=timezone.now())
+    record(
+        action="flow.version_save",
+        workspace=flow.workspace,
+        actor=acting_user,
+        target=f"flow:{flow.pk}",
+        after={"version": version.number, "checksum": version.checksum, "draft": is_draft},
+    )
     return version
 
 
@@ -250,6 +298,13 @@ def credential_create(
         api_key_encrypted=encrypt(_clean_api_key(api_key)),
         created_by=acting.user,
     )
+    record(
+        action="credential.create",
+        workspace=workspace,
+        actor=acting.user,
+        target=f"credential:{credential.pk}",
+        after=credential_snapshot(credential),
+    )
     log.info("credential created", extra={"workspace": workspace.slug, "credential": credential.pk})
     return credential
 
@@ -279,6 +334,13 @@ def credential_update(
     )
     if api_key is not None:
         credential.api_key_encrypted = encrypt(_clean_api_key(api_key))
+    record(
+        action="credential.update",
+        workspace=workspace,
+        actor=acting.user,
+        target=f"credential:{credential.pk}",
+        **credential_diff(credential),
+    )
     credential.save()
     return credential
 
@@ -287,6 +349,13 @@ def credential_update(
 def credential_delete(*, workspace: Workspace, acting: Membership, credential: Credential) -> None:
     require_role(acting, Role.ADMIN)
     _same_workspace(workspace, credential)
+    record(
+        action="credential.delete",
+        workspace=workspace,
+        actor=acting.user,
+        target=f"credential:{credential.pk}",
+        before=credential_snapshot(credential),
+    )
     credential.delete()
 
 
@@ -326,6 +395,13 @@ def record_platform_change(
         before=None if before is None else {"enabled": before},
         after=None if after is None else {"enabled": after},
         changed_by=acting_user,
+    )
+    record(
+        action="whitelist.platform_change",
+        actor=acting_user,
+        target=f"component:{key}",
+        before=None if before is None else {"enabled": before},
+        after=None if after is None else {"enabled": after},
     )
 
 
@@ -370,6 +446,14 @@ def workspace_policy_set(
             before={"enabled": before},
             after={"enabled": enabled},
             changed_by=acting.user,
+        )
+        record(
+            action="whitelist.workspace_change",
+            workspace=workspace,
+            actor=acting.user,
+            target=f"component:{key}",
+            before={"enabled": before},
+            after={"enabled": enabled},
         )
 
 

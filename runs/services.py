@@ -17,6 +17,7 @@ from django.utils import timezone
 
 from accounts.models import Membership, Role, Workspace
 from accounts.tenancy import get_scoped, require_role, scoped
+from audit.services import record
 from flows.models import Flow, FlowVersion
 from runs.events import session_group
 from runs.models import COMPLETED_STATUS, TERMINAL_STATUSES, Run, RunEvent, RunStatus
@@ -161,6 +162,19 @@ def run_start(
         rerun_of=rerun_of,
         rerun_from_node=rerun_from_node,
     )
+    record(
+        action="run.rerun" if rerun_of else "run.start",
+        workspace=workspace,
+        actor=acting.user,
+        target=f"run:{run.pk}",
+        after={
+            "flow": version.flow_id,
+            "version": version.number,
+            "draft": version.is_draft,
+            "rerun_of": str(rerun_of.pk) if rerun_of else None,
+            "rerun_from_node": rerun_from_node or None,
+        },
+    )
     from runs.tasks import execute_run
 
     transaction.on_commit(lambda: execute_run.delay(str(run.pk)))
@@ -258,6 +272,13 @@ def run_cancel(*, workspace: Workspace, acting: Membership, run: Run) -> Run:
     """Cancel: a queued run ends at once; a running one stops at its next check."""
     require_role(acting, Role.EDITOR)
     run = Run.objects.select_for_update().get(pk=run.pk, workspace=workspace)
+    record(
+        action="run.cancel",
+        workspace=workspace,
+        actor=acting.user,
+        target=f"run:{run.pk}",
+        before={"status": run.status},
+    )
     if run.status == RunStatus.QUEUED:
         return _end_run(run, RunStatus.CANCELLED, "Cancelled before it started.")
     if run.status == RunStatus.RUNNING and not run.cancel_requested:

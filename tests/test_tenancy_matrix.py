@@ -119,6 +119,8 @@ ROLE_TABLE: dict[str, str | Rule] = {
     "GET /w/<slug>/runs/<run_id>/": VIEWER,
     "GET /w/<slug>/runs/<run_id>/export.jsonl": VIEWER,
     "GET /w/<slug>/runs/<run_id>/compare/<other_id>/": VIEWER,
+    "GET /w/<slug>/audit/": ADMIN,  # the workspace audit trail: owners and admins only
+    "GET /w/<slug>/audit/export": ADMIN,
     # flows API: viewers read; editors build; admins hold credentials and the whitelist
     "GET /api/w/<slug>/components": VIEWER,
     "POST /api/w/<slug>/flows/validate": Rule(EDITOR, data={"graph": DEMO_GRAPH}),

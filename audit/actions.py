@@ -1,0 +1,64 @@
+"""The registry of audit actions: the one place that says what an entry's `action` means.
+
+Names are stable dotted ids (Sentry's `member.invite` style): exports, filters and anything
+that reads the trail later depend on them, so rename nothing — add a new name instead.
+`audit.services.record()` refuses any action that is not listed here.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+ACTIONS: Final[dict[str, str]] = {
+    # authentication (platform level: no workspace)
+    "auth.login": "Signed in.",
+    "auth.login_failed": "A sign-in attempt failed (wrong password, unknown email, locked out).",
+    # members, invitations, tokens
+    "member.invite": "Invited an email address to the workspace with a role.",
+    "member.invite_revoke": "Revoked a pending invitation.",
+    "member.join": "Accepted an invitation and joined the workspace.",
+    "member.role_change": "Changed a member's role.",
+    "member.remove": "Removed a member (or left the workspace).",
+    "token.create": "Created an API token.",
+    "token.revoke": "Revoked an API token.",
+    # provider credentials (secrets never appear: only `has_api_key`)
+    "credential.create": "Created a provider credential.",
+    "credential.update": "Changed a provider credential.",
+    "credential.delete": "Deleted a provider credential.",
+    # the component whitelist
+    "whitelist.platform_change": "Platform staff enabled or disabled a component everywhere.",
+    "whitelist.workspace_change": "A workspace admin narrowed or restored a component.",
+    # flows
+    "flow.create": "Created a flow (also by duplicating one).",
+    "flow.rename": "Renamed a flow or changed its description.",
+    "flow.delete": "Deleted a flow (soft delete: its runs and versions stay).",
+    "flow.version_save": "Saved a new immutable version of a flow's graph.",
+    # runs
+    "run.start": "Started a run.",
+    "run.rerun": "Started a re-run of an earlier run (same version, same inputs).",
+    "run.cancel": "Asked a run to stop.",
+    "run.replay": "Replayed a finished run from its stored log.",
+    "run.watch": "Watched another member's run live.",
+    "run.export": "Exported a run (graph, inputs, events, outputs).",
+    # exports of the trail and of admin data
+    "audit.export": "Exported the workspace audit trail (JSONL or CSV).",
+    "admin.export": "Platform staff exported data from the admin.",
+    # failed authorisation
+    "access.denied": (
+        "Refused: a non-member asked for a workspace, or a member asked for an id that is "
+        "not in their workspace (answered 404)."
+    ),
+}
+
+
+def is_registered(action: str) -> bool:
+    return action in ACTIONS
+
+
+def describe(action: str) -> str:
+    return ACTIONS.get(action, action)
+
+
+def choices() -> list[tuple[str, str]]:
+    """(name, name) pairs for filter forms, in registry order."""
+    return [(name, name) for name in ACTIONS]
