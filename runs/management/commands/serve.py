@@ -60,6 +60,19 @@ def redis_server_binary() -> str:
     return found
 
 
+def ensure_port_free(host: str, port: int) -> None:
+    """Fail with a clear message (not a Daphne traceback later) when the port is taken."""
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            raise CommandError(
+                f"cannot listen on {host}:{port} ({exc.strerror}); set PORT (and HOST) to "
+                "another address, e.g. `PORT=8001 make run`"
+            ) from exc
+
+
 def wait_for_port(host: str, port: int, timeout: float, proc: subprocess.Popen) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -95,6 +108,7 @@ class Command(BaseCommand):
     def handle(
         self, *args: Any, host: str, port: int, concurrency: int, prepare: bool, **opts: Any
     ) -> None:
+        ensure_port_free(host, port)
         if prepare:
             self._prepare()
         self.children: list[tuple[str, subprocess.Popen]] = []
@@ -154,7 +168,7 @@ class Command(BaseCommand):
             ("seed_demo", {}),
         ):
             self._say(f"manage.py {command}")
-            call_command(command, stdout=self.stdout._out, **options)
+            call_command(command, stdout=self.stdout, **options)
         connections.close_all()  # the children open their own
 
     def _say(self, message: str) -> None:
