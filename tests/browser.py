@@ -54,10 +54,17 @@ TRACK_SOCKETS = """
 """
 
 
-@pytest.fixture(scope="session", name="browser")
+@pytest.fixture(scope="module", name="browser")
 def browser_fixture() -> Iterator[Any]:
-    playwright_api = pytest.importorskip("playwright.sync_api")
+    # Module-scoped: Playwright's sync API keeps an event loop running in the main thread
+    # while it is open, which would break asyncio.run() in every later test module.
+    from playwright import sync_api as playwright_api
+
     if not Path(CHROMIUM).exists():
+        from tests.conftest import IN_CI
+
+        if IN_CI:
+            pytest.fail("Debian's chromium must be installed under CI (make browser)")
         pytest.skip("Debian's chromium is not installed (make browser)")
     with playwright_api.sync_playwright() as pw:
         instance = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
