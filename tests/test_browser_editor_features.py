@@ -1,0 +1,161 @@
+"""Editor features in a real browser against the live stack: version history (load, diff),
+the unsaved-changes guard, validation problems on nodes, keyboard use, copy/paste/undo,
+the credential picker (secrets never reach the page) and cancelling a run."""
+
+from __future__ import annotations
+
+import pytest
+
+from accounts.models import Membership
+from flows.models import FlowVersion
+from runs.models import Run, RunStatus
+from tests.browser import (  # noqa: F401 (fixtures)
+    REPLY,
+    browser_fixture,
+    demo_flow,
+    latest_run,
+    node_ids,
+    open_page_fixture,
+    tid,
+)
+
+pytestmark = [pytest.mark.browser, pytest.mark.processes, pytest.mark.django_db(transaction=True)]
+
+
+def test_version_history_diff_and_load_with_an_unsaved_changes_guard(
+    open_page, workspace_a, erin_editor
+):
+    flow = demo_flow(workspace_a, erin_editor, reply="first reply", delay_ms=0)
+    editor = open_page(erin_editor)
+    page = editor.page
+    editor.goto(f"/w/acme/flows/{flow.pk}/")
+    page.locator(tid("node-demo_1")).click()
+    page.fill("[data-param=reply]", "second reply")
+    page.wait_for_selector(tid("unsaved"))
+
+    # Leaving with unsaved changes asks first; staying keeps the edit.
+    dialogs: list[str] = []
+
+    def stay(dialog):
+        dialogs.append(dialog.type)
+        dialog.dismiss()
+
+    page.once("dialog", stay)
+    page.click("a:has-text('← Flows')")
+    page.wait_for_timeout(300)
+    assert dialogs == ["beforeunload"]
+    assert f"/flows/{flow.pk}/" in page.url
+    assert page.input_value("[data-param=reply]") == "second reply"
+
+    page.fill(tid("version-note"), "better wording")
+    page.click(tid("save"))
+    page.wait_for_selector(f"{tid('version')}:has-text('v2')")
+    saved = FlowVersion.objects.get(flow=flow, number=2)
+    assert saved.note == "better wording"
+    assert saved.graph["nodes"][1]["params"]["reply"] == "second reply"
+
+    # Compare v1 with v2: exactly the changed parameter.
+    page.click(tid("tab-versions"))
+    assert "better wording" in page.locator(tid("version-2")).inner_text()
+    page.select_option("#diff-left", "1")
+    page.select_option("#diff-right", "2")
+    page.click("button:has-text('Show differences')")
+    diff = page.locator(tid("diff")).inner_text()
+    assert "demo_1: reply" in diff and "node" not in diff and "edge" not in diff
+
+    # Load v1 onto the canvas.
+    page.locator(tid("version-1")).locator("button:has-text('Load')").click()
+    page.wait_for_selector(f"{tid('version')}:has-text('v1')")
+    assert not page.locator(tid("unsaved")).count()
+    page.locator(tid("node-demo_1")).click()
+    assert page.input_value("[data-param=reply]") == "first reply"
+    assert editor.console_errors == []
+
+
+def test_validation_problems_show_on_the_node_and_an_invalid_graph_is_not_saved(
+    open_page, workspace_a, erin_editor
+):
+    from flows.services import flow_create
+
+    acting = Membership.objects.get(workspace=workspace_a, user=erin_editor)
+    flow = flow_create(workspace=workspace_a, acting=acting, name="Empty")
+    editor = open_page(erin_editor)
+    page = editor.page
+    editor.goto(f"/w/acme/flows/{flow.pk}/")
+
+    # Keyboard only: search the palette, then Enter on a component adds it.
+    page.wait_for_selector(tid("palette-io.chat_input"))
+    page.fill("input[aria-label='Search components']", "offline")
+    page.wait_for_selector(tid("palette-io.chat_input"), state="detached")
+    assert page.locator(tid("palette-llm.demo")).is_visible()
+    page.focus(tid("palette-llm.demo"))
+    page.keyboard.press("Enter")
+    assert node_ids(page) == ["demo_1"]
+
+    # Its prompt input is fed by nothing: the problem appears on the node itself.
+    problems = page.locator(tid("problems-demo_1"))
+    problems.wait_for()
+    assert "prompt" in problems.inner_text().lower()
+
+    page.click(tid("save"))
+    page.wait_for_selector(f"{tid('save-state')}:has-text('Not saved')")
+    assert not FlowVersion.objects.filter(flow=flow).exists()
+    assert page.locator(tid("version")).inner_text() == "no version yet"
+    assert all("400" in e for e in editor.console_errors), editor.console_errors  # the refusal
+
+
+def test_copy_paste_undo_and_a_credential_picker_that_never_shows_the_secret(
+    open_page, workspace_a, alice_owner, erin_editor
+):
+    from flows.services import credential_create
+
+    credential_create(
+        workspace=workspace_a,
+        acting=Membership.objects.get(workspace=workspace_a, user=alice_owner),
+        name="Team gateway",
+        provider="openai",
+        base_url="https://llm.example.com/v1",
+        api_key="sk-very-secret-123",
+    )
+    flow = demo_flow(workspace_a, erin_editor, reply="copied reply", delay_ms=0)
+    editor = open_page(erin_editor)
+    page = editor.page
+    editor.goto(f"/w/acme/flows/{flow.pk}/")
+
+    page.locator(tid("node-demo_1")).click()
+    page.keyboard.press("Control+c")
+    page.keyboard.press("Control+v")
+    page.wait_for_selector(tid("node-demo_2"))
+    page.locator(tid("node-demo_2")).click()
+    assert page.input_value("[data-param=reply]") == "copied reply"
+    page.keyboard.press("Control+z")
+    page.wait_for_selector(tid("node-demo_2"), state="detached")
+    page.keyboard.press("Control+Shift+z")
+    page.wait_for_selector(tid("node-demo_2"))
+
+    page.click(tid("palette-llm.openai_chat"))
+    page.wait_for_selector(tid("node-openai_chat_1"))
+    options = page.locator("[data-param=credential] option").all_inner_texts()
+    assert any("Team gateway" in o for o in options), options
+    page.select_option("[data-param=credential]", label=next(o for o in options if "Team" in o))
+    assert "sk-very-secret-123" not in page.content()
+    assert editor.console_errors == []
+
+
+def test_cancel_stops_a_running_run(open_page, workspace_a, erin_editor):
+    flow = demo_flow(workspace_a, erin_editor, reply=REPLY, delay_ms=200)
+    editor = open_page(erin_editor)
+    page = editor.page
+    editor.goto(f"/w/acme/flows/{flow.pk}/")
+    page.click(tid("tab-run"))
+    page.fill(tid("run-input-chat_input_1"), "Hello?")
+    page.click(tid("run-button"))
+    page.wait_for_selector(tid("output-demo_1"))
+    page.click(tid("cancel-button"))
+    page.wait_for_selector(f"{tid('run-status')}[data-status='cancelled']")
+    run = latest_run(workspace_a)
+    assert Run.objects.get(pk=run.pk).status == RunStatus.CANCELLED
+    assert page.locator(tid("output-demo_1")).inner_text().strip() != REPLY
+    assert not page.locator(tid("cancel-button")).is_enabled()
+    assert page.locator(tid("run-button")).is_enabled()
+    assert editor.console_errors == []
