@@ -172,16 +172,17 @@ def membership_change_role(
         raise ValidationError({"role": "Only owners can grant or take away the owner role."})
     if target.role == Role.OWNER and role != Role.OWNER and _lock_owners(workspace) <= 1:
         raise ValidationError({"role": "A workspace always keeps at least one owner."})
+    before = {"role": target.role, "email": target.user.email}
+    target.role = role
+    target.save(update_fields=["role"])
     record(
         action="member.role_change",
         workspace=workspace,
         actor=acting.user,
         target=f"membership:{target.pk}",
-        before={"role": target.role, "email": target.user.email},
+        before=before,
         after={"role": role},
     )
-    target.role = role
-    target.save(update_fields=["role"])
     return target
 
 
@@ -194,14 +195,11 @@ def membership_remove(*, workspace: Workspace, acting: Membership, membership_id
             raise ValidationError("Only owners can remove an owner.")
     if target.role == Role.OWNER and _lock_owners(workspace) <= 1:
         raise ValidationError("A workspace always keeps at least one owner.")
-    record(
-        action="member.remove",
-        workspace=workspace,
-        actor=acting.user,
-        target=f"membership:{target.pk}",
-        before={"role": target.role, "email": target.user.email},
-    )
+    before, label = {"role": target.role, "email": target.user.email}, f"membership:{target.pk}"
     target.delete()
+    record(
+        action="member.remove", workspace=workspace, actor=acting.user, target=label, before=before
+    )
 
 
 # --- API tokens -------------------------------------------------------------------------

@@ -7,6 +7,10 @@ outside a transaction. Appending locks the single chain-head row until that tran
 ends, which serialises writers (PostgreSQL: SELECT ... FOR UPDATE; SQLite: the database
 write lock, taken at BEGIN IMMEDIATE) — that is what keeps `seq` gapless.
 
+Call it AFTER the change's own writes (as the last write of the transaction): the chain
+head is then always the last lock a transaction takes, so two transactions can never wait
+on each other (one holding the head, wanting a row the other holds) — no deadlocks.
+
 Never pass secrets in `before`/`after` (credential keys: `has_api_key` booleans only).
 """
 

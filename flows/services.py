@@ -92,16 +92,17 @@ def flow_create(
 def flow_rename(*, workspace: Workspace, acting: Membership, flow: Flow, name: str) -> Flow:
     require_role(acting, Role.EDITOR)
     _same_workspace(workspace, flow)
+    before = {"name": flow.name}
+    flow.name = _clean_name(name)
+    flow.save(update_fields=["name", "updated_at"])
     record(
         action="flow.rename",
         workspace=workspace,
         actor=acting.user,
         target=f"flow:{flow.pk}",
-        before={"name": flow.name},
-        after={"name": _clean_name(name)},
+        before=before,
+        after={"name": flow.name},
     )
-    flow.name = _clean_name(name)
-    flow.save(update_fields=["name", "updated_at"])
     return flow
 
 
@@ -113,20 +114,18 @@ def flow_update(
     _same_workspace(workspace, flow)
     if len(description or "") > 5000:
         raise ValidationError({"description": ["At most 5000 characters."]})
+    before = {"name": flow.name, "description": flow.description}
+    flow.name = _clean_name(name)
+    flow.description = description or ""
+    flow.save(update_fields=["name", "description", "updated_at"])
     record(
         action="flow.rename",
         workspace=workspace,
         actor=acting.user,
         target=f"flow:{flow.pk}",
-        before={"name": flow.name},
-        after={
-            "name": _clean_name(name),
-            "description_changed": (description or "") != flow.description,
-        },
+        before={"name": before["name"]},
+        after={"name": flow.name, "description_changed": before["description"] != flow.description},
     )
-    flow.name = _clean_name(name)
-    flow.description = description or ""
-    flow.save(update_fields=["name", "description", "updated_at"])
     return flow
 
 
@@ -334,14 +333,15 @@ def credential_update(
     )
     if api_key is not None:
         credential.api_key_encrypted = encrypt(_clean_api_key(api_key))
+    diff = credential_diff(credential)
+    credential.save()
     record(
         action="credential.update",
         workspace=workspace,
         actor=acting.user,
         target=f"credential:{credential.pk}",
-        **credential_diff(credential),
+        **diff,
     )
-    credential.save()
     return credential
 
 
@@ -349,14 +349,15 @@ def credential_update(
 def credential_delete(*, workspace: Workspace, acting: Membership, credential: Credential) -> None:
     require_role(acting, Role.ADMIN)
     _same_workspace(workspace, credential)
+    before, label = credential_snapshot(credential), f"credential:{credential.pk}"
+    credential.delete()
     record(
         action="credential.delete",
         workspace=workspace,
         actor=acting.user,
-        target=f"credential:{credential.pk}",
-        before=credential_snapshot(credential),
+        target=label,
+        before=before,
     )
-    credential.delete()
 
 
 # --- the whitelist --------------------------------------------------------------------------
@@ -423,6 +424,7 @@ def workspace_policy_set(
             raise ValidationError(
                 {key: ["Disabled by the platform: a workspace cannot enable it."]}
             )
+    changed: list[tuple[str, bool, bool]] = []  # audited after the loop: row locks first
     for key, enabled in sorted(changes.items()):
         row = (
             WorkspaceComponentPolicy.objects.select_for_update()
@@ -447,6 +449,8 @@ def workspace_policy_set(
             after={"enabled": enabled},
             changed_by=acting.user,
         )
+        changed.append((key, before, enabled))
+    for key, before, enabled in changed:
         record(
             action="whitelist.workspace_change",
             workspace=workspace,
