@@ -235,6 +235,10 @@ class EventSink:
             for writer, _events, final in batch:
                 if final is not None or writer.fenced:
                     self._release(writer)
+            with self._lock:
+                idle = not self._writers
+            if idle:
+                connection.close()  # an idle worker holds no database connection
 
     def _release(self, writer: RunWriter) -> None:
         with self._lock:

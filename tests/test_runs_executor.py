@@ -1,0 +1,165 @@
+"""The executor, the lease and the event sink, in-process (the real sink thread and database)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from accounts.models import Membership
+from flows import crypto
+from flows.fake_openai import FakeOpenAIServer
+from flows.models import Credential
+from runs import services
+from runs.executor import execute_claimed_run
+from runs.models import Run, RunEvent, RunStatus
+from runs.sink import get_sink
+from runs.tasks import execute_run
+from tests import flowgraphs
+from tests.wsclient import stored_log
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def _queued(workspace, user, graph) -> Run:
+    """A queued run, created without enqueueing its task (the test executes it here; a
+    live worker elsewhere in the session must not pick it up)."""
+    flow = flowgraphs.save_flow(workspace, user, graph)
+    return Run.objects.create(
+        workspace=workspace,
+        flow=flow,
+        flow_version=flow.versions.get(),
+        session_id="s1",
+        started_by=user,
+        inputs={"input": "hi"},
+    )
+
+
+def _events(run: Run) -> list[str]:
+    return [e["event"] for e in stored_log(str(run.pk))]
+
+
+def test_a_run_is_claimed_once_and_a_redelivered_task_does_nothing(workspace_a, erin_editor):
+    run = _queued(workspace_a, erin_editor, flowgraphs.demo_graph(reply="a b c", delay_ms=0))
+    claimed = services.run_claim(run_id=str(run.pk), task_id="t1", worker="w1")
+    assert claimed is not None and claimed.lease_token == 1
+    assert services.run_claim(run_id=str(run.pk), task_id="t2", worker="w2") is None
+    execute_claimed_run(claimed)
+    log = stored_log(str(run.pk))
+    assert [e["seq"] for e in log] == list(range(1, len(log) + 1))
+    assert log[-1]["event"] == "completed" and log[-1]["status"] == "success"
+    execute_run.run(str(run.pk))  # a duplicate delivery after the run finished
+    assert stored_log(str(run.pk)) == log
+    assert Run.objects.get(pk=run.pk).status == RunStatus.SUCCEEDED
+
+
+def test_a_stale_lease_holder_is_fenced_off_after_the_reaper_ends_the_run(workspace_a, erin_editor):
+    run = _queued(workspace_a, erin_editor, flowgraphs.demo_graph(reply="x", delay_ms=0))
+    claimed = services.run_claim(run_id=str(run.pk), task_id="t1", worker="w1")
+    writer = get_sink().open(claimed)
+    writer.emit("run_started", "", {"data": {}})
+    writer.emit("node_started", "model", {"data": {}})
+    writer.done.wait(0.5)  # let the sink persist what it has
+    Run.objects.filter(pk=run.pk).update(lease_expires_at=timezone.now() - timedelta(seconds=1))
+    assert services.reap_stale_runs() == [str(run.pk)]
+    # The worker wakes up and carries on: nothing it writes may land after `completed`.
+    writer.emit("node_finished", "model", {"data": "late"})
+    writer.finish(status=RunStatus.SUCCEEDED, completed_status="success", outputs={})
+    assert writer.done.wait(5)
+    assert writer.fenced
+    ended = Run.objects.get(pk=run.pk)
+    assert ended.status == RunStatus.FAILED and "stopped responding" in ended.error
+    log = stored_log(str(run.pk))
+    assert [e["event"] for e in log][-2:] == ["error", "completed"]
+    assert [e["seq"] for e in log] == list(range(1, len(log) + 1))
+    assert log[-1]["status"] == "error"
+    assert not RunEvent.objects.filter(run=run, payload__data="late").exists()
+
+
+def test_independent_branches_run_concurrently(workspace_a, erin_editor):
+    node = {"position": {"x": 0, "y": 0}}
+    graph = {
+        "nodes": [
+            {**node, "id": "input", "component": "io.chat_input", "params": {}},
+            {
+                **node,
+                "id": "left",
+                "component": "llm.demo",
+                "params": {"reply": "l1 l2 l3 l4", "delay_ms": 60},
+            },
+            {
+                **node,
+                "id": "right",
+                "component": "llm.demo",
+                "params": {"reply": "r1 r2 r3 r4", "delay_ms": 60},
+            },
+            {**node, "id": "out_l", "component": "io.text_output", "params": {}},
+            {**node, "id": "out_r", "component": "io.text_output", "params": {}},
+        ],
+        "edges": [
+            {"source": "input", "source_port": "text", "target": "left", "target_port": "prompt"},
+            {"source": "input", "source_port": "text", "target": "right", "target_port": "prompt"},
+            {"source": "left", "source_port": "text", "target": "out_l", "target_port": "text"},
+            {"source": "right", "source_port": "text", "target": "out_r", "target_port": "text"},
+        ],
+    }
+    run = _queued(workspace_a, erin_editor, graph)
+    execute_claimed_run(services.run_claim(run_id=str(run.pk), task_id="t", worker="w"))
+    log = stored_log(str(run.pk))
+    seq = {(e["event"], e["node_id"]): e["seq"] for e in log}
+    # Each branch started before the other finished: they overlapped.
+    assert seq[("node_started", "right")] < seq[("node_finished", "left")]
+    assert seq[("node_started", "left")] < seq[("node_finished", "right")]
+    assert Run.objects.get(pk=run.pk).outputs == {"out_l": "l1 l2 l3 l4", "out_r": "r1 r2 r3 r4"}
+
+
+def test_a_node_error_is_an_error_event_on_that_node_and_the_run_ends_in_error(
+    workspace_a, erin_editor
+):
+    with FakeOpenAIServer(fail_status=500) as server:
+        credential = Credential.objects.create(
+            workspace=workspace_a,
+            name="down",
+            provider="openai",
+            base_url=server.base_url,
+            api_key_encrypted=crypto.encrypt("sk-secret-value"),
+            created_by=erin_editor,
+        )
+        run = _queued(workspace_a, erin_editor, flowgraphs.openai_graph(credential.pk))
+        execute_claimed_run(services.run_claim(run_id=str(run.pk), task_id="t", worker="w"))
+    log = stored_log(str(run.pk))
+    errors = [e for e in log if e["event"] == "error"]
+    assert [e["node_id"] for e in errors] == ["model"]
+    assert "sk-secret-value" not in str(log)
+    assert log[-1] == {**log[-1], "event": "completed", "status": "error"}
+    skipped = [e for e in log if e["event"] == "node_finished" and e["node_id"] == "output"]
+    assert skipped and skipped[0]["skipped"] is True
+    assert Run.objects.get(pk=run.pk).status == RunStatus.FAILED
+
+
+def test_the_run_time_limit_ends_a_run_with_a_clear_error(workspace_a, erin_editor, settings):
+    settings.FLOWDECK = {**settings.FLOWDECK, "RUN_TIME_LIMIT_SECONDS": 1}
+    run = _queued(workspace_a, erin_editor, flowgraphs.demo_graph(reply=" slow" * 100, delay_ms=50))
+    execute_claimed_run(services.run_claim(run_id=str(run.pk), task_id="t", worker="w"))
+    ended = Run.objects.get(pk=run.pk)
+    assert ended.status == RunStatus.FAILED and "time limit" in ended.error
+    assert _events(ended)[-2:] == ["error", "completed"]
+
+
+def test_tokens_are_coalesced_into_few_rows(workspace_a, erin_editor):
+    words = " ".join(f"w{i}" for i in range(300))
+    run = _queued(workspace_a, erin_editor, flowgraphs.demo_graph(reply=words, delay_ms=0))
+    execute_claimed_run(services.run_claim(run_id=str(run.pk), task_id="t", worker="w"))
+    tokens = [e for e in stored_log(str(run.pk)) if e["event"] == "on_token"]
+    assert "".join(e["data"] for e in tokens) == words
+    assert len(tokens) < 60, f"{len(tokens)} token rows for 300 tokens: not coalesced"
+
+
+def test_cancel_of_a_queued_run_ends_it_at_once(workspace_a, erin_editor):
+    run = _queued(workspace_a, erin_editor, flowgraphs.demo_graph(reply="x", delay_ms=0))
+    acting = Membership.objects.get(workspace=workspace_a, user=erin_editor)
+    services.run_cancel(workspace=workspace_a, acting=acting, run=run)
+    assert Run.objects.get(pk=run.pk).status == RunStatus.CANCELLED
+    assert stored_log(str(run.pk))[-1]["status"] == "cancelled"
+    assert services.run_claim(run_id=str(run.pk), task_id="t", worker="w") is None
