@@ -187,3 +187,28 @@ def test_seed_demo_command_creates_the_demo_flows(db):
         "Support bot",
         "Hello demo",
     }
+
+
+def test_a_500_node_graph_validates_quickly_in_few_queries(
+    workspace_a, django_assert_max_num_queries
+):
+    import time
+
+    acting = owner(workspace_a)
+    credential = services.credential_create(
+        workspace=workspace_a, acting=acting, name="c", provider="openai", api_key="k"
+    )
+    nodes = [{"id": "in", "component": "io.chat_input"}]
+    edges = []
+    for i in range(499):
+        nodes.append(
+            {"id": f"m{i}", "component": "llm.openai_chat", "params": {"credential": credential.pk}}
+        )
+        edges.append(edge("in", "text", f"m{i}", "prompt"))
+    graph = {"nodes": nodes, "edges": edges}
+    started = time.monotonic()
+    with django_assert_max_num_queries(5):
+        assert validate_graph(graph, workspace_a) == []
+    assert time.monotonic() - started < 3
+    plan = build_plan(graph, workspace_a, build_objects=False)
+    assert plan.levels[0] == ["in"] and len(plan.levels[1]) == 499
