@@ -255,9 +255,7 @@ class EventSink:
         finishing = [(w, events, final) for w, events, final in batch if final is not None]
         with transaction.atomic():
             if live:
-                held = Q()
-                for writer, _events in live:
-                    held |= Q(pk=writer.run_id, lease_token=writer.lease_token)
+                held = _held_by([w for w, _events in live])
                 seqs = [
                     When(pk=w.run_id, then=Value(events[-1].seq if events else w.persisted_seq))
                     for w, events in live
@@ -331,27 +329,31 @@ class EventSink:
         self._loop.run_until_complete(send_all())
 
     def _heartbeat(self, writers: list[RunWriter]) -> None:
-        """Extend every live lease, notice lost leases and cancel requests."""
+        """Extend every live lease (one UPDATE), notice lost leases and cancel requests."""
         close_old_connections()  # here, not per batch: it costs a health-check round trip
-        lease = timezone.now() + timedelta(seconds=settings.FLOWDECK["RUN_LEASE_SECONDS"])
         live = [w for w in writers if not w.closed]
         if not live:
             return
+        lease = timezone.now() + timedelta(seconds=settings.FLOWDECK["RUN_LEASE_SECONDS"])
+        held = _held_by(live)
         with transaction.atomic():
-            for writer in live:
-                runs = Run.objects.filter(pk=writer.run_id, lease_token=writer.lease_token)
-                if not runs.update(lease_expires_at=lease):
-                    writer.fenced = True
-        cancelled = set(
-            Run.objects.filter(pk__in=[w.run_id for w in live], cancel_requested=True).values_list(
-                "pk", flat=True
-            )
-        )
+            Run.objects.filter(held).update(lease_expires_at=lease)
+            rows = dict(Run.objects.filter(held).values_list("pk", "cancel_requested"))
+        flags = {str(pk): cancel for pk, cancel in rows.items()}
         for writer in live:
-            if writer.fenced:
+            if writer.run_id not in flags:
+                writer.fenced = True
                 self._release(writer)
-            elif any(str(pk) == writer.run_id for pk in cancelled):
+            elif flags[writer.run_id]:
                 writer.cancel_requested = True
+
+
+def _held_by(writers: list[RunWriter]) -> Q:
+    """Rows of these runs whose lease is still held by these writers (fencing tokens)."""
+    held = Q()
+    for writer in writers:
+        held |= Q(pk=writer.run_id, lease_token=writer.lease_token)
+    return held
 
 
 _sink: EventSink | None = None
