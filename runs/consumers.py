@@ -30,6 +30,7 @@ from django.utils import timezone
 
 from accounts.models import ApiToken, Membership
 from accounts.tenancy import get_scoped, resolve_membership, scoped
+from audit import context as audit_context
 from flows.models import Flow
 from runs import selectors, services
 from runs.events import session_group
@@ -61,6 +62,7 @@ class ExecConsumer(AsyncJsonWebsocketConsumer):
     membership: Membership
 
     async def connect(self) -> None:
+        audit_context.from_scope(self.scope)  # IP and user agent for audit entries
         slug = self.scope["url_route"]["kwargs"]["slug"]
         membership = await self._authorise(slug)
         if membership is None:
@@ -239,6 +241,9 @@ class ExecConsumer(AsyncJsonWebsocketConsumer):
         follow = self.follows.get(run_id)
         if follow is None:
             follow = self.follows[run_id] = RunFollow(run_id, run.workspace_id, run.session_id, 0)
+            await database_sync_to_async(services.run_watched)(
+                workspace=self.workspace, acting=self.membership, run=run
+            )
         # Subscribe first, then read the log: nothing can fall between the two.
         if follow.group not in self.groups_joined:
             await self._join(follow.group)

@@ -342,9 +342,23 @@ def _end_run(run: Run, status: str, reason: str) -> Run:
     return run
 
 
+@transaction.atomic
 def run_replayed(*, workspace: Workspace, acting: Membership, run: Run) -> None:
-    """A member played a finished run back (read-only; recorded for the audit trail)."""
-    log.info("run replayed", extra={"run": str(run.pk), "user": acting.user_id})
+    """A member played a finished run back: nothing changes but the audit trail."""
+    record(action="run.replay", workspace=workspace, actor=acting.user, target=f"run:{run.pk}")
+
+
+@transaction.atomic
+def run_watched(*, workspace: Workspace, acting: Membership, run: Run) -> None:
+    """A member started following another member's run (audited; one's own is not)."""
+    if run.started_by_id != acting.user_id:
+        record(
+            action="run.watch",
+            workspace=workspace,
+            actor=acting.user,
+            target=f"run:{run.pk}",
+            after={"live": not run.is_finished},
+        )
 
 
 def reap_stale_runs() -> list[str]:

@@ -267,3 +267,23 @@ def test_rerun_from_an_unknown_node_is_refused(
     reply = asyncio.run(go())
     assert reply["event"] == "rejected" and reply["code"] == "invalid_node"
     assert Run.objects.count() == count
+
+
+def test_replay_and_watching_anothers_run_are_audited(
+    live_stack, workspace_a, bob_viewer, token_for, finished_demo_run
+):
+    from audit.models import AuditEntry
+
+    _replay(live_stack, token_for(workspace_a, bob_viewer), finished_demo_run, "instant")
+
+    async def watch():
+        ws, _ = await connect(live_stack.ws_url, "acme", token=token_for_bob)
+        await ws.send(json.dumps({"action": "resume", "run_id": finished_demo_run, "after_seq": 0}))
+        await collect_until_completed(ws, finished_demo_run, Received())
+        await ws.close()
+
+    token_for_bob = token_for(workspace_a, bob_viewer)
+    asyncio.run(watch())
+    entries = AuditEntry.objects.filter(target=f"run:{finished_demo_run}", actor=bob_viewer)
+    assert set(entries.values_list("action", flat=True)) == {"run.replay", "run.watch"}
+    assert all(e.workspace_id == workspace_a.pk and e.ip == "127.0.0.1" for e in entries)
