@@ -56,7 +56,7 @@ class RunDetailView(WorkspaceMixin, View):
             request,
             self.workspace,
             can_edit=False,
-            can_run=False,
+            can_run=self.membership.has_role(Role.EDITOR),  # re-run; viewers watch and replay
             mode="run",
             runId=str(run.pk),
             flowId=run.flow_id,

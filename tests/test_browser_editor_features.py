@@ -159,3 +159,74 @@ def test_cancel_stops_a_running_run(open_page, workspace_a, erin_editor):
     assert not page.locator(tid("cancel-button")).is_enabled()
     assert page.locator(tid("run-button")).is_enabled()
     assert editor.console_errors == []
+
+
+def finished_run(workspace, user, flow, timeout: float = 30) -> Run:
+    """Start a run of `flow` through the service and wait for the worker to finish it."""
+    import time
+
+    from runs.services import new_session_id, run_start
+
+    run = run_start(
+        workspace=workspace,
+        acting=Membership.objects.get(workspace=workspace, user=user),
+        session_id=new_session_id(),
+        flow=flow,
+        inputs={"input": "Hello?"},
+    )
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        run.refresh_from_db()
+        if run.is_finished:
+            return run
+        time.sleep(0.1)
+    raise AssertionError(f"run {run.pk} still {run.status}")
+
+
+def test_run_page_shows_a_finished_run_replays_it_and_editors_rerun_it(
+    open_page, workspace_a, erin_editor, bob_viewer
+):
+    flow = demo_flow(workspace_a, erin_editor, reply=REPLY, delay_ms=60)
+    run = finished_run(workspace_a, erin_editor, flow)
+    assert run.status == RunStatus.SUCCEEDED
+
+    # A viewer sees the finished run in the run view, complete.
+    viewer = open_page(bob_viewer)
+    page = viewer.page
+    viewer.goto(f"/w/acme/runs/{run.pk}/")
+    page.wait_for_selector(f"{tid('run-status')}[data-status='success']")
+    page.wait_for_selector(f"{tid('output-demo_1')}[data-complete='true']")
+    assert page.locator(tid("output-demo_1")).inner_text().strip() == REPLY
+    assert page.locator(tid("rerun-button")).count() == 0  # viewers replay, not run
+
+    # Replay at the original pace: the text starts over and grows back, event by event.
+    page.select_option("#replay-speed", "1")
+    page.click(tid("replay-button"))
+    page.wait_for_selector(f"{tid('replay-state')}:has-text('playing')")
+    lengths: list[int] = []
+    for _ in range(200):
+        output = page.locator(tid("output-demo_1"))
+        lengths.append(len(output.inner_text()) if output.count() else 0)
+        if page.locator(f"{tid('replay-state')}:has-text('finished')").count():
+            break
+        page.wait_for_timeout(20)
+    partial = [n for n in lengths if 0 < n < len(REPLY)]
+    assert len(set(partial)) >= 3, lengths
+    page.wait_for_selector(f"{tid('output-demo_1')}[data-complete='true']")
+    assert page.locator(tid("output-demo_1")).inner_text().strip() == REPLY
+    assert Run.objects.filter(workspace=workspace_a).count() == 1  # replay runs nothing
+    assert viewer.console_errors == []
+
+    # An editor re-runs it from the run page and watches the new run live.
+    editor = open_page(erin_editor)
+    editor.goto(f"/w/acme/runs/{run.pk}/")
+    editor.page.wait_for_selector(f"{tid('run-status')}[data-status='success']")
+    editor.page.click(tid("rerun-button"))
+    editor.page.wait_for_selector(tid("rerun-link"))
+    editor.page.wait_for_selector(f"{tid('run-status')}[data-status='success']")
+    rerun = Run.objects.get(rerun_of=run)
+    assert rerun.status == RunStatus.SUCCEEDED
+    editor.page.wait_for_selector(f"{tid('output-demo_1')}[data-complete='true']")
+    assert editor.page.locator(tid("output-demo_1")).inner_text().strip() == REPLY
+    assert str(rerun.pk) in editor.page.locator(tid("rerun-link")).get_attribute("href")
+    assert editor.console_errors == []

@@ -225,6 +225,8 @@ def test_run_page_shows_the_run_in_the_run_view(client_for, workspace_a, erin_ed
     assert config["mode"] == "run" and config["runId"] == str(run.pk)
     assert config["graph"] == GRAPH and config["version"] == 2
     assert config["canRun"] is False and config["canEdit"] is False
+    editor_config = island_config(client_for(erin_editor).get(f"/w/acme/runs/{run.pk}/"))
+    assert editor_config["canRun"] is True  # editors may re-run from the run page
 
 
 def test_runs_of_another_workspace_are_404(

@@ -562,10 +562,11 @@ function Editor({ config }: EditorProps) {
                       run={run}
                       nodes={graph.nodes}
                       catalog={catalog}
-                      canRun={config.canRun && !watchOnly}
+                      canRun={config.canRun}
                       onRun={startRun}
                       runLink={config.runUrlTemplate}
                       watchOnly={watchOnly}
+                      watchedRunId={config.runId}
                     />
                   </div>
                   {tab === "versions" && config.flowId && (

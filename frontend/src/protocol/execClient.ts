@@ -65,6 +65,14 @@ export class ExecClient {
   private timer: ReturnType<typeof setTimeout> | null = null;
   private stopped = false;
   private outbox: string[] = [];
+  private replayListeners = new Set<(event: RunEvent) => void>();
+  private replaying: {
+    runId: string;
+    speed: number | "instant";
+    id: number | null;
+    lastSeq: number;
+    finished: boolean;
+  } | null = null;
   state: ConnectionState = "closed";
 
   constructor(private readonly options: ExecClientOptions) {
@@ -125,6 +133,38 @@ export class ExecClient {
     const frame = request.graph
       ? { ...request.graph, flow: request.flow, inputs: request.inputs }
       : { action: "run", flow: request.flow, version: request.version, inputs: request.inputs };
+    return this.start(frame);
+  }
+
+  /** Run a finished run again (same version and inputs), optionally from one node onwards. */
+  rerun(runId: string, fromNode?: string): Promise<string> {
+    return this.start({ action: "rerun", run_id: runId, ...(fromNode ? { from_node: fromNode } : {}) });
+  }
+
+  /**
+   * Play a finished run back from its log (`speed`: 0.1-100 or "instant"). Replayed events
+   * go to onReplay listeners, never to the live ones, so they cannot be taken for duplicates.
+   * A dropped connection continues the replay from the last event held.
+   */
+  replay(runId: string, speed: number | "instant" = 1): void {
+    this.replaying = { runId, speed, id: null, lastSeq: 0, finished: false };
+    this.send({ action: "replay", run_id: runId, speed, from_seq: 0 });
+  }
+
+  replayPause(): void {
+    if (this.replaying) this.send({ action: "replay_pause" });
+  }
+
+  replayPlay(): void {
+    if (this.replaying) this.send({ action: "replay_play" });
+  }
+
+  onReplay(listener: (event: RunEvent) => void): () => void {
+    this.replayListeners.add(listener);
+    return () => this.replayListeners.delete(listener);
+  }
+
+  private start(frame: Record<string, unknown>): Promise<string> {
     return new Promise<string>((resolve, reject) => {
       this.pending.push({ resolve, reject });
       this.send(frame);
@@ -173,6 +213,12 @@ export class ExecClient {
         if (!follow.finished) {
           socket.send(JSON.stringify({ action: "resume", run_id: runId, after_seq: follow.lastSeq }));
         }
+      }
+      const r = this.replaying;
+      if (r && !r.finished) {
+        r.id = null; // the old replay ended with its connection: ask for the rest
+        socket.send(JSON.stringify({ action: "replay", run_id: r.runId, speed: r.speed, from_seq: r.lastSeq }));
+        this.outbox = this.outbox.filter((text) => !text.includes('"action":"replay'));
       }
       const outbox = this.outbox;
       this.outbox = [];
@@ -236,6 +282,10 @@ export class ExecClient {
       for (const listener of this.rejectionListeners) listener(rejection);
       return;
     }
+    if (kind === "replay_started" || kind === "replay_finished" || frame.replay !== undefined) {
+      this.handleReplay(frame);
+      return;
+    }
     if (typeof frame.seq !== "number" || typeof frame.run_id !== "string") return;
     const event = frame as unknown as RunEvent;
     let follow = this.follows.get(event.run_id);
@@ -254,6 +304,22 @@ export class ExecClient {
     follow.lastSeq = event.seq;
     if (event.event === "completed") follow.finished = true;
     for (const listener of this.eventListeners) listener(event);
+  }
+
+  private handleReplay(frame: Record<string, unknown>): void {
+    const r = this.replaying;
+    if (!r || frame.run_id !== r.runId) return;
+    if (frame.event === "replay_started") {
+      r.id = Number(frame.replay);
+    } else if (r.id === null || Number(frame.replay) !== r.id) {
+      return; // a replay this client no longer follows
+    }
+    if (frame.event === "replay_finished") r.finished = true;
+    if (typeof frame.seq === "number") {
+      if (frame.seq <= r.lastSeq) return;
+      r.lastSeq = frame.seq;
+    }
+    for (const listener of this.replayListeners) listener(frame as unknown as RunEvent);
   }
 
   private setState(state: ConnectionState): void {

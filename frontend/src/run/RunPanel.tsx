@@ -16,8 +16,10 @@ export function RunPanel({
   onRun,
   runLink,
   watchOnly,
+  watchedRunId = null,
 }: {
   run: RunControls;
+  watchedRunId?: string | null;
   nodes: GraphNode[];
   catalog: Map<string, Component>;
   canRun: boolean;
@@ -80,6 +82,15 @@ export function RunPanel({
           </div>
           {!canRun && <p className="muted">Viewers can watch runs but not start them.</p>}
         </form>
+      )}
+      {watchOnly && (
+        <WatchControls
+          run={run}
+          runId={watchedRunId}
+          nodeIds={nodes.map((n) => n.id)}
+          canRun={canRun}
+          runLink={runLink}
+        />
       )}
       {rejection && (
         <div className="run-rejected error" role="alert" data-testid="run-rejected">
@@ -175,5 +186,79 @@ export function RunPanel({
         </section>
       )}
     </section>
+  );
+}
+
+/** On the run page: replay the finished run from its log, or run it again. */
+function WatchControls({
+  run,
+  runId,
+  nodeIds,
+  canRun,
+  runLink,
+}: {
+  run: RunControls;
+  runId: string | null;
+  nodeIds: string[];
+  canRun: boolean;
+  runLink: string | null;
+}) {
+  const [speed, setSpeed] = useState("4");
+  const [rerunId, setRerunId] = useState<string | null>(null);
+  const s = run.snapshot;
+  const finished = s.status === "success" || s.status === "error" || s.status === "cancelled";
+  const replaying = run.replayState === "playing" || run.replayState === "paused";
+  const source = runId;
+  if (!source) return null;
+  return (
+    <div className="watch-controls" aria-label="Replay">
+      <label className="inline-label" htmlFor="replay-speed">
+        Speed
+      </label>
+      <select id="replay-speed" value={speed} onChange={(e) => setSpeed(e.target.value)}>
+        <option value="1">1×</option>
+        <option value="4">4×</option>
+        <option value="instant">instant</option>
+      </select>
+      <button
+        type="button"
+        className="secondary"
+        data-testid="replay-button"
+        disabled={(!finished && !replaying) || rerunId !== null}
+        onClick={() => run.replay(source, speed === "instant" ? "instant" : Number(speed), nodeIds)}
+      >
+        Replay
+      </button>
+      {replaying && (
+        <button
+          type="button"
+          className="secondary"
+          data-testid="replay-pause"
+          onClick={run.replayState === "playing" ? run.replayPause : run.replayPlay}
+        >
+          {run.replayState === "playing" ? "Pause" : "Play"}
+        </button>
+      )}
+      {canRun && (
+        <button
+          type="button"
+          data-testid="rerun-button"
+          disabled={!finished || replaying}
+          onClick={async () => setRerunId(await run.rerun(source, nodeIds))}
+        >
+          Re-run
+        </button>
+      )}
+      {run.replayState !== "idle" && (
+        <span className="muted" data-testid="replay-state">
+          replay {run.replayState}
+        </span>
+      )}
+      {rerunId && runLink && (
+        <a href={runLink.replace("RUN_ID", rerunId)} data-testid="rerun-link">
+          the new run
+        </a>
+      )}
+    </div>
   );
 }

@@ -10,6 +10,11 @@ export type RunControls = {
   start: (request: Parameters<ExecClient["run"]>[0], nodeIds: string[]) => Promise<string | null>;
   watch: (runId: string, nodeIds: string[]) => void;
   cancel: () => void;
+  rerun: (runId: string, nodeIds: string[]) => Promise<string | null>;
+  replay: (runId: string, speed: number | "instant", nodeIds: string[]) => void;
+  replayPause: () => void;
+  replayPlay: () => void;
+  replayState: "idle" | "playing" | "paused" | "finished";
   client: ExecClient;
 };
 
@@ -23,9 +28,15 @@ export function useRun(wsPath: string): RunControls {
   const [connection, setConnection] = useState<ConnectionState>("closed");
   const [attempt, setAttempt] = useState(0);
   const [rejection, setRejection] = useState<Rejection | null>(null);
+  const [replayState, setReplayState] = useState<RunControls["replayState"]>("idle");
 
   useEffect(() => {
     const offEvent = client.onEvent((event) => store.apply(event));
+    const offReplay = client.onReplay((event) => {
+      if (event.event === "replay_started") return;
+      if (event.event === "replay_finished") setReplayState("finished");
+      else store.apply(event);
+    });
     const offState = client.onState((state, info) => {
       setConnection(state);
       setAttempt(info.attempt);
@@ -34,6 +45,7 @@ export function useRun(wsPath: string): RunControls {
     (window as unknown as { flowdeck?: unknown }).flowdeck = { client, store };
     return () => {
       offEvent();
+      offReplay();
       offState();
       client.close();
     };
@@ -66,10 +78,66 @@ export function useRun(wsPath: string): RunControls {
     [client, store],
   );
 
+  const rerun = useCallback(
+    async (runId: string, nodeIds: string[]) => {
+      setRejection(null);
+      setReplayState("idle");
+      store.reset(null, "starting", nodeIds);
+      try {
+        const newRunId = await client.rerun(runId);
+        store.reset(newRunId, "running", nodeIds);
+        return newRunId;
+      } catch (err) {
+        store.setStatus("idle");
+        setRejection(
+          err instanceof RunRejected ? err.rejection : { code: "failed", message: (err as Error).message },
+        );
+        return null;
+      }
+    },
+    [client, store],
+  );
+
+  const replay = useCallback(
+    (runId: string, speed: number | "instant", nodeIds: string[]) => {
+      setRejection(null);
+      store.reset(runId, "running", nodeIds);
+      setReplayState("playing");
+      client.replay(runId, speed);
+    },
+    [client, store],
+  );
+
+  const replayPause = useCallback(() => {
+    client.replayPause();
+    setReplayState("paused");
+  }, [client]);
+
+  const replayPlay = useCallback(() => {
+    client.replayPlay();
+    setReplayState("playing");
+  }, [client]);
+
+  useEffect(() => client.onRejected((r) => setRejection(r)), [client]);
+
   const cancel = useCallback(() => {
     const runId = store.getSnapshot().runId;
     if (runId) client.cancel(runId);
   }, [client, store]);
 
-  return { snapshot, connection, attempt, rejection, start, watch, cancel, client };
+  return {
+    snapshot,
+    connection,
+    attempt,
+    rejection,
+    start,
+    watch,
+    cancel,
+    rerun,
+    replay,
+    replayPause,
+    replayPlay,
+    replayState,
+    client,
+  };
 }
