@@ -24,3 +24,16 @@ def favour_io_threads(**_: object) -> None:
     by default, so a thread woken by its socket can wait that long per hand-over. A shorter
     interval keeps token latency low when dozens of runs stream at once."""
     sys.setswitchinterval(float(os.environ.get("FLOWDECK_WORKER_SWITCH_INTERVAL_MS", "1")) / 1000)
+
+
+@worker_ready.connect
+def warm_up_model_clients(**_: object) -> None:
+    """Import the provider clients once at start-up, not inside the first run's first
+    token: langchain-openai/-anthropic/-ollama take seconds to import on a busy machine."""
+    import importlib
+
+    for module in ("langchain_openai", "langchain_anthropic", "langchain_ollama"):
+        try:
+            importlib.import_module(module)
+        except ImportError:  # an optional provider that is not installed
+            log.info("provider client %s not installed", module)
