@@ -91,7 +91,10 @@ class AuditLogView(WorkspaceMixin, View):
         before = _positive_int(request.GET.get("before"))
         if before is not None:
             entries = entries.filter(seq__lt=before)
-        page = list(entries.select_related(None)[: PAGE_SIZE + 1])
+        page = list(entries[: PAGE_SIZE + 1])
+        for entry in page:  # readable JSON, not Python reprs
+            entry.before_text = _compact(entry.before)  # type: ignore[attr-defined]
+            entry.after_text = _compact(entry.after)  # type: ignore[attr-defined]
         query = request.GET.copy()
         query.pop("before", None)
         context.update(
@@ -136,6 +139,10 @@ class AuditExportView(WorkspaceMixin, View):
             f'attachment; filename="audit-{self.workspace.slug}-{stamp}.{fmt}"'
         )
         return response
+
+
+def _compact(value: Any) -> str:
+    return "" if value is None else json.dumps(value, sort_keys=True, ensure_ascii=False)
 
 
 def _positive_int(value: str | None) -> int | None:

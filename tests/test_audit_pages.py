@@ -50,6 +50,7 @@ def test_owners_and_admins_see_their_workspaces_entries_only(request, who, trail
     assert page.status_code == 200
     html = page.content.decode()
     assert "acme-visible-flow" in html and "flow.create" in html
+    assert "{&quot;name&quot;: &quot;acme-visible-flow&quot;}" in html  # JSON, not a repr
     assert "bravo-secret-flow" not in html
 
     rows = _jsonl(client.get("/w/acme/audit/export?format=jsonl"))
