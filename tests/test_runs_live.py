@@ -400,3 +400,48 @@ def test_seed_snippet_client_just_works(live_stack, workspace_a, erin_editor, to
     run = Run.objects.get(pk=run_id)
     assert run.flow_version.is_draft and run.status == RunStatus.SUCCEEDED
     assert stored_log(run_id)[-1]["status"] == "success"
+
+
+def test_a_browser_socket_is_closed_within_seconds_of_signing_out(
+    live_stack, workspace_a, erin_editor
+):
+    import httpx
+
+    from tests.conftest import PASSWORD
+
+    base = live_stack.http_url
+    with httpx.Client(base_url=base) as browser:
+        browser.get("/accounts/login/")
+        response = browser.post(
+            "/accounts/login/",
+            data={
+                "username": erin_editor.email,
+                "password": PASSWORD,
+                "csrfmiddlewaretoken": browser.cookies["csrftoken"],
+            },
+            headers={"Referer": f"{base}/accounts/login/"},
+        )
+        assert response.status_code == 302
+        cookie = "; ".join(f"{k}={v}" for k, v in browser.cookies.items())
+
+        async def scenario() -> tuple[int, float]:
+            ws = await websockets.connect(
+                f"{live_stack.ws_url}/ws/w/acme/exec",
+                additional_headers={"Cookie": cookie},
+                origin=base,
+            )
+            assert (await next_message(ws))["event"] == "session"
+            logout = await asyncio.to_thread(
+                browser.post,
+                "/accounts/logout/",
+                data={"csrfmiddlewaretoken": browser.cookies["csrftoken"]},
+                headers={"Referer": f"{base}/w/acme/"},
+            )
+            assert logout.status_code == 302
+            started = time.monotonic()
+            with pytest.raises(websockets.exceptions.ConnectionClosed) as info:
+                await next_message(ws, 10)
+            return info.value.rcvd.code, time.monotonic() - started
+
+        code, took = _run_async(scenario())
+    assert code == 4401 and took < 5
