@@ -230,3 +230,31 @@ def test_run_page_shows_a_finished_run_replays_it_and_editors_rerun_it(
     assert editor.page.locator(tid("output-demo_1")).inner_text().strip() == REPLY
     assert str(rerun.pk) in editor.page.locator(tid("rerun-link")).get_attribute("href")
     assert editor.console_errors == []
+
+
+def test_running_an_unsaved_draft_runs_exactly_the_canvas_and_keeps_it_as_a_draft_version(
+    open_page, workspace_a, erin_editor
+):
+    flow = demo_flow(workspace_a, erin_editor, reply="saved reply", delay_ms=0)
+    editor = open_page(erin_editor)
+    page = editor.page
+    editor.goto(f"/w/acme/flows/{flow.pk}/")
+    page.locator(tid("node-demo_1")).click()
+    page.fill("[data-param=reply]", "draft reply")
+    page.wait_for_selector(tid("unsaved"))
+
+    page.click(tid("tab-run"))
+    page.fill(tid("run-input-chat_input_1"), "Hello?")
+    page.click(tid("run-button"))
+    page.wait_for_selector(f"{tid('run-status')}[data-status='success']")
+    page.wait_for_selector(f"{tid('output-demo_1')}[data-complete='true']")
+    assert page.locator(tid("output-demo_1")).inner_text().strip() == "draft reply"
+
+    run = latest_run(workspace_a)
+    assert run.flow_id == flow.pk and run.flow_version.is_draft
+    assert run.flow_version.graph["nodes"][1]["params"]["reply"] == "draft reply"
+    assert page.locator(tid("unsaved")).is_visible()  # a draft run is not a save
+    page.click(tid("tab-versions"))
+    page.wait_for_selector(tid(f"version-{run.flow_version.number}"))
+    assert "draft" in page.locator(tid(f"version-{run.flow_version.number}")).inner_text()
+    assert editor.console_errors == []

@@ -400,10 +400,17 @@ function Editor({ config }: EditorProps) {
       if (!dirty && version !== null && config.flowId) {
         void run.start({ flow: config.flowId, version, inputs }, ids);
       } else {
-        void run.start({ flow: config.flowId ?? undefined, graph, inputs }, ids);
+        void run.start({ flow: config.flowId ?? undefined, graph, inputs }, ids).then((runId) => {
+          // The draft that ran is now a (draft) version: show it in the history.
+          if (!runId || !config.flowId) return;
+          api
+            .get<VersionInfo[]>(`flows/${config.flowId}/versions`)
+            .then((list) => Array.isArray(list) && setVersions(list))
+            .catch(() => undefined);
+        });
       }
     },
-    [config.flowId, dirty, graph, run, version],
+    [api, config.flowId, dirty, graph, run, version],
   );
 
   useEffect(() => {
