@@ -11,6 +11,7 @@ from flows.models import FlowVersion
 from runs.models import Run, RunStatus
 from tests.browser import (  # noqa: F401 (fixtures)
     REPLY,
+    SCREENSHOTS,
     browser_fixture,
     demo_flow,
     latest_run,
@@ -229,6 +230,17 @@ def test_run_page_shows_a_finished_run_replays_it_and_editors_rerun_it(
     editor.page.wait_for_selector(f"{tid('output-demo_1')}[data-complete='true']")
     assert editor.page.locator(tid("output-demo_1")).inner_text().strip() == REPLY
     assert str(rerun.pk) in editor.page.locator(tid("rerun-link")).get_attribute("href")
+    editor.page.screenshot(path=str(SCREENSHOTS / "run-page-rerun.png"))
+
+    # The lists around it: both runs with who and which version; the flow's last run.
+    editor.goto("/w/acme/runs/")
+    rows = editor.page.locator("tr[data-run]")
+    assert rows.count() == 2
+    assert "erin@example.com" in rows.first.inner_text() and "v1" in rows.first.inner_text()
+    editor.page.screenshot(path=str(SCREENSHOTS / "runs-list.png"))
+    editor.goto("/w/acme/flows/")
+    assert "succeeded" in editor.page.locator(f"tr[data-flow='{flow.pk}']").inner_text()
+    editor.page.screenshot(path=str(SCREENSHOTS / "flow-list.png"))
     assert editor.console_errors == []
 
 
