@@ -71,6 +71,9 @@ class Command(BaseCommand):
         parser.add_argument("--out", default=str(Path(settings.BASE_DIR) / "bench-results"))
         parser.add_argument("--sizes", default=",".join(str(s) for s in SIZES))
         parser.add_argument("--keep", action="store_true", help="keep the bench workspace")
+        parser.add_argument(
+            "--workers", type=int, default=1, help="Celery worker processes (threads pool each)"
+        )
 
     def handle(self, *args: Any, **opts: Any) -> None:
         from subprocess import DEVNULL, Popen
@@ -100,50 +103,38 @@ class Command(BaseCommand):
         http_port = free_port()
         log_dir = Path(opts["out"])
         log_dir.mkdir(parents=True, exist_ok=True)
-        logs = [open(log_dir / f"{n}.log", "wb") for n in ("daphne", "worker")]  # noqa: SIM115
+        workers = opts["workers"]
+        names = ["daphne", *(f"worker{i}" for i in range(workers))]
+        logs = [open(log_dir / f"{n}.log", "wb") for n in names]  # noqa: SIM115
+        daphne = [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(http_port)]
         procs.append(
-            Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "daphne",
-                    "-b",
-                    "127.0.0.1",
-                    "-p",
-                    str(http_port),
-                    "config.asgi:application",
-                ],
-                env=env,
-                stdout=logs[0],
-                stderr=logs[0],
-            )
+            Popen([*daphne, "config.asgi:application"], env=env, stdout=logs[0], stderr=logs[0])
         )
-        procs.append(
-            Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "celery",
-                    "-A",
-                    "config",
-                    "worker",
-                    "--pool",
-                    "threads",
-                    "--concurrency",
-                    str(max(64, opts["concurrent"] + 8)),
-                    "--loglevel",
-                    "WARNING",
-                    "--without-gossip",
-                    "--without-mingle",
-                ],
-                env=env,
-                stdout=logs[1],
-                stderr=logs[1],
+        threads = max(32, opts["concurrent"] // workers + 8)
+        for i in range(workers):
+            worker = [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "config",
+                "worker",
+                "-n",
+                f"bench{i}@%h",
+            ]
+            options = ["--pool", "threads", "--concurrency", str(threads), "--loglevel", "WARNING"]
+            procs.append(
+                Popen(
+                    [*worker, *options, "--without-gossip", "--without-mingle"],
+                    env=env,
+                    stdout=logs[i + 1],
+                    stderr=logs[i + 1],
+                )
             )
-        )
         fixture = None
         try:
-            wait_for_port("127.0.0.1", http_port, 60, procs[-2])
+            wait_for_port("127.0.0.1", http_port, 60, procs[-1 - workers])
+            time.sleep(3)  # let the workers connect to the broker
             fixture = BenchFixture.create()
             result = asyncio.run(
                 run_benchmarks(
@@ -166,6 +157,7 @@ class Command(BaseCommand):
             if fixture is not None and not opts["keep"]:
                 fixture.delete()
         result["database"] = connection.vendor
+        result["workers"] = workers
         self.print_table(result)
         path = log_dir / "bench_stream.json"
         path.write_text(json.dumps(result, indent=2))
@@ -173,7 +165,10 @@ class Command(BaseCommand):
 
     def print_table(self, result: dict[str, Any]) -> None:
         w = self.stdout.write
-        w(f"\nbench_stream — database: {result['database']}, medians of {result['repeat']} runs\n")
+        w(
+            f"\nbench_stream — database: {result['database']}, {result['workers']} worker "
+            f"process(es), medians of {result['repeat']} runs\n"
+        )
         w(
             f"{'N':>7} | {'raw TTFT ms':>11} | {'pipe TTFT ms':>12} | {'overhead ms':>11} | "
             f"{'raw tok/s':>10} | {'pipe tok/s':>10} | {'ratio':>6} | {'rows/1k tok':>11}"
