@@ -270,3 +270,52 @@ def test_running_an_unsaved_draft_runs_exactly_the_canvas_and_keeps_it_as_a_draf
     page.wait_for_selector(tid(f"version-{run.flow_version.number}"))
     assert "draft" in page.locator(tid(f"version-{run.flow_version.number}")).inner_text()
     assert editor.console_errors == []
+
+
+def test_a_failing_node_shows_its_error_where_it_happened(open_page, workspace_a, erin_editor):
+    from flows.services import flow_create
+
+    def node(node_id: str, component: str, x: int) -> dict:
+        return {"id": node_id, "component": component, "params": {}, "position": {"x": x, "y": 0}}
+
+    graph = {
+        "nodes": [
+            node("chat_input_1", "io.chat_input", 0),
+            node("json_1", "parser.json", 260),
+            node("text_output_1", "io.text_output", 520),
+        ],
+        "edges": [
+            {
+                "source": "chat_input_1",
+                "source_port": "text",
+                "target": "json_1",
+                "target_port": "text",
+            },
+            {
+                "source": "json_1",
+                "source_port": "json",
+                "target": "text_output_1",
+                "target_port": "text",
+            },
+        ],
+    }
+    flow = flow_create(
+        workspace=workspace_a,
+        acting=Membership.objects.get(workspace=workspace_a, user=erin_editor),
+        name="Parse",
+        graph=graph,
+    )
+    editor = open_page(erin_editor)
+    page = editor.page
+    editor.goto(f"/w/acme/flows/{flow.pk}/")
+    page.click(tid("tab-run"))
+    page.fill(tid("run-input-chat_input_1"), "this is not JSON")
+    page.click(tid("run-button"))
+    page.wait_for_selector(f"{tid('run-status')}[data-status='error']")
+    assert page.locator(tid("node-status-json_1")).inner_text().startswith("error")
+    assert "not valid JSON" in page.locator(tid("node-json_1")).inner_text()
+    assert "not valid JSON" in page.locator("section[aria-label='Errors']").inner_text()
+    assert page.locator(tid("node-chat_input_1")).get_attribute("data-status") == "done"
+    assert page.locator(tid("node-text_output_1")).get_attribute("data-status") != "done"
+    assert latest_run(workspace_a).status == RunStatus.FAILED
+    assert editor.console_errors == []
