@@ -167,7 +167,7 @@ class RunAdmin(admin.ModelAdmin):
 
     def export_view(self, request: HttpRequest, run_id: uuid.UUID) -> HttpResponse:
         run = load_run_for_export(self._run(request, run_id))
-        record_export(action="admin.export", run=run, actor=request.user, request=request)  # type: ignore[arg-type]
+        record_export(action="admin.export", run=run, actor=request.user)  # type: ignore[arg-type]
         return export_response(request, run)
 
     def compare_view(

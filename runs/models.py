@@ -93,6 +93,17 @@ class Run(models.Model):
         return None
 
 
+# The events that shape a run's timeline (see RunEvent's partial index).
+LIFECYCLE_EVENTS = (
+    "run_started",
+    "node_started",
+    "node_finished",
+    "error",
+    "on_tool_call",
+    "completed",
+)
+
+
 class RunEvent(models.Model):
     """One event of a run, numbered 1..N without gaps. Never updated or deleted."""
 
@@ -107,6 +118,18 @@ class RunEvent(models.Model):
     class Meta:
         ordering = ["run", "seq"]
         constraints = [models.UniqueConstraint(fields=["run", "seq"], name="runevent_run_seq")]
+        indexes = [
+            # Partial: only the few lifecycle rows of a run (never its tokens), so the admin
+            # timeline and run comparisons read a handful of index entries, not the whole
+            # log, and token inserts pay nothing for it. Queries must repeat the condition.
+            # (run, event) narrows it further; node_id and ts make the timeline aggregate
+            # index-only.
+            models.Index(
+                fields=["run", "event", "node_id", "ts"],
+                name="runevent_lifecycle",
+                condition=models.Q(event__in=LIFECYCLE_EVENTS),
+            )
+        ]
 
     def __str__(self) -> str:
         return f"{self.run_id}#{self.seq} {self.event}"

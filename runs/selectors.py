@@ -6,11 +6,12 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from django.db.models import Count, Max, Min, QuerySet
+from django.db.models import BooleanField, Count, Max, Min, QuerySet
+from django.db.models.expressions import RawSQL
 
 from accounts.models import Workspace
 from accounts.tenancy import scoped
-from runs.models import Run, RunEvent
+from runs.models import LIFECYCLE_EVENTS, Run, RunEvent
 
 EVENT_PAGE = 1000
 
@@ -71,8 +72,22 @@ def node_outcomes(run: Run) -> dict[str, dict]:
 
 # --- Review: the admin run page, its timeline, and comparing a re-run with its original ---
 
-TIMELINE_EVENTS = ("node_started", "node_finished", "error", "on_tool_call")
 MAX_TOOL_MARKS = 500
+
+
+# RunEvent's partial index condition as literal SQL. A planner (SQLite's above all) uses a
+# partial index only when the query repeats its condition with the same constants, which a
+# parameterised `event__in` does not. The constants are ours, never user input.
+_LIFECYCLE_CONDITION = RawSQL(  # noqa: S611
+    '"runs_runevent"."event" IN (' + ", ".join(f"'{e}'" for e in LIFECYCLE_EVENTS) + ")",
+    [],
+    output_field=BooleanField(),
+)
+
+
+def _lifecycle(events: QuerySet[RunEvent]) -> QuerySet[RunEvent]:
+    """Only the lifecycle rows, read through the partial index."""
+    return events.filter(_LIFECYCLE_CONDITION)
 
 
 @dataclass(frozen=True)
@@ -114,9 +129,11 @@ def run_timeline(run: Run) -> Timeline:
     100,000 token events costs one grouped scan, not 100,000 rows in Python. Tool-call marks
     are individual rows, capped at MAX_TOOL_MARKS.
     """
+    # By run alone: `run` is a row already fetched through its workspace, and a second
+    # (workspace) condition would lure SQLite's planner onto the workspace index.
+    lifecycle = _lifecycle(RunEvent.objects.filter(run=run))
     rows = list(
-        RunEvent.objects.filter(workspace_id=run.workspace_id, run=run)
-        .values("node_id", "event")
+        lifecycle.values("node_id", "event")
         .annotate(first=Min("ts"), last=Max("ts"), n=Count("id"))
         .order_by()
     )
@@ -147,9 +164,10 @@ def run_timeline(run: Run) -> Timeline:
             )
         )
     spans.sort(key=lambda s: (s.start, s.node_id))
-    tool_rows = list(
-        RunEvent.objects.filter(workspace_id=run.workspace_id, run=run, event="on_tool_call")
-        .order_by("seq")
+    # In the partial index's own order (no sort over the run's whole log), then by seq.
+    tool_rows = sorted(
+        lifecycle.filter(event="on_tool_call")
+        .order_by("node_id", "ts")
         .values_list("seq", "node_id", "ts", "payload")[: MAX_TOOL_MARKS + 1]
     )
     marks = [
@@ -177,11 +195,9 @@ class EventPage:
 def run_event_page(run: Run, *, after: int = 0, size: int = 100) -> EventPage:
     """One page of a run's log by keyset (seq > after) — one indexed range read, no COUNT."""
     after = max(0, after)
-    rows = list(
-        RunEvent.objects.filter(workspace_id=run.workspace_id, run=run, seq__gt=after).order_by(
-            "seq"
-        )[: size + 1]
-    )
+    # By run alone (an already scoped row): the (run, seq) unique index is then the only
+    # sensible plan, even before the planner has statistics for a freshly loaded log.
+    rows = list(RunEvent.objects.filter(run=run, seq__gt=after).order_by("seq")[: size + 1])
     events = rows[:size]
     next_after = events[-1].seq if len(rows) > size else None
     # seq has no gaps (DESIGN.md), so the previous page starts `size` earlier.
@@ -246,11 +262,12 @@ def compare_runs(workspace: Workspace, run_a: Run, run_b: Run) -> list[NodeCompa
     rows = (
         scoped(RunEvent, workspace)
         .filter(run_id__in=[run_a.pk, run_b.pk], event__in=NODE_RESULT_EVENTS)
-        .order_by("run_id", "seq")
-        .values_list("run_id", "event", "node_id", "payload")[:MAX_RESULT_EVENTS]
+        .filter(_LIFECYCLE_CONDITION)
+        .order_by("run_id", "event", "node_id", "ts")  # the partial index's order: no sort
+        .values_list("run_id", "seq", "event", "node_id", "payload")[:MAX_RESULT_EVENTS]
     )
     per_run: dict[Any, list[tuple[str, str, dict]]] = {run_a.pk: [], run_b.pk: []}
-    for run_id, event, node_id, payload in rows:
+    for run_id, _seq, event, node_id, payload in sorted(rows, key=lambda r: (str(r[0]), r[1])):
         per_run[run_id].append((event, node_id, payload))
     results_a = _node_results(per_run[run_a.pk])
     results_b = _node_results(per_run[run_b.pk])

@@ -212,7 +212,9 @@ def test_admin_compare_refuses_runs_of_two_workspaces(
     assert staff_client.get(url).status_code == 404
 
 
-def test_staff_export_from_the_admin_is_the_stored_log(staff_client, workspace_b, mallory_owner):
+def test_staff_export_from_the_admin_is_the_stored_log(
+    staff, staff_client, workspace_b, mallory_owner
+):
     run = make_run(workspace_b, mallory_owner, tool_calls=2)
     response = staff_client.get(reverse("admin:runs_run_export", args=[run.pk]))
     assert response.status_code == 200
@@ -220,6 +222,11 @@ def test_staff_export_from_the_admin_is_the_stored_log(staff_client, workspace_b
     assert lines[0]["run"]["id"] == str(run.pk)
     stored = [e.as_message() for e in RunEvent.objects.filter(run=run).order_by("seq")]
     assert lines[2:] == stored
+    from audit.models import AuditEntry
+
+    entry = AuditEntry.objects.get(action="admin.export")
+    assert entry.actor_id == staff.pk and entry.workspace_id == run.workspace_id
+    assert entry.target == f"run:{run.pk}"
 
 
 # --- flows, versions, credentials, whitelist ---------------------------------------------

@@ -73,7 +73,9 @@ def test_export_reads_the_log_in_keyset_pages(workspace_a, alice_owner):
     run = make_run(workspace_a, alice_owner, tokens=2 * EXPORT_PAGE + 300)
     assert run.last_seq > 2 * EXPORT_PAGE
     with CaptureQueriesContext(connection) as queries:
-        lines = list(export_lines(Run.objects.get(pk=run.pk)))
+        chunks = list(export_lines(Run.objects.get(pk=run.pk)))
+    lines = "".join(chunks).splitlines()
+    assert len(chunks) == 1 + 3  # header + graph, then one chunk per page
     event_reads = [q["sql"] for q in queries.captured_queries if "runs_runevent" in q["sql"]]
     assert len(event_reads) == 3  # ceil(last_seq / page): never one query for it all
     assert all(f"LIMIT {EXPORT_PAGE}" in sql for sql in event_reads)
@@ -129,13 +131,43 @@ def test_anonymous_is_sent_to_login(client_for, workspace_a, alice_owner):
 @pytest.mark.django_db(transaction=True)
 async def test_under_asgi_the_export_streams_from_an_async_iterator(workspace_a, alice_owner):
     from asgiref.sync import sync_to_async
+    from django.db import connections
 
-    run = await sync_to_async(make_run)(workspace_a, alice_owner, tokens=EXPORT_PAGE + 10)
-    client = AsyncClient()
-    await client.aforce_login(alice_owner, backend="django.contrib.auth.backends.ModelBackend")
-    response = await client.get(export_url(workspace_a, run))
-    assert response.status_code == 200
-    assert response.is_async  # served without reading the whole file into memory first
-    chunks = [chunk async for chunk in response.streaming_content]
-    lines = [json.loads(line) for line in b"".join(chunks).splitlines()]
-    assert lines[2:] == await sync_to_async(stored_log)(run)
+    try:
+        run = await sync_to_async(make_run)(workspace_a, alice_owner, tokens=EXPORT_PAGE + 10)
+        client = AsyncClient()
+        await client.aforce_login(alice_owner, backend="django.contrib.auth.backends.ModelBackend")
+        response = await client.get(export_url(workspace_a, run))
+        assert response.status_code == 200
+        assert response.is_async  # served without reading the whole file into memory first
+        chunks = [chunk async for chunk in response.streaming_content]
+        lines = [json.loads(line) for line in b"".join(chunks).splitlines()]
+        assert lines[2:] == await sync_to_async(stored_log)(run)
+    finally:
+        # The ORM ran in asgiref's worker thread: close its connection there, or it
+        # outlives the test database.
+        await sync_to_async(connections.close_all)()
+
+
+def test_an_export_is_audited_with_who_and_which_run(
+    client_for, workspace_a, alice_owner, bob_viewer
+):
+    from audit.models import AuditEntry
+
+    run = make_run(workspace_a, alice_owner)
+    response = client_for(bob_viewer).get(export_url(workspace_a, run), HTTP_USER_AGENT="jq/1.7")
+    b"".join(response.streaming_content)
+    entry = AuditEntry.objects.filter(action="run.export").get()
+    assert entry.workspace_id == workspace_a.pk and entry.actor_id == bob_viewer.pk
+    assert entry.target == f"run:{run.pk}"
+    assert entry.after == {"format_version": 1, "version": 1, "events": run.last_seq}
+
+
+def test_a_refused_export_is_not_recorded_as_an_export(
+    client_for, workspace_a, alice_owner, mallory_owner
+):
+    from audit.models import AuditEntry
+
+    run = make_run(workspace_a, alice_owner)
+    assert client_for(mallory_owner).get(export_url(workspace_a, run)).status_code == 404
+    assert not AuditEntry.objects.filter(action="run.export").exists()
