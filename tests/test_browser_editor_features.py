@@ -319,3 +319,79 @@ def test_a_failing_node_shows_its_error_where_it_happened(open_page, workspace_a
     assert page.locator(tid("node-text_output_1")).get_attribute("data-status") != "done"
     assert latest_run(workspace_a).status == RunStatus.FAILED
     assert editor.console_errors == []
+
+
+def test_an_agent_run_shows_its_tool_calls_in_the_tool_call_log(
+    open_page, workspace_a, alice_owner, erin_editor
+):
+    from flows.fake_openai import FakeOpenAIServer
+    from flows.services import credential_create, flow_create
+
+    script = FakeOpenAIServer(
+        reply="The answer is 42.",
+        tool_calls=[{"name": "calculator", "arguments": {"expression": "6 * 7"}}],
+    )
+    with script as server:
+        credential = credential_create(
+            workspace=workspace_a,
+            acting=Membership.objects.get(workspace=workspace_a, user=alice_owner),
+            name="Fake gateway",
+            provider="openai",
+            base_url=server.base_url,
+            api_key="sk-fake",
+        )
+
+        def node(node_id: str, component: str, params: dict, x: int) -> dict:
+            return {
+                "id": node_id,
+                "component": component,
+                "params": params,
+                "position": {"x": x, "y": 0},
+            }
+
+        def edge(source: str, source_port: str, target: str, target_port: str) -> dict:
+            return {
+                "source": source,
+                "source_port": source_port,
+                "target": target,
+                "target_port": target_port,
+            }
+
+        graph = {
+            "nodes": [
+                node("chat_input_1", "io.chat_input", {}, 0),
+                node("calculator_1", "tool.calculator", {}, 0),
+                node(
+                    "tools_1",
+                    "agent.tools",
+                    {"credential": credential.pk, "model": "gpt-test"},
+                    260,
+                ),
+                node("text_output_1", "io.text_output", {}, 520),
+            ],
+            "edges": [
+                edge("chat_input_1", "text", "tools_1", "input"),
+                edge("calculator_1", "tool", "tools_1", "tools"),
+                edge("tools_1", "text", "text_output_1", "text"),
+            ],
+        }
+        flow = flow_create(
+            workspace=workspace_a,
+            acting=Membership.objects.get(workspace=workspace_a, user=erin_editor),
+            name="Agent",
+            graph=graph,
+        )
+        editor = open_page(erin_editor)
+        page = editor.page
+        editor.goto(f"/w/acme/flows/{flow.pk}/")
+        page.click(tid("tab-run"))
+        page.fill(tid("run-input-chat_input_1"), "What is six times seven?")
+        page.click(tid("run-button"))
+        page.wait_for_selector(f"{tid('run-status')}[data-status='success']", timeout=60_000)
+
+    log = page.locator("section[aria-label='Tool calls']").inner_text()
+    assert "calculator" in log and "6 * 7" in log and "42" in log
+    page.wait_for_selector(f"{tid('output-tools_1')}[data-complete='true']")
+    assert page.locator(tid("output-tools_1")).inner_text().strip() == "The answer is 42."
+    assert "sk-fake" not in page.content()
+    assert editor.console_errors == []
