@@ -16,8 +16,8 @@ function widgetOf(key: string, prop: JsonSchema): string {
   const t = type ?? variant?.type;
   if (t === "boolean") return "boolean";
   if (t === "integer" || t === "number") return "number";
-  if (["template", "prompt", "system_prompt", "system"].includes(key)) return "prompt";
-  if (["reply", "text", "instructions"].includes(key)) return "multiline";
+  if (["template", "prompt"].includes(key)) return "prompt";
+  if (["reply", "text", "instructions", "system_prompt", "system", "content"].includes(key)) return "multiline";
   if (t === "string" || t === undefined) return "text";
   return "json";
 }

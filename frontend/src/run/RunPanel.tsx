@@ -239,6 +239,11 @@ function WatchControls({
           {run.replayState === "playing" ? "Pause" : "Play"}
         </button>
       )}
+      {canRun && (s.status === "running" || s.status === "starting") && !replaying && (
+        <button type="button" className="danger" data-testid="cancel-button" onClick={run.cancel}>
+          Cancel
+        </button>
+      )}
       {canRun && (
         <button
           type="button"
