@@ -159,6 +159,10 @@ def access_denied(
         log.exception("could not record access.denied", extra={"target": target})
 
 
+# Target prefixes follow the names the other entries use ("token:5", not "apitoken:5").
+TARGET_PREFIXES = {"apitoken": "token"}
+
+
 def access_denied_lookup(
     model: type[models.Model], workspace: Workspace, lookup: dict[str, Any], *, invalid: bool
 ) -> None:
@@ -170,7 +174,7 @@ def access_denied_lookup(
     actor = ctx.user if ctx is not None else None
     if actor is None or not getattr(actor, "is_authenticated", False):
         return  # internal lookups (workers, commands) are not probes
-    name = model._meta.model_name
+    name = TARGET_PREFIXES.get(model._meta.model_name, model._meta.model_name)
     if set(lookup) <= {"pk", "id", "deleted_at__isnull"} and ("pk" in lookup or "id" in lookup):
         target = f"{name}:{lookup.get('pk', lookup.get('id'))}"
     else:

@@ -359,3 +359,24 @@ def test_the_chain_verifies_after_a_realistic_day(
         "access.denied",
     } <= actions
     call_command("verify_audit")
+
+
+def test_a_probe_that_fails_inside_a_service_transaction_is_recorded_after_the_response(
+    client_for, token_for, workspace_a, workspace_b, alice_owner, mallory_owner
+):
+    """api_token_revoke looks the token up inside its transaction, which the 404 rolls back:
+    the middleware writes the denial once the response is ready."""
+    foreign_token = accounts_services.api_token_create(
+        workspace=workspace_b, user=mallory_owner, name="b"
+    ).token
+    response = client_for(alice_owner).post(
+        "/w/acme/tokens/", {"action": "revoke", "token": foreign_token.pk}
+    )
+    assert response.status_code == 404
+    entry = _last("access.denied")
+    assert entry.workspace_id == workspace_a.pk and entry.actor_id == alice_owner.pk
+    assert entry.target == f"token:{foreign_token.pk}"
+    assert entry.after == {"reason": "other_workspace"} and entry.ip == "127.0.0.1"
+    foreign_token.refresh_from_db()
+    assert foreign_token.revoked_at is None
+    call_command("verify_audit")
