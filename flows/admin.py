@@ -54,6 +54,13 @@ class ComponentPolicyAdmin(admin.ModelAdmin):
     list_filter = ["enabled"]
     search_fields = ["key"]
     actions = ["enable", "disable"]
+    readonly_fields = ["history"]
+
+    @admin.display(description="history")
+    def history(self, obj: ComponentPolicy | None) -> str:
+        if obj is None or obj.pk is None:
+            return "—"
+        return history_table(ComponentPolicyChange.objects.filter(key=obj.key))
 
     def save_model(
         self, request: HttpRequest, obj: ComponentPolicy, form: Any, change: bool
@@ -313,22 +320,29 @@ class WorkspaceComponentPolicyAdmin(ReadOnlyAdmin):
 
     @admin.display(description="history")
     def history(self, obj: WorkspaceComponentPolicy) -> str:
-        changes = WorkspaceComponentPolicyChange.objects.filter(
-            workspace_id=obj.workspace_id, key=obj.key
-        ).select_related("changed_by")[:50]
-        return format_html(
-            "<table><tr><th>when</th><th>who</th><th>before</th><th>after</th></tr>{}</table>",
-            format_html_join(
-                "",
-                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-                (
-                    (
-                        c.changed_at.strftime("%Y-%m-%d %H:%M:%S"),
-                        c.changed_by.email if c.changed_by else "—",
-                        json.dumps(c.before),
-                        json.dumps(c.after),
-                    )
-                    for c in changes
-                ),
-            ),
+        return history_table(
+            WorkspaceComponentPolicyChange.objects.filter(
+                workspace_id=obj.workspace_id, key=obj.key
+            )
         )
+
+
+def history_table(changes: QuerySet) -> str:
+    """The newest 50 whitelist changes (who, when, before, after) as a small table."""
+    rows = changes.select_related("changed_by").order_by("-changed_at", "-pk")[:50]
+    return format_html(
+        "<table><tr><th>when</th><th>who</th><th>before</th><th>after</th></tr>{}</table>",
+        format_html_join(
+            "",
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            (
+                (
+                    c.changed_at.strftime("%Y-%m-%d %H:%M:%S"),
+                    c.changed_by.email if c.changed_by else "—",
+                    json.dumps(c.before),
+                    json.dumps(c.after),
+                )
+                for c in rows
+            ),
+        ),
+    )

@@ -299,3 +299,19 @@ def test_workspace_whitelist_shows_its_change_history(staff_client, workspace_a,
         reverse("admin:flows_workspacecomponentpolicy_change", args=[policy.pk])
     ).content.decode()
     assert "carol@example.com" in detail and "{&quot;enabled&quot;: false}" in detail
+
+
+def test_platform_whitelist_page_shows_its_change_history(staff, staff_client):
+    from flows.models import ComponentPolicy
+    from flows.services import platform_policy_set
+
+    platform_policy_set(key="llm.demo", enabled=False, acting_user=staff)
+    platform_policy_set(key="llm.demo", enabled=True, acting_user=staff)
+    policy = ComponentPolicy.objects.get(key="llm.demo")
+    body = staff_client.get(
+        reverse("admin:flows_componentpolicy_change", args=[policy.pk])
+    ).content.decode()
+    history = body.split("<table><tr><th>when</th>", 1)[1].split("</table>", 1)[0]
+    assert history.count("ops@flowdeck.example") == 2
+    assert "{&quot;enabled&quot;: false}" in history and "{&quot;enabled&quot;: true}" in history
+    assert staff_client.get(reverse("admin:flows_componentpolicy_add")).status_code == 200
