@@ -29,7 +29,7 @@ def timeline_svg(timeline: Timeline) -> SafeString:
         return mark_safe("")
     total = timeline.total or 1e-9
     height = AXIS_H + ROW_H * len(timeline.spans) + 6
-    width = LABEL_W + CHART_W + 10
+    width = LABEL_W + CHART_W + 30  # room for the last tick label
 
     def x(seconds: float) -> float:
         return LABEL_W + CHART_W * max(0.0, min(seconds, total)) / total
