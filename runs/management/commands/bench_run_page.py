@@ -12,6 +12,8 @@ configured database:
 
 Prints a table, writes JSON to bench-results/bench_run_page.json, and deletes everything it
 created (also when interrupted). The export it performs is audited like any other.
+Outside DEBUG the admin page needs collected static files (`manage.py collectstatic`), as
+in any deployment.
 """
 
 from __future__ import annotations
