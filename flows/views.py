@@ -147,13 +147,17 @@ def island_config(
 
 
 class FlowEditorView(WorkspaceMixin, View):
-    """The canvas for one flow. Viewers get it read-only; editors edit, save and run."""
+    """The canvas for one flow (its latest version, or `?version=<n>`). Viewers get it
+    read-only; editors edit, save and run."""
 
     role_map = {"GET": Role.VIEWER}
 
     def get(self, request: HttpRequest, slug: str, flow_id: int) -> HttpResponse:
         flow = live_flow(self.workspace, flow_id)
-        latest = selectors.latest_version(flow)
+        wanted = request.GET.get("version")
+        latest = (
+            selectors.get_version(flow, _int(wanted)) if wanted else selectors.latest_version(flow)
+        )
         can_edit = self.membership.has_role(Role.EDITOR)
         config = island_config(
             request,
@@ -175,5 +179,66 @@ class FlowEditorView(WorkspaceMixin, View):
                 "membership": self.membership,
                 "flow": flow,
                 "config": config,
+            },
+        )
+
+
+def graph_changes(a: dict[str, Any], b: dict[str, Any]) -> dict[str, list[str]]:
+    """What changed from graph `a` to graph `b`: nodes added/removed, per-node parameter
+    (or component) changes, edges added/removed — the same reading as the editor's diff."""
+
+    def nodes(graph: dict[str, Any]) -> dict[str, dict[str, Any]]:
+        return {n.get("id"): n for n in graph.get("nodes") or [] if isinstance(n, dict)}
+
+    def edges(graph: dict[str, Any]) -> set[str]:
+        return {
+            f"{e.get('source')}.{e.get('source_port')} → {e.get('target')}.{e.get('target_port')}"
+            for e in graph.get("edges") or []
+            if isinstance(e, dict)
+        }
+
+    na, nb = nodes(a), nodes(b)
+    changed = []
+    for node_id in sorted(set(na) & set(nb), key=str):
+        pa, pb = na[node_id].get("params") or {}, nb[node_id].get("params") or {}
+        keys = sorted(k for k in set(pa) | set(pb) if pa.get(k) != pb.get(k))
+        if na[node_id].get("component") != nb[node_id].get("component"):
+            keys.insert(0, "component")
+        if keys:
+            changed.append(f"{node_id}: {', '.join(keys)}")
+    ea, eb = edges(a), edges(b)
+    return {
+        "added": sorted(str(k) for k in set(nb) - set(na)),
+        "removed": sorted(str(k) for k in set(na) - set(nb)),
+        "changed": changed,
+        "edges_added": sorted(eb - ea),
+        "edges_removed": sorted(ea - eb),
+    }
+
+
+class FlowVersionsView(WorkspaceMixin, View):
+    """A flow's version history; `?a=<n>&b=<n>` compares two versions."""
+
+    role_map = {"GET": Role.VIEWER}
+
+    def get(self, request: HttpRequest, slug: str, flow_id: int) -> HttpResponse:
+        flow = live_flow(self.workspace, flow_id)
+        versions = list(selectors.versions_of(flow).select_related("created_by")[:500])
+        diff = left = right = None
+        if request.GET.get("a") and request.GET.get("b"):
+            left = selectors.get_version(flow, _int(request.GET["a"]))
+            right = selectors.get_version(flow, _int(request.GET["b"]))
+            diff = graph_changes(left.graph, right.graph)
+        return render(
+            request,
+            "flows/versions.html",
+            {
+                "workspace": self.workspace,
+                "membership": self.membership,
+                "flow": flow,
+                "versions": versions,
+                "diff": diff,
+                "left": left,
+                "right": right,
             },
         )

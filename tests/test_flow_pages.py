@@ -238,3 +238,64 @@ def test_runs_of_another_workspace_are_404(
     assert client.get(f"/w/bravo/runs/{theirs.pk}/").status_code == 404
     assert client.get(f"/w/acme/runs/{uuid.uuid4()}/").status_code == 404
     assert client.get(f"/w/acme/flows/{theirs.flow_id}/runs/").status_code == 404
+
+
+# --- versions ---------------------------------------------------------------------------
+
+
+def test_versions_page_lists_the_history_and_compares_two_versions(
+    client_for, workspace_a, erin_editor, bob_viewer
+):
+    flow = make_flow(workspace_a, "Support bot", versions=1, user=erin_editor)
+    changed = json.loads(json.dumps(GRAPH))
+    changed["nodes"][1]["params"] = {"max_chars": 10}
+    changed["nodes"].append(
+        {"id": "extra_1", "component": "io.text_output", "params": {}, "position": {"x": 0, "y": 0}}
+    )
+    changed["edges"].append(
+        {
+            "source": "chat_input_1",
+            "source_port": "text",
+            "target": "extra_1",
+            "target_port": "text",
+        }
+    )
+    FlowVersion.objects.create(
+        workspace=workspace_a,
+        flow=flow,
+        number=2,
+        graph=changed,
+        checksum="2" * 64,
+        note="shorter",
+        created_by=erin_editor,
+        is_draft=True,
+    )
+    client = client_for(bob_viewer)
+    html = client.get(f"/w/acme/flows/{flow.pk}/versions/").content.decode()
+    assert 'data-version="2"' in html and 'data-version="1"' in html
+    assert "shorter" in html and "draft" in html and "erin@example.com" in html
+    assert f"/w/acme/flows/{flow.pk}/?version=1" in html
+
+    html = client.get(f"/w/acme/flows/{flow.pk}/versions/", {"a": 1, "b": 2}).content.decode()
+    diff = html[html.index('data-testid="version-diff"') :]
+    assert "+ node extra_1" in diff
+    assert "~ text_output_1: max_chars" in diff
+    assert "+ edge chat_input_1.text → extra_1.text" in diff
+    assert "chat_input_1:" not in diff  # unchanged nodes are not listed
+
+    assert client.get(f"/w/acme/flows/{flow.pk}/versions/", {"a": 1, "b": 9}).status_code == 404
+
+
+def test_editor_opens_a_chosen_version(client_for, workspace_a, erin_editor):
+    flow = make_flow(workspace_a, "Support bot", versions=3)
+    client = client_for(erin_editor)
+    assert island_config(client.get(f"/w/acme/flows/{flow.pk}/", {"version": 2}))["version"] == 2
+    assert client.get(f"/w/acme/flows/{flow.pk}/", {"version": 7}).status_code == 404
+    assert client.get(f"/w/acme/flows/{flow.pk}/", {"version": "x"}).status_code == 404
+
+
+def test_versions_of_another_workspace_are_404(client_for, workspace_b, alice_owner):
+    theirs = make_flow(workspace_b, "Theirs", versions=2)
+    client = client_for(alice_owner)
+    assert client.get(f"/w/acme/flows/{theirs.pk}/versions/").status_code == 404
+    assert client.get(f"/w/bravo/flows/{theirs.pk}/versions/").status_code == 404

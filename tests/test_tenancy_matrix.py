@@ -115,6 +115,7 @@ ROLE_TABLE: dict[str, str | Rule] = {
     "POST /w/<slug>/flows/": Rule(EDITOR, data={"action": "create", "name": "matrix"}),
     "GET /w/<slug>/flows/<flow_id>/": VIEWER,
     "GET /w/<slug>/flows/<flow_id>/runs/": VIEWER,
+    "GET /w/<slug>/flows/<flow_id>/versions/": VIEWER,
     "GET /w/<slug>/runs/": VIEWER,
     "GET /w/<slug>/runs/<run_id>/": VIEWER,
     "GET /w/<slug>/runs/<run_id>/export.jsonl": VIEWER,
