@@ -140,6 +140,15 @@ def test_copy_paste_undo_and_a_credential_picker_that_never_shows_the_secret(
     assert any("Team gateway" in o for o in options), options
     page.select_option("[data-param=credential]", label=next(o for o in options if "Team" in o))
     assert "sk-very-secret-123" not in page.content()
+
+    # A prompt template shows its variables, and each becomes an input port.
+    page.click(tid("palette-prompt.template"))
+    page.wait_for_selector(tid("node-template_1"))
+    page.fill("[data-param=template]", "Answer {question} for {customer}, not {{literal}}")
+    assert page.locator(tid("vars-template")).inner_text() == "Variables: questioncustomer"
+    page.wait_for_selector(tid("in-template_1-question"))
+    page.wait_for_selector(tid("in-template_1-customer"))
+    assert page.locator(tid("in-template_1-literal")).count() == 0
     assert editor.console_errors == []
 
 

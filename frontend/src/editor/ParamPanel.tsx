@@ -5,18 +5,16 @@ export type Credential = { id: number | string; name?: string; provider: string;
 
 function widgetOf(key: string, prop: JsonSchema): string {
   const explicit = (prop["x-widget"] ?? prop.widget ?? prop.format) as string | undefined;
-  if (explicit) {
-    if (["credential", "credential_id"].includes(explicit)) return "credential";
-    if (["prompt", "template", "multiline", "textarea"].includes(explicit)) return explicit === "prompt" || explicit === "template" ? "prompt" : "multiline";
-  }
-  if (key === "credential" || key === "credential_id") return "credential";
+  if (explicit === "credential" || key === "credential" || key === "credential_id") return "credential";
+  // A prompt template (by widget or by name) shows the variables it will take.
+  if (explicit === "prompt" || explicit === "template" || key === "template" || key === "prompt") return "prompt";
+  if (explicit === "textarea" || explicit === "multiline") return "multiline";
   const type = Array.isArray(prop.type) ? prop.type.find((t) => t !== "null") : prop.type;
   const variant = (prop.anyOf ?? prop.oneOf)?.find((s) => s.type !== "null");
   if (prop.enum || variant?.enum) return "select";
   const t = type ?? variant?.type;
   if (t === "boolean") return "boolean";
   if (t === "integer" || t === "number") return "number";
-  if (["template", "prompt"].includes(key)) return "prompt";
   if (["reply", "text", "instructions", "system_prompt", "system", "content"].includes(key)) return "multiline";
   if (t === "string" || t === undefined) return "text";
   return "json";
