@@ -16,10 +16,6 @@ from runs.models import Run, RunEvent
 from tests.conftest import PASSWORD
 from tests.live import LiveStack
 
-# Playwright's sync API runs an event loop in this thread; the ORM calls in these tests are
-# ordinary blocking calls made between browser steps, never from inside that loop.
-os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
-
 ROOT = Path(__file__).resolve().parent.parent
 SCREENSHOTS = ROOT / "test-artifacts" / "screenshots"
 CHROMIUM = "/usr/bin/chromium"
@@ -66,10 +62,21 @@ def browser_fixture() -> Iterator[Any]:
         if IN_CI:
             pytest.fail("Debian's chromium must be installed under CI (make browser)")
         pytest.skip("Debian's chromium is not installed (make browser)")
-    with playwright_api.sync_playwright() as pw:
-        instance = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield instance
-        instance.close()
+    # Playwright's sync API runs an event loop in this thread; the ORM calls in these tests
+    # are ordinary blocking calls made between browser steps, never from inside that loop.
+    # Only while the browser is open, so other modules keep Django's async-safety checks.
+    previous = os.environ.get("DJANGO_ALLOW_ASYNC_UNSAFE")
+    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
+    try:
+        with playwright_api.sync_playwright() as pw:
+            instance = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+            yield instance
+            instance.close()
+    finally:
+        if previous is None:
+            os.environ.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
+        else:
+            os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = previous
 
 
 class Page:
