@@ -202,3 +202,10 @@ def test_nobody_can_add_change_or_delete_entries_in_the_admin(request, who, trai
 def test_members_without_staff_cannot_open_the_admin(trails, client_for, alice_owner):
     response = client_for(alice_owner).get("/admin/audit/auditentry/")
     assert response.status_code == 302 and "/admin/login/" in response["Location"]
+
+
+def test_the_audit_link_shows_for_admins_only(workspace_a, carol_admin, bob_viewer, client_for):
+    admin_page = client_for(carol_admin).get("/w/acme/").content.decode()
+    viewer_page = client_for(bob_viewer).get("/w/acme/").content.decode()
+    assert 'href="/w/acme/audit/"' in admin_page
+    assert 'href="/w/acme/audit/"' not in viewer_page
