@@ -91,8 +91,15 @@ class LiveStack:
         LOG_DIR.mkdir(parents=True, exist_ok=True)
         log = open(LOG_DIR / f"{name}.log", "ab")  # noqa: SIM115 (closed in stop())
         self.logs[name] = log
+        from runs.management.commands.serve import _die_with_parent
+
         proc = subprocess.Popen(
-            [sys.executable, *args], cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT
+            [sys.executable, *args],
+            cwd=ROOT,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            preexec_fn=_die_with_parent,  # never outlive the test process
         )
         self.procs[name] = proc
         return proc
