@@ -39,11 +39,49 @@ class StampingServer(FakeOpenAIServer):
         return StampedTokens(*self.stamped)
 
 
+def raw_concurrent(base_url: str, clients: int) -> dict[str, float]:
+    """The baseline for the concurrent case: `clients` threads in one process, each
+    streaming with `ChatOpenAI.stream` from the stamping server; delivery latency in ms."""
+    import json
+    import statistics
+    import threading
+
+    from langchain_openai import ChatOpenAI
+
+    latencies: list[float] = []
+
+    def one() -> None:
+        model = ChatOpenAI(base_url=base_url, api_key="bench", model="fake", max_retries=0)
+        for chunk in model.stream("go"):
+            now = time.time()
+            for part in str(chunk.content).split():
+                latencies.append((now - float(part[1:])) * 1000)
+
+    threads = [threading.Thread(target=one) for _ in range(clients)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    ordered = sorted(latencies)
+    result = {
+        "latency_p50_ms": statistics.median(ordered),
+        "latency_p99_ms": ordered[min(len(ordered) - 1, round(0.99 * (len(ordered) - 1)))],
+        "tokens": len(ordered),
+    }
+    print(json.dumps(result), flush=True)
+    return result
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--tokens", type=int, required=True)
     parser.add_argument("--interval", type=float, required=True)
+    parser.add_argument("--raw-clients", type=int, default=0, help="run the raw baseline")
+    parser.add_argument("--url", default="", help="with --raw-clients: the server's base URL")
     args = parser.parse_args()
+    if args.raw_clients:
+        raw_concurrent(args.url, args.raw_clients)
+        return
     server = StampingServer(args.tokens, args.interval)
     server.start()
     print(f"fake LLM server listening on {server.base_url}", flush=True)

@@ -351,9 +351,13 @@ class ExecConsumer(AsyncJsonWebsocketConsumer):
 
     # --- frames out ---------------------------------------------------------------------
 
-    async def run_event(self, message: dict) -> None:
-        """A live event from the session group."""
-        event = message.get("event") or {}
+    async def run_events(self, message: dict) -> None:
+        """Live events of one run from the session group, in seq order."""
+        for event in message.get("events") or []:
+            if isinstance(event, dict):
+                await self._deliver(event)
+
+    async def _deliver(self, event: dict) -> None:
         run_id, seq = event.get("run_id"), event.get("seq")
         if not isinstance(seq, int) or not isinstance(run_id, str):
             return

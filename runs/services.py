@@ -401,8 +401,7 @@ def publish(workspace_id: int, session_id: str, messages: list[dict]) -> None:
         return
     group = session_group(workspace_id, session_id)
     try:
-        for message in messages:
-            async_to_sync(layer.group_send)(group, {"type": "run.event", "event": message})
+        async_to_sync(layer.group_send)(group, {"type": "run.events", "events": messages})
     except Exception as exc:  # Redis down: watchers catch up from the log
         log.warning("publishing failed: %r", exc)
 

@@ -183,6 +183,10 @@ class Command(BaseCommand):
             )
         c = result["concurrent"]
         w(
+            f"\nraw baseline, {c['runs']} threads of ChatOpenAI.stream: delivery latency p50 "
+            f"{c['raw_latency_p50_ms']:.1f} ms, p99 {c['raw_latency_p99_ms']:.1f} ms"
+        )
+        w(
             f"\n{c['runs']} concurrent runs x {c['tokens_per_run']} tokens at {c['upstream_rate']}"
             f" tok/s: delivery latency p50 {c['latency_p50_ms']:.1f} ms, p99 "
             f"{c['latency_p99_ms']:.1f} ms, max {c['latency_max_ms']:.1f} ms; "
@@ -414,8 +418,32 @@ async def _concurrent(
     ) as base_url:
         flow_id = await sync_to_async(fixture.flow_for)(base_url)
         run_ids = await asyncio.gather(*(one(flow_id) for _ in range(runs)))
+        # The same load without the pipeline: ChatOpenAI.stream in `runs` threads of one
+        # process (its own, so it shares no GIL with this one).
+        raw = await asyncio.to_thread(
+            subprocess.run,
+            [
+                sys.executable,
+                "-m",
+                "runs.benchserver",
+                "--tokens",
+                "0",
+                "--interval",
+                "0",
+                "--raw-clients",
+                str(runs),
+                "--url",
+                base_url,
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        baseline = json.loads(raw.stdout.strip().splitlines()[-1])
     event_rows = await sync_to_async(fixture.rows_for)(list(run_ids))
     return {
+        "raw_latency_p50_ms": baseline["latency_p50_ms"],
+        "raw_latency_p99_ms": baseline["latency_p99_ms"],
         "runs": runs,
         "tokens_per_run": tokens,
         "upstream_rate": rate,
