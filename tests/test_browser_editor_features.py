@@ -404,3 +404,37 @@ def test_an_agent_run_shows_its_tool_calls_in_the_tool_call_log(
     assert page.locator(tid("output-tools_1")).inner_text().strip() == "The answer is 42."
     assert "sk-fake" not in page.content()
     assert editor.console_errors == []
+
+
+def test_seek_in_a_replay_and_rerun_from_a_node(open_page, workspace_a, erin_editor):
+    flow = demo_flow(workspace_a, erin_editor, reply=REPLY, delay_ms=150)
+    run = finished_run(workspace_a, erin_editor, flow)
+    editor = open_page(erin_editor)
+    page = editor.page
+    editor.goto(f"/w/acme/runs/{run.pk}/")
+    page.wait_for_selector(f"{tid('output-demo_1')}[data-complete='true']")
+
+    # A 1x replay of a slow run, then a seek to the end: the text is complete at once.
+    page.select_option("#replay-speed", "1")
+    page.click(tid("replay-button"))
+    page.wait_for_selector(tid("replay-seek"))
+    seek = page.locator(tid("replay-seek"))
+    last = int(seek.get_attribute("max"))
+    assert last == run.last_seq
+    seek.fill(str(last))
+    seek.press("Enter")
+    page.wait_for_selector(f"{tid('output-demo_1')}[data-complete='true']", timeout=3000)
+    assert page.locator(tid("output-demo_1")).inner_text().strip() == REPLY
+    assert Run.objects.filter(workspace=workspace_a).count() == 1
+
+    # Re-run from the model node: the input comes from this run's log.
+    page.wait_for_selector(f"{tid('replay-state')}:has-text('finished')")
+    page.select_option(tid("rerun-from"), "demo_1")
+    page.click(tid("rerun-button"))
+    page.wait_for_selector(tid("rerun-link"))
+    page.wait_for_selector(f"{tid('output-demo_1')}[data-complete='true']")
+    rerun = Run.objects.get(rerun_of=run)
+    assert rerun.rerun_from_node == "demo_1"
+    recorded = rerun.events.get(event="node_finished", node_id="chat_input_1").payload
+    assert recorded["recorded_from"] == str(run.pk)
+    assert editor.console_errors == []

@@ -146,9 +146,10 @@ export class ExecClient {
    * go to onReplay listeners, never to the live ones, so they cannot be taken for duplicates.
    * A dropped connection continues the replay from the last event held.
    */
-  replay(runId: string, speed: number | "instant" = 1): void {
+  replay(runId: string, speed: number | "instant" = 1, fromSeq = 0): void {
+    // A seek is a replay that sends everything up to `fromSeq` at once, then plays on.
     this.replaying = { runId, speed, id: null, lastSeq: 0, finished: false };
-    this.send({ action: "replay", run_id: runId, speed, from_seq: 0 });
+    this.send({ action: "replay", run_id: runId, speed, from_seq: fromSeq });
   }
 
   replayPause(): void {

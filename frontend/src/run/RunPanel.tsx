@@ -189,7 +189,12 @@ export function RunPanel({
   );
 }
 
-/** On the run page: replay the finished run from its log, or run it again. */
+function speedValue(speed: string): number | "instant" {
+  return speed === "instant" ? "instant" : Number(speed);
+}
+
+/** On the run page: replay the finished run from its log (with pause and seek), or run it
+ * again — from the start, or from one node with everything else taken from this run's log. */
 function WatchControls({
   run,
   runId,
@@ -205,6 +210,9 @@ function WatchControls({
 }) {
   const [speed, setSpeed] = useState("4");
   const [rerunId, setRerunId] = useState<string | null>(null);
+  const [fromNode, setFromNode] = useState("");
+  const [seekTo, setSeekTo] = useState(0);
+  const [total, setTotal] = useState(0); // the run's last seq, known before a replay resets the view
   const s = run.snapshot;
   const finished = s.status === "success" || s.status === "error" || s.status === "cancelled";
   const replaying = run.replayState === "playing" || run.replayState === "paused";
@@ -225,10 +233,33 @@ function WatchControls({
         className="secondary"
         data-testid="replay-button"
         disabled={(!finished && !replaying) || rerunId !== null}
-        onClick={() => run.replay(source, speed === "instant" ? "instant" : Number(speed), nodeIds)}
+        onClick={() => {
+          setTotal((t) => Math.max(t, s.lastSeq));
+          run.replay(source, speedValue(speed), nodeIds);
+        }}
       >
         Replay
       </button>
+      {replaying && total > 0 && (
+        <>
+          <label className="inline-label" htmlFor="replay-seek">
+            Seek
+          </label>
+          <input
+            id="replay-seek"
+            data-testid="replay-seek"
+            type="range"
+            min={0}
+            max={total}
+            value={seekTo}
+            onChange={(e) => setSeekTo(Number(e.target.value))}
+            onMouseUp={() => run.replay(source, speedValue(speed), nodeIds, seekTo)}
+            onKeyUp={(e) => {
+              if (e.key === "Enter") run.replay(source, speedValue(speed), nodeIds, seekTo);
+            }}
+          />
+        </>
+      )}
       {replaying && (
         <button
           type="button"
@@ -245,14 +276,33 @@ function WatchControls({
         </button>
       )}
       {canRun && (
-        <button
-          type="button"
-          data-testid="rerun-button"
-          disabled={!finished || replaying}
-          onClick={async () => setRerunId(await run.rerun(source, nodeIds))}
-        >
-          Re-run
-        </button>
+        <>
+          <label className="inline-label" htmlFor="rerun-from">
+            from
+          </label>
+          <select
+            id="rerun-from"
+            data-testid="rerun-from"
+            value={fromNode}
+            onChange={(e) => setFromNode(e.target.value)}
+            title="Nodes outside the chosen node's downstream reuse this run's recorded outputs"
+          >
+            <option value="">the start</option>
+            {nodeIds.map((id) => (
+              <option key={id} value={id}>
+                {id}
+              </option>
+            ))}
+          </select>
+          <button
+            type="button"
+            data-testid="rerun-button"
+            disabled={!finished || replaying}
+            onClick={async () => setRerunId(await run.rerun(source, nodeIds, fromNode || undefined))}
+          >
+            Re-run
+          </button>
+        </>
       )}
       {run.replayState !== "idle" && (
         <span className="muted" data-testid="replay-state">

@@ -10,8 +10,8 @@ export type RunControls = {
   start: (request: Parameters<ExecClient["run"]>[0], nodeIds: string[]) => Promise<string | null>;
   watch: (runId: string, nodeIds: string[]) => void;
   cancel: () => void;
-  rerun: (runId: string, nodeIds: string[]) => Promise<string | null>;
-  replay: (runId: string, speed: number | "instant", nodeIds: string[]) => void;
+  rerun: (runId: string, nodeIds: string[], fromNode?: string) => Promise<string | null>;
+  replay: (runId: string, speed: number | "instant", nodeIds: string[], fromSeq?: number) => void;
   replayPause: () => void;
   replayPlay: () => void;
   replayState: "idle" | "playing" | "paused" | "finished";
@@ -79,12 +79,12 @@ export function useRun(wsPath: string): RunControls {
   );
 
   const rerun = useCallback(
-    async (runId: string, nodeIds: string[]) => {
+    async (runId: string, nodeIds: string[], fromNode?: string) => {
       setRejection(null);
       setReplayState("idle");
       store.reset(null, "starting", nodeIds);
       try {
-        const newRunId = await client.rerun(runId);
+        const newRunId = await client.rerun(runId, fromNode);
         store.reset(newRunId, "running", nodeIds);
         return newRunId;
       } catch (err) {
@@ -99,11 +99,11 @@ export function useRun(wsPath: string): RunControls {
   );
 
   const replay = useCallback(
-    (runId: string, speed: number | "instant", nodeIds: string[]) => {
+    (runId: string, speed: number | "instant", nodeIds: string[], fromSeq = 0) => {
       setRejection(null);
       store.reset(runId, "running", nodeIds);
       setReplayState("playing");
-      client.replay(runId, speed);
+      client.replay(runId, speed, fromSeq);
     },
     [client, store],
   );
