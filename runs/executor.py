@@ -23,7 +23,6 @@ from runs.sink import RunWriter, get_sink
 log = logging.getLogger(__name__)
 
 MAX_VALUE_CHARS = 200_000
-CANCEL_POLL_SECONDS = 0.05
 
 
 def to_jsonable(value: Any, depth: int = 0) -> Any:
@@ -190,21 +189,18 @@ class PlanRunner:
         self.results[node_id] = None
         self.writer.emit("error", node_id, {"message": message})
 
-    async def _watch_cancel(self, tasks: list[asyncio.Task]) -> None:
-        while not all(t.done() for t in tasks):
-            if self.writer.should_stop:
-                for task in tasks:
-                    task.cancel()
-                return
-            await asyncio.sleep(CANCEL_POLL_SECONDS)
-
     async def execute(self) -> None:
         tasks = [asyncio.create_task(self.run_node(n), name=n) for n in self.plan.order]
-        watcher = asyncio.create_task(self._watch_cancel(tasks))
-        try:
-            results = await asyncio.gather(*tasks, return_exceptions=True)
-        finally:
-            watcher.cancel()
+        loop = asyncio.get_running_loop()
+
+        def cancel_all() -> None:
+            for task in tasks:
+                task.cancel()
+
+        # A cancel or a lost lease (noticed by the sink thread) cancels every node at once,
+        # even one waiting on a model; components also check between chunks.
+        self.writer.on_stop(lambda: loop.call_soon_threadsafe(cancel_all))
+        results = await asyncio.gather(*tasks, return_exceptions=True)
         from flows.components.base import RunCancelled
 
         for result in results:

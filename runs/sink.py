@@ -17,10 +17,11 @@ transaction and only then publishes it to each run's session group. So:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -92,6 +93,7 @@ class RunWriter:
         self.closed = False
         self.fenced = False
         self.cancel_requested = False
+        self._on_stop: Callable[[], None] | None = None
         self.done = threading.Event()
 
     # --- called by the executor (any thread) --------------------------------------------
@@ -147,6 +149,31 @@ class RunWriter:
     @property
     def should_stop(self) -> bool:
         return self.cancel_requested or self.fenced
+
+    def on_stop(self, callback: Callable[[], None]) -> None:
+        """Call `callback` (from the sink thread) when the run must stop: cancelled or
+        fenced. The executor uses it instead of polling, so idle runs cost no wake-ups."""
+        self._on_stop = callback
+        if self.should_stop:
+            callback()
+
+    def mark_cancelled(self) -> None:
+        self.cancel_requested = True
+        self._notify_stop()
+
+    def mark_fenced(self) -> None:
+        self.fenced = True
+        self._notify_stop()
+
+    def _notify_stop(self) -> None:
+        callback = self._on_stop
+        if callback is not None:
+            with contextlib.suppress(RuntimeError):  # the run's loop has already closed
+                callback()
+
+    @property
+    def has_buffered_tokens(self) -> bool:
+        return any(buffer.parts for buffer in list(self._tokens.values()))
 
     # --- called by the sink thread ------------------------------------------------------
 
@@ -209,12 +236,16 @@ class EventSink:
     def _run(self) -> None:
         self._loop = asyncio.new_event_loop()
         window = self.window
+        timeout = HEARTBEAT_SECONDS
         while True:
-            self._wake.wait(TICK_SECONDS)
+            # Sleep until an event arrives (emit wakes us), buffered tokens are due, or the
+            # next heartbeat: no busy ticking while runs wait on their models.
+            self._wake.wait(timeout)
             self._wake.clear()
             with self._lock:
                 writers = list(self._writers.values())
             if not writers:
+                timeout = HEARTBEAT_SECONDS
                 continue
             now = time.monotonic()
             batch = []
@@ -239,6 +270,9 @@ class EventSink:
                 idle = not self._writers
             if idle:
                 connection.close()  # an idle worker holds no database connection
+            next_beat = max(0.0, HEARTBEAT_SECONDS - (time.monotonic() - self._last_heartbeat))
+            buffered = any(w.has_buffered_tokens for w in writers)
+            timeout = max(TICK_SECONDS, min(window if buffered else next_beat, next_beat))
 
     def _release(self, writer: RunWriter) -> None:
         with self._lock:
@@ -301,7 +335,7 @@ class EventSink:
     def _fence(writer: RunWriter, events: list[PendingEvent]) -> None:
         """Someone took the lease (the reaper, or we are a stale duplicate): drop and stop."""
         log.warning("run %s fenced off; dropping %d events", writer.run_id, len(events))
-        writer.fenced = True
+        writer.mark_fenced()
         events.clear()
 
     def _publish(self, batch: Iterable[tuple[RunWriter, list[PendingEvent], dict | None]]) -> None:
@@ -341,10 +375,10 @@ class EventSink:
         flags = {str(pk): cancel for pk, cancel in rows.items()}
         for writer in live:
             if writer.run_id not in flags:
-                writer.fenced = True
+                writer.mark_fenced()
                 self._release(writer)
             elif flags[writer.run_id]:
-                writer.cancel_requested = True
+                writer.mark_cancelled()
 
 
 def _held_by(writers: list[RunWriter]) -> Q:
