@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import socket
 from collections.abc import Callable
+from typing import Any
 from urllib.parse import urlparse
 
 import pytest
@@ -134,3 +135,41 @@ def token_for() -> Callable[[Workspace, User], str]:
 
 
 from tests.live import live_stack, private_stack  # noqa: E402,F401  (real Daphne + Celery)
+
+
+@pytest.fixture(autouse=True)
+def _no_run_outlives_its_test(request: pytest.FixtureRequest) -> Any:
+    """End the runs a test started before its database is flushed.
+
+    A live worker of the session executes any run a transactional test queues, also in
+    tests that do not watch it; a run still writing while pytest-django truncates the
+    tables can deadlock with the TRUNCATE. Queued runs are cancelled, running ones are
+    asked to stop and awaited (only those a worker holds: a live lease).
+    """
+    marker = request.node.get_closest_marker("django_db")
+    transactional = "transactional_db" in request.fixturenames or bool(
+        marker and marker.kwargs.get("transaction")
+    )
+    if not transactional:
+        yield
+        return
+    request.getfixturevalue("_django_db_helper")  # set up before us, so flushed after us
+    yield
+    import time
+
+    from django.db import transaction
+    from django.utils import timezone
+
+    from runs import services
+    from runs.models import Run, RunStatus
+
+    for run_id in Run.objects.filter(status=RunStatus.QUEUED).values_list("pk", flat=True):
+        with transaction.atomic():
+            run = Run.objects.select_for_update().get(pk=run_id)
+            if run.status == RunStatus.QUEUED:
+                services._end_run(run, RunStatus.CANCELLED, "The test ended.")
+    held = Run.objects.filter(status=RunStatus.RUNNING, lease_expires_at__gt=timezone.now())
+    held.update(cancel_requested=True)
+    deadline = time.monotonic() + 20
+    while held.exists() and time.monotonic() < deadline:
+        time.sleep(0.1)

@@ -177,3 +177,7 @@ def test_run_starts_are_rate_limited_per_user(workspace_a, erin_editor, token_fo
     ]
     assert codes == [202, 202, 429]
     assert Run.objects.count() == 2
+    # A live worker of the session may have picked them up: end them before teardown.
+    for run in Run.objects.all():
+        Client().post(f"/api/w/acme/runs/{run.pk}/cancel", **_api(token))
+        _wait_finished(str(run.pk))

@@ -134,6 +134,8 @@ def test_replay_of_an_unfinished_or_foreign_run_is_rejected(
             if message["event"] == "rejected":
                 replies.append(message)
         await ws.send(json.dumps({"action": "cancel", "run_id": run_id}))
+        # Let the run end before the test does (its teardown truncates every table).
+        await collect_until_completed(ws, run_id, Received())
         await ws.close()
         return replies
 
