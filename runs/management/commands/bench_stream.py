@@ -7,7 +7,8 @@ same run:
 - the pipeline: a WebSocket client -> Daphne -> Celery worker -> executor -> event sink ->
   database -> Redis -> Daphne -> the client (real subprocesses, the configured database);
 
-time to first token and tokens/s for N = 200, 2,000 and 20,000; then 50 concurrent runs
+time to first token and tokens/s (N / time from request to last token) for N = 200, 2,000
+and 20,000; then 50 concurrent runs
 with a slow upstream (20 tokens/s each) for token delivery latency p50/p99; and database
 rows written per 1,000 tokens. Prints a table and writes JSON (medians of --repeat runs).
 """
@@ -286,7 +287,7 @@ async def _raw(base_url: str) -> tuple[float, float, int]:
                 last = now
                 count += str(chunk.content).count(" ")
         assert first is not None and last is not None
-        return first - start, count / max(last - first, 1e-9), count
+        return first - start, count / max(last - start, 1e-9), count
 
     return await asyncio.to_thread(go)
 
@@ -326,7 +327,7 @@ async def _pipeline(
             elif kind == "rejected":
                 raise RuntimeError(message)
         assert first is not None and last is not None
-        return first - start, count / max(last - first, 1e-9), count, run_id
+        return first - start, count / max(last - start, 1e-9), count, run_id
 
 
 async def run_benchmarks(
