@@ -18,7 +18,7 @@ from django.urls import reverse
 from django.views import View
 
 from accounts.models import Role, Workspace
-from accounts.tenancy import WorkspaceMixin
+from accounts.tenancy import WorkspaceMixin, scoped
 from flows import selectors, services
 from flows.models import Flow, FlowVersion
 from runs.models import Run
@@ -28,8 +28,8 @@ SEARCH_MAX = 100
 
 def flows_for_list(workspace: Workspace, *, search: str = "") -> QuerySet[Flow]:
     """Live flows of `workspace` with their latest version number and last run, newest first."""
-    last_run = Run.objects.filter(workspace=workspace, flow=OuterRef("pk")).order_by("-created_at")
-    latest = FlowVersion.objects.filter(flow=OuterRef("pk")).order_by("-number")
+    last_run = scoped(Run, workspace).filter(flow=OuterRef("pk")).order_by("-created_at")
+    latest = scoped(FlowVersion, workspace).filter(flow=OuterRef("pk")).order_by("-number")
     flows = (
         selectors.flows_of(workspace)
         .select_related("created_by")

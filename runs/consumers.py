@@ -405,7 +405,7 @@ class ExecConsumer(AsyncJsonWebsocketConsumer):
         ):
             if status == RunStatus.RUNNING and lease is not None and lease < now:
                 services.reap_run(pk)  # watchers need not wait for the periodic reaper
-                last = Run.objects.values_list("last_seq", flat=True).get(pk=pk)
+                last = rows.values_list("last_seq", flat=True).get(pk=pk)
             committed[str(pk)] = last
         return committed
 

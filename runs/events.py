@@ -20,12 +20,8 @@ EVENT_TYPES: dict[str, str] = {
     "completed": "the final event, exactly once: {status: success | error | cancelled}",
 }
 
-# Events a component may emit through its RunContext (the rest are the executor's).
-NODE_STREAM_EVENTS = frozenset({"on_token", "on_tool_call", "on_tool_result", "on_retrieval"})
-
-
-def is_known(event: str) -> bool:
-    return event in EVENT_TYPES
+# Events a component may emit through its RunContext are flows.components.base.STREAM_EVENTS
+# (the component contract); the rest are the executor's.
 
 
 def session_group(workspace_id: int, session_id: str) -> str:

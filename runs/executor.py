@@ -16,7 +16,8 @@ from typing import Any
 
 from django.conf import settings
 
-from runs.events import NODE_STREAM_EVENTS, PROTOCOL_VERSION
+from flows.components.base import STREAM_EVENTS, NodeError, RunCancelled
+from runs.events import PROTOCOL_VERSION
 from runs.models import COMPLETED_STATUS, Run, RunStatus
 from runs.sink import RunWriter, get_sink
 
@@ -59,14 +60,12 @@ class NodeContext:
         self.session_id = run.session_id
 
     def emit(self, event: str, data: Any) -> None:
-        if event not in NODE_STREAM_EVENTS:
+        if event not in STREAM_EVENTS:
             raise ValueError(f"components cannot emit {event!r}")
         payload = {"data": data if event == "on_token" else to_jsonable(data)}
         self._writer.emit(event, self.node_id, payload)
 
-    def check_cancelled(self) -> None:
-        from flows.components.base import RunCancelled
-
+    def check_cancelled(self) -> None:  # called per chunk: keep it a flag check
         if self._writer.should_stop:
             raise RunCancelled("The run was cancelled.")
 
@@ -129,8 +128,6 @@ class PlanRunner:
         return values
 
     async def run_node(self, node_id: str) -> None:
-        from flows.components.base import NodeError, RunCancelled
-
         planned = self.plan.nodes[node_id]
         try:
             for edge in self.plan.incoming.get(node_id, []):
@@ -201,7 +198,6 @@ class PlanRunner:
         # even one waiting on a model; components also check between chunks.
         self.writer.on_stop(lambda: loop.call_soon_threadsafe(cancel_all))
         results = await asyncio.gather(*tasks, return_exceptions=True)
-        from flows.components.base import RunCancelled
 
         for result in results:
             if isinstance(result, RunCancelled | asyncio.CancelledError):
@@ -257,7 +253,6 @@ class RerunImpossible(Exception):
 def execute_claimed_run(run: Run) -> None:
     """Execute a run whose lease this worker holds; always ends with `completed`."""
     from flows.builder import GraphInvalid, build_plan
-    from flows.components.base import RunCancelled
 
     writer = get_sink().open(run)
     version = run.flow_version

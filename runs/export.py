@@ -119,8 +119,10 @@ async def aexport_lines(run: Run) -> AsyncIterator[str]:
 
 
 def load_run_for_export(run: Run) -> Run:
-    return Run.objects.select_related("workspace", "flow", "flow_version", "started_by").get(
-        pk=run.pk
+    return (
+        scoped(Run, run.workspace)
+        .select_related("workspace", "flow", "flow_version", "started_by")
+        .get(pk=run.pk)
     )
 
 

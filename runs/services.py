@@ -97,11 +97,12 @@ def _clean_inputs(inputs: Any, input_node_ids: list[str]) -> dict[str, str]:
     return cleaned
 
 
-def _checked_plan(version: FlowVersion) -> Any:
+def _checked_plan(graph: Any, workspace: Workspace) -> Any:
+    """The graph's execution plan (no objects built), or RunRefused with every problem."""
     from flows.builder import GraphInvalid, build_plan
 
     try:
-        return build_plan(version.graph, version.workspace, build_objects=False)
+        return build_plan(graph, workspace, build_objects=False)
     except GraphInvalid as exc:
         raise RunRefused(
             "invalid_graph", "The flow is not valid.", [p.as_dict() for p in exc.problems]
@@ -127,13 +128,7 @@ def run_start(
 
     session_id = clean_session_id(session_id)
     if graph is not None:
-        from flows.builder import validate_graph
-
-        problems = validate_graph(graph, workspace)
-        if problems:
-            raise RunRefused(
-                "invalid_graph", "The flow is not valid.", [p.as_dict() for p in problems]
-            )
+        plan = _checked_plan(graph, workspace)  # before anything is written
         if flow is None:
             flow = flow_services.scratch_flow_for(workspace=workspace, user=acting.user)
         version = flow_services.flow_version_create(
@@ -149,7 +144,7 @@ def run_start(
             version = versions.order_by("-number").first()
         if version is None:
             raise RunRefused("not_found", "That flow has no such version.")
-    plan = _checked_plan(version)
+        plan = _checked_plan(version.graph, workspace)  # the whitelist may have changed
     cleaned = _clean_inputs(inputs, list(plan.input_node_ids))
     _check_limits(workspace, acting)
     run = Run.objects.create(
@@ -216,7 +211,7 @@ def _check_rerun_from(run: Run, node_id: str) -> None:
     from runs.executor import downstream_of
     from runs.selectors import node_outcomes
 
-    plan = _checked_plan(run.flow_version)
+    plan = _checked_plan(run.flow_version.graph, run.workspace)
     if node_id not in plan.nodes:
         raise RunRefused("invalid_node", "That node is not in the run's flow version.")
     fresh = downstream_of(plan, node_id)
@@ -271,7 +266,7 @@ def run_claim(*, run_id: str, task_id: str, worker: str) -> Run | None:
 def run_cancel(*, workspace: Workspace, acting: Membership, run: Run) -> Run:
     """Cancel: a queued run ends at once; a running one stops at its next check."""
     require_role(acting, Role.EDITOR)
-    run = Run.objects.select_for_update().get(pk=run.pk, workspace=workspace)
+    run = scoped(Run, workspace).select_for_update().get(pk=run.pk)
     record(
         action="run.cancel",
         workspace=workspace,

@@ -209,7 +209,6 @@ class EventSink:
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._last_heartbeat = 0.0
-        self.rows_written = 0
         self.window = settings.FLOWDECK["TOKEN_FLUSH_SECONDS"]
 
     def open(self, run: Run) -> RunWriter:
@@ -329,7 +328,6 @@ class EventSink:
         for writer, events, _final in batch:
             if events:
                 writer.persisted_seq = events[-1].seq
-        self.rows_written += len(rows)
 
     @staticmethod
     def _fence(writer: RunWriter, events: list[PendingEvent]) -> None:

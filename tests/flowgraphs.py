@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 from typing import Any
 
 from accounts.models import User, Workspace
 from flows import crypto
 from flows.models import Credential, Flow, FlowVersion
+from flows.services import graph_checksum
 
 
 def _chain(model: dict[str, Any]) -> dict[str, Any]:
@@ -47,13 +46,12 @@ def openai_graph(credential_id: int) -> dict[str, Any]:
 
 def save_flow(workspace: Workspace, user: User, graph: dict[str, Any], name: str = "t") -> Flow:
     flow = Flow.objects.create(workspace=workspace, name=name, created_by=user)
-    canonical = json.dumps(graph, sort_keys=True, separators=(",", ":"))
     FlowVersion.objects.create(
         workspace=workspace,
         flow=flow,
         number=1,
         graph=graph,
-        checksum=hashlib.sha256(canonical.encode()).hexdigest(),
+        checksum=graph_checksum(graph),
         created_by=user,
     )
     return flow
