@@ -1,7 +1,7 @@
 import { useState } from "react";
 import type { Component, GraphNode } from "../lib/graph";
 import { formatDuration } from "../lib/format";
-import { outputText } from "./runStore";
+import { outputText, type NodeRun } from "./runStore";
 import type { RunControls } from "./useRun";
 import { ConnectionBadge } from "./ConnectionBadge";
 
@@ -125,7 +125,7 @@ export function RunPanel({
                   className="stream"
                   data-testid={`output-${id}`}
                   data-received={n.text.length}
-                  data-complete={n.shown >= n.text.length ? "true" : "false"}
+                  data-complete={settled(n) && n.shown >= n.text.length ? "true" : "false"}
                 >
                   {text || finalText}
                   {n.status === "running" && <span className="caret" aria-hidden="true" />}
@@ -187,6 +187,12 @@ export function RunPanel({
       )}
     </section>
   );
+}
+
+/** The node has finished (done, skipped or failed): its text will not grow any more. A
+ * typewriter that has caught up with a still-running node is not "complete". */
+function settled(n: NodeRun): boolean {
+  return n.status !== "queued" && n.status !== "running";
 }
 
 function speedValue(speed: string): number | "instant" {
