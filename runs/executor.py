@@ -1,8 +1,8 @@
 """The executor: runs a flow version's nodes in dependency order, branches concurrently.
 
-Called by the Celery task in a worker thread. One asyncio loop per run: every node is a
-task that waits for its upstream nodes, so independent branches overlap while they wait on
-models and tools. Components stream through a per-node `NodeContext` into the run's
+Called by the Celery task in a worker thread, which builds the plan and then runs it on
+the process's shared event loop (runs/runloop.py): every node is a task that waits for its
+upstream nodes, so independent branches overlap while they wait on models and tools. Components stream through a per-node `NodeContext` into the run's
 `RunWriter` (see sink.py). A node error becomes an `error` event on that node and the run
 ends with status `error`; a cancel or a lost lease stops the run between chunks.
 """
@@ -19,6 +19,7 @@ from django.conf import settings
 from flows.components.base import STREAM_EVENTS, NodeError, RunCancelled
 from runs.events import PROTOCOL_VERSION
 from runs.models import COMPLETED_STATUS, Run, RunStatus
+from runs.runloop import get_run_loop
 from runs.sink import RunWriter, get_sink
 
 log = logging.getLogger(__name__)
@@ -275,7 +276,7 @@ def execute_claimed_run(run: Run) -> None:
         runner = PlanRunner(run, plan, writer, recorded)
         limit = settings.FLOWDECK["RUN_TIME_LIMIT_SECONDS"]
         try:
-            asyncio.run(asyncio.wait_for(runner.execute(), timeout=limit))
+            get_run_loop().run(asyncio.wait_for(runner.execute(), timeout=limit))
         finally:
             outputs = runner.outputs()
         if runner.failed:

@@ -48,6 +48,9 @@ def chat_model_for(
             streaming=True,
             max_retries=1,
             timeout=120,
+            # Its async stream wraps every chunk in `asyncio.wait_for` (a Task per chunk: a
+            # fifth of the CPU per token). A stalled stream is bounded by the run's limit.
+            stream_chunk_timeout=None,
         )
     if credential.provider == "anthropic":
         from langchain_anthropic import ChatAnthropic

@@ -24,6 +24,7 @@ import subprocess
 import sys
 import time
 import uuid
+from datetime import datetime
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -79,7 +80,7 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **opts: Any) -> None:
         from subprocess import DEVNULL, Popen
 
-        sizes = [int(s) for s in opts["sizes"].split(",")]
+        sizes = [int(s) for s in opts["sizes"].split(",") if s.strip()]
         procs: list[Popen] = []
         env = dict(os.environ)
         redis_url = settings.REDIS_URL
@@ -183,6 +184,8 @@ class Command(BaseCommand):
                 f"{row['rows_per_1k_tokens']:>11.1f}"
             )
         c = result["concurrent"]
+        if c is None:
+            return
         w(
             f"\nraw baseline, {c['runs']} threads of ChatOpenAI.stream: delivery latency p50 "
             f"{c['raw_latency_p50_ms']:.1f} ms, p99 {c['raw_latency_p99_ms']:.1f} ms"
@@ -192,6 +195,11 @@ class Command(BaseCommand):
             f" tok/s: delivery latency p50 {c['latency_p50_ms']:.1f} ms, p99 "
             f"{c['latency_p99_ms']:.1f} ms, max {c['latency_max_ms']:.1f} ms; "
             f"{c['rows_per_1k_tokens']:.1f} rows per 1,000 tokens; all exact: {c['all_exact']}"
+        )
+        w(
+            f"\n  upstream -> worker event p50 {c['upstream_to_worker_p50_ms']:.1f} ms, p99 "
+            f"{c['upstream_to_worker_p99_ms']:.1f} ms; worker event -> client p50 "
+            f"{c['worker_to_client_p50_ms']:.1f} ms, p99 {c['worker_to_client_p99_ms']:.1f} ms"
         )
         w("\ntargets: ratio >= 0.9 at N=20,000; TTFT overhead <= 50 ms; p99 <= 150 ms")
 
@@ -370,7 +378,11 @@ async def run_benchmarks(
                 "rows_per_1k_tokens": event_rows / (n * repeat) * 1000,
             }
         )
-    concurrent_result = await _concurrent(fixture, ws_url, concurrent, slow_tokens, slow_rate)
+    concurrent_result = (
+        await _concurrent(fixture, ws_url, concurrent, slow_tokens, slow_rate)
+        if concurrent
+        else None
+    )
     return {"repeat": repeat, "sizes": rows, "concurrent": concurrent_result}
 
 
@@ -383,6 +395,10 @@ async def _concurrent(
     from asgiref.sync import sync_to_async
 
     latencies: list[float] = []
+    # Where the time goes: upstream send -> the worker's event (model client, coalescing),
+    # and the worker's event -> the client (persist, publish, Daphne).
+    to_worker: list[float] = []
+    to_client: list[float] = []
     exact: list[bool] = []
 
     async def one(flow_id: int) -> str:
@@ -406,9 +422,12 @@ async def _concurrent(
                     seqs.append(message["seq"])
                 if kind == "on_token":
                     received = time.time()
+                    emitted = datetime.fromisoformat(message["ts"]).timestamp()
+                    to_client.append((received - emitted) * 1000)
                     for part in message["data"].split():
                         sent = float(part[1:])
                         latencies.append((received - sent) * 1000)
+                        to_worker.append((emitted - sent) * 1000)
                 elif kind == "completed":
                     break
             exact.append(seqs == list(range(1, len(seqs) + 1)))
@@ -451,6 +470,10 @@ async def _concurrent(
         "latency_p50_ms": statistics.median(latencies),
         "latency_p99_ms": _percentile(latencies, 0.99),
         "latency_max_ms": max(latencies),
+        "upstream_to_worker_p50_ms": statistics.median(to_worker),
+        "upstream_to_worker_p99_ms": _percentile(to_worker, 0.99),
+        "worker_to_client_p50_ms": statistics.median(to_client),
+        "worker_to_client_p99_ms": _percentile(to_client, 0.99),
         "rows_per_1k_tokens": event_rows / (runs * tokens) * 1000,
         "all_exact": all(exact) and len(exact) == runs,
     }
