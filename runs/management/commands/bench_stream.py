@@ -24,8 +24,8 @@ import subprocess
 import sys
 import time
 import uuid
-from datetime import datetime
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
