@@ -1,30 +1,100 @@
-"""The channel layer: channels-redis, made to wait out Redis outages on receive.
+"""The channel layer: channels-redis over Redis pub/sub, with a bounded buffer per channel.
 
-channels-redis raises from `receive()` when Redis goes away, which ends every consumer's
-dispatch loop and drops every WebSocket on the server. Delivery does not depend on the
-layer (the event log is the truth and consumers catch up from it), so a consumer should
-simply keep its socket and wait for Redis to come back.
+Why pub/sub: every token event crosses the layer, so its cost per message decides the
+token latency of a busy server. With channels-redis's list-based layer each message costs
+the sender a Lua script and the receiver a BRPOP round trip; with pub/sub a send is one
+PUBLISH and receivers get messages pushed on one connection per process. The layer stays
+at-most-once (a message published while a subscriber reconnects is lost): delivery never
+depends on it, because consumers fill every gap from the event log (runs/consumers.py).
+
+Added here:
+- `capacity`: each channel's in-process buffer holds at most this many messages; beyond
+  it a message is dropped (as channels-redis's own layer does) instead of letting a stuck
+  consumer grow the server's memory without bound;
+- `group_send_many`: several groups' messages in one pipelined round trip (the event sink
+  publishes a batch of runs at once).
+
+A Redis outage never reaches consumers: receiving waits on the in-process buffer while
+the subscriber connection reconnects (redis-py subscribes again on reconnect).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections import defaultdict
 from typing import Any
 
-from channels_redis.core import RedisChannelLayer
-from redis.exceptions import RedisError
+from channels_redis.pubsub import (
+    RedisPubSubChannelLayer,
+    RedisPubSubLoopLayer,
+    RedisSingleShardConnection,
+)
+from channels_redis.utils import _wrap_close
 
 log = logging.getLogger(__name__)
 
+DEFAULT_CAPACITY = 100
 
-class ResilientRedisChannelLayer(RedisChannelLayer):
-    async def receive(self, channel: str) -> Any:
-        delay = 0.1
-        while True:
+
+class _BoundedShard(RedisSingleShardConnection):
+    channel_layer: _BoundedLoopLayer
+
+    def _receive_message(self, message: dict | None) -> None:
+        if message is None:
+            return
+        name = message["channel"]
+        if isinstance(name, bytes):
+            name = name.decode()
+        layer = self.channel_layer
+        targets = [name] if name in layer.channels else list(layer.groups.get(name, ()))
+        for channel in targets:
+            queue = layer.channels.get(channel)
+            if queue is None:
+                continue
             try:
-                return await super().receive(channel)
-            except (RedisError, OSError) as exc:
-                log.warning("channel layer receive failed (%r); retrying in %.1fs", exc, delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 2.0)
+                queue.put_nowait(message["data"])
+            except asyncio.QueueFull:
+                log.debug("channel %s is full; message dropped", channel)
+
+    async def publish_many(self, items: list[tuple[str, bytes]]) -> None:
+        async with self._lock:
+            self._ensure_redis()
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for channel, payload in items:
+                    pipe.publish(channel, payload)
+                await pipe.execute()
+
+
+class _BoundedLoopLayer(RedisPubSubLoopLayer):
+    def __init__(self, *args: Any, capacity: int = DEFAULT_CAPACITY, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.capacity = capacity
+        self._shards = [_BoundedShard(shard.host, self) for shard in self._shards]
+
+    async def _subscribe_to_channel(self, channel: str) -> None:
+        self.channels[channel] = asyncio.Queue(maxsize=self.capacity)
+        await self._get_shard(channel).subscribe(channel)
+
+    async def group_send_many(self, sends: list[tuple[str, dict]]) -> None:
+        by_shard: dict[_BoundedShard, list[tuple[str, bytes]]] = defaultdict(list)
+        for group, message in sends:
+            name = self._get_group_channel_name(group)
+            by_shard[self._get_shard(name)].append((name, self.channel_layer.serialize(message)))
+        for shard, items in by_shard.items():
+            await shard.publish_many(items)
+
+
+class FlowdeckChannelLayer(RedisPubSubChannelLayer):
+    def _get_layer(self) -> _BoundedLoopLayer:
+        loop = asyncio.get_running_loop()
+        layer = self._layers.get(loop)
+        if layer is None:
+            layer = _BoundedLoopLayer(*self._args, **self._kwargs, channel_layer=self)
+            self._layers[loop] = layer
+            _wrap_close(self, loop)
+        return layer
+
+    async def group_send_many(self, sends: list[tuple[str, dict]]) -> None:
+        """Send each (group, message); one round trip per Redis host."""
+        await self._get_layer().group_send_many(sends)

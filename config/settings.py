@@ -179,13 +179,11 @@ CHANNEL_PREFIX = os.environ.get("FLOWDECK_CHANNEL_PREFIX", "flowdeck")
 if REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
-            "BACKEND": "config.layers.ResilientRedisChannelLayer",
+            "BACKEND": "config.layers.FlowdeckChannelLayer",
             "CONFIG": {
                 "hosts": [REDIS_URL],
                 "prefix": CHANNEL_PREFIX,
                 "capacity": env_int("FLOWDECK_CHANNEL_CAPACITY", 100),
-                "expiry": 60,
-                "group_expiry": 86400,
             },
         }
     }

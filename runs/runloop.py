@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
@@ -46,6 +46,11 @@ class RunLoop:
     @property
     def alive(self) -> bool:
         return self._thread.is_alive()
+
+    def call_soon(self, callback: Callable[..., Any], *args: Any) -> None:
+        """Schedule `callback(*args)` on the loop from any thread."""
+        assert self._loop is not None
+        self._loop.call_soon_threadsafe(callback, *args)
 
     def run(self, coro: Coroutine[Any, Any, T]) -> T:
         """Run `coro` on the shared loop and block the calling thread until it is done."""

@@ -2,8 +2,10 @@
 
 One `EventSink` per worker process serves every run the process holds. Executors call
 `RunWriter.emit` (cheap, thread-safe, never touches the database); a single writer thread
-wakes every few milliseconds, takes what is pending across all runs, writes it in one
-transaction and only then publishes it to each run's session group. So:
+wakes when there is something to write, takes what is pending across all runs, writes it
+in one transaction (on PostgreSQL one statement: one round trip) and only then hands it to
+the publisher, a task on the process's run loop that sends each run's events to its
+session group, batch after batch in commit order. So:
 
 - seq is assigned in memory by the run's only writer (the lease holder), 1..N, no gaps;
 - tokens of a node are coalesced for `TOKEN_FLUSH_SECONDS` into one `on_token` event, so a
@@ -18,10 +20,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -34,11 +37,29 @@ from django.utils import timezone
 
 from runs.events import session_group
 from runs.models import Run, RunEvent
+from runs.runloop import get_run_loop
 
 log = logging.getLogger(__name__)
 
 TICK_SECONDS = 0.005
 HEARTBEAT_SECONDS = 1.0
+MAX_STATEMENT_EVENTS = 5_000  # 7 parameters each, well under PostgreSQL's 65,535
+
+PERSIST_SQL = """
+WITH batch (id, token, seq) AS (VALUES {runs}),
+held AS (
+    UPDATE {run} AS r SET last_seq = batch.seq, lease_expires_at = %s
+    FROM batch WHERE r.id = batch.id AND r.lease_token = batch.token
+    RETURNING r.id
+),
+written AS (
+    INSERT INTO {event} (workspace_id, run_id, seq, event, node_id, payload, ts)
+    SELECT e.workspace_id, e.run_id, e.seq, e.event, e.node_id, e.payload, e.ts
+    FROM (VALUES {events}) AS e (workspace_id, run_id, seq, event, node_id, payload, ts)
+    WHERE e.run_id IN (SELECT id FROM held)
+)
+SELECT id FROM held
+"""
 
 
 @dataclass
@@ -207,7 +228,7 @@ class EventSink:
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
+        self._publisher = Publisher()
         self._last_heartbeat = 0.0
         self.window = settings.FLOWDECK["TOKEN_FLUSH_SECONDS"]
 
@@ -233,7 +254,6 @@ class EventSink:
     # --- the writer thread ---------------------------------------------------------------
 
     def _run(self) -> None:
-        self._loop = asyncio.new_event_loop()
         window = self.window
         timeout = HEARTBEAT_SECONDS
         while True:
@@ -255,7 +275,9 @@ class EventSink:
             try:
                 if batch:
                     self._persist(batch)
-                    self._publish(batch)
+                    self._publisher.submit(
+                        [(w.group, w.run_id, events) for w, events, _final in batch if events]
+                    )
                 if now - self._last_heartbeat >= HEARTBEAT_SECONDS:
                     self._last_heartbeat = now
                     self._heartbeat(writers)
@@ -280,10 +302,62 @@ class EventSink:
         writer.done.set()
 
     def _persist(self, batch: list[tuple[RunWriter, list[PendingEvent], dict | None]]) -> None:
-        """One transaction for the whole batch: one UPDATE for every live run (fencing
-        token checked in its WHERE), one for each finishing run, one INSERT of all events.
-        Few round trips matter: each costs a GIL hand-back in a busy worker."""
+        """Write a batch. Few round trips matter: in a busy worker each one costs the sink
+        a wait for the GIL behind the run loop, so the common batch (PostgreSQL, no run
+        finishing) is a single statement."""
         lease_until = timezone.now() + timedelta(seconds=settings.FLOWDECK["RUN_LEASE_SECONDS"])
+        if (
+            connection.vendor == "postgresql"
+            and all(final is None for _w, _events, final in batch)
+            and sum(len(events) for _w, events, _final in batch) <= MAX_STATEMENT_EVENTS
+        ):
+            self._persist_statement(batch, lease_until)
+        else:
+            self._persist_transaction(batch, lease_until)
+        for writer, events, _final in batch:
+            if events:
+                writer.persisted_seq = events[-1].seq
+
+    def _persist_statement(
+        self, batch: list[tuple[RunWriter, list[PendingEvent], dict | None]], lease_until: datetime
+    ) -> None:
+        """PostgreSQL: one statement (so one implicit transaction) that extends the leases
+        still held (fencing token in the UPDATE's WHERE) and inserts the events of exactly
+        those runs; it returns the runs it wrote, and the others are fenced off."""
+        run_rows, run_params = [], []
+        event_rows, event_params = [], []
+        for writer, events, _final in batch:
+            run_rows.append("(%s::uuid, %s::integer, %s::integer)")
+            run_params += [writer.run_id, writer.lease_token, events[-1].seq]
+            for e in events:
+                event_rows.append("(%s::bigint, %s::uuid, %s::integer, %s, %s, %s::jsonb, %s)")
+                event_params += [
+                    writer.workspace_id,
+                    writer.run_id,
+                    e.seq,
+                    e.event,
+                    e.node_id,
+                    json.dumps(e.payload),
+                    e.ts,
+                ]
+        sql = PERSIST_SQL.format(
+            run=Run._meta.db_table,
+            event=RunEvent._meta.db_table,
+            runs=", ".join(run_rows),
+            events=", ".join(event_rows),
+        )
+        with connection.cursor() as cursor:
+            cursor.execute(sql, [*run_params, lease_until, *event_params])
+            held = {str(row[0]) for row in cursor.fetchall()}
+        for writer, events, _final in batch:
+            if writer.run_id not in held:
+                self._fence(writer, events)
+
+    def _persist_transaction(
+        self, batch: list[tuple[RunWriter, list[PendingEvent], dict | None]], lease_until: datetime
+    ) -> None:
+        """Any database, any batch: one transaction with one UPDATE for every live run
+        (fencing token checked in its WHERE), one for each finishing run, one INSERT."""
         live = [(w, events) for w, events, final in batch if final is None]
         finishing = [(w, events, final) for w, events, final in batch if final is not None]
         with transaction.atomic():
@@ -325,9 +399,6 @@ class EventSink:
                 for e in events
             ]
             RunEvent.objects.bulk_create(rows, batch_size=500)
-        for writer, events, _final in batch:
-            if events:
-                writer.persisted_seq = events[-1].seq
 
     @staticmethod
     def _fence(writer: RunWriter, events: list[PendingEvent]) -> None:
@@ -335,29 +406,6 @@ class EventSink:
         log.warning("run %s fenced off; dropping %d events", writer.run_id, len(events))
         writer.mark_fenced()
         events.clear()
-
-    def _publish(self, batch: Iterable[tuple[RunWriter, list[PendingEvent], dict | None]]) -> None:
-        layer = get_channel_layer()
-        if layer is None:
-            return
-
-        async def send_run(writer: RunWriter, events: list[PendingEvent]) -> None:
-            # One layer message per run and batch: fewer Redis round trips, fewer drops.
-            messages = [event.as_message(writer.run_id) for event in events]
-            await layer.group_send(writer.group, {"type": "run.events", "events": messages})
-
-        async def send_all() -> None:
-            results = await asyncio.gather(
-                *(send_run(w, events) for w, events, _ in batch if events),
-                return_exceptions=True,
-            )
-            for result in results:
-                if isinstance(result, BaseException):
-                    # The log has the events; watchers catch up from it.
-                    log.warning("publishing run events failed: %r", result)
-
-        assert self._loop is not None
-        self._loop.run_until_complete(send_all())
 
     def _heartbeat(self, writers: list[RunWriter]) -> None:
         """Extend every live lease (one UPDATE), notice lost leases and cancel requests."""
@@ -377,6 +425,57 @@ class EventSink:
                 self._release(writer)
             elif flags[writer.run_id]:
                 writer.mark_cancelled()
+
+
+class Publisher:
+    """Sends committed batches to the channel layer from the process's run loop.
+
+    The sink thread only hands a batch over (it never waits on Redis, so the next write
+    starts at once). Batches go out in the order they were committed; when several are
+    waiting, each run's events are merged into one layer message. Publishing is best
+    effort: the log has the events, and watchers fill any gap from it.
+    """
+
+    def __init__(self) -> None:
+        self._queue: asyncio.Queue[list[tuple[str, str, list[PendingEvent]]]] | None = None
+
+    def submit(self, sends: list[tuple[str, str, list[PendingEvent]]]) -> None:
+        if sends:
+            get_run_loop().call_soon(self._put, sends)
+
+    def _put(self, sends: list[tuple[str, str, list[PendingEvent]]]) -> None:  # on the loop
+        if self._queue is None:
+            self._queue = asyncio.Queue()
+            asyncio.ensure_future(self._drain())
+        self._queue.put_nowait(sends)
+
+    async def _drain(self) -> None:
+        assert self._queue is not None
+        while True:
+            merged: dict[tuple[str, str], list[dict[str, Any]]] = {}
+            sends = await self._queue.get()
+            while True:
+                for group, run_id, events in sends:
+                    merged.setdefault((group, run_id), []).extend(
+                        event.as_message(run_id) for event in events
+                    )
+                if self._queue.empty():
+                    break
+                sends = self._queue.get_nowait()
+            layer = get_channel_layer()
+            if layer is None:
+                continue
+            sends = [
+                (group, {"type": "run.events", "events": messages})
+                for (group, _run_id), messages in merged.items()
+            ]
+            try:
+                if hasattr(layer, "group_send_many"):  # config.layers: one round trip
+                    await layer.group_send_many(sends)
+                else:
+                    await asyncio.gather(*(layer.group_send(g, m) for g, m in sends))
+            except Exception as exc:  # Redis away: watchers catch up from the log
+                log.warning("publishing run events failed: %r", exc)
 
 
 def _held_by(writers: list[RunWriter]) -> Q:

@@ -53,6 +53,9 @@ async def stream(request: HttpRequest, slug: str, run_id: str) -> HttpResponse:
         if layer and channel:
             await layer.group_add(group, channel)
         idle = 0.0
+        # One receive stays pending across waits: cancelling a pub/sub receive would
+        # unsubscribe the channel (config.layers).
+        wake: asyncio.Future | None = None
         try:
             yield "retry: 1000\n\n"
             while True:
@@ -67,17 +70,22 @@ async def stream(request: HttpRequest, slug: str, run_id: str) -> HttpResponse:
                 if page:
                     idle = 0.0
                     continue
-                try:
-                    if layer and channel:
-                        await asyncio.wait_for(layer.receive(channel), WAKE_TIMEOUT)
-                    else:
-                        await asyncio.sleep(WAKE_TIMEOUT)
-                except TimeoutError:
-                    idle += WAKE_TIMEOUT
-                    if idle >= KEEPALIVE_EVERY:
-                        idle = 0.0
-                        yield ": keep-alive\n\n"
+                if layer and channel:
+                    if wake is None:
+                        wake = asyncio.ensure_future(layer.receive(channel))
+                    done, _ = await asyncio.wait({wake}, timeout=WAKE_TIMEOUT)
+                    if done:
+                        wake = None  # woken early: read the log again
+                        continue
+                else:
+                    await asyncio.sleep(WAKE_TIMEOUT)
+                idle += WAKE_TIMEOUT
+                if idle >= KEEPALIVE_EVERY:
+                    idle = 0.0
+                    yield ": keep-alive\n\n"
         finally:
+            if wake is not None:
+                wake.cancel()
             if layer and channel:
                 await layer.group_discard(group, channel)
 

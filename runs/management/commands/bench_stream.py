@@ -201,6 +201,12 @@ class Command(BaseCommand):
             f"{c['upstream_to_worker_p99_ms']:.1f} ms; worker event -> client p50 "
             f"{c['worker_to_client_p50_ms']:.1f} ms, p99 {c['worker_to_client_p99_ms']:.1f} ms"
         )
+        w(
+            "\n  by upstream send time: "
+            + "; ".join(
+                f"{b['t']:.1f}s p50 {b['p50_ms']:.0f} p99 {b['p99_ms']:.0f}" for b in c["over_time"]
+            )
+        )
         w("\ntargets: ratio >= 0.9 at N=20,000; TTFT overhead <= 50 ms; p99 <= 150 ms")
 
 
@@ -386,6 +392,23 @@ async def run_benchmarks(
     return {"repeat": repeat, "sizes": rows, "concurrent": concurrent_result}
 
 
+def _over_time(samples: list[tuple[float, float, float]]) -> list[dict[str, float]]:
+    """Delivery latency per half second of upstream send time (start-up vs steady state)."""
+    start = min(sent for sent, _, _ in samples)
+    buckets: dict[float, list[float]] = {}
+    for sent, latency, _ in samples:
+        buckets.setdefault(int((sent - start) * 2) / 2, []).append(latency)
+    return [
+        {
+            "t": t,
+            "tokens": len(values),
+            "p50_ms": statistics.median(values),
+            "p99_ms": _percentile(values, 0.99),
+        }
+        for t, values in sorted(buckets.items())
+    ]
+
+
 async def _concurrent(
     fixture: BenchFixture, ws_url: str, runs: int, tokens: int, rate: float
 ) -> dict[str, Any]:
@@ -400,6 +423,7 @@ async def _concurrent(
     to_worker: list[float] = []
     to_client: list[float] = []
     exact: list[bool] = []
+    samples: list[tuple[float, float, float]] = []
 
     async def one(flow_id: int) -> str:
         url = f"{ws_url}/ws/w/{fixture.workspace.slug}/exec"
@@ -427,6 +451,7 @@ async def _concurrent(
                     for part in message["data"].split():
                         sent = float(part[1:])
                         latencies.append((received - sent) * 1000)
+                        samples.append((sent, (received - sent) * 1000, (emitted - sent) * 1000))
                         to_worker.append((emitted - sent) * 1000)
                 elif kind == "completed":
                     break
@@ -470,6 +495,7 @@ async def _concurrent(
         "latency_p50_ms": statistics.median(latencies),
         "latency_p99_ms": _percentile(latencies, 0.99),
         "latency_max_ms": max(latencies),
+        "over_time": _over_time(samples),
         "upstream_to_worker_p50_ms": statistics.median(to_worker),
         "upstream_to_worker_p99_ms": _percentile(to_worker, 0.99),
         "worker_to_client_p50_ms": statistics.median(to_client),
