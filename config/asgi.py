@@ -15,6 +15,7 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 
 from accounts.ws_auth import BearerOrSessionAuthMiddlewareStack  # noqa: E402
+from config.runtime import prepare_server_process  # noqa: E402
 from runs.routing import websocket_urlpatterns  # noqa: E402
 
 application = ProtocolTypeRouter(
@@ -25,3 +26,5 @@ application = ProtocolTypeRouter(
         ),
     }
 )
+
+prepare_server_process()  # imports the component registry, then freezes the start-up heap

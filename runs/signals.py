@@ -27,13 +27,9 @@ def favour_io_threads(**_: object) -> None:
 
 
 @worker_ready.connect
-def warm_up_model_clients(**_: object) -> None:
+def prepare_process(**_: object) -> None:
     """Import the provider clients once at start-up, not inside the first run's first
-    token: langchain-openai/-anthropic/-ollama take seconds to import on a busy machine."""
-    import importlib
+    token, then keep the collector off the start-up heap (config/runtime.py)."""
+    from config.runtime import prepare_server_process
 
-    for module in ("langchain_openai", "langchain_anthropic", "langchain_ollama"):
-        try:
-            importlib.import_module(module)
-        except ImportError:  # an optional provider that is not installed
-            log.info("provider client %s not installed", module)
+    prepare_server_process()
