@@ -65,11 +65,11 @@ def test_production_settings_are_secure(tmp_path: Path) -> None:
     probe = (
         "from django.conf import settings as s; "
         "from django.utils.module_loading import import_string; "
-        "from channels_redis.core import RedisChannelLayer; "
+        "from channels_redis.pubsub import RedisPubSubChannelLayer; "
         "layer = import_string(s.CHANNEL_LAYERS['default']['BACKEND']); "
         "print(s.DEBUG, s.SESSION_COOKIE_SECURE, s.CSRF_COOKIE_SECURE, s.SECURE_SSL_REDIRECT, "
         "s.SECURE_HSTS_SECONDS > 0, s.DATABASES['default']['ENGINE'], "
-        "issubclass(layer, RedisChannelLayer), s.CELERY_BROKER_URL)"
+        "issubclass(layer, RedisPubSubChannelLayer), s.CELERY_BROKER_URL)"
     )
     result = manage(production_env(tmp_path), "shell", "-c", probe)
     assert result.returncode == 0, result.stderr
