@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -65,13 +66,24 @@ def model_error(exc: Exception) -> NodeError:
     return NodeError(f"The model endpoint could not be reached or failed ({name}).")
 
 
+YIELD_EVERY = 0.002
+
+
 async def stream_chat(model: Any, messages: Any, ctx: RunContext) -> str:
     """Stream `model` on `messages`, emitting each chunk as `on_token`; the full text."""
     from flows.components.base import RunCancelled
 
     parts: list[str] = []
+    last_yield = time.monotonic()
     try:
         async for chunk in model.astream(messages):
+            # A fast stream whose chunks are already buffered never suspends, and would
+            # starve every other task on the worker's shared loop (other runs' streams,
+            # the publisher): hand the loop over at least every YIELD_EVERY seconds.
+            now = time.monotonic()
+            if now - last_yield >= YIELD_EVERY:
+                await asyncio.sleep(0)
+                last_yield = now
             ctx.check_cancelled()
             text = chunk_text(chunk)
             if text:
