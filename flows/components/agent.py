@@ -23,7 +23,7 @@ from pydantic import BaseModel, Field
 from flows.components.base import NodeError, Port, RunCancelled, RunContext
 from flows.components.llm import ChatModelComponent, ModelParams
 from flows.components.tools import ToolHandle
-from flows.components.util import as_text, chunk_text, model_error
+from flows.components.util import as_text, chunk_text, fairly, model_error
 
 MAX_TOOL_OUTPUT = 20_000
 
@@ -81,7 +81,7 @@ class ToolAgent(ChatModelComponent):
         for _step in range(params.max_iterations):  # type: ignore[attr-defined]
             reply = None
             try:
-                async for chunk in model.astream(messages):
+                async for chunk in fairly(model.astream(messages)):
                     ctx.check_cancelled()
                     text = chunk_text(chunk)
                     if text:
