@@ -20,6 +20,7 @@ import importlib
 import logging
 import os
 import sys
+from collections.abc import Callable
 
 log = logging.getLogger(__name__)
 
@@ -33,12 +34,19 @@ EAGER_MODULES = (
 )
 
 
-def prepare_server_process() -> None:
+def prepare_server_process(warm_up: Callable[[], None] | None = None) -> None:
+    """Switch interval, eager imports, then `warm_up` (what else the process should do
+    once before serving), then freeze the heap."""
     sys.setswitchinterval(float(os.environ.get("FLOWDECK_SWITCH_INTERVAL_MS", "1")) / 1000)
     for module in EAGER_MODULES:
         try:
             importlib.import_module(module)
         except ImportError:  # an optional provider that is not installed
             log.info("module %s not installed", module)
+    if warm_up is not None:
+        try:
+            warm_up()
+        except Exception:  # a warm-up is an optimisation: never a reason not to serve
+            log.warning("warm-up failed", exc_info=True)
     gc.collect()
     gc.freeze()

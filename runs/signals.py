@@ -17,5 +17,6 @@ def prepare_process(**_: object) -> None:
     """Import the provider clients once at start-up, not inside the first run's first
     token, then keep the collector off the start-up heap (config/runtime.py)."""
     from config.runtime import prepare_server_process
+    from flows.components.llm import warm_up_model_clients
 
-    prepare_server_process()
+    prepare_server_process(warm_up=warm_up_model_clients)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 from typing import Any
 
 from langchain_core.messages import BaseMessage, HumanMessage, SystemMessage
@@ -77,6 +78,24 @@ def chat_model_for(
             client_kwargs={"headers": headers, "timeout": 120},
         )
     raise NodeError("This credential's provider is not supported.")
+
+
+def warm_up_model_clients() -> None:
+    """Build each provider's chat model once, without any request, so the SDK modules they
+    import lazily (openai's resources, anyio's asyncio backend, the Anthropic and Ollama
+    clients) load at worker start, not on the run loop inside the first run: measured, a
+    first run's imports stalled every stream of the process for tens of milliseconds."""
+    importlib.import_module("anyio._backends._asyncio")
+    for provider in ("openai", "anthropic", "ollama"):
+        credential = DecryptedCredential(
+            id=0, provider=provider, base_url="http://127.0.0.1:9", api_key="warm-up"
+        )
+        try:
+            model = chat_model_for(credential, model="warm-up", temperature=0, max_tokens=1)
+        except ImportError:  # an optional provider that is not installed
+            continue
+        for attribute in ("async_client", "_async_client", "_client"):
+            getattr(model, attribute, None)  # clients some SDKs create on first access
 
 
 class ModelParams(Params):
