@@ -26,10 +26,10 @@ BLOCKING_THREADS = 32
 
 
 class RunLoop:
-    def __init__(self) -> None:
+    def __init__(self, name: str = "run-loop") -> None:
         self._ready = threading.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread = threading.Thread(target=self._serve, name="run-loop", daemon=True)
+        self._thread = threading.Thread(target=self._serve, name=name, daemon=True)
         self._thread.start()
         self._ready.wait()
 

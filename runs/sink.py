@@ -4,8 +4,8 @@ One `EventSink` per worker process serves every run the process holds. Executors
 `RunWriter.emit` (cheap, thread-safe, never touches the database); a single writer thread
 wakes when there is something to write, takes what is pending across all runs, writes it
 in one transaction (on PostgreSQL one statement: one round trip) and only then hands it to
-the publisher, a task on the process's run loop that sends each run's events to its
-session group, batch after batch in commit order. So:
+the publisher, an event loop of its own that sends each run's events to its session
+group, batch after batch in commit order. So:
 
 - seq is assigned in memory by the run's only writer (the lease holder), 1..N, no gaps;
 - tokens of a node are coalesced for `TOKEN_FLUSH_SECONDS` into one `on_token` event, so a
@@ -37,7 +37,7 @@ from django.utils import timezone
 
 from runs.events import session_group
 from runs.models import Run, RunEvent
-from runs.runloop import get_run_loop
+from runs.runloop import RunLoop
 
 log = logging.getLogger(__name__)
 
@@ -428,20 +428,29 @@ class EventSink:
 
 
 class Publisher:
-    """Sends committed batches to the channel layer from the process's run loop.
+    """Sends committed batches to the channel layer, from an event loop of its own.
 
     The sink thread only hands a batch over (it never waits on Redis, so the next write
     starts at once). Batches go out in the order they were committed; when several are
-    waiting, each run's events are merged into one layer message. Publishing is best
-    effort: the log has the events, and watchers fill any gap from it.
+    waiting, each run's events are merged into one layer message. Not on the run loop:
+    while dozens of runs start at once that loop is crowded, and events waited there
+    50-100 ms before going out. Publishing is best effort: the log has the events, and
+    watchers fill any gap from it.
     """
 
     def __init__(self) -> None:
         self._queue: asyncio.Queue[list[tuple[str, str, list[PendingEvent]]]] | None = None
+        self._thread: RunLoop | None = None
+
+    def _loop(self) -> RunLoop:
+        if self._thread is None or not self._thread.alive:
+            self._thread = RunLoop(name="publisher")
+            self._queue = None
+        return self._thread
 
     def submit(self, sends: list[tuple[str, str, list[PendingEvent]]]) -> None:
         if sends:
-            get_run_loop().call_soon(self._put, sends)
+            self._loop().call_soon(self._put, sends)
 
     def _put(self, sends: list[tuple[str, str, list[PendingEvent]]]) -> None:  # on the loop
         if self._queue is None:
