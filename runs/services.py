@@ -13,6 +13,7 @@ from channels.layers import get_channel_layer
 from django.conf import settings
 from django.core.cache import cache
 from django.db import transaction
+from django.db.models import F
 from django.utils import timezone
 
 from accounts.models import Membership, Role, Workspace
@@ -72,9 +73,18 @@ def _check_limits(workspace: Workspace, acting: Membership) -> None:
         (f"runrate:u:{acting.user_id}:{minute}", limits["RUNS_PER_MINUTE_PER_USER"]),
         (f"runrate:w:{workspace.pk}:{minute}", limits["RUNS_PER_MINUTE_PER_WORKSPACE"]),
     ):
-        cache.add(key, 0, timeout=120)
-        if cache.incr(key) > limit:
+        if _count_up(key) > limit:
             raise RunRefused("rate_limited", "Too many runs started in the last minute.")
+
+
+def _count_up(key: str) -> int:
+    """Increment a two-minute counter: one cache round trip once the key exists."""
+    try:
+        return cache.incr(key)
+    except ValueError:  # the first start this minute
+        if cache.add(key, 1, timeout=120):
+            return 1
+        return cache.incr(key)  # another process added it meanwhile
 
 
 def _clean_inputs(inputs: Any, input_node_ids: list[str]) -> dict[str, str]:
@@ -232,34 +242,25 @@ def _check_rerun_from(run: Run, node_id: str) -> None:
 def run_claim(*, run_id: str, task_id: str, worker: str) -> Run | None:
     """Take the lease of a queued run, or None if it is not queued (finished, or held).
 
-    Claiming moves the run out of `queued` in one locked transaction and bumps the fencing
-    token, so a duplicate delivery of the task finds nothing to do, and a run whose worker
-    died is never started twice: the reaper ends it instead.
+    One conditional UPDATE moves the run out of `queued` and bumps the fencing token, so a
+    duplicate delivery of the task finds nothing to do, and a run whose worker died is
+    never started twice: the reaper ends it instead. (One statement, atomic on its own:
+    the claim is on every run's path to its first token.)
     """
-    with transaction.atomic():
-        run = Run.objects.select_for_update().filter(pk=run_id).first()
-        if run is None or run.status != RunStatus.QUEUED:
-            return None
-        now = timezone.now()
-        run.status = RunStatus.RUNNING
-        run.started_at = now
-        run.attempts += 1
-        run.lease_token += 1
-        run.lease_expires_at = now + timedelta(seconds=settings.FLOWDECK["RUN_LEASE_SECONDS"])
-        run.task_id = task_id[:64]
-        run.worker = worker[:200]
-        run.save(
-            update_fields=[
-                "status",
-                "started_at",
-                "attempts",
-                "lease_token",
-                "lease_expires_at",
-                "task_id",
-                "worker",
-            ]
-        )
-        return run
+    now = timezone.now()
+    claimed = Run.objects.filter(pk=run_id, status=RunStatus.QUEUED).update(
+        status=RunStatus.RUNNING,
+        started_at=now,
+        attempts=F("attempts") + 1,
+        lease_token=F("lease_token") + 1,
+        lease_expires_at=now + timedelta(seconds=settings.FLOWDECK["RUN_LEASE_SECONDS"]),
+        task_id=task_id[:64],
+        worker=worker[:200],
+    )
+    if not claimed:
+        return None
+    # What execution reads next, in the same round trip.
+    return Run.objects.select_related("workspace", "flow_version").filter(pk=run_id).first()
 
 
 @transaction.atomic
