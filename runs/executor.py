@@ -16,6 +16,7 @@ import time
 from typing import Any
 
 from django.conf import settings
+from django.db import connection
 
 from flows.components.base import STREAM_EVENTS, NodeError, RunCancelled
 from runs.events import PROTOCOL_VERSION
@@ -283,6 +284,9 @@ def execute_claimed_run(run: Run) -> None:
             plan = build_plan(version.graph, run.workspace)  # re-checks the whitelist, now
             recorded = recorded_for_rerun(run, plan) if run.rerun_from_node else None
         runner = PlanRunner(run, plan, writer, recorded)
+        # This thread only waits from here on: its database connection goes back to the
+        # pool instead of being held for the length of the run.
+        connection.close()
         limit = settings.FLOWDECK["RUN_TIME_LIMIT_SECONDS"]
         try:
             get_run_loop().run(asyncio.wait_for(runner.execute(), timeout=limit))
