@@ -10,6 +10,7 @@ registered *and* enabled for the workspace; `build_plan` re-checks that in the w
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
@@ -88,6 +89,9 @@ class ExecutionPlan:
 
 
 # --- validation ---------------------------------------------------------------------------
+NUL_PROBLEM = Problem(None, "", "not_text", "Text in a graph may not contain NUL characters.")
+
+
 def _shape_problems(graph: Any) -> list[Problem]:
     """Depth, size and JSON-ness, checked without recursion before anything else."""
     if not isinstance(graph, dict):
@@ -109,10 +113,17 @@ def _shape_problems(graph: Any) -> list[Problem]:
             for key, child in value.items():
                 if not isinstance(key, str):
                     return [Problem(None, "", "not_json", "Object keys must be strings.")]
+                if "\x00" in key:
+                    return [NUL_PROBLEM]
                 stack.append((child, depth + 1))
         elif isinstance(value, list):
             stack.extend((child, depth + 1) for child in value)
-        elif value is None or isinstance(value, str | bool | int | float):
+        elif isinstance(value, str):
+            if "\x00" in value:
+                return [NUL_PROBLEM]
+        elif isinstance(value, float) and not math.isfinite(value):
+            return [Problem(None, "", "not_json", "Numbers must be finite (no NaN or Infinity).")]
+        elif value is None or isinstance(value, bool | int | float):
             continue
         else:
             return [Problem(None, "", "not_json", "The graph may contain only JSON values.")]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import threading
 import time
 from typing import Any
@@ -29,13 +30,22 @@ log = logging.getLogger(__name__)
 MAX_VALUE_CHARS = 200_000
 
 
+def clean_text(text: str) -> str:
+    """PostgreSQL cannot store NUL in text or jsonb: one such character from a model would
+    fail the sink's whole batch, other runs' events included."""
+    return text.replace("\x00", "\ufffd") if "\x00" in text else text
+
+
 def to_jsonable(value: Any, depth: int = 0) -> Any:
     """A JSON-safe copy of a node's output for events and run outputs."""
     if depth > 20:
         return "…"
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)  # JSON (and PostgreSQL's jsonb) has no NaN or Infinity
     if value is None or isinstance(value, bool | int | float):
         return value
     if isinstance(value, str):
+        value = clean_text(value)
         return value if len(value) <= MAX_VALUE_CHARS else value[:MAX_VALUE_CHARS] + "…"
     if isinstance(value, dict):
         return {str(k): to_jsonable(v, depth + 1) for k, v in value.items()}
@@ -65,7 +75,7 @@ class NodeContext:
     def emit(self, event: str, data: Any) -> None:
         if event not in STREAM_EVENTS:
             raise ValueError(f"components cannot emit {event!r}")
-        payload = {"data": data if event == "on_token" else to_jsonable(data)}
+        payload = {"data": clean_text(str(data)) if event == "on_token" else to_jsonable(data)}
         self._writer.emit(event, self.node_id, payload)
 
     def check_cancelled(self) -> None:  # called per chunk: keep it a flag check

@@ -31,7 +31,7 @@ from typing import Any
 
 from channels.layers import get_channel_layer
 from django.conf import settings
-from django.db import close_old_connections, connection, transaction
+from django.db import DatabaseError, close_old_connections, connection, transaction
 from django.db.models import Case, PositiveIntegerField, Q, Value, When
 from django.utils import timezone
 
@@ -273,8 +273,7 @@ class EventSink:
                 if events or final:
                     batch.append((writer, events, final))
             try:
-                if batch:
-                    self._persist(batch)
+                if batch and self._write(batch):
                     self._publisher.submit(
                         [(w.group, w.run_id, events) for w, events, _final in batch if events]
                     )
@@ -300,6 +299,23 @@ class EventSink:
             self._writers.pop(writer.run_id, None)
         writer.closed = True
         writer.done.set()
+
+    def _write(self, batch: list[tuple[RunWriter, list[PendingEvent], dict | None]]) -> bool:
+        """Persist a batch, retrying once on a fresh connection (a dropped connection, a
+        restarted server). If it still fails, its runs are fenced off: nothing of the batch
+        was written, so their logs end at the last committed seq, their executors stop,
+        and the reaper ends them `failed` once their leases lapse, with the final event
+        numbered right after what was committed. A log never has a hole."""
+        for attempt in (1, 2):
+            try:
+                self._persist(batch)
+                return True
+            except DatabaseError:
+                log.warning("event sink write failed (attempt %d)", attempt, exc_info=True)
+                connection.close()
+        for writer, events, _final in batch:
+            self._fence(writer, events)
+        return False
 
     def _persist(self, batch: list[tuple[RunWriter, list[PendingEvent], dict | None]]) -> None:
         """Write a batch. Few round trips matter: in a busy worker each one costs the sink

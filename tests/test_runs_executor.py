@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from datetime import timedelta
 
 import pytest
@@ -163,3 +164,75 @@ def test_cancel_of_a_queued_run_ends_it_at_once(workspace_a, erin_editor):
     assert Run.objects.get(pk=run.pk).status == RunStatus.CANCELLED
     assert stored_log(str(run.pk))[-1]["status"] == "cancelled"
     assert services.run_claim(run_id=str(run.pk), task_id="t", worker="w") is None
+
+
+def test_a_nul_character_from_a_model_is_stored_and_breaks_no_other_run(workspace_a, erin_editor):
+    # PostgreSQL refuses NUL in text and jsonb: unchecked, one such token would fail the
+    # sink's shared batch for every run in it.
+    with FakeOpenAIServer(tokens=["a\x00b", " c"], delay=0.02) as server:
+        nul = _queued(
+            workspace_a,
+            erin_editor,
+            flowgraphs.openai_flow(workspace_a, erin_editor, server.base_url).versions.get().graph,
+        )
+        other = _queued(workspace_a, erin_editor, flowgraphs.demo_graph(reply="ok", delay_ms=20))
+        threads = [
+            threading.Thread(
+                target=lambda r=r: execute_claimed_run(
+                    services.run_claim(run_id=str(r.pk), task_id="t", worker="w")
+                )
+            )
+            for r in (nul, other)
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+    for run in (nul, other):
+        run.refresh_from_db()
+        assert run.status == RunStatus.SUCCEEDED
+    text = "".join(e["data"] for e in stored_log(str(nul.pk)) if e["event"] == "on_token")
+    assert text == "a\ufffdb c"
+
+
+def test_a_graph_with_nul_or_nan_is_refused_with_a_clear_problem(workspace_a):
+    from flows.builder import validate_graph
+
+    for bad in ("a\x00b", float("nan"), float("inf")):
+        graph = flowgraphs.demo_graph(reply="x", delay_ms=0)
+        graph["nodes"][1]["params"]["reply"] = bad
+        problems = validate_graph(graph, workspace_a)
+        assert [p.code for p in problems] in (["not_text"], ["not_json"]), problems
+
+
+def test_a_batch_the_database_refuses_fences_its_runs_and_leaves_no_hole_in_the_log(
+    workspace_a, erin_editor
+):
+    from runs.sink import EventSink, RunWriter
+
+    run = _queued(workspace_a, erin_editor, flowgraphs.demo_graph(reply="x", delay_ms=0))
+    claimed = services.run_claim(run_id=str(run.pk), task_id="t", worker="w")
+    sink = EventSink()  # not started: the test drives one write itself
+    writer = RunWriter(
+        sink,
+        run_id=str(claimed.pk),
+        workspace_id=999_999_999,  # no such workspace: the INSERT violates its foreign key
+        session_id=claimed.session_id,
+        lease_token=claimed.lease_token,
+        last_seq=claimed.last_seq,
+    )
+    writer.emit("run_started", "", {"data": {}})
+    events, final = writer.take(0.0, 0.0)
+    assert [e.seq for e in events] == [1]
+
+    assert sink._write([(writer, events, final)]) is False  # tried twice, then gave up
+    assert writer.fenced and writer.should_stop
+    assert not RunEvent.objects.filter(run=run).exists()
+    assert Run.objects.get(pk=run.pk).last_seq == 0
+
+    # Its lease lapses; the reaper ends it, numbering right after what was committed.
+    Run.objects.filter(pk=run.pk).update(lease_expires_at=timezone.now() - timedelta(seconds=1))
+    assert services.reap_run(run.pk)
+    log = stored_log(str(run.pk))
+    assert [(e["seq"], e["event"]) for e in log] == [(1, "error"), (2, "completed")]
+    assert Run.objects.get(pk=run.pk).status == RunStatus.FAILED
