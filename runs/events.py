@@ -27,3 +27,9 @@ EVENT_TYPES: dict[str, str] = {
 def session_group(workspace_id: int, session_id: str) -> str:
     """The Channels group of a session: ASCII, well under 100 characters."""
     return f"session.{workspace_id}.{session_id}"
+
+
+def clean_text(text: str) -> str:
+    """PostgreSQL cannot store NUL in text or jsonb: one such character from a model would
+    fail the sink's whole batch, other runs' events included."""
+    return text.replace("\x00", "\ufffd") if "\x00" in text else text

@@ -20,7 +20,7 @@ from django.conf import settings
 from django.db import connection
 
 from flows.components.base import STREAM_EVENTS, NodeError, RunCancelled
-from runs.events import PROTOCOL_VERSION
+from runs.events import PROTOCOL_VERSION, clean_text
 from runs.models import COMPLETED_STATUS, Run, RunStatus
 from runs.runloop import get_run_loop
 from runs.sink import RunWriter, get_sink
@@ -28,12 +28,6 @@ from runs.sink import RunWriter, get_sink
 log = logging.getLogger(__name__)
 
 MAX_VALUE_CHARS = 200_000
-
-
-def clean_text(text: str) -> str:
-    """PostgreSQL cannot store NUL in text or jsonb: one such character from a model would
-    fail the sink's whole batch, other runs' events included."""
-    return text.replace("\x00", "\ufffd") if "\x00" in text else text
 
 
 def to_jsonable(value: Any, depth: int = 0) -> Any:

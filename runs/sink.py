@@ -35,7 +35,7 @@ from django.db import DatabaseError, close_old_connections, connection, transact
 from django.db.models import Case, PositiveIntegerField, Q, Value, When
 from django.utils import timezone
 
-from runs.events import session_group
+from runs.events import clean_text, session_group
 from runs.models import Run, RunEvent
 from runs.runloop import RunLoop
 
@@ -46,9 +46,15 @@ HEARTBEAT_SECONDS = 1.0
 MAX_STATEMENT_EVENTS = 5_000  # 7 parameters each, well under PostgreSQL's 65,535
 
 PERSIST_SQL = """
-WITH batch (id, token, seq) AS (VALUES {runs}),
+WITH batch (id, token, seq, status, outputs, error, finished_at) AS (VALUES {runs}),
 held AS (
-    UPDATE {run} AS r SET last_seq = batch.seq, lease_expires_at = %s
+    UPDATE {run} AS r SET
+        last_seq = batch.seq,
+        lease_expires_at = CASE WHEN batch.status IS NULL THEN %s::timestamptz END,
+        status = COALESCE(batch.status, r.status),
+        outputs = COALESCE(batch.outputs, r.outputs),
+        error = COALESCE(batch.error, r.error),
+        finished_at = COALESCE(batch.finished_at, r.finished_at)
     FROM batch WHERE r.id = batch.id AND r.lease_token = batch.token
     RETURNING r.id
 ),
@@ -319,14 +325,10 @@ class EventSink:
 
     def _persist(self, batch: list[tuple[RunWriter, list[PendingEvent], dict | None]]) -> None:
         """Write a batch. Few round trips matter: in a busy worker each one costs the sink
-        a wait for the GIL behind the run loop, so the common batch (PostgreSQL, no run
-        finishing) is a single statement."""
+        a wait for the GIL behind the run loop, so on PostgreSQL a batch is one statement."""
         lease_until = timezone.now() + timedelta(seconds=settings.FLOWDECK["RUN_LEASE_SECONDS"])
-        if (
-            connection.vendor == "postgresql"
-            and all(final is None for _w, _events, final in batch)
-            and sum(len(events) for _w, events, _final in batch) <= MAX_STATEMENT_EVENTS
-        ):
+        count = sum(len(events) for _w, events, _final in batch)
+        if connection.vendor == "postgresql" and 0 < count <= MAX_STATEMENT_EVENTS:
             self._persist_statement(batch, lease_until)
         else:
             self._persist_transaction(batch, lease_until)
@@ -338,13 +340,30 @@ class EventSink:
         self, batch: list[tuple[RunWriter, list[PendingEvent], dict | None]], lease_until: datetime
     ) -> None:
         """PostgreSQL: one statement (so one implicit transaction) that extends the leases
-        still held (fencing token in the UPDATE's WHERE) and inserts the events of exactly
-        those runs; it returns the runs it wrote, and the others are fenced off."""
+        still held (fencing token in the UPDATE's WHERE), finalises the runs that finish,
+        and inserts the events of exactly those runs; it returns the runs it wrote, and
+        the others are fenced off."""
         run_rows, run_params = [], []
         event_rows, event_params = [], []
-        for writer, events, _final in batch:
-            run_rows.append("(%s::uuid, %s::integer, %s::integer)")
-            run_params += [writer.run_id, writer.lease_token, events[-1].seq]
+        for writer, events, final in batch:
+            run_rows.append(
+                "(%s::uuid, %s::integer, %s::integer, %s::varchar, %s::jsonb, %s::text,"
+                " %s::timestamptz)"
+            )
+            run_params += [
+                writer.run_id,
+                writer.lease_token,
+                events[-1].seq if events else writer.persisted_seq,
+            ]
+            if final is None:
+                run_params += [None, None, None, None]
+            else:
+                run_params += [
+                    final["status"],
+                    json.dumps(final["outputs"]),
+                    clean_text(final["error"]),
+                    final["finished_at"],
+                ]
             for e in events:
                 event_rows.append("(%s::bigint, %s::uuid, %s::integer, %s, %s, %s::jsonb, %s)")
                 event_params += [

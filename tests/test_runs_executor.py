@@ -236,3 +236,21 @@ def test_a_batch_the_database_refuses_fences_its_runs_and_leaves_no_hole_in_the_
     log = stored_log(str(run.pk))
     assert [(e["seq"], e["event"]) for e in log] == [(1, "error"), (2, "completed")]
     assert Run.objects.get(pk=run.pk).status == RunStatus.FAILED
+
+
+def test_the_portable_write_path_keeps_the_same_guarantees(workspace_a, erin_editor, monkeypatch):
+    # PostgreSQL batches are one statement; other databases (and oversized batches) take
+    # the ORM transaction. Force that path here so CI, which runs on PostgreSQL, covers it.
+    import runs.sink
+
+    monkeypatch.setattr(runs.sink, "MAX_STATEMENT_EVENTS", 0)
+    run = _queued(workspace_a, erin_editor, flowgraphs.demo_graph(reply="p q r s", delay_ms=5))
+    execute_claimed_run(services.run_claim(run_id=str(run.pk), task_id="t", worker="w"))
+    run.refresh_from_db()
+    log = stored_log(str(run.pk))
+    assert [e["seq"] for e in log] == list(range(1, len(log) + 1))
+    assert log[-1]["event"] == "completed" and log[-1]["status"] == "success"
+    assert run.status == RunStatus.SUCCEEDED and run.last_seq == len(log)
+    assert run.lease_expires_at is None and run.finished_at is not None
+    text = "".join(e["data"] for e in log if e["event"] == "on_token")
+    assert text == "p q r s"
