@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections.abc import AsyncIterator
 
 from asgiref.sync import sync_to_async
@@ -22,6 +23,8 @@ from runs.models import Run
 
 WAKE_TIMEOUT = 1.0
 KEEPALIVE_EVERY = 15
+
+log = logging.getLogger(__name__)
 
 
 def _authorise_and_load(request: HttpRequest, slug: str, run_id: str) -> Run | None:
@@ -75,6 +78,8 @@ async def stream(request: HttpRequest, slug: str, run_id: str) -> HttpResponse:
                         wake = asyncio.ensure_future(layer.receive(channel))
                     done, _ = await asyncio.wait({wake}, timeout=WAKE_TIMEOUT)
                     if done:
+                        if wake.exception() is not None:  # the layer failed: the log still has it
+                            log.warning("SSE wake-up failed: %r", wake.exception())
                         wake = None  # woken early: read the log again
                         continue
                 else:
