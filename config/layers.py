@@ -12,7 +12,11 @@ Added here:
   it a message is dropped (as channels-redis's own layer does) instead of letting a stuck
   consumer grow the server's memory without bound;
 - `group_send_many`: several groups' messages in one pipelined round trip (the event sink
-  publishes a batch of runs at once).
+  publishes a batch of runs at once);
+- an idle subscriber wakes on its first subscription: channels-redis's reader polls every
+  100 ms while the process subscribes to nothing, so the first messages of a client that
+  connects to an idle Daphne waited up to 100 ms in the socket (measured: the first token
+  of a run 10-40 ms late, in one run in three).
 
 A Redis outage never reaches consumers: receiving waits on the in-process buffer while
 the subscriber connection reconnects (redis-py subscribes again on reconnect).
@@ -39,6 +43,33 @@ DEFAULT_CAPACITY = 100
 
 class _BoundedShard(RedisSingleShardConnection):
     channel_layer: _BoundedLoopLayer
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._subscribed = asyncio.Event()  # set while the reader has something to read
+
+    async def subscribe(self, channel: str) -> None:
+        await super().subscribe(channel)
+        self._subscribed.set()
+
+    async def _do_receiving(self) -> None:
+        """channels-redis's reader, except that with no subscriptions it waits for the next
+        one instead of polling."""
+        while True:
+            try:
+                if self._pubsub and self._pubsub.subscribed:
+                    message = await self._pubsub.get_message(
+                        ignore_subscribe_messages=True, timeout=0.1
+                    )
+                    self._receive_message(message)
+                else:
+                    self._subscribed.clear()
+                    await self._subscribed.wait()
+            except (asyncio.CancelledError, GeneratorExit):
+                raise
+            except Exception:  # as channels-redis: log, back off, go on reading
+                log.exception("unexpected error in the channel layer's reader")
+                await asyncio.sleep(1)
 
     def _receive_message(self, message: dict | None) -> None:
         if message is None:

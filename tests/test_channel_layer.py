@@ -115,3 +115,44 @@ def test_receiving_survives_a_redis_restart():
         assert [m["n"] for m in asyncio.run(scenario())] == [1]
     finally:
         redis.stop()
+
+
+class _SlowIdlePoll:
+    """`asyncio` as channels-redis's pub/sub module sees it, except that its 100 ms idle
+    poll (`asyncio.sleep(0.1)` while nothing is subscribed) lasts a minute."""
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(asyncio, name)
+
+    @staticmethod
+    async def sleep(delay: float, result: object = None) -> object:
+        return await asyncio.sleep(60 if delay == 0.1 else delay, result)
+
+
+def test_an_idle_layer_delivers_at_once_to_its_next_subscriber(monkeypatch):
+    """With nothing subscribed, channels-redis's reader polls every 100 ms, so the first
+    messages of a client connecting to an idle Daphne waited for the poll. Our reader waits
+    for the subscription instead: stretched to a minute, the poll must not matter."""
+    require_services()
+    import channels_redis.pubsub
+
+    monkeypatch.setattr(channels_redis.pubsub, "asyncio", _SlowIdlePoll())
+
+    async def scenario() -> dict:
+        layer = _layer(settings.REDIS_URL)
+        first = await layer.new_channel()
+        inbox = Inbox(layer, first)
+        await layer.send(first, {"type": "x", "n": 0})
+        assert await inbox.settle(0.1) == [0]
+        inbox.task.cancel()  # the process's only subscription goes: the reader is idle
+        with contextlib.suppress(asyncio.CancelledError):
+            await inbox.task
+        await asyncio.sleep(0.5)
+        second = await layer.new_channel()
+        await layer.send(second, {"type": "x", "n": 1})
+        try:
+            return await asyncio.wait_for(layer.receive(second), 5)
+        finally:
+            await layer.flush()
+
+    assert asyncio.run(scenario())["n"] == 1
