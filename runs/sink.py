@@ -43,7 +43,11 @@ log = logging.getLogger(__name__)
 
 TICK_SECONDS = 0.005
 HEARTBEAT_SECONDS = 1.0
-MAX_STATEMENT_EVENTS = 5_000  # 7 parameters each, well under PostgreSQL's 65,535
+MAX_STATEMENT_EVENTS = 5_000
+# Lifecycle events do not wake the sink: they wait up to one coalescing window for what
+# follows (typically the node's first token), so a run's start is one write and one
+# publish instead of three, while its first token is on the critical path.
+LAZY_EVENTS = frozenset({"run_started", "node_started", "node_finished"})  # 7 parameters each, well under PostgreSQL's 65,535
 
 PERSIST_SQL = """
 WITH batch (id, token, seq, status, outputs, error, finished_at) AS (VALUES {runs}),
@@ -117,6 +121,8 @@ class RunWriter:
         self._pending: list[PendingEvent] = []
         self._tokens: dict[str, _TokenBuffer] = {}
         self._final: dict[str, Any] | None = None
+        self._due = False  # pending events that must go out at the sink's next pass
+        self._lazy_since: float | None = None  # oldest pending lifecycle event, if any
         self.closed = False
         self.fenced = False
         self.cancel_requested = False
@@ -133,9 +139,15 @@ class RunWriter:
             if self.closed:
                 return
             # Anything else first flushes buffered tokens, so the log stays chronological.
+            lazy = event in LAZY_EVENTS and not self.has_buffered_tokens
             self._drain_tokens(None)
             self._append(event, node_id, payload or {})
-        self.sink.wake()
+            if not lazy:
+                self._due = True
+            elif self._lazy_since is None:
+                self._lazy_since = time.monotonic()
+        if not lazy:
+            self.sink.wake()
 
     def _add_token(self, node_id: str, text: str) -> None:
         if not text:
@@ -204,11 +216,23 @@ class RunWriter:
 
     # --- called by the sink thread ------------------------------------------------------
 
+    @property
+    def has_lazy_events(self) -> bool:
+        return self._lazy_since is not None
+
     def take(self, now: float, window: float) -> tuple[list[PendingEvent], dict | None]:
         with self._lock:
             self._drain_tokens(now - window)
+            if (
+                not self._due
+                and self._final is None
+                and self._lazy_since is not None
+                and now - self._lazy_since < window
+            ):
+                return [], None  # only young lifecycle events: they ride with what follows
             events, self._pending = self._pending, []
             final, self._final = self._final, None
+            self._due, self._lazy_since = False, None
             return events, final
 
     def _drain_tokens(self, flushed_before: float | None) -> None:
@@ -220,6 +244,7 @@ class RunWriter:
                 self._append("on_token", node_id, {"data": "".join(buffer.parts)})
                 buffer.parts = []
                 buffer.last_flush = now
+                self._due = True
 
     def _append(self, event: str, node_id: str, payload: dict[str, Any]) -> None:
         self._pending.append(PendingEvent(self.next_seq, event, node_id, payload, timezone.now()))
@@ -297,7 +322,7 @@ class EventSink:
             if idle:
                 connection.close()  # an idle worker holds no database connection
             next_beat = max(0.0, HEARTBEAT_SECONDS - (time.monotonic() - self._last_heartbeat))
-            buffered = any(w.has_buffered_tokens for w in writers)
+            buffered = any(w.has_buffered_tokens or w.has_lazy_events for w in writers)
             timeout = max(TICK_SECONDS, min(window if buffered else next_beat, next_beat))
 
     def _release(self, writer: RunWriter) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from datetime import timedelta
 
 import pytest
@@ -222,7 +223,7 @@ def test_a_batch_the_database_refuses_fences_its_runs_and_leaves_no_hole_in_the_
         last_seq=claimed.last_seq,
     )
     writer.emit("run_started", "", {"data": {}})
-    events, final = writer.take(0.0, 0.0)
+    events, final = writer.take(time.monotonic(), 0.0)
     assert [e.seq for e in events] == [1]
 
     assert sink._write([(writer, events, final)]) is False  # tried twice, then gave up
@@ -254,3 +255,38 @@ def test_the_portable_write_path_keeps_the_same_guarantees(workspace_a, erin_edi
     assert run.lease_expires_at is None and run.finished_at is not None
     text = "".join(e["data"] for e in log if e["event"] == "on_token")
     assert text == "p q r s"
+
+
+def test_lifecycle_events_ride_with_the_next_token_or_leave_within_the_window():
+    """run_started / node_started / node_finished don't wake the sink: a run's start and its
+    first token are one write. They never wait longer than the coalescing window, and any
+    other event takes them along at once."""
+    from runs.sink import EventSink, RunWriter
+
+    window = 0.025
+    writer = RunWriter(
+        EventSink(), run_id="r", workspace_id=1, session_id="s", lease_token=1, last_seq=0
+    )
+
+    def take(after: float = 0.0) -> list[tuple[int, str]]:
+        events, _final = writer.take(time.monotonic() + after, window)
+        return [(e.seq, e.event) for e in events]
+
+    writer.emit("run_started", "", {"data": {}})
+    writer.emit("node_started", "model", {"data": {}})
+    assert take() == []  # young lifecycle events wait...
+    writer.emit("on_token", "model", {"data": "Hello"})
+    assert take() == [(1, "run_started"), (2, "node_started"), (3, "on_token")]  # ...for this
+
+    writer.emit("node_finished", "model", {"data": "Hello"})
+    assert take() == []
+    assert take(after=window) == [(4, "node_finished")]  # or for the window, no longer
+
+    writer.emit("node_started", "tool", {"data": {}})
+    writer.emit("on_tool_call", "tool", {"data": {"name": "t"}})
+    assert take() == [(5, "node_started"), (6, "on_tool_call")]
+
+    writer.emit("node_started", "last", {"data": {}})
+    writer.finish(status="succeeded", completed_status="success", outputs={})
+    events, final = writer.take(time.monotonic(), window)
+    assert [e.event for e in events] == ["node_started", "completed"] and final is not None
