@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from django.db.models import QuerySet
+from django.db.models import QuerySet, Value
 
 from accounts.models import Workspace
 from accounts.tenancy import get_scoped, scoped
@@ -48,20 +48,28 @@ def get_credential(workspace: Workspace, credential_id: object) -> Credential:
     return get_scoped(Credential, workspace, pk=credential_id)
 
 
-def credential_decrypted(workspace: Workspace, credential_id: int) -> DecryptedCredential | None:
-    """This workspace's credential, decrypted for building a node; None if not found here."""
-
+def credential_row(workspace: Workspace, credential_id: object) -> Credential | None:
+    """This workspace's credential `credential_id` (its key still encrypted); None if not
+    found here or not an id."""
     if isinstance(credential_id, bool) or not isinstance(credential_id, int):
         return None
-    credential = scoped(Credential, workspace).filter(pk=credential_id).first()
-    if credential is None:
-        return None
+    return scoped(Credential, workspace).filter(pk=credential_id).first()
+
+
+def decrypted(credential: Credential) -> DecryptedCredential:
+    """A credential's usable values, for building a node."""
     return DecryptedCredential(
         id=credential.pk,
         provider=credential.provider,
         base_url=credential.base_url,
         api_key=decrypt(credential.api_key_encrypted),
     )
+
+
+def credential_decrypted(workspace: Workspace, credential_id: int) -> DecryptedCredential | None:
+    """This workspace's credential, decrypted for building a node; None if not found here."""
+    credential = credential_row(workspace, credential_id)
+    return decrypted(credential) if credential is not None else None
 
 
 def credential_exists(workspace: Workspace, credential_id: object) -> bool:
@@ -85,10 +93,22 @@ def workspace_policy(workspace: Workspace) -> dict[str, bool]:
 
 def enabled_keys(workspace: Workspace) -> set[str]:
     """Component keys this workspace may use: registered, enabled by the platform, and not
-    disabled by the workspace."""
-    narrowed = workspace_policy(workspace)
+    disabled by the workspace. One query for both switch tables (it is on every run's path
+    to its first token, twice)."""
+    from flows.components.registry import REGISTRY
+
+    platform_rows = ComponentPolicy.objects.annotate(scope=Value(0))
+    workspace_rows = scoped(WorkspaceComponentPolicy, workspace).annotate(scope=Value(1))
+    switches: tuple[dict[str, bool], dict[str, bool]] = ({}, {})
+    for scope, key, enabled in platform_rows.values_list("scope", "key", "enabled").union(
+        workspace_rows.values_list("scope", "key", "enabled"), all=True
+    ):
+        switches[scope][key] = enabled
+    platform, narrowed = switches
     return {
-        key for key, enabled in platform_policy().items() if enabled and narrowed.get(key, True)
+        key
+        for key, cls in REGISTRY.items()
+        if platform.get(key, cls.default_enabled) and narrowed.get(key, True)
     }
 
 
@@ -113,15 +133,3 @@ def whitelist_for(workspace: Workspace) -> list[dict]:
 def documents_of(workspace: Workspace, collection: str | None = None) -> QuerySet[Document]:
     documents = scoped(Document, workspace)
     return documents.filter(collection=collection) if collection is not None else documents
-
-
-def get_credential_provider(workspace: Workspace, credential_id: object) -> str | None:
-    """The provider of this workspace's credential `credential_id`; None if not ours/missing."""
-    if isinstance(credential_id, bool) or not isinstance(credential_id, int):
-        return None
-    return (
-        scoped(Credential, workspace)
-        .filter(pk=credential_id)
-        .values_list("provider", flat=True)
-        .first()
-    )

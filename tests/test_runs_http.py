@@ -165,8 +165,18 @@ def test_concurrent_runs_are_capped_per_workspace(workspace_a, erin_editor, toke
     assert Run.objects.count() == 2
 
 
-def test_run_starts_are_rate_limited_per_user(workspace_a, erin_editor, token_for, settings):
-    settings.FLOWDECK = {**settings.FLOWDECK, "RUNS_PER_MINUTE_PER_USER": 2}
+@pytest.mark.parametrize(
+    ("limit", "cache"),
+    [
+        ("RUNS_PER_MINUTE_PER_USER", "configured"),
+        ("RUNS_PER_MINUTE_PER_WORKSPACE", "configured"),
+        ("RUNS_PER_MINUTE_PER_USER", "locmem"),  # the counters' portable path
+    ],
+)
+def test_run_starts_are_rate_limited(workspace_a, erin_editor, token_for, settings, limit, cache):
+    settings.FLOWDECK = {**settings.FLOWDECK, limit: 2}
+    if cache == "locmem":
+        settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
     flow = flowgraphs.demo_flow(workspace_a, erin_editor, reply="x", delay_ms=0)
     token = token_for(workspace_a, erin_editor)
     codes = [

@@ -126,27 +126,34 @@ class BuildEnv:
 
     def __init__(self, workspace: Workspace) -> None:
         self.workspace = workspace
-        self._credentials: dict[int, DecryptedCredential | None] = {}
-        self._providers: dict[Any, str | None] = {}
+        self._rows: dict[Any, Any] = {}  # credential id -> its row (still encrypted) or None
+        self._credentials: dict[Any, DecryptedCredential | None] = {}
 
     @property
     def workspace_id(self) -> int:
         return int(self.workspace.pk)
 
+    def _row(self, credential_id: Any) -> Any:
+        """One query per credential, whether `check` asks for its provider, `build` for its
+        values, or both."""
+        if credential_id not in self._rows:
+            from flows.selectors import credential_row
+
+            self._rows[credential_id] = credential_row(self.workspace, credential_id)
+        return self._rows[credential_id]
+
     def credential_provider(self, credential_id: Any) -> str | None:
         """The provider of this workspace's credential, or None (no decryption needed)."""
-        if credential_id not in self._providers:
-            from flows.selectors import get_credential_provider
-
-            self._providers[credential_id] = get_credential_provider(self.workspace, credential_id)
-        return self._providers[credential_id]
+        row = self._row(credential_id)
+        return row.provider if row is not None else None
 
     def credential(self, credential_id: int) -> DecryptedCredential | None:
         """This workspace's credential `credential_id`, decrypted; None if not ours/missing."""
         if credential_id not in self._credentials:
-            from flows.selectors import credential_decrypted
+            from flows.selectors import decrypted
 
-            self._credentials[credential_id] = credential_decrypted(self.workspace, credential_id)
+            row = self._row(credential_id)
+            self._credentials[credential_id] = decrypted(row) if row is not None else None
         return self._credentials[credential_id]
 
 
