@@ -10,6 +10,7 @@ ends with status `error`; a cancel or a lost lease stops the run between chunks.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import threading
@@ -28,6 +29,8 @@ from runs.sink import RunWriter, get_sink
 log = logging.getLogger(__name__)
 
 MAX_VALUE_CHARS = 200_000
+# The longest a stream waits in `deliver_now` for its first token to be written and sent.
+DELIVERY_WAIT_SECONDS = 0.02
 
 
 def to_jsonable(value: Any, depth: int = 0) -> Any:
@@ -75,6 +78,23 @@ class NodeContext:
     def check_cancelled(self) -> None:  # called per chunk: keep it a flag check
         if self._writer.should_stop:
             raise RunCancelled("The run was cancelled.")
+
+    async def deliver_now(self) -> None:
+        loop = asyncio.get_running_loop()
+        delivered = loop.create_future()
+
+        def published() -> None:  # on the publisher's thread
+            with contextlib.suppress(RuntimeError):  # this loop has closed meanwhile
+                loop.call_soon_threadsafe(_resolve, delivered)
+
+        self._writer.after_next_publish(published)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(delivered, DELIVERY_WAIT_SECONDS)
+
+
+def _resolve(future: asyncio.Future) -> None:
+    if not future.done():
+        future.set_result(None)
 
 
 def node_data(planned: Any, outputs: dict[str, Any]) -> Any:

@@ -47,7 +47,9 @@ MAX_STATEMENT_EVENTS = 5_000
 # Lifecycle events do not wake the sink: they wait up to one coalescing window for what
 # follows (typically the node's first token), so a run's start is one write and one
 # publish instead of three, while its first token is on the critical path.
-LAZY_EVENTS = frozenset({"run_started", "node_started", "node_finished"})  # 7 parameters each, well under PostgreSQL's 65,535
+LAZY_EVENTS = frozenset(
+    {"run_started", "node_started", "node_finished"}
+)  # 7 parameters each, well under PostgreSQL's 65,535
 
 PERSIST_SQL = """
 WITH batch (id, token, seq, status, outputs, error, finished_at) AS (VALUES {runs}),
@@ -127,6 +129,7 @@ class RunWriter:
         self.fenced = False
         self.cancel_requested = False
         self._on_stop: Callable[[], None] | None = None
+        self._publish_waiters: list[Callable[[], None]] = []
         self.done = threading.Event()
 
     # --- called by the executor (any thread) --------------------------------------------
@@ -196,6 +199,22 @@ class RunWriter:
         if self.should_stop:
             callback()
 
+    def after_next_publish(self, callback: Callable[[], None]) -> None:
+        """Call `callback` (from the publisher's thread) once this run's next batch has
+        been published, or at once if the writer takes no more events."""
+        with self._lock:
+            if not (self.closed or self.fenced):
+                self._publish_waiters.append(callback)
+                return
+        callback()
+
+    def published(self) -> None:
+        """The publisher sent a batch of this run (or gave up on it): wake the waiters."""
+        with self._lock:
+            waiters, self._publish_waiters = self._publish_waiters, []
+        for callback in waiters:
+            callback()
+
     def mark_cancelled(self) -> None:
         self.cancel_requested = True
         self._notify_stop()
@@ -203,6 +222,7 @@ class RunWriter:
     def mark_fenced(self) -> None:
         self.fenced = True
         self._notify_stop()
+        self.published()  # nothing of this run will be published any more
 
     def _notify_stop(self) -> None:
         callback = self._on_stop
@@ -305,9 +325,7 @@ class EventSink:
                     batch.append((writer, events, final))
             try:
                 if batch and self._write(batch):
-                    self._publisher.submit(
-                        [(w.group, w.run_id, events) for w, events, _final in batch if events]
-                    )
+                    self._publisher.submit([(w, events) for w, events, _final in batch if events])
                 if now - self._last_heartbeat >= HEARTBEAT_SECONDS:
                     self._last_heartbeat = now
                     self._heartbeat(writers)
@@ -499,7 +517,7 @@ class Publisher:
     """
 
     def __init__(self) -> None:
-        self._queue: asyncio.Queue[list[tuple[str, str, list[PendingEvent]]]] | None = None
+        self._queue: asyncio.Queue[list[tuple[RunWriter, list[PendingEvent]]]] | None = None
         self._thread: RunLoop | None = None
 
     def _loop(self) -> RunLoop:
@@ -508,11 +526,11 @@ class Publisher:
             self._queue = None
         return self._thread
 
-    def submit(self, sends: list[tuple[str, str, list[PendingEvent]]]) -> None:
+    def submit(self, sends: list[tuple[RunWriter, list[PendingEvent]]]) -> None:
         if sends:
             self._loop().call_soon(self._put, sends)
 
-    def _put(self, sends: list[tuple[str, str, list[PendingEvent]]]) -> None:  # on the loop
+    def _put(self, sends: list[tuple[RunWriter, list[PendingEvent]]]) -> None:  # on the loop
         if self._queue is None:
             self._queue = asyncio.Queue()
             asyncio.ensure_future(self._drain())
@@ -521,30 +539,37 @@ class Publisher:
     async def _drain(self) -> None:
         assert self._queue is not None
         while True:
-            merged: dict[tuple[str, str], list[dict[str, Any]]] = {}
+            merged: dict[RunWriter, list[dict[str, Any]]] = {}
             sends = await self._queue.get()
             while True:
-                for group, run_id, events in sends:
-                    merged.setdefault((group, run_id), []).extend(
-                        event.as_message(run_id) for event in events
+                for writer, events in sends:
+                    merged.setdefault(writer, []).extend(
+                        event.as_message(writer.run_id) for event in events
                     )
                 if self._queue.empty():
                     break
                 sends = self._queue.get_nowait()
-            layer = get_channel_layer()
-            if layer is None:
-                continue
-            sends = [
-                (group, {"type": "run.events", "events": messages})
-                for (group, _run_id), messages in merged.items()
-            ]
             try:
-                if hasattr(layer, "group_send_many"):  # config.layers: one round trip
-                    await layer.group_send_many(sends)
-                else:
-                    await asyncio.gather(*(layer.group_send(g, m) for g, m in sends))
+                await self._send(merged)
             except Exception as exc:  # Redis away: watchers catch up from the log
                 log.warning("publishing run events failed: %r", exc)
+            finally:
+                for writer in merged:
+                    writer.published()
+
+    @staticmethod
+    async def _send(merged: dict[RunWriter, list[dict[str, Any]]]) -> None:
+        layer = get_channel_layer()
+        if layer is None:
+            return
+        sends = [
+            (writer.group, {"type": "run.events", "events": messages})
+            for writer, messages in merged.items()
+        ]
+        if hasattr(layer, "group_send_many"):  # config.layers: one round trip
+            await layer.group_send_many(sends)
+        else:
+            await asyncio.gather(*(layer.group_send(g, m) for g, m in sends))
 
 
 def _held_by(writers: list[RunWriter]) -> Q:

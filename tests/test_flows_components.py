@@ -112,6 +112,7 @@ def test_demo_model_streams_word_by_word_at_its_pace(workspace_a):
     assert out == {"text": "one two three four five"}
     assert ctx.of("on_token") == ["one", " two", " three", " four", " five"]
     assert time.monotonic() - started >= 0.12
+    assert ctx.delivered == 1  # the first token is handed over to be sent, once
 
 
 def test_demo_model_derives_a_deterministic_reply_from_the_prompt(workspace_a):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from datetime import timedelta
@@ -290,3 +291,48 @@ def test_lifecycle_events_ride_with_the_next_token_or_leave_within_the_window():
     writer.finish(status="succeeded", completed_status="success", outputs={})
     events, final = writer.take(time.monotonic(), window)
     assert [e.event for e in events] == ["node_started", "completed"] and final is not None
+
+
+def _node_context(writer):
+    from types import SimpleNamespace
+
+    from runs.executor import NodeContext
+
+    run = SimpleNamespace(workspace_id=1, pk="r", session_id="s")
+    return NodeContext(writer, run, "model")
+
+
+def test_deliver_now_waits_for_the_next_publish_and_no_longer(monkeypatch):
+    """A stream's first token: the node waits (bounded) until the sink has published it,
+    so the chunks that follow don't compete with its write for the worker."""
+    import runs.executor
+    from runs.sink import EventSink, RunWriter
+
+    writer = RunWriter(
+        EventSink(), run_id="r", workspace_id=1, session_id="s", lease_token=1, last_seq=0
+    )
+    ctx = _node_context(writer)
+
+    async def waits_for_publish() -> bool:
+        monkeypatch.setattr(runs.executor, "DELIVERY_WAIT_SECONDS", 30)
+        waiting = asyncio.ensure_future(ctx.deliver_now())
+        await asyncio.sleep(0.2)
+        pending = not waiting.done()
+        threading.Thread(target=writer.published).start()  # as the publisher does
+        await asyncio.wait_for(waiting, 5)
+        return pending
+
+    async def bounded() -> float:
+        monkeypatch.setattr(runs.executor, "DELIVERY_WAIT_SECONDS", 0.05)
+        started = time.monotonic()
+        await ctx.deliver_now()  # nobody publishes
+        return time.monotonic() - started
+
+    assert asyncio.run(waits_for_publish())
+    assert 0.05 <= asyncio.run(bounded()) < 5
+
+    writer.finish(status="succeeded", completed_status="success", outputs={})
+    monkeypatch.setattr(runs.executor, "DELIVERY_WAIT_SECONDS", 30)
+    started = time.monotonic()
+    asyncio.run(ctx.deliver_now())  # a closed writer publishes nothing more: no wait
+    assert time.monotonic() - started < 5

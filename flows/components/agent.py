@@ -78,6 +78,7 @@ class ToolAgent(ChatModelComponent):
         if params.system_prompt:  # type: ignore[attr-defined]
             messages.append(SystemMessage(params.system_prompt))  # type: ignore[attr-defined]
         messages.append(HumanMessage(as_text(inputs.get("input"))))
+        delivered = False  # the node's first token has been handed over
         for _step in range(params.max_iterations):  # type: ignore[attr-defined]
             reply = None
             try:
@@ -86,6 +87,9 @@ class ToolAgent(ChatModelComponent):
                     text = chunk_text(chunk)
                     if text:
                         ctx.emit("on_token", text)
+                        if not delivered:
+                            await ctx.deliver_now()
+                            delivered = True
                     reply = chunk if reply is None else reply + chunk
             except (RunCancelled, NodeError):
                 raise

@@ -97,6 +97,8 @@ async def stream_chat(model: Any, messages: Any, ctx: RunContext) -> str:
             if text:
                 parts.append(text)
                 ctx.emit("on_token", text)
+                if len(parts) == 1:
+                    await ctx.deliver_now()
     except (RunCancelled, NodeError):
         raise
     except Exception as exc:

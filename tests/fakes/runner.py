@@ -24,6 +24,7 @@ class RecordingContext:
         self.session_id = session_id
         self.events: list[tuple[str, Any]] = []
         self.cancelled = threading.Event()
+        self.delivered = 0  # deliver_now() calls
         self._lock = threading.Lock()
 
     def emit(self, event: str, data: Any) -> None:
@@ -34,6 +35,9 @@ class RecordingContext:
     def check_cancelled(self) -> None:
         if self.cancelled.is_set():
             raise RunCancelled("cancelled")
+
+    async def deliver_now(self) -> None:
+        self.delivered += 1
 
     def of(self, event: str) -> list[Any]:
         return [data for name, data in self.events if name == event]
