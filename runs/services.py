@@ -91,9 +91,9 @@ def _count_up(keys: list[str]) -> list[int]:
         names = [backend.make_and_validate_key(key) for key in keys]
         pipe = backend._cache.get_client(names[0], write=True).pipeline(transaction=False)
         for name in names:
+            pipe.set(name, 0, ex=COUNTER_SECONDS, nx=True)  # (not EXPIRE NX: Redis 7 only)
             pipe.incr(name)
-            pipe.expire(name, COUNTER_SECONDS, nx=True)
-        return [int(count) for count in pipe.execute()[0::2]]
+        return [int(count) for count in pipe.execute()[1::2]]
     return [_count_up_portable(key) for key in keys]
 
 
