@@ -97,8 +97,9 @@ def enabled_keys(workspace: Workspace) -> set[str]:
     to its first token, twice)."""
     from flows.components.registry import REGISTRY
 
-    platform_rows = ComponentPolicy.objects.annotate(scope=Value(0))
-    workspace_rows = scoped(WorkspaceComponentPolicy, workspace).annotate(scope=Value(1))
+    # (no ORDER BY: SQLite refuses one inside a UNION's parts)
+    platform_rows = ComponentPolicy.objects.order_by().annotate(scope=Value(0))
+    workspace_rows = scoped(WorkspaceComponentPolicy, workspace).order_by().annotate(scope=Value(1))
     switches: tuple[dict[str, bool], dict[str, bool]] = ({}, {})
     for scope, key, enabled in platform_rows.values_list("scope", "key", "enabled").union(
         workspace_rows.values_list("scope", "key", "enabled"), all=True
