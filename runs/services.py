@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 import secrets
+from collections.abc import Iterator
 from datetime import timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.conf import settings
 from django.core.cache import cache, caches
 from django.core.cache.backends.redis import RedisCache
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
@@ -25,6 +27,7 @@ from runs.events import session_group
 from runs.models import COMPLETED_STATUS, TERMINAL_STATUSES, Run, RunEvent, RunStatus
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 SESSION_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 MAX_INPUT_CHARS = 100_000
@@ -263,26 +266,89 @@ def run_claim(*, run_id: str, task_id: str, worker: str) -> Run | None:
 
     One conditional UPDATE moves the run out of `queued` and bumps the fencing token, so a
     duplicate delivery of the task finds nothing to do, and a run whose worker died is
-    never started twice: the reaper ends it instead. (One statement, atomic on its own:
-    the claim is on every run's path to its first token.)
+    never started twice: the reaper ends it instead. (Atomic on its own. The claim is on
+    every run's path to its first token, so on PostgreSQL the UPDATE also returns the run
+    with its workspace and flow version: one round trip, not two ORM queries.)
     """
     now = timezone.now()
+    changes = {
+        "status": RunStatus.RUNNING,
+        "started_at": now,
+        "lease_expires_at": now + timedelta(seconds=settings.FLOWDECK["RUN_LEASE_SECONDS"]),
+        "task_id": task_id[:64],
+        "worker": worker[:200],
+    }
+    if connection.vendor == "postgresql":
+        return _claim_returning(run_id, changes)
     claimed = Run.objects.filter(pk=run_id, status=RunStatus.QUEUED).update(
-        status=RunStatus.RUNNING,
-        started_at=now,
-        attempts=F("attempts") + 1,
-        lease_token=F("lease_token") + 1,
-        lease_expires_at=now + timedelta(seconds=settings.FLOWDECK["RUN_LEASE_SECONDS"]),
-        task_id=task_id[:64],
-        worker=worker[:200],
+        attempts=F("attempts") + 1, lease_token=F("lease_token") + 1, **changes
     )
     if not claimed:
         return None
-    # What execution reads next, in one round trip.
     try:
         return Run.objects.select_related("workspace", "flow_version").get(pk=run_id)
     except Run.DoesNotExist:  # deleted with its workspace meanwhile
         return None
+
+
+CLAIM_SQL = """
+WITH claimed AS (
+    UPDATE {run} SET
+        status = %(status)s, started_at = %(started_at)s,
+        lease_expires_at = %(lease_expires_at)s, task_id = %(task_id)s,
+        worker = %(worker)s, attempts = attempts + 1, lease_token = lease_token + 1
+    WHERE id = %(id)s AND status = %(queued)s
+    RETURNING *
+)
+SELECT {run_columns}, {workspace_columns}, {version_columns}
+FROM claimed c
+JOIN {workspace} w ON w.id = c.workspace_id
+JOIN {version} v ON v.id = c.flow_version_id
+"""
+
+
+@functools.cache
+def _claim_sql() -> str:
+    """CLAIM_SQL with the models' table and column names (values are parameters)."""
+    quote = connection.ops.quote_name
+    run, workspace, version = (m._meta for m in (Run, Workspace, FlowVersion))
+
+    def columns(alias: str, meta: Any) -> str:
+        return ", ".join(f"{alias}.{quote(f.column)}" for f in meta.concrete_fields)
+
+    return CLAIM_SQL.format(
+        run=quote(run.db_table),
+        workspace=quote(workspace.db_table),
+        version=quote(version.db_table),
+        run_columns=columns("c", run),
+        workspace_columns=columns("w", workspace),
+        version_columns=columns("v", version),
+    )
+
+
+def _claim_returning(run_id: str, changes: dict[str, Any]) -> Run | None:
+    with connection.cursor() as cursor:
+        cursor.execute(_claim_sql(), {**changes, "id": run_id, "queued": RunStatus.QUEUED})
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    values = iter(row)
+    run, workspace, version = (_loaded(model, values) for model in (Run, Workspace, FlowVersion))
+    run.workspace = workspace
+    run.flow_version = version
+    return run
+
+
+def _loaded(model: type[T], values: Iterator[Any]) -> T:
+    """An instance of `model` from the next of `values`, as the ORM would load it."""
+    fields = model._meta.concrete_fields  # type: ignore[attr-defined]
+    loaded = []
+    for field in fields:
+        value = next(values)
+        if hasattr(field, "from_db_value"):  # JSON arrives as text; the field parses it
+            value = field.from_db_value(value, None, connection)
+        loaded.append(value)
+    return model.from_db(connection.alias, [f.attname for f in fields], loaded)  # type: ignore[attr-defined]
 
 
 @transaction.atomic

@@ -336,3 +336,36 @@ def test_deliver_now_waits_for_the_next_publish_and_no_longer(monkeypatch):
     started = time.monotonic()
     asyncio.run(ctx.deliver_now())  # a closed writer publishes nothing more: no wait
     assert time.monotonic() - started < 5
+
+
+@pytest.mark.parametrize("path", ["returning", "portable"])
+def test_the_claim_loads_the_run_as_the_orm_does_and_only_once(
+    workspace_a, erin_editor, monkeypatch, path
+):
+    """On PostgreSQL the claim is one UPDATE ... RETURNING that also loads the workspace and
+    the flow version; elsewhere two ORM queries. Both give the same objects, and a second
+    claim (a duplicate delivery) gets nothing."""
+    from types import SimpleNamespace
+
+    import runs.services
+
+    if path == "portable":
+        monkeypatch.setattr(runs.services, "connection", SimpleNamespace(vendor="sqlite"))
+    run = _queued(workspace_a, erin_editor, flowgraphs.demo_graph(reply="x", delay_ms=0))
+    claimed = services.run_claim(run_id=str(run.pk), task_id="task-1", worker="w1")
+    assert services.run_claim(run_id=str(run.pk), task_id="task-2", worker="w2") is None
+
+    stored = Run.objects.select_related("workspace", "flow_version").get(pk=run.pk)
+    for loaded, expected in (
+        (claimed, stored),
+        (claimed.workspace, stored.workspace),
+        (claimed.flow_version, stored.flow_version),
+    ):
+        for field in type(expected)._meta.concrete_fields:
+            assert getattr(loaded, field.attname) == getattr(expected, field.attname), field
+    assert claimed.status == RunStatus.RUNNING and claimed.task_id == "task-1"
+    assert (claimed.attempts, claimed.lease_token) == (run.attempts + 1, run.lease_token + 1)
+    assert claimed.inputs == {"input": "hi"} and claimed.flow_version.graph["nodes"]
+    assert not claimed._state.adding and claimed._state.db == "default"
+    execute_claimed_run(claimed)  # and it runs
+    assert Run.objects.get(pk=run.pk).status == RunStatus.SUCCEEDED
