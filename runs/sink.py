@@ -43,13 +43,11 @@ log = logging.getLogger(__name__)
 
 TICK_SECONDS = 0.005
 HEARTBEAT_SECONDS = 1.0
-MAX_STATEMENT_EVENTS = 5_000
+MAX_STATEMENT_EVENTS = 5_000  # 7 parameters each, well under PostgreSQL's 65,535
 # Lifecycle events do not wake the sink: they wait up to one coalescing window for what
 # follows (typically the node's first token), so a run's start is one write and one
 # publish instead of three, while its first token is on the critical path.
-LAZY_EVENTS = frozenset(
-    {"run_started", "node_started", "node_finished"}
-)  # 7 parameters each, well under PostgreSQL's 65,535
+LAZY_EVENTS = frozenset({"run_started", "node_started", "node_finished"})
 
 PERSIST_SQL = """
 WITH batch (id, token, seq, status, outputs, error, finished_at) AS (VALUES {runs}),
