@@ -78,25 +78,21 @@ def credential_exists(workspace: Workspace, credential_id: object) -> bool:
     return scoped(Credential, workspace).filter(pk=credential_id).exists()
 
 
-def platform_policy() -> dict[str, bool]:
+def _with_defaults(platform_rows: dict[str, bool]) -> dict[str, bool]:
     """Registered key -> enabled platform-wide (the component default where no row exists)."""
     from flows.components.registry import REGISTRY
 
-    rows = dict(ComponentPolicy.objects.values_list("key", "enabled"))
-    return {key: rows.get(key, cls.default_enabled) for key, cls in REGISTRY.items()}
+    return {key: platform_rows.get(key, cls.default_enabled) for key, cls in REGISTRY.items()}
 
 
-def workspace_policy(workspace: Workspace) -> dict[str, bool]:
-    """The workspace's own switches (only keys it has set)."""
-    return dict(scoped(WorkspaceComponentPolicy, workspace).values_list("key", "enabled"))
+def platform_policy() -> dict[str, bool]:
+    """Registered key -> enabled platform-wide."""
+    return _with_defaults(dict(ComponentPolicy.objects.values_list("key", "enabled")))
 
 
-def enabled_keys(workspace: Workspace) -> set[str]:
-    """Component keys this workspace may use: registered, enabled by the platform, and not
-    disabled by the workspace. One query for both switch tables (it is on every run's path
-    to its first token, twice)."""
-    from flows.components.registry import REGISTRY
-
+def policies(workspace: Workspace) -> tuple[dict[str, bool], dict[str, bool]]:
+    """(the platform policy, the workspace's own switches) in one query: it is on every
+    run's path to its first token, twice (at start and in the worker)."""
     # (no ORDER BY: SQLite refuses one inside a UNION's parts)
     platform_rows = ComponentPolicy.objects.order_by().annotate(scope=Value(0))
     workspace_rows = scoped(WorkspaceComponentPolicy, workspace).order_by().annotate(scope=Value(1))
@@ -105,20 +101,21 @@ def enabled_keys(workspace: Workspace) -> set[str]:
         workspace_rows.values_list("scope", "key", "enabled"), all=True
     ):
         switches[scope][key] = enabled
-    platform, narrowed = switches
-    return {
-        key
-        for key, cls in REGISTRY.items()
-        if platform.get(key, cls.default_enabled) and narrowed.get(key, True)
-    }
+    return _with_defaults(switches[0]), switches[1]
+
+
+def enabled_keys(workspace: Workspace) -> set[str]:
+    """Component keys this workspace may use: registered, enabled by the platform, and not
+    disabled by the workspace."""
+    platform, narrowed = policies(workspace)
+    return {key for key, enabled in platform.items() if enabled and narrowed.get(key, True)}
 
 
 def whitelist_for(workspace: Workspace) -> list[dict]:
     """Every registered component with the platform and workspace switches and the outcome."""
     from flows.components.registry import REGISTRY
 
-    platform = platform_policy()
-    narrowed = workspace_policy(workspace)
+    platform, narrowed = policies(workspace)
     return [
         {
             "key": key,

@@ -2,8 +2,9 @@
 
 Called by the Celery task in a worker thread, which builds the plan and then runs it on
 the process's shared event loop (runs/runloop.py): every node is a task that waits for its
-upstream nodes, so independent branches overlap while they wait on models and tools. Components stream through a per-node `NodeContext` into the run's
-`RunWriter` (see sink.py). A node error becomes an `error` event on that node and the run
+upstream nodes, so independent branches overlap while they wait on models and tools.
+Components stream through a per-node `NodeContext` into the run's `RunWriter` (see
+sink.py). A node error becomes an `error` event on that node and the run
 ends with status `error`; a cancel or a lost lease stops the run between chunks.
 """
 
