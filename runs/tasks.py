@@ -5,19 +5,16 @@ from __future__ import annotations
 from celery import shared_task
 
 from runs.services import reap_stale_runs as reap
-from runs.services import run_claim
 
 
 @shared_task(acks_late=True, reject_on_worker_lost=True, ignore_result=True, bind=True)
 def execute_run(self, run_id: str) -> None:  # noqa: ANN001 (celery's bound task)
     """Execute a queued run. A duplicate or late delivery finds the run claimed and exits."""
-    from runs.executor import execute_claimed_run
+    from runs.executor import execute_queued_run
 
-    run = run_claim(
+    execute_queued_run(
         run_id=run_id, task_id=self.request.id or "", worker=self.request.hostname or ""
     )
-    if run is not None:
-        execute_claimed_run(run)
 
 
 @shared_task(ignore_result=True)

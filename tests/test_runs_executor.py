@@ -14,7 +14,7 @@ from accounts.models import Membership
 from flows import crypto
 from flows.fake_openai import FakeOpenAIServer
 from flows.models import Credential
-from runs import services
+from runs import executor, services
 from runs.executor import execute_claimed_run
 from runs.models import Run, RunEvent, RunStatus
 from runs.sink import get_sink
@@ -55,6 +55,27 @@ def test_a_run_is_claimed_once_and_a_redelivered_task_does_nothing(workspace_a, 
     execute_run.run(str(run.pk))  # a duplicate delivery after the run finished
     assert stored_log(str(run.pk)) == log
     assert Run.objects.get(pk=run.pk).status == RunStatus.SUCCEEDED
+
+
+def test_runs_start_one_at_a_time_and_a_claim_waits_for_the_start_in_progress(
+    workspace_a, erin_editor
+):
+    # With 50 runs arriving together, concurrent claims and plans starve the run loop that
+    # streams every other run of the process: starts take turns instead.
+    run = _queued(workspace_a, erin_editor, flowgraphs.demo_graph(reply="a b", delay_ms=0))
+    task = threading.Thread(
+        target=executor.execute_queued_run,
+        kwargs={"run_id": str(run.pk), "task_id": "t", "worker": "w"},
+    )
+    with executor._starting:  # another run is being started
+        task.start()
+        time.sleep(0.3)
+        run.refresh_from_db()
+        assert run.status == RunStatus.QUEUED and run.lease_token == 0
+    task.join(30)
+    run.refresh_from_db()
+    assert run.status == RunStatus.SUCCEEDED and run.lease_token == 1
+    assert _events(run)[-1] == "completed"
 
 
 def test_a_stale_lease_holder_is_fenced_off_after_the_reaper_ends_the_run(workspace_a, erin_editor):

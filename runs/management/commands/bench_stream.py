@@ -206,6 +206,11 @@ class Command(BaseCommand):
             + "; ".join(
                 f"{b['t']:.1f}s p50 {b['p50_ms']:.0f} p99 {b['p99_ms']:.0f}" for b in c["over_time"]
             )
+            + "\n  of which upstream -> worker: "
+            + "; ".join(
+                f"{b['t']:.1f}s p50 {b['to_worker_p50_ms']:.0f} p99 {b['to_worker_p99_ms']:.0f}"
+                for b in c["over_time"]
+            )
         )
         w("\ntargets: ratio >= 0.9 at N=20,000; TTFT overhead <= 50 ms; p99 <= 150 ms")
 
@@ -395,15 +400,17 @@ async def run_benchmarks(
 def _over_time(samples: list[tuple[float, float, float]]) -> list[dict[str, float]]:
     """Delivery latency per half second of upstream send time (start-up vs steady state)."""
     start = min(sent for sent, _, _ in samples)
-    buckets: dict[float, list[float]] = {}
-    for sent, latency, _ in samples:
-        buckets.setdefault(int((sent - start) * 2) / 2, []).append(latency)
+    buckets: dict[float, list[tuple[float, float]]] = {}
+    for sent, latency, to_worker in samples:
+        buckets.setdefault(int((sent - start) * 2) / 2, []).append((latency, to_worker))
     return [
         {
             "t": t,
             "tokens": len(values),
-            "p50_ms": statistics.median(values),
-            "p99_ms": _percentile(values, 0.99),
+            "p50_ms": statistics.median(v[0] for v in values),
+            "p99_ms": _percentile([v[0] for v in values], 0.99),
+            "to_worker_p50_ms": statistics.median(v[1] for v in values),
+            "to_worker_p99_ms": _percentile([v[1] for v in values], 0.99),
         }
         for t, values in sorted(buckets.items())
     ]
