@@ -19,7 +19,9 @@ Added here:
   of a run 10-40 ms late, in one run in three).
 
 A Redis outage never reaches consumers: receiving waits on the in-process buffer while
-the subscriber connection reconnects (redis-py subscribes again on reconnect).
+the subscriber connection reconnects (redis-py subscribes again on reconnect), and a
+subscription asked for while Redis is away (a socket connecting, a group joined) is taken
+by the reader once Redis is back instead of failing the handshake.
 """
 
 from __future__ import annotations
@@ -35,6 +37,8 @@ from channels_redis.pubsub import (
     RedisSingleShardConnection,
 )
 from channels_redis.utils import _wrap_close
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 log = logging.getLogger(__name__)
 
@@ -47,16 +51,32 @@ class _BoundedShard(RedisSingleShardConnection):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._subscribed = asyncio.Event()  # set while the reader has something to read
+        self._pending: set[str] = set()  # asked for while Redis was away
 
     async def subscribe(self, channel: str) -> None:
-        await super().subscribe(channel)
+        try:
+            await super().subscribe(channel)
+        except (RedisConnectionError, RedisTimeoutError, OSError):
+            log.warning("Redis is away: channel %s is subscribed once it is back", channel)
+            self._pending.add(channel)
         self._subscribed.set()
+
+    async def unsubscribe(self, channel: str) -> None:
+        self._pending.discard(channel)
+        await super().unsubscribe(channel)
+
+    async def _subscribe_pending(self) -> None:
+        for channel in list(self._pending):
+            await super().subscribe(channel)  # raises while Redis is still away
+            self._pending.discard(channel)
 
     async def _do_receiving(self) -> None:
         """channels-redis's reader, except that with no subscriptions it waits for the next
         one instead of polling."""
         while True:
             try:
+                if self._pending:
+                    await self._subscribe_pending()
                 if self._pubsub and self._pubsub.subscribed:
                     message = await self._pubsub.get_message(
                         ignore_subscribe_messages=True, timeout=0.1

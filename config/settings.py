@@ -131,6 +131,7 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "axes.middleware.AxesMiddleware",
     "audit.middleware.AuditContextMiddleware",
+    "config.errors.ServiceUnavailableMiddleware",
 ]
 
 ROOT_URLCONF = "config.urls"
@@ -211,7 +212,9 @@ if REDIS_URL:
             "KEY_PREFIX": CHANNEL_PREFIX,
         }
     }
-    CELERY_BROKER_URL = REDIS_URL
+    # The broker may be a Redis of its own (scale-out: the run queue apart from the busy
+    # channel-layer and cache Redis).
+    CELERY_BROKER_URL = os.environ.get("FLOWDECK_BROKER_URL") or REDIS_URL
 else:
     # Only processes outside `manage.py serve` get here (migrate, shell, unit tests).
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}

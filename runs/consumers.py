@@ -15,7 +15,6 @@ import asyncio
 import json
 import logging
 import random
-from collections import defaultdict
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from importlib import import_module
@@ -33,6 +32,7 @@ from django.utils import timezone
 from accounts.models import ApiToken, Membership
 from accounts.tenancy import get_scoped, resolve_membership, scoped
 from audit import context as audit_context
+from config.errors import SERVICE_UNAVAILABLE, UNAVAILABLE_MESSAGE
 from flows.models import Flow
 from runs import selectors, services
 from runs.events import session_group
@@ -166,6 +166,14 @@ class ExecConsumer(AsyncJsonWebsocketConsumer):
             await self.receive_json(content)
         except Rejected as exc:
             await self.send_json(exc.body)
+        except SERVICE_UNAVAILABLE:  # rolled back: the client may simply try again
+            log.warning("websocket message failed: a service is unavailable", exc_info=True)
+            await self.send_json(Rejected("unavailable", UNAVAILABLE_MESSAGE).body)
+        except Exception:
+            log.exception("websocket message failed")
+            await self.send_json(
+                Rejected("server_error", "The server failed to handle that message.").body
+            )
 
     async def receive_json(self, content: Any, **kwargs: Any) -> None:
         if not isinstance(content, dict):
@@ -436,9 +444,8 @@ class ExecConsumer(AsyncJsonWebsocketConsumer):
                 if not authorised:
                     await self.close(code=CLOSE_UNAUTHORISED)
                     return
-                groups = defaultdict(list)
+                groups = {follow.group for follow in open_follows}
                 for follow in open_follows:
-                    groups[follow.group].append(follow)
                     # Fill only what was committed a whole tick ago and still has not been
                     # sent: events in flight right now are on their way, and a fill for
                     # them would hold up the live stream behind a query.

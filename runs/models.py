@@ -70,6 +70,8 @@ class Run(models.Model):
     lease_token = models.PositiveIntegerField(default=0)
     lease_expires_at = models.DateTimeField(null=True, blank=True, db_index=True)
     cancel_requested = models.BooleanField(default=False)
+    # The broker refused the run's task when it was queued: the reaper hands it over again.
+    dispatch_pending = models.BooleanField(default=False)
     last_seq = models.PositiveIntegerField(default=0)
 
     class Meta:

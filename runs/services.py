@@ -202,11 +202,49 @@ def run_start(
             "rerun_from_node": rerun_from_node or None,
         },
     )
-    from runs.tasks import execute_run
-
-    transaction.on_commit(lambda: execute_run.delay(str(run.pk)))
+    transaction.on_commit(lambda: dispatch(str(run.pk)))
     log.info("run queued", extra={"run": str(run.pk), "workspace": workspace.slug})
     return run
+
+
+def dispatch(run_id: str) -> bool:
+    """Hand a committed run to the workers; whether the broker took it.
+
+    A run that was accepted stays accepted: if the broker is unreachable, the run stays
+    queued and is flagged, and the reaper hands it over again once the broker is back (a
+    second copy of the task is harmless: the claim is fenced). A run that cannot even be
+    flagged ends by the queue timeout.
+    """
+    from runs.tasks import execute_run
+
+    try:
+        execute_run.delay(run_id)
+        return True
+    except Exception as exc:
+        log.warning("could not queue run %s: %r", run_id, exc)
+    try:
+        Run.objects.filter(pk=run_id, status=RunStatus.QUEUED).update(dispatch_pending=True)
+    except Exception as exc:
+        log.error("could not flag run %s for dispatch: %r", run_id, exc)
+    return False
+
+
+def dispatch_pending_runs(limit: int = 500) -> list[str]:
+    """Hand over again the queued runs whose task the broker refused; stops at the first
+    refusal (the broker is still away)."""
+    from runs.tasks import execute_run
+
+    sent = []
+    pending = Run.objects.filter(status=RunStatus.QUEUED, dispatch_pending=True)
+    for pk in pending.order_by("created_at").values_list("pk", flat=True)[:limit]:
+        try:
+            execute_run.delay(str(pk))
+        except Exception as exc:
+            log.warning("the broker still refuses runs: %r", exc)
+            break
+        Run.objects.filter(pk=pk).update(dispatch_pending=False)
+        sent.append(str(pk))
+    return sent
 
 
 def run_rerun(

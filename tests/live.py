@@ -111,7 +111,11 @@ class LiveStack:
         )
         wait_for_port(self.port, proc)
 
-    def start_worker(self, name: str = "worker", concurrency: int = 64) -> subprocess.Popen:
+    def start_worker(
+        self, name: str = "worker", concurrency: int = 64, *, beat: bool = False
+    ) -> subprocess.Popen:
+        # With `beat`, the worker also runs the beat schedule (the reaper, every 5 s).
+        schedule = ["-B", "-s", str(LOG_DIR / f"{name}-beat-schedule")] if beat else []
         proc = self._spawn(
             name,
             [
@@ -131,6 +135,7 @@ class LiveStack:
                 "--without-gossip",
                 "--without-mingle",
                 "--without-heartbeat",
+                *schedule,
             ],
         )
         self._wait_worker_ready(name, proc)

@@ -9,8 +9,10 @@ import httpx
 import pytest
 from django.test import Client
 
+from audit.models import AuditEntry
 from runs.models import Run, RunStatus
 from tests import flowgraphs
+from tests.live import free_port
 from tests.wsclient import stored_log
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -191,3 +193,23 @@ def test_run_starts_are_rate_limited(workspace_a, erin_editor, token_for, settin
     for run in Run.objects.all():
         Client().post(f"/api/w/acme/runs/{run.pk}/cancel", **_api(token))
         _wait_finished(str(run.pk))
+
+
+def test_a_run_start_while_redis_is_unreachable_is_a_503_and_writes_nothing(
+    workspace_a, erin_editor, token_for, settings
+):
+    # The rate counters need Redis: a real client pointed at a port nothing listens on.
+    settings.CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": f"redis://127.0.0.1:{free_port()}/0",
+        }
+    }
+    flow = flowgraphs.demo_flow(workspace_a, erin_editor, reply="x", delay_ms=0)
+    token = token_for(workspace_a, erin_editor)
+    response = Client().post(f"/api/w/acme/flows/{flow.pk}/runs", json.dumps({}), **_api(token))
+    assert response.status_code == 503, response.content
+    assert response.json()["code"] == "unavailable"
+    assert int(response["Retry-After"]) > 0
+    assert not Run.objects.exists()
+    assert not AuditEntry.objects.filter(action="run.start").exists()

@@ -4,16 +4,22 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Iterator
+from uuid import UUID
 
 import pytest
+from django.conf import settings
 
+from audit.models import AuditEntry
 from runs.models import Run, RunEvent, RunStatus
 from tests import flowgraphs
+from tests.live import LiveStack, PrivateRedis, free_port, subprocess_env
 from tests.wsclient import (
     Received,
     assert_exactly_the_log,
     collect_until_completed,
     connect,
+    in_thread,
     next_message,
     start_run,
 )
@@ -76,3 +82,99 @@ def test_redis_restart_mid_run_loses_nothing(private_stack, workspace_a, erin_ed
     assert_exactly_the_log(received, run_id)
     assert Run.objects.get(pk=run_id).status == RunStatus.SUCCEEDED
     assert RunEvent.objects.filter(run_id=run_id, event="completed").count() == 1
+
+
+def test_a_run_start_while_redis_is_down_is_refused_and_the_socket_stays_open(
+    private_stack, workspace_a, erin_editor, token_for
+):
+    # The rate counters live in Redis: the start fails inside its transaction, so the
+    # client gets `unavailable`, nothing is written, and the socket stays served.
+    stack, redis = private_stack
+    flow = flowgraphs.demo_flow(workspace_a, erin_editor, reply="back again", delay_ms=0)
+    token = token_for(workspace_a, erin_editor)
+    start = {"action": "run", "flow": flow.pk, "inputs": {"input": "x"}}
+
+    async def scenario() -> tuple[dict, dict, str, Received]:
+        ws, _ = await connect(stack.ws_url, "acme", token=token)
+        redis.stop()
+        try:
+            await ws.send(json.dumps(start))
+            refused = await next_message(ws, timeout=60)
+            await ws.send("not json")  # the connection is still served
+            still_open = await next_message(ws)
+            # A handshake meanwhile succeeds too: its subscription is retried by the tick.
+            late, _ = await connect(stack.ws_url, "acme", token=token)
+        finally:
+            redis.start()  # same port, empty
+        run_id = await start_run(late, start)
+        received = Received()
+        await collect_until_completed(late, run_id, received, timeout=60)
+        await ws.close()
+        await late.close()
+        return refused, still_open, run_id, received
+
+    refused, still_open, run_id, received = asyncio.run(scenario())
+    assert refused["event"] == "rejected" and refused["code"] == "unavailable", refused
+    assert "try again" in refused["message"].lower()
+    assert still_open["code"] == "invalid_json"
+    assert list(Run.objects.values_list("pk", flat=True)) == [UUID(run_id)]  # nothing else
+    assert AuditEntry.objects.filter(action="run.start").count() == 1
+    assert_exactly_the_log(received, run_id)
+    assert Run.objects.get(pk=run_id).status == RunStatus.SUCCEEDED
+
+
+@pytest.fixture
+def split_broker_stack(django_db_setup: None) -> Iterator[tuple[LiveStack, PrivateRedis]]:
+    """Daphne + a worker running the beat schedule, whose broker is a Redis of its own
+    (FLOWDECK_BROKER_URL) apart from the channel layer's and the cache's."""
+    layer, broker = PrivateRedis(), PrivateRedis()
+    layer.start()
+    broker.start()
+    stack = LiveStack(
+        port=free_port(),
+        env=subprocess_env(
+            REDIS_URL=layer.url,
+            FLOWDECK_BROKER_URL=broker.url,
+            FLOWDECK_CHANNEL_PREFIX=f"{settings.CHANNEL_PREFIX}b",
+        ),
+    )
+    try:
+        stack.start_daphne()
+        stack.start_worker("bworker", beat=True)
+        yield stack, broker
+    finally:
+        stack.stop()
+        broker.stop()
+        layer.stop()
+
+
+def test_a_run_accepted_while_the_broker_is_down_runs_once_it_is_back(
+    split_broker_stack, workspace_a, erin_editor, token_for
+):
+    # The run is committed before its task is sent: when the broker refuses the task, the
+    # run stays accepted and queued, and the reaper hands it over when the broker is back.
+    stack, broker = split_broker_stack
+    flow = flowgraphs.demo_flow(workspace_a, erin_editor, reply="late but whole", delay_ms=0)
+    token = token_for(workspace_a, erin_editor)
+
+    async def scenario() -> tuple[str, bool, Received]:
+        ws, _ = await connect(stack.ws_url, "acme", token=token)
+        broker.stop()
+        try:
+            run_id = await start_run(
+                ws, {"action": "run", "flow": flow.pk, "inputs": {"input": "x"}}
+            )
+            pending = await in_thread(lambda: Run.objects.get(pk=run_id).dispatch_pending)
+        finally:
+            broker.start()  # same port, empty
+        received = Received()
+        await collect_until_completed(ws, run_id, received, timeout=90)
+        await ws.close()
+        return run_id, pending, received
+
+    run_id, pending, received = asyncio.run(scenario())
+    assert pending, "a run whose task the broker refused is flagged for the reaper"
+    assert_exactly_the_log(received, run_id)
+    run = Run.objects.get(pk=run_id)
+    assert run.status == RunStatus.SUCCEEDED and not run.dispatch_pending
+    assert run.attempts == 1
