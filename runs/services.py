@@ -22,6 +22,7 @@ from django.utils import timezone
 from accounts.models import Membership, Role, Workspace
 from accounts.tenancy import get_scoped, require_role, scoped
 from audit.services import record
+from config.errors import SERVICE_UNAVAILABLE
 from flows.models import Flow, FlowVersion
 from runs.events import session_group
 from runs.models import COMPLETED_STATUS, TERMINAL_STATUSES, Run, RunEvent, RunStatus
@@ -220,11 +221,11 @@ def dispatch(run_id: str) -> bool:
     try:
         execute_run.delay(run_id)
         return True
-    except Exception as exc:
+    except SERVICE_UNAVAILABLE as exc:
         log.warning("could not queue run %s: %r", run_id, exc)
     try:
         Run.objects.filter(pk=run_id, status=RunStatus.QUEUED).update(dispatch_pending=True)
-    except Exception as exc:
+    except SERVICE_UNAVAILABLE as exc:
         log.error("could not flag run %s for dispatch: %r", run_id, exc)
     return False
 
@@ -239,7 +240,7 @@ def dispatch_pending_runs(limit: int = 500) -> list[str]:
     for pk in pending.order_by("created_at").values_list("pk", flat=True)[:limit]:
         try:
             execute_run.delay(str(pk))
-        except Exception as exc:
+        except SERVICE_UNAVAILABLE as exc:
             log.warning("the broker still refuses runs: %r", exc)
             break
         Run.objects.filter(pk=pk).update(dispatch_pending=False)
