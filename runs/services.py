@@ -216,13 +216,8 @@ def dispatch(run_id: str) -> bool:
     second copy of the task is harmless: the claim is fenced). A run that cannot even be
     flagged ends by the queue timeout.
     """
-    from runs.tasks import execute_run
-
-    try:
-        execute_run.delay(run_id)
+    if _send(run_id):
         return True
-    except SERVICE_UNAVAILABLE as exc:
-        log.warning("could not queue run %s: %r", run_id, exc)
     try:
         Run.objects.filter(pk=run_id, status=RunStatus.QUEUED).update(dispatch_pending=True)
     except SERVICE_UNAVAILABLE as exc:
@@ -233,19 +228,25 @@ def dispatch(run_id: str) -> bool:
 def dispatch_pending_runs(limit: int = 500) -> list[str]:
     """Hand over again the queued runs whose task the broker refused; stops at the first
     refusal (the broker is still away)."""
-    from runs.tasks import execute_run
-
     sent = []
     pending = Run.objects.filter(status=RunStatus.QUEUED, dispatch_pending=True)
     for pk in pending.order_by("created_at").values_list("pk", flat=True)[:limit]:
-        try:
-            execute_run.delay(str(pk))
-        except SERVICE_UNAVAILABLE as exc:
-            log.warning("the broker still refuses runs: %r", exc)
+        if not _send(str(pk)):
             break
         Run.objects.filter(pk=pk).update(dispatch_pending=False)
         sent.append(str(pk))
     return sent
+
+
+def _send(run_id: str) -> bool:
+    from runs.tasks import execute_run
+
+    try:
+        execute_run.delay(run_id)
+        return True
+    except SERVICE_UNAVAILABLE as exc:
+        log.warning("the broker refused run %s: %r", run_id, exc)
+        return False
 
 
 def run_rerun(

@@ -102,7 +102,7 @@ def test_a_run_start_while_redis_is_down_is_refused_and_the_socket_stays_open(
             refused = await next_message(ws, timeout=60)
             await ws.send("not json")  # the connection is still served
             still_open = await next_message(ws)
-            # A handshake meanwhile succeeds too: its subscription is retried by the tick.
+            # A handshake meanwhile succeeds too: the layer subscribes it once Redis is back.
             late, _ = await connect(stack.ws_url, "acme", token=token)
         finally:
             redis.start()  # same port, empty
