@@ -7,9 +7,12 @@ dozens of run threads each waking for its own chunks (measured: half the CPU per
 of a loop per run thread with 50 concurrent runs), and HTTP connection pools are shared
 between runs instead of being rebuilt per run.
 
-The contract for components follows: `execute` must never block the loop. Blocking work
-(the ORM, CPU-heavy parsing) goes through `flows.components.util.run_db` / `to_thread`,
-whose executor is sized for a worker's concurrency.
+The contract for components follows: `execute` must never block the loop. Blocking I/O
+(the ORM) goes through `flows.components.util.run_db` / `to_thread`, whose executor is
+sized for a worker's concurrency; CPU-bound work whose cost a user controls (arithmetic,
+large parses) goes through `flows.components.cpu.cpu_bound`, a time-limited process pool,
+because a thread computing in C keeps the GIL; and users' regexes run on RE2
+(`flows.components.patterns`), never on backtracking `re`.
 """
 
 from __future__ import annotations

@@ -423,6 +423,34 @@ def test_router_sends_the_input_to_exactly_one_output(workspace_a, text, port):
     assert out == {port: text}
 
 
+ZH_ROUTER = {
+    "rules": [
+        {"output": "orders", "match": "keyword", "pattern": "订单, order"},
+        {"output": "refunds", "match": "keyword", "pattern": "退款"},
+        {"output": "han", "match": "regex", "pattern": r"^\p{Han}+$"},
+    ],
+    "default_output": "other",
+}
+
+
+@pytest.mark.parametrize(
+    ("text", "port"),
+    [
+        ("我想查询订单状态，请问怎么办", "orders"),  # no spaces around a Chinese keyword
+        ("申请退款", "refunds"),
+        ("Track my ORDER please", "orders"),
+        ("reorder the list", "other"),  # an English keyword is still a whole word
+        ("你好", "han"),
+        ("hello", "other"),
+    ],
+)
+def test_router_keywords_match_chinese_inside_a_sentence_and_english_as_words(
+    workspace_a, text, port
+):
+    out, _ = execute(workspace_a, "logic.router", ZH_ROUTER, {"input": text})
+    assert out == {port: text}
+
+
 def test_router_branch_not_taken_skips_its_nodes(workspace_a):
     graph = {
         "nodes": [

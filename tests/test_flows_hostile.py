@@ -279,17 +279,8 @@ CASES: list[tuple[str, Callable[[Env], Any], str]] = [
         one(node("m", "llm.openai_chat", {"credential": True})),
         "invalid_param",
     ),
-    (
-        "router-redos",
-        one(
-            node(
-                "r",
-                "logic.router",
-                {"rules": [{"output": "x", "match": "regex", "pattern": "(a+)+$"}]},
-            )
-        ),
-        "unsafe_regex",
-    ),
+    # Regex rules run on RE2 (linear time, tests/test_run_loop_stalls.py): what RE2 cannot
+    # match in linear time is refused with its reason.
     (
         "router-backreference",
         one(
@@ -299,7 +290,37 @@ CASES: list[tuple[str, Callable[[Env], Any], str]] = [
                 {"rules": [{"output": "x", "match": "regex", "pattern": r"(a)\1"}]},
             )
         ),
-        "unsafe_regex",
+        "invalid_regex",
+    ),
+    (
+        "router-lookbehind",
+        one(
+            node(
+                "r",
+                "logic.router",
+                {"rules": [{"output": "x", "match": "regex", "pattern": r"(?<!a)b"}]},
+            )
+        ),
+        "invalid_regex",
+    ),
+    (
+        "router-huge-automaton",
+        one(
+            node(
+                "r",
+                "logic.router",
+                {
+                    "rules": [
+                        {
+                            "output": "x",
+                            "match": "regex",
+                            "pattern": "((((a{100}){100}){100}){100})",
+                        }
+                    ]
+                },
+            )
+        ),
+        "invalid_regex",
     ),
     (
         "http-get-unknown-param",

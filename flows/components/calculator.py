@@ -1,8 +1,9 @@
 """A safe arithmetic evaluator: parses with `ast` and walks a whitelist of node types.
 
 Never `eval`: names, attributes, calls (other than a few math functions), subscripts,
-comprehensions and strings are refused; exponents and integer sizes are bounded so an
-expression cannot exhaust CPU or memory.
+comprehensions and strings are refused; exponents, integer sizes and rounding digits are
+bounded so an expression cannot exhaust CPU or memory. Tools still evaluate it in the CPU
+pool (`flows.components.cpu`), so even a bound missed here cannot stall the run loop.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ MAX_EXPRESSION_CHARS = 500
 MAX_NODES = 200
 MAX_EXPONENT = 1_000
 MAX_INT_BITS = 4_096
+# round(x, -n) computes 10**n: unbounded n is seconds of C code holding the GIL.
+MAX_ROUND_DIGITS = 400
 
 BINARY: dict[type[ast.operator], Callable[[Any, Any], Any]] = {
     ast.Add: operator.add,
@@ -97,6 +100,8 @@ def _eval(node: ast.AST) -> Any:
         and 0 < len(node.args) <= 10
     ):
         args = [_eval(a) for a in node.args]
+        if node.func.id == "round" and len(args) == 2 and abs(args[1]) > MAX_ROUND_DIGITS:
+            raise CalculatorError(f"round() takes at most {MAX_ROUND_DIGITS} digits.")
         try:
             return _check_size(FUNCTIONS[node.func.id](*args))
         except (TypeError, ValueError, OverflowError) as exc:

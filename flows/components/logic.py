@@ -2,20 +2,16 @@
 
 from __future__ import annotations
 
-import re
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
 from flows.components.base import BuildEnv, Component, ParamProblem, Params, Port, RunContext
+from flows.components.patterns import PatternError, compile_keywords, compile_user_pattern
 from flows.components.util import as_text
 
 PORT_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,31}$"
 MAX_MATCH_CHARS = 20_000
-# A quantified group containing a quantifier, or a backreference: the shapes of
-# catastrophic backtracking. Refused; Python's `re` has no timeout.
-NESTED_QUANTIFIER_RE = re.compile(r"\((?:[^()\\]|\\.)*[*+}](?:[^()\\]|\\.)*\)\s*[*+{?]")
-BACKREFERENCE_RE = re.compile(r"\\[1-9]|\(\?P=")
 
 
 class Rule(BaseModel):
@@ -25,18 +21,28 @@ class Rule(BaseModel):
         ..., pattern=PORT_PATTERN, description="The output port this rule routes to."
     )
     match: Literal["keyword", "regex"] = "keyword"
-    pattern: str = Field(..., min_length=1, max_length=200)
+    pattern: str = Field(
+        ...,
+        min_length=1,
+        max_length=200,
+        description=(
+            "Comma-separated keywords, or a regex in RE2 syntax (no backreferences or "
+            "lookaround; use \\p{L} or \\p{Han} for letters beyond ASCII)."
+        ),
+    )
     case_sensitive: bool = False
 
 
 def rule_matches(rule: Rule, text: str) -> bool:
-    flags = 0 if rule.case_sensitive else re.IGNORECASE
     if rule.match == "keyword":
-        words = [w.strip() for w in rule.pattern.split(",") if w.strip()]
-        return any(
-            re.search(r"(?<!\w)" + re.escape(word) + r"(?!\w)", text, flags) for word in words
-        )
-    return re.search(rule.pattern, text, flags) is not None
+        words = tuple(w.strip() for w in rule.pattern.split(",") if w.strip())
+        matcher = compile_keywords(words, case_sensitive=rule.case_sensitive)
+        return matcher.search(text) is not None
+    # Regex rules run on RE2 (linear time): see flows.components.patterns.
+    return (
+        compile_user_pattern(rule.pattern, case_sensitive=rule.case_sensitive).search(text)
+        is not None
+    )
 
 
 class Router(Component):
@@ -70,20 +76,11 @@ class Router(Component):
         for i, rule in enumerate(params.rules):  # type: ignore[attr-defined]
             if rule.match != "regex":
                 continue
-            if NESTED_QUANTIFIER_RE.search(rule.pattern) or BACKREFERENCE_RE.search(rule.pattern):
-                problems.append(
-                    ParamProblem(
-                        f"rules.{i}.pattern",
-                        "unsafe_regex",
-                        "Nested quantifiers and backreferences are not allowed in rules.",
-                    )
-                )
-                continue
             try:
-                re.compile(rule.pattern)
-            except re.error as exc:
+                compile_user_pattern(rule.pattern, case_sensitive=rule.case_sensitive)
+            except PatternError as exc:
                 problems.append(
-                    ParamProblem(f"rules.{i}.pattern", "invalid_regex", f"Invalid regex: {exc}.")
+                    ParamProblem(f"rules.{i}.pattern", "invalid_regex", f"Invalid regex: {exc}")
                 )
         return problems
 

@@ -26,11 +26,13 @@ from flows.components.base import (
     Port,
     RunContext,
 )
+from flows.components.patterns import compile_trusted
 from flows.components.util import as_text
 
 VARIABLE_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 # `{{ name }}` / `{{#section}}` / `{% tag %}` / `{# comment #}`: jinja2 and mustache syntax.
-OTHER_SYNTAX_RE = re.compile(r"\{\{\s*[#/^!>&{]?\s*[A-Za-z_.][\w.]*\s*\}?\}\}|\{%|\{#")
+# On RE2: `\s*[...]?\s*` backtracks quadratically on `{{` and 20,000 spaces in `re`.
+OTHER_SYNTAX_RE = compile_trusted(r"\{\{\s*[#/^!>&{]?\s*[A-Za-z_.][\w.]*\s*\}?\}\}|\{%|\{#")
 MAX_VARIABLES = 32
 
 

@@ -14,6 +14,7 @@ from pydantic import BaseModel, Field
 
 from flows.components.base import BuildEnv, Component, NodeError, Params, Port, RunContext
 from flows.components.calculator import CalculatorError, calculate
+from flows.components.cpu import CpuLimitExceeded, cpu_bound
 from flows.components.retrieval import (
     COLLECTION_PATTERN,
     BM25Retriever,
@@ -70,13 +71,23 @@ class ToolComponent(Component):
 
 
 # --- calculator -------------------------------------------------------------------------------
+CALCULATOR_SECONDS = 1.0
+
+
 class CalculatorArgs(BaseModel):
     expression: str = Field(..., max_length=500, description="Arithmetic, e.g. (2 + 3) * 4")
 
 
-def _calculator_text(expression: str) -> str:
+async def _calculate(expression: str) -> str:
     try:
-        return str(calculate(expression))
+        return str(await cpu_bound(calculate, expression, timeout=CALCULATOR_SECONDS))
+    except CpuLimitExceeded as exc:
+        raise CalculatorError("The expression takes too long to compute.") from exc
+
+
+async def _calculator_text(expression: str) -> str:
+    try:
+        return await _calculate(expression)
     except CalculatorError as exc:
         return f"Error: {exc}"
 
@@ -92,7 +103,7 @@ class Calculator(ToolComponent):
 
     def build(self, params: BaseModel, env: BuildEnv) -> BaseTool:
         return StructuredTool.from_function(
-            func=_calculator_text,
+            coroutine=_calculator_text,
             name="calculator",
             description="Evaluate an arithmetic expression and return the number.",
             args_schema=CalculatorArgs,
@@ -100,7 +111,7 @@ class Calculator(ToolComponent):
 
     async def run_direct(self, built: BaseTool, value: str) -> str:
         try:
-            return str(calculate(value))
+            return await _calculate(value)
         except CalculatorError as exc:
             raise NodeError(f"Calculator: {exc}") from exc
 

@@ -1,0 +1,236 @@
+"""Hostile inputs of one tenant must not stall the worker's shared run loop for the others.
+
+Each case runs a hostile node (a user's backtracking regex, an arithmetic expression that
+is seconds of C code, a huge template) beside a normal streaming run of another workspace
+on the same run loop, while a probe on that loop records its longest stall. Before RE2 and
+the CPU pool, `(a|a)*$` on 27 characters held the loop for 8 s and `round(5, -10**7)` for
+5.6 s; the bound asserted here is far above scheduling noise and far below either.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from typing import Any
+
+import pytest
+
+from flows.components import cpu
+from flows.components.calculator import CalculatorError, calculate
+from flows.components.prompt import template_variables
+from runs import services
+from runs.executor import execute_claimed_run
+from runs.models import Run, RunStatus
+from runs.runloop import get_run_loop
+from tests import cpuhogs, flowgraphs
+from tests.wsclient import stored_log
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+# The longest the shared loop may stall while the hostile inputs run (it sleeps 5 ms per
+# probe, so normal scheduling shows a few ms; the defects showed seconds).
+STALL_BOUND = 0.5
+POS = {"position": {"x": 0, "y": 0}}
+
+
+def _graph(hostile: dict[str, Any], in_port: str, out_port: str) -> dict[str, Any]:
+    return {
+        "nodes": [
+            {**POS, "id": "input", "component": "io.chat_input", "params": {}},
+            {**POS, "id": "hostile", **hostile},
+            {**POS, "id": "output", "component": "io.text_output", "params": {}},
+        ],
+        "edges": [
+            {"source": "input", "source_port": "text", "target": "hostile", "target_port": in_port},
+            {
+                "source": "hostile",
+                "source_port": out_port,
+                "target": "output",
+                "target_port": "text",
+            },
+        ],
+    }
+
+
+def _queued(workspace, user, graph, text: str) -> Run:
+    flow = flowgraphs.save_flow(workspace, user, graph)
+    return Run.objects.create(
+        workspace=workspace,
+        flow=flow,
+        flow_version=flow.versions.get(),
+        session_id="s1",
+        started_by=user,
+        inputs={"input": text},
+    )
+
+
+def _execute(run: Run) -> None:
+    execute_claimed_run(services.run_claim(run_id=str(run.pk), task_id=str(run.pk), worker="w"))
+
+
+class LoopProbe:
+    """Sleeps 5 ms at a time on the run loop and keeps the longest wake-up delay."""
+
+    def __init__(self) -> None:
+        self.longest = 0.0
+        self.samples = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve)
+
+    async def _probe(self) -> None:
+        while not self._stop.is_set():
+            before = time.monotonic()
+            await asyncio.sleep(0.005)
+            self.longest = max(self.longest, time.monotonic() - before - 0.005)
+            self.samples += 1
+
+    def _serve(self) -> None:
+        get_run_loop().run(self._probe())
+
+    def __enter__(self) -> LoopProbe:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def _beside_a_normal_run(normal: Run, hostile: Run) -> None:
+    threads = [threading.Thread(target=_execute, args=(run,)) for run in (normal, hostile)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+
+HOSTILE = {
+    "router (a|a)*$": (
+        {
+            "component": "logic.router",
+            "params": {"rules": [{"output": "hit", "match": "regex", "pattern": "(a|a)*$"}]},
+        },
+        "input",
+        "default",
+        "a" * 27 + "!",
+    ),
+    "router ((a+))+$": (
+        {
+            "component": "logic.router",
+            "params": {"rules": [{"output": "hit", "match": "regex", "pattern": "((a+))+$"}]},
+        },
+        "input",
+        "default",
+        "a" * 20_000 + "!",
+    ),
+    "router keywords on a long text": (
+        {
+            "component": "logic.router",
+            "params": {
+                "rules": [
+                    {"output": f"r{i}", "match": "keyword", "pattern": "a" * 199 + "b"}
+                    for i in range(20)
+                ]
+            },
+        },
+        "input",
+        "default",
+        "a" * 20_000,
+    ),
+    "calculator round(5, -10**7)": (
+        {"component": "tool.calculator", "params": {}},
+        "expression",
+        "result",
+        "round(5, -10**7)",
+    ),
+    "json parser on unclosed fences": (
+        {"component": "parser.json", "params": {}},
+        "text",
+        "json",
+        "```" * 300_000,
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(HOSTILE), ids=list(HOSTILE))
+def test_a_normal_run_of_another_workspace_keeps_streaming_while_a_hostile_input_runs(
+    case, workspace_a, erin_editor, workspace_b, mallory_owner
+):
+    hostile_node, in_port, out_port, text = HOSTILE[case]
+    reply = " ".join(f"t{i}" for i in range(40))
+    normal = _queued(
+        workspace_a, erin_editor, flowgraphs.demo_graph(reply=reply, delay_ms=10), "hi"
+    )
+    hostile = _queued(workspace_b, mallory_owner, _graph(hostile_node, in_port, out_port), text)
+    with LoopProbe() as probe:
+        _beside_a_normal_run(normal, hostile)
+    assert probe.samples > 10
+    assert probe.longest < STALL_BOUND, f"the run loop stalled {probe.longest:.2f} s"
+    normal.refresh_from_db()
+    assert normal.status == RunStatus.SUCCEEDED
+    tokens = "".join(e["data"] for e in stored_log(str(normal.pk)) if e["event"] == "on_token")
+    assert tokens == reply
+    hostile.refresh_from_db()
+    assert hostile.status in (RunStatus.SUCCEEDED, RunStatus.FAILED)  # it ended, either way
+
+
+def test_the_hostile_calculator_expression_is_a_clear_node_error(workspace_b, mallory_owner):
+    graph = _graph({"component": "tool.calculator", "params": {}}, "expression", "result")
+    run = _queued(workspace_b, mallory_owner, graph, "round(5, -10**7)")
+    _execute(run)
+    errors = [e for e in stored_log(str(run.pk)) if e["event"] == "error"]
+    assert errors and "round() takes at most" in errors[0]["message"]
+
+
+def test_a_backtracking_regex_routes_correctly_on_re2(workspace_b, mallory_owner):
+    node = {
+        "component": "logic.router",
+        "params": {"rules": [{"output": "hit", "match": "regex", "pattern": "^(a|a)*$"}]},
+    }
+    graph = _graph(node, "input", "hit")
+    run = _queued(workspace_b, mallory_owner, graph, "a" * 5_000)
+    _execute(run)
+    run.refresh_from_db()
+    assert run.status == RunStatus.SUCCEEDED
+    assert run.outputs == {"output": "a" * 5_000}
+
+
+def test_round_digits_are_bounded_and_small_roundings_still_work():
+    assert calculate("round(1234.5678, 2)") == 1234.57
+    assert calculate("round(1234, -2)") == 1200
+    with pytest.raises(CalculatorError, match="round"):
+        calculate("round(5, -10**7)")
+
+
+def test_a_template_check_is_linear_on_braces_and_spaces():
+    before = time.process_time()
+    for _ in range(3):
+        assert template_variables("{{" + " " * 19_998) == []
+    # The backtracking check took 1.8 s of CPU per call; this is counted, not timed: a
+    # linear scan of 60,000 characters cannot need a tenth of a second of CPU.
+    assert time.process_time() - before < 0.1
+
+
+async def test_the_cpu_pool_kills_a_task_past_its_time_limit_and_keeps_serving():
+    with pytest.raises(cpu.CpuLimitExceeded):
+        await cpu.cpu_bound(cpuhogs.spin_forever, timeout=0.3)
+    assert await cpu.cpu_bound(cpuhogs.double, 21) == 42
+    with pytest.raises(ValueError, match="boom"):
+        await cpu.cpu_bound(cpuhogs.fail, "boom")
+
+
+async def test_the_loop_stays_responsive_while_the_cpu_pool_computes():
+    ticks = 0
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while True:
+            ticks += 1
+            await asyncio.sleep(0.001)
+
+    task = asyncio.ensure_future(ticker())
+    with pytest.raises(cpu.CpuLimitExceeded):
+        await cpu.cpu_bound(cpuhogs.spin_forever, timeout=0.3)
+    task.cancel()
+    assert ticks > 20  # the loop ticked throughout the 300 ms the child spun
