@@ -148,6 +148,34 @@ def test_login_is_throttled_after_repeated_failures(db, settings):
     assert ok.status_code == 302
 
 
+@pytest.mark.parametrize("login_url", ["/accounts/login/", "/admin/login/"])
+def test_the_lock_out_counts_every_spelling_of_an_address_as_one(db, settings, login_url):
+    make_user("victim@example.com", is_staff=True)
+    client = Client(REMOTE_ADDR="203.0.113.10")
+    spellings = [
+        "victim@example.com",
+        "VICTIM@example.com",
+        " victim@example.com ",
+        "Victim@Example.COM",
+        "\tvictim@EXAMPLE.com",
+    ]
+    for attempt in range(settings.AXES_FAILURE_LIMIT):
+        client.post(
+            login_url, {"username": spellings[attempt % len(spellings)], "password": "wrong"}
+        )
+    for spelling in [*spellings, "ＶＩＣＴＩＭ@example.com"]:  # full-width letters: NFKC
+        locked = client.post(login_url, {"username": spelling, "password": PASSWORD})
+        assert locked.status_code == 429, spelling
+    assert "_auth_user_id" not in client.session
+    # A forged X-Forwarded-For does not give the attacker a fresh address either.
+    spoofed = client.post(
+        login_url,
+        {"username": "victim@example.com", "password": PASSWORD},
+        HTTP_X_FORWARDED_FOR="198.51.100.99",
+    )
+    assert spoofed.status_code == 429
+
+
 def test_login_with_email_and_password(workspace_a, alice_owner):
     client = Client()
     response = client.post(
