@@ -14,22 +14,23 @@ from ninja.errors import HttpError
 from ninja.security import HttpBearer
 from ninja.utils import check_csrf
 
-from accounts.models import Membership
+from accounts.models import ApiToken, Membership
 from accounts.services import api_token_authenticate
 from accounts.tenancy import resolve_membership
 
 SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
 
 
-def user_for_bearer(header: str, slug: str | None) -> tuple[Any, bool]:
-    """(user, presented): the token's user if it is valid for workspace `slug`."""
+def token_for_bearer(header: str, slug: str | None) -> ApiToken | None:
+    """The token behind an `Authorization: Bearer` header if it is valid for workspace
+    `slug`, else None."""
     scheme, _, secret = header.partition(" ")
     if scheme.lower() != "bearer":
-        return None, True
+        return None
     token = api_token_authenticate(secret.strip())
     if token is None or slug is None or token.workspace.slug != slug:
-        return None, True
-    return token.user, True
+        return None
+    return token
 
 
 class WorkspaceAuth(HttpBearer):
@@ -37,10 +38,12 @@ class WorkspaceAuth(HttpBearer):
         match = request.resolver_match
         slug = match.kwargs.get("slug") if match else None
         header = request.headers.get("Authorization", "")
+        token = None
         if header:
-            user, _ = user_for_bearer(header, slug)
-            if user is None:
+            token = token_for_bearer(header, slug)
+            if token is None:
                 return None  # 401: a bad token never falls back to the cookie
+            user = token.user
         else:
             user = getattr(request, "user", None)
             if user is None or not user.is_authenticated:
@@ -51,6 +54,7 @@ class WorkspaceAuth(HttpBearer):
             return None
         membership = resolve_membership(user, slug)
         request.membership = membership  # type: ignore[attr-defined]
+        request.auth_token = token  # type: ignore[attr-defined]
         request.workspace = membership.workspace  # type: ignore[attr-defined]
         request.user = user
         return membership

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+from importlib import import_module
+
+from django.conf import settings
+from django.contrib.auth import HASH_SESSION_KEY, SESSION_KEY
 from django.db.models import QuerySet
 from django.utils import timezone
+from django.utils.crypto import constant_time_compare
 
 from accounts.models import ApiToken, Invitation, Membership, User, Workspace
 from accounts.tenancy import scoped
@@ -28,3 +33,39 @@ def pending_invitations(workspace: Workspace) -> QuerySet[Invitation]:
 
 def tokens_of(workspace: Workspace, user: User) -> QuerySet[ApiToken]:
     return scoped(ApiToken, workspace).filter(user=user)
+
+
+def session_signs_in(session_key: str | None, user: User) -> bool:
+    """Whether the stored session `session_key` still signs in `user`: not flushed (logout),
+    not another user's, and made with the user's current password (Django's session
+    auth hash: a password change or reset ends every session but the one that changed it,
+    which `update_session_auth_hash` re-stamps)."""
+    if not session_key:
+        return False
+    store = import_module(settings.SESSION_ENGINE).SessionStore(session_key=session_key)
+    if str(store.get(SESSION_KEY, "")) != str(user.pk):
+        return False
+    stored_hash = store.get(HASH_SESSION_KEY) or ""
+    return constant_time_compare(stored_hash, user.get_session_auth_hash())
+
+
+def access_still_valid(
+    *, membership_id: int, token_id: int | None = None, session_key: str | None = None
+) -> Membership | None:
+    """The membership (fresh, with its user) if the credential a long-lived connection
+    opened with still grants it: the token unrevoked, or the session still signing the user
+    in; the user active; the membership not removed. None when access has ended."""
+    membership = (
+        Membership.objects.select_related("user", "workspace")
+        .filter(pk=membership_id, user__is_active=True)
+        .first()
+    )
+    if membership is None:
+        return None
+    if token_id is not None:
+        alive = ApiToken.objects.filter(
+            pk=token_id, user_id=membership.user_id, revoked_at__isnull=True
+        ).exists()
+    else:
+        alive = session_signs_in(session_key, membership.user)
+    return membership if alive else None

@@ -17,19 +17,18 @@ import logging
 import random
 from collections.abc import Awaitable, Callable
 from datetime import datetime
-from importlib import import_module
 from typing import Any, TypeVar
 from urllib.parse import parse_qs
 
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.conf import settings
-from django.contrib.auth import SESSION_KEY
 from django.core.exceptions import PermissionDenied
 from django.http import Http404
 from django.utils import timezone
 
 from accounts.models import ApiToken, Membership
+from accounts.selectors import access_still_valid
 from accounts.tenancy import get_scoped, resolve_membership, scoped
 from audit import context as audit_context
 from config.errors import SERVICE_UNAVAILABLE, UNAVAILABLE_MESSAGE
@@ -127,23 +126,12 @@ class ExecConsumer(AsyncJsonWebsocketConsumer):
             return None
 
     def _still_authorised(self) -> bool:
-        user = self.scope.get("user")
         token: ApiToken | None = self.scope.get("auth_token")
-        if token is not None:
-            if not ApiToken.objects.filter(pk=token.pk, revoked_at__isnull=True).exists():
-                return False
-        else:
-            session = self.scope.get("session")
-            key = getattr(session, "session_key", None)
-            if not key:
-                return False
-            store = import_module(settings.SESSION_ENGINE).SessionStore(session_key=key)
-            if str(store.get(SESSION_KEY, "")) != str(user.pk):
-                return False  # signed out (session flushed) or another user
-        membership = (
-            Membership.objects.select_related("user")
-            .filter(pk=self.membership.pk, user__is_active=True)
-            .first()
+        session = self.scope.get("session")
+        membership = access_still_valid(
+            membership_id=self.membership.pk,
+            token_id=token.pk if token is not None else None,
+            session_key=getattr(session, "session_key", None),
         )
         if membership is None:
             return False

@@ -11,7 +11,7 @@ from django.db.models.expressions import RawSQL
 
 from accounts.models import Workspace
 from accounts.tenancy import scoped
-from runs.models import LIFECYCLE_EVENTS, Run, RunEvent
+from runs.models import LIFECYCLE_EVENTS, TERMINAL_STATUSES, Run, RunEvent
 
 EVENT_PAGE = 1000
 
@@ -50,6 +50,16 @@ def event_messages_after(
         e.as_message()
         for e in run_events_after(workspace, run_id, after_seq, limit=limit, upto_seq=upto_seq)
     ]
+
+
+def run_log_complete(workspace: Workspace, run_id: str, after_seq: int) -> bool:
+    """Whether a reader holding every event up to `after_seq` has the whole log: the run has
+    ended and logged nothing later (an EventSource reconnecting after `completed`)."""
+    return (
+        scoped(Run, workspace)
+        .filter(pk=run_id, status__in=TERMINAL_STATUSES, last_seq__lte=after_seq)
+        .exists()
+    )
 
 
 def node_outcomes(run: Run) -> dict[str, dict]:

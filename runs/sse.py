@@ -10,13 +10,16 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
 
 from asgiref.sync import sync_to_async
 from channels.layers import get_channel_layer
+from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 
 from accounts.api_auth import WorkspaceAuth
+from accounts.selectors import access_still_valid
 from runs import selectors, services
 from runs.events import session_group
 from runs.models import Run
@@ -33,6 +36,27 @@ def _authorise_and_load(request: HttpRequest, slug: str, run_id: str) -> Run | N
     return services.run_for(request.workspace, run_id)  # type: ignore[attr-defined]
 
 
+def _access_check(request: HttpRequest) -> Callable[[], bool]:
+    """A check, run every SESSION_RECHECK_SECONDS, that the stream's credential still grants
+    access: a revoked token, a signed-out or password-changed session, a deactivated user or
+    a removed membership end the stream as they end a WebSocket."""
+    membership_id = request.membership.pk  # type: ignore[attr-defined]
+    token = request.auth_token  # type: ignore[attr-defined]
+    session_key = None if token is not None else request.session.session_key
+
+    def check() -> bool:
+        return (
+            access_still_valid(
+                membership_id=membership_id,
+                token_id=token.pk if token is not None else None,
+                session_key=session_key,
+            )
+            is not None
+        )
+
+    return check
+
+
 def _start_after(request: HttpRequest) -> int:
     raw = request.headers.get("Last-Event-ID") or request.GET.get("after_seq") or "0"
     try:
@@ -47,6 +71,8 @@ async def stream(request: HttpRequest, slug: str, run_id: str) -> HttpResponse:
         return JsonResponse({"detail": "Unauthorized"}, status=401)
     workspace = request.workspace  # type: ignore[attr-defined]
     after = _start_after(request)
+    still_allowed = sync_to_async(_access_check(request))
+    recheck_every = settings.FLOWDECK["SESSION_RECHECK_SECONDS"]
 
     async def events() -> AsyncIterator[str]:
         sent = after
@@ -56,12 +82,17 @@ async def stream(request: HttpRequest, slug: str, run_id: str) -> HttpResponse:
         if layer and channel:
             await layer.group_add(group, channel)
         idle = 0.0
+        checked_at = time.monotonic()
         # One receive stays pending across waits: cancelling a pub/sub receive would
         # unsubscribe the channel (config.layers).
         wake: asyncio.Future | None = None
         try:
             yield "retry: 1000\n\n"
             while True:
+                if time.monotonic() - checked_at >= recheck_every:
+                    if not await still_allowed():
+                        return  # access ended: the client's reconnect gets 401
+                    checked_at = time.monotonic()
                 page = await sync_to_async(selectors.event_messages_after)(
                     workspace, str(run.pk), sent
                 )
@@ -73,6 +104,8 @@ async def stream(request: HttpRequest, slug: str, run_id: str) -> HttpResponse:
                 if page:
                     idle = 0.0
                     continue
+                if await sync_to_async(selectors.run_log_complete)(workspace, str(run.pk), sent):
+                    return  # resumed at (or past) the end of a finished run: nothing more
                 if layer and channel:
                     if wake is None:
                         wake = asyncio.ensure_future(layer.receive(channel))

@@ -17,6 +17,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 from django.conf import settings
@@ -250,3 +251,26 @@ def private_stack(django_db_setup: None) -> Iterator[tuple[LiveStack, PrivateRed
     finally:
         stack.stop()
         redis.stop()
+
+
+def signed_in_browser(base_url: str, email: str, password: str) -> Any:
+    """An httpx client signed in through the login form, as a browser would be."""
+    import httpx
+
+    browser = httpx.Client(base_url=base_url, timeout=30)
+    browser.get("/accounts/login/")
+    response = browser.post(
+        "/accounts/login/",
+        data={
+            "username": email,
+            "password": password,
+            "csrfmiddlewaretoken": browser.cookies["csrftoken"],
+        },
+        headers={"Referer": f"{base_url}/accounts/login/"},
+    )
+    assert response.status_code == 302, response.text[:500]
+    return browser
+
+
+def cookie_header(browser: Any) -> str:
+    return "; ".join(f"{k}={v}" for k, v in browser.cookies.items())

@@ -64,6 +64,7 @@ export class ExecClient {
   private attempt = 0;
   private timer: ReturnType<typeof setTimeout> | null = null;
   private stopped = false;
+  private reauthorising = false;
   private outbox: string[] = [];
   private replayListeners = new Set<(event: RunEvent) => void>();
   private replaying: {
@@ -242,8 +243,22 @@ export class ExecClient {
       const pending = this.pending;
       this.pending = [];
       for (const p of pending) p.reject(new Error("The connection dropped before the run was accepted."));
-      if (this.stopped || event.code === 4401) {
+      if (this.stopped) {
         this.setState("closed");
+        return;
+      }
+      if (event.code === 4401 || this.reauthorising) {
+        // The credential this socket opened with no longer grants access. A browser that
+        // changed its own password holds a re-keyed session cookie and is still signed in:
+        // one immediate retry with the cookie it has now resumes exactly; a refused retry
+        // (signed out, revoked) ends the client.
+        if (this.reauthorising) {
+          this.reauthorising = false;
+          this.setState("closed");
+          return;
+        }
+        this.reauthorising = true;
+        this.open();
         return;
       }
       this.scheduleReconnect();
@@ -266,6 +281,7 @@ export class ExecClient {
   private handle(frame: Record<string, unknown>): void {
     const kind = frame.event;
     if (kind === "session") {
+      this.reauthorising = false;
       this.session = String(frame.session_id);
       this.setState(this.state);
       return;
