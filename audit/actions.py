@@ -43,6 +43,11 @@ ACTIONS: Final[dict[str, str]] = {
     # exports of the trail and of admin data
     "audit.export": "Exported the workspace audit trail (JSONL or CSV).",
     "admin.export": "Platform staff exported data from the admin.",
+    # the trail itself
+    "audit.head_rebuilt": (
+        "The chain head row was missing and was rebuilt from the newest entry: entries "
+        "after `last_seq` may have been deleted with it (verify_audit reports this)."
+    ),
     # failed authorisation
     "access.denied": (
         "Refused: a non-member asked for a workspace, or a member asked for an id that is "

@@ -136,13 +136,24 @@ class AuditEntry(models.Model):
 
 
 class AuditChainHead(models.Model):
-    """A single row (pk=1): the last seq and hash. Writers lock it to append in order."""
+    """A single row (pk=1): the last seq and hash. Writers lock it to append in order.
+
+    `seal` is HMAC(key, "head", seq, hash): someone with SQL access who deletes the newest
+    entries cannot rewind the head to the entry before them without the key. A head that
+    is deleted outright is rebuilt by the next write with an `audit.head_rebuilt` entry,
+    which verification reports; a wipe of every row is caught against an anchor kept out
+    of band (`verify_audit --anchor`, and the `audit head` log line of every write).
+    """
 
     seq = models.PositiveBigIntegerField(default=0)
     hash = models.CharField(max_length=64, blank=True)
+    seal = models.CharField(max_length=64, blank=True)
 
     def __str__(self) -> str:
         return f"audit chain head at #{self.seq}"
+
+    def compute_seal(self) -> str:
+        return head_seal(self.seq, self.hash)
 
 
 def canonical_json(value: Any) -> str:
@@ -153,3 +164,8 @@ def chain_hash(prev_hash: str, fields: dict[str, Any]) -> str:
     key = settings.FLOWDECK_AUDIT_KEY.encode()
     message = (prev_hash + canonical_json(fields)).encode()
     return hmac.new(key, message, hashlib.sha256).hexdigest()
+
+
+def head_seal(seq: int, hash_: str) -> str:
+    """The keyed seal of a chain head at (`seq`, `hash_`); also the anchor an operator keeps."""
+    return chain_hash("head", {"seq": seq, "hash": hash_})

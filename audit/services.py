@@ -26,7 +26,7 @@ from django.utils import timezone
 from accounts.models import User, Workspace
 from audit import context
 from audit.actions import ACTIONS
-from audit.models import AuditChainHead, AuditEntry
+from audit.models import AuditChainHead, AuditEntry, head_seal
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +68,32 @@ def record(
     if actor is not None and not getattr(actor, "is_authenticated", False):
         actor = None  # AnonymousUser
     head = _lock_head()
+    return _append(
+        head,
+        action=action,
+        workspace=workspace,
+        actor=actor,
+        target=target,
+        before=before,
+        after=after,
+        ip=ip,
+        user_agent=user_agent,
+    )
+
+
+def _append(
+    head: AuditChainHead,
+    *,
+    action: str,
+    workspace: Workspace | None = None,
+    actor: Any = None,
+    target: str = "",
+    before: Any = None,
+    after: Any = None,
+    ip: str | None = None,
+    user_agent: str | None = None,
+) -> AuditEntry:
+    """Append one entry after the locked `head` and move the head (sealed) to it."""
     entry = AuditEntry(
         seq=head.seq + 1,
         created_at=timezone.now(),
@@ -85,23 +111,37 @@ def record(
     entry.hash = entry.compute_hash()
     entry.save()
     head.seq, head.hash = entry.seq, entry.hash
-    head.save(update_fields=["seq", "hash"])
+    head.seal = head.compute_seal()
+    head.save(update_fields=["seq", "hash", "seal"])
+    # Out of band: shipped logs hold every sealed head, so a later wipe of the tables is
+    # visible against the last one (`verify_audit --anchor SEQ:SEAL`).
+    log.info("audit head", extra={"audit_seq": entry.seq, "audit_seal": head.seal})
     return entry
 
 
 def _lock_head() -> AuditChainHead:
     head = AuditChainHead.objects.select_for_update().filter(pk=HEAD_PK).first()
-    if head is None:
-        # First entry ever (or a flushed test database): start from the last entry, if any.
-        last = AuditEntry.objects.order_by("-seq").only("seq", "hash").first()
-        try:
-            with transaction.atomic():
-                AuditChainHead.objects.create(
-                    pk=HEAD_PK, seq=last.seq if last else 0, hash=last.hash if last else ""
-                )
-        except IntegrityError:
-            pass  # a concurrent writer created it first
-        head = AuditChainHead.objects.select_for_update().get(pk=HEAD_PK)
+    if head is not None:
+        return head
+    # No head: the first entry ever (or a flushed database), or someone deleted the row.
+    # Start from the last entry; if there is one, the head was deleted, and the chain says
+    # so in an entry of its own that verification reports (a rebuilt head cannot vouch for
+    # the entries that may have been deleted with it).
+    last = AuditEntry.objects.order_by("-seq").only("seq", "hash").first()
+    try:
+        with transaction.atomic():
+            seq, hash_ = (last.seq, last.hash) if last else (0, "")
+            AuditChainHead.objects.create(
+                pk=HEAD_PK, seq=seq, hash=hash_, seal=head_seal(seq, hash_)
+            )
+    except IntegrityError:
+        return AuditChainHead.objects.select_for_update().get(pk=HEAD_PK)  # a concurrent writer
+    head = AuditChainHead.objects.select_for_update().get(pk=HEAD_PK)
+    if last is not None:
+        log.error("audit chain head was missing; rebuilt at seq %s", last.seq)
+        _append(
+            head, action="audit.head_rebuilt", target="audit:head", after={"last_seq": last.seq}
+        )
     return head
 
 

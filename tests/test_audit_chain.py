@@ -135,6 +135,85 @@ def test_deleting_the_newest_rows_is_caught_by_the_chain_head(db):
     assert f"seq {entries[2].seq}" in result and "newest entries were deleted" in result
 
 
+HEAD_TABLE = "audit_auditchainhead"
+
+
+def _verify_with(anchor: str) -> str:
+    from io import StringIO
+
+    out = StringIO()
+    try:
+        call_command("verify_audit", anchor=anchor, stdout=out)
+    except CommandError as exc:
+        return f"FAILED {exc}"
+    return out.getvalue()
+
+
+def test_deleting_the_newest_rows_and_rewinding_the_head_is_caught(db):
+    entries = _write(5)
+    kept = entries[1]
+    _sql(f"DELETE FROM {TABLE} WHERE seq > %s", [kept.seq])
+    # The head rewound to the entry before the deleted ones, as SQL access allows; its seal
+    # cannot be recomputed without the key.
+    _sql(f"UPDATE {HEAD_TABLE} SET seq = %s, hash = %s", [kept.seq, kept.hash])
+    result = _verify()
+    assert result.startswith("FAILED") and "not sealed" in result
+    assert f"first missing seq {kept.seq + 1}" in result
+
+
+def test_deleting_the_newest_rows_and_the_head_is_caught_even_after_more_writes(db):
+    entries = _write(5)
+    kept = entries[2]
+    _sql(f"DELETE FROM {TABLE} WHERE seq > %s", [kept.seq])
+    _sql(f"DELETE FROM {HEAD_TABLE}")
+    result = _verify()
+    assert result.startswith("FAILED") and "chain head is missing" in result
+    assert f"first missing seq {kept.seq + 1}" in result
+    # The application's next write rebuilds the head, and says so in the chain itself.
+    _write(2)
+    rebuilt = AuditEntry.objects.get(action="audit.head_rebuilt")
+    assert rebuilt.seq == kept.seq + 1 and rebuilt.after == {"last_seq": kept.seq}
+    result = _verify()
+    assert result.startswith("FAILED") and "rebuilt" in result
+    assert f"first missing seq {kept.seq + 1}" in result
+
+
+def test_deleting_everything_is_caught_against_the_kept_anchor(db):
+    _write(4)
+    report = _verify()
+    assert "OK" in report
+    anchor = report.split("Anchor (keep it out of band): ")[1].strip()
+    seq = int(anchor.split(":")[0])
+    assert "OK" in _verify_with(anchor)
+    _sql(f"DELETE FROM {TABLE}")
+    _sql(f"DELETE FROM {HEAD_TABLE}")
+    assert "OK" in _verify()  # without an anchor, an empty trail is indistinguishable
+    result = _verify_with(anchor)
+    assert result.startswith("FAILED") and "first missing seq 1" in result
+    assert f"entries 1..{seq} are missing" in result
+
+
+def test_an_anchor_that_does_not_match_its_entry_is_caught(db):
+    entries = _write(3)
+    assert "FAILED" in _verify_with(f"{entries[1].seq}:{'0' * 64}")
+    assert "BROKEN" not in _verify_with(f"{entries[1].seq}:{_anchor_of(entries[1])}")
+    assert _verify_with("nonsense").startswith("FAILED An anchor is")
+
+
+def _anchor_of(entry: AuditEntry) -> str:
+    from audit.models import head_seal
+
+    return head_seal(entry.seq, entry.hash)
+
+
+def test_a_deleted_middle_row_names_the_first_missing_seq_and_the_last_good_one(db):
+    entries = _write(6)
+    _sql(f"DELETE FROM {TABLE} WHERE seq IN (%s, %s)", [entries[2].seq, entries[3].seq])
+    result = _verify()
+    assert f"last good seq {entries[1].seq}" in result
+    assert f"first missing seq {entries[2].seq}" in result
+
+
 def test_an_inserted_forged_row_is_caught(db):
     entries = _write(3)
     last = entries[-1]
