@@ -16,7 +16,7 @@ from ninja.utils import check_csrf
 
 from accounts.models import ApiToken, Membership
 from accounts.services import api_token_authenticate
-from accounts.tenancy import resolve_membership
+from accounts.tenancy import resolve_membership, token_used_elsewhere
 
 SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
 
@@ -28,7 +28,10 @@ def token_for_bearer(header: str, slug: str | None) -> ApiToken | None:
     if scheme.lower() != "bearer":
         return None
     token = api_token_authenticate(secret.strip())
-    if token is None or slug is None or token.workspace.slug != slug:
+    if token is None or slug is None:
+        return None
+    if token.workspace.slug != slug:
+        token_used_elsewhere(token.user, token.pk, slug)
         return None
     return token
 

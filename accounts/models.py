@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.contrib.auth.base_user import AbstractBaseUser, BaseUserManager
 from django.contrib.auth.models import PermissionsMixin
 from django.core.validators import RegexValidator
-from django.db import models
+from django.db import models, transaction
 from django.utils import timezone
 
 
@@ -53,6 +53,24 @@ class User(AbstractBaseUser, PermissionsMixin):
     @property
     def display_name(self) -> str:
         return self.name or self.email
+
+    def save(self, *args: object, **kwargs: object) -> None:
+        # A password set on an existing user (the password page, a reset link, the admin,
+        # `changepassword`) is recorded here, whichever door it came through, in the same
+        # transaction as the new hash.
+        password_changed = self._password is not None and not self._state.adding
+        if not password_changed:
+            super().save(*args, **kwargs)  # type: ignore[arg-type]
+            return
+        from audit import context
+        from audit.services import record
+
+        with transaction.atomic():
+            super().save(*args, **kwargs)  # type: ignore[arg-type]
+            ctx = context.current()
+            user = ctx.user if ctx is not None else None
+            actor = user if getattr(user, "is_authenticated", False) else self  # a reset link
+            record(action="auth.password_change", actor=actor, target=f"user:{self.pk}")
 
 
 slug_validator = RegexValidator(

@@ -60,7 +60,23 @@ def resolve_membership(user: User | Any, slug: str) -> Membership:
 def require_role(membership: Membership, minimum: str) -> None:
     """Members below `minimum` get a 403: they know the workspace exists, not the action."""
     if not membership.has_role(minimum):
+        access_denied(
+            actor=membership.user,
+            workspace=membership.workspace,
+            target=f"membership:{membership.pk}",
+            after={"reason": "role", "needs": minimum, "has": membership.role},
+        )
         raise PermissionDenied(f"This needs the {Role(minimum).label.lower()} role or higher.")
+
+
+def token_used_elsewhere(user: User, token_id: int, slug: str) -> None:
+    """`access.denied` for a valid token presented on another workspace's URL."""
+    access_denied(
+        actor=user,
+        workspace=Workspace.objects.filter(slug=slug).first(),
+        target=f"workspace:{slug}",
+        after={"reason": "token_other_workspace", "token": token_id},
+    )
 
 
 class WorkspaceMixin(LoginRequiredMixin):

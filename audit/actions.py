@@ -13,10 +13,25 @@ ACTIONS: Final[dict[str, str]] = {
     # authentication (platform level: no workspace)
     "auth.login": "Signed in.",
     "auth.login_failed": "A sign-in attempt failed (wrong password, unknown email, locked out).",
+    "auth.logout": "Signed out.",
+    "auth.password_change": (
+        "A user's password was changed (on the password page, by a reset link, in the "
+        "admin or by a command); every other session of the user ends."
+    ),
+    # users and workspaces (platform staff, in the admin)
+    "user.create": "Platform staff created a user.",
+    "user.update": "Platform staff changed a user's profile or permissions.",
+    "user.deactivate": "Platform staff deactivated a user (every session and socket ends).",
+    "user.activate": "Platform staff re-activated a user.",
+    "user.delete": "Platform staff deleted a user (the trail keeps their id and email).",
+    "workspace.create": "Created a workspace.",
+    "workspace.update": "Changed a workspace's name, slug or HTTP allow-list.",
+    "workspace.delete": "Platform staff deleted a workspace.",
     # members, invitations, tokens
     "member.invite": "Invited an email address to the workspace with a role.",
     "member.invite_revoke": "Revoked a pending invitation.",
     "member.join": "Accepted an invitation and joined the workspace.",
+    "member.add": "Platform staff added a member to the workspace directly (admin).",
     "member.role_change": "Changed a member's role.",
     "member.remove": "Removed a member (or left the workspace).",
     "token.create": "Created an API token.",
@@ -33,6 +48,9 @@ ACTIONS: Final[dict[str, str]] = {
     "flow.rename": "Renamed a flow or changed its description.",
     "flow.delete": "Deleted a flow (soft delete: its runs and versions stay).",
     "flow.version_save": "Saved a new immutable version of a flow's graph.",
+    # documents (the docs.corpus collections)
+    "document.create": "Added a document to a collection.",
+    "document.delete": "Deleted a document.",
     # runs
     "run.start": "Started a run.",
     "run.rerun": "Started a re-run of an earlier run (same version, same inputs).",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.contrib.auth.signals import user_logged_in, user_login_failed
+from django.contrib.auth.signals import user_logged_in, user_logged_out, user_login_failed
 from django.db import transaction
 from django.http import HttpRequest
 
@@ -42,6 +42,16 @@ def on_login_failed(
         )
 
 
+def on_logout(sender: Any, request: HttpRequest | None, user: User | None, **kwargs: Any) -> None:
+    if user is None or not getattr(user, "is_authenticated", False):
+        return  # signing out without a session
+    with transaction.atomic():
+        record(
+            action="auth.logout", actor=user, target=f"user:{user.pk}", **_request_context(request)
+        )
+
+
 def connect() -> None:
     user_logged_in.connect(on_login, dispatch_uid="audit.on_login")
+    user_logged_out.connect(on_logout, dispatch_uid="audit.on_logout")
     user_login_failed.connect(on_login_failed, dispatch_uid="audit.on_login_failed")

@@ -483,17 +483,34 @@ def document_create(
         raise ValidationError({"collection": ["1-64 letters, digits, '-' or '_'."]})
     if not content or len(content) > DOCUMENT_MAX_CHARS:
         raise ValidationError({"content": [f"1 to {DOCUMENT_MAX_CHARS} characters."]})
-    return Document.objects.create(
+    document = Document.objects.create(
         workspace=workspace,
         collection=collection,
         title=_clean_name(title, what="title"),
         content=content,
         created_by=acting.user,
     )
+    record(
+        action="document.create",
+        workspace=workspace,
+        actor=acting.user,
+        target=f"document:{document.pk}",
+        after={"title": document.title, "collection": collection, "chars": len(content)},
+    )
+    return document
 
 
 @transaction.atomic
 def document_delete(*, workspace: Workspace, acting: Membership, document: Document) -> None:
     require_role(acting, Role.EDITOR)
     _same_workspace(workspace, document)
+    before = {"title": document.title, "collection": document.collection}
+    label = f"document:{document.pk}"
     document.delete()
+    record(
+        action="document.delete",
+        workspace=workspace,
+        actor=acting.user,
+        target=label,
+        before=before,
+    )

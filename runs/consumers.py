@@ -29,7 +29,7 @@ from django.utils import timezone
 
 from accounts.models import ApiToken, Membership
 from accounts.selectors import access_still_valid
-from accounts.tenancy import get_scoped, resolve_membership, scoped
+from accounts.tenancy import get_scoped, resolve_membership, scoped, token_used_elsewhere
 from audit import context as audit_context
 from config.errors import SERVICE_UNAVAILABLE, UNAVAILABLE_MESSAGE
 from flows.models import Flow
@@ -119,6 +119,7 @@ class ExecConsumer(AsyncJsonWebsocketConsumer):
         user = self.scope.get("user")
         token: ApiToken | None = self.scope.get("auth_token")
         if token is not None and token.workspace.slug != slug:
+            token_used_elsewhere(token.user, token.pk, slug)
             return None
         try:
             return resolve_membership(user, slug)
