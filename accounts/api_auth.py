@@ -6,13 +6,14 @@ it was issued for. Resolves the membership once and leaves it on `request.member
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 from django.http import HttpRequest
 from ninja import Path
 from ninja.errors import HttpError
 from ninja.security import HttpBearer
 from ninja.utils import check_csrf
+from pydantic import Field
 
 from accounts.models import ApiToken, Membership
 from accounts.services import api_token_authenticate
@@ -70,3 +71,8 @@ class WorkspaceAuth(HttpBearer):
 # prefix, which django-ninja otherwise reads as a query parameter). WorkspaceAuth has
 # already resolved and checked the membership: use `request.workspace` / `request.membership`.
 WorkspaceSlug = Path[str]
+
+# Ids, version numbers and seqs as the database stores them (64-bit signed): a larger
+# number is a 422 from the schema, not an OverflowError (a 500) from SQLite's driver.
+MAX_DB_INT = 2**63 - 1
+DbInt = Annotated[int, Field(ge=0, le=MAX_DB_INT)]

@@ -1,6 +1,6 @@
 """ASGI entry point: HTTP goes to Django, WebSocket to the Channels consumers.
 
-WebSocket connections are Origin-checked against ALLOWED_HOSTS, then authenticated by
+WebSocket connections must come from this site's own origin (config.ws_origin), then authenticated by
 the session cookie or an `Authorization: Bearer` API token.
 """
 
@@ -12,16 +12,16 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 django_asgi_app = get_asgi_application()
 
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
-from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 
 from accounts.ws_auth import BearerOrSessionAuthMiddlewareStack  # noqa: E402
 from config.runtime import prepare_server_process  # noqa: E402
+from config.ws_origin import SameOriginValidator  # noqa: E402
 from runs.routing import websocket_urlpatterns  # noqa: E402
 
 application = ProtocolTypeRouter(
     {
         "http": django_asgi_app,
-        "websocket": AllowedHostsOriginValidator(
+        "websocket": SameOriginValidator(
             BearerOrSessionAuthMiddlewareStack(URLRouter(websocket_urlpatterns))
         ),
     }

@@ -55,12 +55,23 @@ DATA_DIR = Path(os.environ.get("FLOWDECK_DATA_DIR", BASE_DIR / "var")).resolve()
 DATA_DIR.mkdir(parents=True, exist_ok=True)
 
 
+def private_file(path: Path) -> Path:
+    """`path`, created empty if missing, readable by this user only (0600) from the start:
+    generated secrets and the embedded SQLite database (whose -wal and -shm files SQLite
+    creates with the database file's permissions)."""
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except FileExistsError:
+        path.chmod(0o600)
+    return path
+
+
 def _dev_secret(name: str) -> str:
     """A per-checkout random secret for DEBUG/embedded use, kept under DATA_DIR."""
     path = DATA_DIR / name
-    if not path.exists():
-        path.write_text(secrets.token_urlsafe(50))
-        path.chmod(0o600)
+    if not path.exists() or not path.read_text().strip():
+        private_file(path).write_text(secrets.token_urlsafe(50))
+    private_file(path)
     return path.read_text().strip()
 
 
@@ -78,9 +89,9 @@ if not LOCAL_SECRETS_OK and not FLOWDECK_ENCRYPTION_KEYS:
     raise ImproperlyConfigured("FLOWDECK_ENCRYPTION_KEY must be set when DEBUG is off.")
 if not FLOWDECK_ENCRYPTION_KEYS:
     key_path = DATA_DIR / "encryption_key"
-    if not key_path.exists():
-        key_path.write_text(Fernet.generate_key().decode())
-        key_path.chmod(0o600)
+    if not key_path.exists() or not key_path.read_text().strip():
+        private_file(key_path).write_text(Fernet.generate_key().decode())
+    private_file(key_path)
     FLOWDECK_ENCRYPTION_KEYS = [key_path.read_text().strip()]
 for _key in FLOWDECK_ENCRYPTION_KEYS:
     try:
@@ -176,10 +187,13 @@ if DATABASE_URL:
         DATABASES["default"]["CONN_MAX_AGE"] = 60
         DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 else:
+    SQLITE_PATH = Path(os.environ.get("FLOWDECK_SQLITE_PATH") or DATA_DIR / "flowdeck.sqlite3")
+    if not TESTING:
+        private_file(SQLITE_PATH)
     DATABASES = {
         "default": {
             "ENGINE": "django.db.backends.sqlite3",
-            "NAME": os.environ.get("FLOWDECK_SQLITE_PATH") or DATA_DIR / "flowdeck.sqlite3",
+            "NAME": SQLITE_PATH,
             "OPTIONS": {
                 "init_command": "PRAGMA journal_mode=WAL;PRAGMA synchronous=NORMAL;",
                 "timeout": 20,

@@ -4,6 +4,8 @@ from django.urls import include, path
 from config.api import api
 from runs import sse
 
+handler404 = "config.errors.not_found"
+
 urlpatterns = [
     path("admin/", admin.site.urls),
     # A streaming view, so outside the JSON API; same auth (WorkspaceAuth) and scoping.

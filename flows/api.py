@@ -23,7 +23,7 @@ except ImportError:  # django-ninja before 1.6 took plain (status, body) tuples
         return status, body
 
 
-from accounts.api_auth import WorkspaceSlug
+from accounts.api_auth import DbInt, WorkspaceSlug
 from accounts.models import Role
 from accounts.tenancy import get_scoped, require_role
 from flows import selectors, services
@@ -70,8 +70,11 @@ class ValidateOut(Schema):
 
 
 class InvalidGraphOut(Schema):
-    detail: str
-    problems: list[ProblemOut]
+    """400: the graph is not valid (`problems`), or a field is (`detail` maps field ->
+    messages)."""
+
+    detail: str | dict[str, Any]
+    problems: list[ProblemOut] = []
 
 
 class CredentialIn(Schema):
@@ -113,7 +116,7 @@ class FlowUpdateIn(Schema):
 
 
 class VersionSummaryOut(Schema):
-    number: int
+    number: DbInt
     note: str
     is_draft: bool
     checksum: str
@@ -249,7 +252,7 @@ def credentials_create(request: HttpRequest, slug: WorkspaceSlug, payload: Crede
 
 @router.put("credentials/{credential_id}", response=CredentialOut)
 def credentials_update(
-    request: HttpRequest, slug: WorkspaceSlug, credential_id: int, payload: CredentialUpdateIn
+    request: HttpRequest, slug: WorkspaceSlug, credential_id: DbInt, payload: CredentialUpdateIn
 ) -> dict:
     require_role(request.membership, Role.ADMIN)  # type: ignore[attr-defined]
     credential = selectors.get_credential(request.workspace, credential_id)  # type: ignore[attr-defined]
@@ -266,7 +269,7 @@ def credentials_update(
 
 
 @router.delete("credentials/{credential_id}", response={204: None})
-def credentials_delete(request: HttpRequest, slug: WorkspaceSlug, credential_id: int) -> Any:
+def credentials_delete(request: HttpRequest, slug: WorkspaceSlug, credential_id: DbInt) -> Any:
     require_role(request.membership, Role.ADMIN)  # type: ignore[attr-defined]
     credential = selectors.get_credential(request.workspace, credential_id)  # type: ignore[attr-defined]
     services.credential_delete(
@@ -321,13 +324,13 @@ def _flow_detail(flow: Flow) -> dict[str, Any]:
 
 
 @router.get("flows/{flow_id}", response=FlowDetailOut)
-def flows_detail(request: HttpRequest, slug: WorkspaceSlug, flow_id: int) -> dict:
+def flows_detail(request: HttpRequest, slug: WorkspaceSlug, flow_id: DbInt) -> dict:
     return _flow_detail(selectors.get_flow(request.workspace, flow_id))  # type: ignore[attr-defined]
 
 
 @router.put("flows/{flow_id}", response=FlowOut)
 def flows_update(
-    request: HttpRequest, slug: WorkspaceSlug, flow_id: int, payload: FlowUpdateIn
+    request: HttpRequest, slug: WorkspaceSlug, flow_id: DbInt, payload: FlowUpdateIn
 ) -> dict:
     require_role(request.membership, Role.EDITOR)  # type: ignore[attr-defined]
     flow = selectors.get_flow(request.workspace, flow_id)  # type: ignore[attr-defined]
@@ -342,7 +345,7 @@ def flows_update(
 
 
 @router.delete("flows/{flow_id}", response={204: None})
-def flows_delete(request: HttpRequest, slug: WorkspaceSlug, flow_id: int) -> Any:
+def flows_delete(request: HttpRequest, slug: WorkspaceSlug, flow_id: DbInt) -> Any:
     require_role(request.membership, Role.EDITOR)  # type: ignore[attr-defined]
     flow = selectors.get_flow(request.workspace, flow_id)  # type: ignore[attr-defined]
     services.flow_delete(
@@ -355,7 +358,7 @@ def flows_delete(request: HttpRequest, slug: WorkspaceSlug, flow_id: int) -> Any
 
 @router.post("flows/{flow_id}/versions", response={201: VersionOut, 400: InvalidGraphOut})
 def versions_create(
-    request: HttpRequest, slug: WorkspaceSlug, flow_id: int, payload: VersionIn
+    request: HttpRequest, slug: WorkspaceSlug, flow_id: DbInt, payload: VersionIn
 ) -> Any:
     require_role(request.membership, Role.EDITOR)  # type: ignore[attr-defined]
     flow = selectors.get_flow(request.workspace, flow_id)  # type: ignore[attr-defined]
@@ -373,7 +376,7 @@ def versions_create(
 
 
 @router.get("flows/{flow_id}/versions", response=list[VersionSummaryOut])
-def versions_list(request: HttpRequest, slug: WorkspaceSlug, flow_id: int) -> list[dict]:
+def versions_list(request: HttpRequest, slug: WorkspaceSlug, flow_id: DbInt) -> list[dict]:
     flow = selectors.get_flow(request.workspace, flow_id)  # type: ignore[attr-defined]
     return [
         _version_summary(v) for v in selectors.versions_of(flow).select_related("created_by")[:500]
@@ -381,7 +384,9 @@ def versions_list(request: HttpRequest, slug: WorkspaceSlug, flow_id: int) -> li
 
 
 @router.get("flows/{flow_id}/versions/{number}", response=VersionOut)
-def versions_detail(request: HttpRequest, slug: WorkspaceSlug, flow_id: int, number: int) -> dict:
+def versions_detail(
+    request: HttpRequest, slug: WorkspaceSlug, flow_id: DbInt, number: DbInt
+) -> dict:
     flow = selectors.get_flow(request.workspace, flow_id)  # type: ignore[attr-defined]
     version = selectors.get_version(flow, number)
     return {**_version_summary(version), "graph": version.graph}
@@ -437,7 +442,7 @@ def documents_create(request: HttpRequest, slug: WorkspaceSlug, payload: Documen
 
 
 @router.delete("documents/{document_id}", response={204: None})
-def documents_delete(request: HttpRequest, slug: WorkspaceSlug, document_id: int) -> Any:
+def documents_delete(request: HttpRequest, slug: WorkspaceSlug, document_id: DbInt) -> Any:
     require_role(request.membership, Role.EDITOR)  # type: ignore[attr-defined]
     document = get_scoped(Document, request.workspace, pk=document_id)  # type: ignore[attr-defined]
     services.document_delete(

@@ -12,7 +12,7 @@ from django.http import HttpRequest
 from ninja import Query, Router, Schema, Status
 from ninja.errors import HttpError
 
-from accounts.api_auth import WorkspaceSlug
+from accounts.api_auth import DbInt, WorkspaceSlug
 from accounts.models import Role
 from accounts.tenancy import get_scoped, require_role
 from flows.models import Flow
@@ -26,7 +26,7 @@ MAX_EVENT_PAGE = 1000
 
 class RunStartIn(Schema):
     inputs: dict[str, Any] = {}
-    version: int | None = None
+    version: DbInt | None = None
     session_id: str | None = None
 
 
@@ -61,8 +61,8 @@ class EventsOut(Schema):
 
 
 class EventsQuery(Schema):
-    after_seq: int = 0
-    limit: int = MAX_EVENT_PAGE
+    after_seq: DbInt = 0
+    limit: DbInt = MAX_EVENT_PAGE
 
 
 class RerunIn(Schema):
@@ -91,7 +91,7 @@ def run_out(run: Run) -> dict[str, Any]:
 
 
 @router.post("flows/{int:flow_id}/runs", response={202: RunStartedOut})
-def start_run(request: HttpRequest, slug: WorkspaceSlug, flow_id: int, body: RunStartIn) -> Any:
+def start_run(request: HttpRequest, slug: WorkspaceSlug, flow_id: DbInt, body: RunStartIn) -> Any:
     require_role(request.membership, Role.EDITOR)  # type: ignore[attr-defined]
     flow = get_scoped(Flow, request.workspace, pk=flow_id)  # type: ignore[attr-defined]
     run = services.run_start(
@@ -106,7 +106,7 @@ def start_run(request: HttpRequest, slug: WorkspaceSlug, flow_id: int, body: Run
 
 
 @router.get("runs", response=list[RunOut])
-def list_runs(request: HttpRequest, slug: WorkspaceSlug, flow: int | None = None) -> Any:
+def list_runs(request: HttpRequest, slug: WorkspaceSlug, flow: DbInt | None = None) -> Any:
     runs = selectors.runs_for_workspace(request.workspace, flow_id=flow)[:200]  # type: ignore[attr-defined]
     return [run_out(r) for r in runs]
 

@@ -32,6 +32,7 @@ from accounts.selectors import access_still_valid
 from accounts.tenancy import get_scoped, resolve_membership, scoped, token_used_elsewhere
 from audit import context as audit_context
 from config.errors import SERVICE_UNAVAILABLE, UNAVAILABLE_MESSAGE
+from config.jsontext import UnstorableText, check_text
 from flows.models import Flow
 from runs import selectors, services
 from runs.events import session_group
@@ -152,6 +153,10 @@ class ExecConsumer(AsyncJsonWebsocketConsumer):
                 content = json.loads(text_data)
             except (ValueError, RecursionError) as exc:
                 raise Rejected("invalid_json", "That frame is not valid JSON.") from exc
+            try:
+                check_text(content)
+            except UnstorableText as exc:
+                raise Rejected("invalid_text", str(exc)) from exc
             await self.receive_json(content)
         except Rejected as exc:
             await self.send_json(exc.body)

@@ -86,3 +86,26 @@ def test_a_passwordless_owner_sets_a_first_password_by_reset(db) -> None:
     signed_in = Client()
     signed_in.post("/accounts/login/", {"username": "founder@newco.example", "password": password})
     assert signed_in.get("/", follow=True).request["PATH_INFO"] == "/w/newco/"
+
+
+@pytest.mark.parametrize(
+    ("embedded", "flag", "seeds"),
+    [(True, False, True), (False, False, False), (False, True, True)],
+    ids=["embedded-default", "configured-database", "configured-with---demo"],
+)
+def test_serve_prepare_seeds_the_public_demo_login_only_where_asked(
+    db, settings, monkeypatch, embedded, flag, seeds
+):
+    from io import StringIO
+
+    from runs.management.commands import serve
+
+    ran: list[str] = []
+    monkeypatch.setattr(serve, "call_command", lambda name, **kw: ran.append(name))
+    settings.EMBEDDED = embedded
+    command = serve.Command(stdout=StringIO())
+    command._prepare(demo=flag)
+    assert ran[:2] == ["migrate", "collectstatic"]
+    assert ("seed_demo" in ran) is seeds
+    if not seeds:
+        assert "No demo login" in command.stdout._out.getvalue()

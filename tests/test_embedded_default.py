@@ -78,6 +78,7 @@ class Platform:
             if key not in NOT_FROM_A_USERS_SHELL and not key.startswith("FLOWDECK_")
         }
         env.update(HOST="127.0.0.1", PORT=str(port), FLOWDECK_DATA_DIR=str(data_dir))
+        self.data_dir = data_dir
         self.port = port
         self.lines: list[str] = []
         self.proc = subprocess.Popen(
@@ -176,6 +177,13 @@ def test_make_run_serves_the_demo_login_and_ctrl_c_leaves_nothing_behind(
         assert email in home.text
         api = http.get("/api/w/demo/")
         assert api.status_code == 200 and api.json()["role"] == "owner"
+
+    # The database (and SQLite's WAL files beside it) and the secrets: this user's only.
+    data = platform.data_dir
+    private = ["flowdeck.sqlite3", "flowdeck.sqlite3-wal", "flowdeck.sqlite3-shm"]
+    private += ["secret_key", "encryption_key", "audit_key"]
+    modes = {name: oct((data / name).stat().st_mode & 0o777) for name in private}
+    assert modes == {name: "0o600" for name in private}, modes
 
     # Ctrl-C: SIGINT to the foreground process group (make and what it ran).
     os.killpg(platform.session, signal.SIGINT)

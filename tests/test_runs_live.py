@@ -273,7 +273,13 @@ def test_handshake_with_foreign_or_missing_origin_is_refused(
 
     assert _run_async(attempt("http://evil.example")) == 403
     assert _run_async(attempt(None)) == 403
+    own = live_stack.http_url  # http://127.0.0.1:<port>
+    # The same host on another port or scheme is another origin (another program's page).
+    assert _run_async(attempt("http://127.0.0.1:9999")) == 403
+    assert _run_async(attempt(own.replace("http://", "https://"))) == 403
+    assert _run_async(attempt("http://127.0.0.1")) == 403
     assert _run_async(attempt("default")) == 101
+    assert _run_async(attempt(own.upper().replace("HTTP://", "http://"))) == 101
 
 
 def test_non_member_and_bad_token_are_refused_at_handshake(

@@ -101,16 +101,29 @@ class Command(BaseCommand):
         parser.add_argument(
             "--prepare",
             action="store_true",
-            help="first migrate, collect static files and seed the demo (what `make run` does), "
-            "in this process so start-up pays for loading Django once",
+            help="first migrate, collect static files and, on the embedded default, seed the "
+            "demo (what `make run` does), in this process so start-up pays for loading Django once",
+        )
+        parser.add_argument(
+            "--demo",
+            action="store_true",
+            help="with --prepare: seed the demo login (public password) even on a configured "
+            "database; without this it is created on the embedded default only",
         )
 
     def handle(
-        self, *args: Any, host: str, port: int, concurrency: int, prepare: bool, **opts: Any
+        self,
+        *args: Any,
+        host: str,
+        port: int,
+        concurrency: int,
+        prepare: bool,
+        demo: bool = False,
+        **opts: Any,
     ) -> None:
         ensure_port_free(host, port)
         if prepare:
-            self._prepare()
+            self._prepare(demo=demo)
         self.children: list[tuple[str, subprocess.Popen]] = []
         self.signals = 0
         signal.signal(signal.SIGTERM, self._on_signal)
@@ -161,14 +174,22 @@ class Command(BaseCommand):
         finally:
             self._stop_all()
 
-    def _prepare(self) -> None:
-        for command, options in (
+    def _prepare(self, *, demo: bool) -> None:
+        demo = demo or settings.EMBEDDED
+        steps: list[tuple[str, dict[str, Any]]] = [
             ("migrate", {"interactive": False}),
             ("collectstatic", {"interactive": False, "verbosity": 0}),
-            ("seed_demo", {}),
-        ):
+        ]
+        if demo:  # a login with a public password: never on a production database unasked
+            steps.append(("seed_demo", {}))
+        for command, options in steps:
             self._say(f"manage.py {command}")
             call_command(command, stdout=self.stdout, **options)
+        if not demo:
+            self._say(
+                "No demo login on a configured database: create a workspace with "
+                "`manage.py createworkspace <slug> --owner <email>` (or serve --demo)."
+            )
         connections.close_all()  # the children open their own
 
     def _say(self, message: str) -> None:
