@@ -346,6 +346,9 @@ FLOWDECK = {
     "MAX_CONCURRENT_RUNS_PER_WORKSPACE": env_int("FLOWDECK_MAX_CONCURRENT_RUNS", 20),
     "TOKEN_FLUSH_SECONDS": env_int("FLOWDECK_TOKEN_FLUSH_MS", 25) / 1000,
     "SESSION_RECHECK_SECONDS": 2.0,
+    # A queued run whose task has not been picked up this long, while the broker's queue
+    # holds fewer tasks than there are such runs (a broker restarted empty), is sent again.
+    "REDISPATCH_SECONDS": env_int("FLOWDECK_REDISPATCH_SECONDS", 20),
 }
 DATA_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024
 

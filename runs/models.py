@@ -72,6 +72,8 @@ class Run(models.Model):
     cancel_requested = models.BooleanField(default=False)
     # The broker refused the run's task when it was queued: the reaper hands it over again.
     dispatch_pending = models.BooleanField(default=False)
+    # When its task was last handed to the broker again (empty: only when it was created).
+    dispatched_at = models.DateTimeField(null=True, blank=True)
     last_seq = models.PositiveIntegerField(default=0)
 
     class Meta:

@@ -16,7 +16,7 @@ from django.conf import settings
 from django.core.cache import cache, caches
 from django.core.cache.backends.redis import RedisCache
 from django.db import connection, transaction
-from django.db.models import F
+from django.db.models import F, Q
 from django.utils import timezone
 
 from accounts.models import Membership, Role, Workspace
@@ -233,7 +233,7 @@ def dispatch_pending_runs(limit: int = 500) -> list[str]:
     for pk in pending.order_by("created_at").values_list("pk", flat=True)[:limit]:
         if not _send(str(pk)):
             break
-        Run.objects.filter(pk=pk).update(dispatch_pending=False)
+        Run.objects.filter(pk=pk).update(dispatch_pending=False, dispatched_at=timezone.now())
         sent.append(str(pk))
     return sent
 
@@ -247,6 +247,60 @@ def _send(run_id: str) -> bool:
     except SERVICE_UNAVAILABLE as exc:
         log.warning("the broker refused run %s: %r", run_id, exc)
         return False
+
+
+def _broker_queue_length() -> int | None:
+    """Tasks waiting in the run queue of the broker, or None if it cannot be asked."""
+    from kombu.exceptions import ChannelError
+
+    from config.celery import app
+
+    try:
+        with app.connection_for_write() as connection:
+            queue = settings.CELERY_TASK_DEFAULT_QUEUE
+            try:
+                declared = connection.default_channel.queue_declare(queue, passive=True)
+            except ChannelError:
+                return 0  # no such queue: a broker that restarted empty holds nothing
+            return int(declared.message_count)
+    except Exception as exc:  # unreachable, or a transport that cannot count
+        log.warning("could not measure the broker's run queue: %r", exc)
+        return None
+
+
+def redispatch_lost_runs(limit: int = 500) -> list[str]:
+    """Send again the queued runs whose task the broker lost (a broker Redis restarted
+    without persistence drops every waiting task, and those runs would otherwise wait for
+    the queue timeout).
+
+    A run counts as waiting once its task has been in the broker longer than
+    REDISPATCH_SECONDS; when the broker's run queue holds fewer tasks than there are such
+    runs, the oldest of them are sent again (a backlog of tasks that are all still queued
+    is not duplicated). A run sent twice is still run once: its claim is fenced.
+    """
+    now = timezone.now()
+    cutoff = now - timedelta(seconds=settings.FLOWDECK["REDISPATCH_SECONDS"])
+    waiting = Run.objects.filter(status=RunStatus.QUEUED, dispatch_pending=False).filter(
+        Q(dispatched_at__lt=cutoff) | Q(dispatched_at__isnull=True, created_at__lt=cutoff)
+    )
+    count = waiting.count()
+    if not count:
+        return []
+    in_broker = _broker_queue_length()
+    if in_broker is None or in_broker >= count:
+        return []
+    sent = []
+    lost = waiting.order_by("created_at").values_list("pk", flat=True)[
+        : min(count - in_broker, limit)
+    ]
+    for pk in lost:
+        if not _send(str(pk)):
+            break
+        Run.objects.filter(pk=pk).update(dispatched_at=timezone.now())
+        sent.append(str(pk))
+    if sent:
+        log.warning("sent lost runs again", extra={"runs": sent, "in_broker": in_broker})
+    return sent
 
 
 def run_rerun(

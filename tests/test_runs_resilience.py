@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import Iterator
 from uuid import UUID
 
+import httpx
 import pytest
 from django.conf import settings
 
@@ -22,6 +24,7 @@ from tests.wsclient import (
     in_thread,
     next_message,
     start_run,
+    stored_log,
 )
 
 pytestmark = [pytest.mark.processes, pytest.mark.django_db(transaction=True)]
@@ -178,3 +181,63 @@ def test_a_run_accepted_while_the_broker_is_down_runs_once_it_is_back(
     run = Run.objects.get(pk=run_id)
     assert run.status == RunStatus.SUCCEEDED and not run.dispatch_pending
     assert run.attempts == 1
+
+
+@pytest.fixture
+def emptied_broker_stack(django_db_setup: None) -> Iterator[tuple[LiveStack, PrivateRedis]]:
+    """As split_broker_stack, with a short redispatch bound so the test waits seconds."""
+    layer, broker = PrivateRedis(), PrivateRedis()
+    layer.start()
+    broker.start()
+    stack = LiveStack(
+        port=free_port(),
+        env=subprocess_env(
+            REDIS_URL=layer.url,
+            FLOWDECK_BROKER_URL=broker.url,
+            FLOWDECK_CHANNEL_PREFIX=f"{settings.CHANNEL_PREFIX}e",
+            FLOWDECK_REDISPATCH_SECONDS="3",
+        ),
+    )
+    try:
+        stack.start_daphne()
+        yield stack, broker
+    finally:
+        stack.stop()
+        broker.stop()
+        layer.stop()
+
+
+def test_runs_whose_tasks_an_emptied_broker_lost_start_once_it_is_back(
+    emptied_broker_stack, workspace_a, erin_editor, token_for
+):
+    # No worker yet: the accepted runs' tasks wait in the broker, which then restarts
+    # empty (no persistence). The reaper finds queued runs the broker no longer holds and
+    # sends them again; each runs exactly once.
+    stack, broker = emptied_broker_stack
+    flow = flowgraphs.demo_flow(workspace_a, erin_editor, reply="found again", delay_ms=0)
+    token = token_for(workspace_a, erin_editor)
+    headers = {"Authorization": f"Bearer {token}"}
+    run_ids = []
+    for _ in range(5):
+        response = httpx.post(
+            f"{stack.http_url}/api/w/acme/flows/{flow.pk}/runs",
+            json={"inputs": {"input": "x"}},
+            headers=headers,
+        )
+        assert response.status_code == 202, response.text
+        run_ids.append(response.json()["run_id"])
+    broker.stop()
+    broker.start()  # same port, empty: the five tasks are gone
+    assert not Run.objects.filter(pk__in=run_ids).exclude(status=RunStatus.QUEUED).exists()
+    stack.start_worker("eworker", beat=True)
+    deadline = time.monotonic() + 60
+    while Run.objects.filter(pk__in=run_ids, status=RunStatus.SUCCEEDED).count() < len(run_ids):
+        assert time.monotonic() < deadline, list(
+            Run.objects.filter(pk__in=run_ids).values_list("status", flat=True)
+        )
+        time.sleep(0.2)
+    for run in Run.objects.filter(pk__in=run_ids):
+        assert run.attempts == 1 and run.outputs == {"output": "found again"}
+        log = stored_log(str(run.pk))
+        assert [e["seq"] for e in log] == list(range(1, len(log) + 1))
+        assert [e["event"] for e in log].count("completed") == 1
