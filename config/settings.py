@@ -351,6 +351,26 @@ FLOWDECK = {
     "REDISPATCH_SECONDS": env_int("FLOWDECK_REDISPATCH_SECONDS", 20),
 }
 DATA_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024
+# Loopback/private networks a credential's base URL may point at (flows.endpoints): a
+# platform admin's decision. Default: none in production ("none" also says so); loopback
+# and private networks on a developer's machine and the embedded default (a local Ollama,
+# vLLM or LM Studio).
+LOCAL_NETWORKS = [
+    "127.0.0.0/8",
+    "::1/128",
+    "10.0.0.0/8",
+    "172.16.0.0/12",
+    "192.168.0.0/16",
+    "fc00::/7",
+]
+FLOWDECK_MODEL_PRIVATE_NETWORKS = [
+    n
+    for n in env_list(
+        "FLOWDECK_MODEL_PRIVATE_NETWORKS", LOCAL_NETWORKS if (DEBUG or TESTING or EMBEDDED) else []
+    )
+    if n.lower() != "none"
+]
+FLOWDECK_WEB_PORT = env_int("PORT", 8000)  # the platform's own web port: never an endpoint
 
 # --- Logging: JSON lines in production, readable lines in DEBUG -----------------------------
 LOG_LEVEL = os.environ.get("LOG_LEVEL", "INFO")

@@ -20,6 +20,7 @@ from accounts.models import Membership, Role, User, Workspace
 from accounts.tenancy import require_role, scoped
 from audit.services import credential_diff, credential_snapshot, record
 from flows.crypto import encrypt
+from flows.endpoints import EndpointRefused, check_model_endpoint
 from flows.models import (
     ComponentPolicy,
     ComponentPolicyChange,
@@ -264,6 +265,10 @@ def _clean_credential(provider: str, base_url: str) -> tuple[str, str]:
             raise ValidationError({"base_url": ["Enter an http(s) URL."]}) from exc
         if len(base_url) > 500:
             raise ValidationError({"base_url": ["At most 500 characters."]})
+        try:
+            check_model_endpoint(base_url)
+        except EndpointRefused as exc:
+            raise ValidationError({"base_url": [str(exc)]}) from exc
     return provider, base_url
 
 

@@ -97,3 +97,65 @@ def test_the_key_never_reaches_logs_or_events(workspace_a, alice_owner, caplog):
     assert SECRET not in caplog.text
     assert SECRET not in str(info.value) and SECRET not in repr(ctx.events)
     assert server.headers[0]["authorization"] == f"Bearer {SECRET}"  # it was really used
+
+
+# --- where a base URL may point ------------------------------------------------------------
+@pytest.mark.parametrize(
+    "base_url",
+    [
+        "http://169.254.169.254/latest",
+        "http://169.254.10.1:8080/v1",
+        "http://[fd00:ec2::254]/v1",
+        "http://100.100.100.200/v1",
+        "http://[fe80::1]/v1",
+        "http://[::ffff:169.254.169.254]/v1",
+        "http://0.0.0.0:9/v1",
+        "http://224.0.0.1/v1",
+    ],
+)
+def test_link_local_and_metadata_endpoints_are_refused_always(
+    workspace_a, alice_owner, settings, base_url
+):
+    settings.FLOWDECK_MODEL_PRIVATE_NETWORKS = ["0.0.0.0/0", "::/0"]  # even when all is allowed
+    with pytest.raises(services.ValidationError) as info:
+        create(workspace_a, alice_owner, base_url=base_url)
+    assert "base_url" in info.value.message_dict
+    assert not Credential.objects.exists()
+
+
+def test_the_platforms_own_services_are_refused_even_on_an_allowed_network(
+    workspace_a, alice_owner, settings
+):
+    from flows import endpoints
+
+    settings.REDIS_URL = "redis://127.0.0.1:6390/0"
+    endpoints._own_services.cache_clear()
+    try:
+        with pytest.raises(services.ValidationError, match="platform's own services"):
+            create(workspace_a, alice_owner, base_url="http://127.0.0.1:6390/v1")
+    finally:
+        endpoints._own_services.cache_clear()
+
+
+@pytest.mark.parametrize(
+    "base_url", ["http://127.0.0.1:11434", "http://10.1.2.3:8000/v1", "http://[::1]:8080/v1"]
+)
+def test_private_endpoints_follow_the_platform_admins_setting(
+    workspace_a, alice_owner, settings, base_url
+):
+    settings.FLOWDECK_MODEL_PRIVATE_NETWORKS = []
+    with pytest.raises(services.ValidationError, match="FLOWDECK_MODEL_PRIVATE_NETWORKS"):
+        create(workspace_a, alice_owner, base_url=base_url)
+    settings.FLOWDECK_MODEL_PRIVATE_NETWORKS = ["127.0.0.0/8", "10.0.0.0/8", "::1/128"]
+    assert create(workspace_a, alice_owner, base_url=base_url).base_url == base_url
+
+
+def test_an_endpoint_disallowed_after_saving_fails_the_model_node_at_run_time(
+    workspace_a, alice_owner, settings
+):
+    credential = create(workspace_a, alice_owner, base_url="http://127.0.0.1:9/v1")
+    settings.FLOWDECK_MODEL_PRIVATE_NETWORKS = []  # the admin narrowed it since
+    component = get_component("llm.openai_chat")
+    params = component.Params(credential=credential.pk)
+    with pytest.raises(NodeError, match="not allowed"):
+        component.build(params, BuildEnv(workspace_a))

@@ -21,6 +21,7 @@ from flows.components.base import (
 )
 from flows.components.demo_model import DemoChatModel
 from flows.components.util import as_text, stream_chat
+from flows.endpoints import EndpointRefused, check_model_endpoint
 
 MODEL_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:/@+-]{0,199}$"
 
@@ -34,9 +35,20 @@ def messages_for(prompt: str, system_prompt: str) -> list[BaseMessage]:
 
 
 def chat_model_for(
-    credential: DecryptedCredential, *, model: str, temperature: float, max_tokens: int | None
+    credential: DecryptedCredential,
+    *,
+    model: str,
+    temperature: float,
+    max_tokens: int | None,
+    check_endpoint: bool = True,
 ) -> Any:
-    """The LangChain chat model for a credential's provider (endpoint and key from it)."""
+    """The LangChain chat model for a credential's provider (endpoint and key from it); the
+    endpoint is checked again now (flows.endpoints), with a fresh DNS answer."""
+    if check_endpoint:
+        try:
+            check_model_endpoint(credential.base_url)
+        except EndpointRefused as exc:
+            raise NodeError(f"The credential's endpoint is not allowed: {exc}") from exc
     if credential.provider == "openai":
         from langchain_openai import ChatOpenAI
 
@@ -91,7 +103,9 @@ def warm_up_model_clients() -> None:
             id=0, provider=provider, base_url="http://127.0.0.1:9", api_key="warm-up"
         )
         try:
-            model = chat_model_for(credential, model="warm-up", temperature=0, max_tokens=1)
+            model = chat_model_for(
+                credential, model="warm-up", temperature=0, max_tokens=1, check_endpoint=False
+            )
         except ImportError:  # an optional provider that is not installed
             continue
         for attribute in ("async_client", "_async_client", "_client"):
