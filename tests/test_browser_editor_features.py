@@ -18,7 +18,9 @@ from tests.browser import (  # noqa: F401 (fixtures)
     node_ids,
     open_page_fixture,
     tid,
+    wait_output_complete,
 )
+from tests.conftest import PASSWORD
 
 pytestmark = [pytest.mark.browser, pytest.mark.processes, pytest.mark.django_db(transaction=True)]
 
@@ -437,4 +439,42 @@ def test_seek_in_a_replay_and_rerun_from_a_node(open_page, workspace_a, erin_edi
     assert rerun.rerun_from_node == "demo_1"
     recorded = rerun.events.get(event="node_finished", node_id="chat_input_1").payload
     assert recorded["recorded_from"] == str(run.pk)
+    assert editor.console_errors == []
+
+
+def test_a_password_change_keeps_this_browsers_editor_connected_and_closes_the_others(
+    open_page, workspace_a, erin_editor
+):
+    # Django re-keys the changing session, so the server closes this browser's socket too
+    # (4401); the editor's client retries once with the cookie it now holds and resumes
+    # the run exactly. Another browser's session has ended: its editor stays closed.
+    flow = demo_flow(workspace_a, erin_editor, reply=REPLY, delay_ms=120)
+    editor = open_page(erin_editor)
+    other = open_page(erin_editor)  # another browser (its own context and session)
+    page = editor.page
+    editor.goto(f"/w/acme/flows/{flow.pk}/")
+    other.goto(f"/w/acme/flows/{flow.pk}/")
+    other.page.wait_for_selector(f"{tid('connection')}[data-state='open']")
+    page.click(tid("tab-run"))
+    page.fill(tid("run-input-chat_input_1"), "Hello?")
+    page.click(tid("run-button"))
+    page.wait_for_selector(tid("output-demo_1"))
+
+    settings_tab = editor.context.new_page()
+    settings_tab.goto(f"{editor.base}/accounts/password/change/")
+    settings_tab.fill("input[name=old_password]", PASSWORD)
+    new_password = "a-new-passphrase-for-erin-42"
+    settings_tab.fill("input[name=new_password1]", new_password)
+    settings_tab.fill("input[name=new_password2]", new_password)
+    settings_tab.click("form:has(input[name=old_password]) button[type=submit]")
+    settings_tab.wait_for_url("**/password/change/done/")
+
+    other.page.wait_for_selector(f"{tid('connection')}[data-state='closed']", timeout=15_000)
+    page.wait_for_selector(f"{tid('run-status')}[data-status='success']", timeout=60_000)
+    page.bring_to_front()  # a background tab gets no animation frames to type the text out
+    assert wait_output_complete(page, "demo_1") == REPLY  # every token once, in order
+    page.screenshot(path=str(SCREENSHOTS / "editor-after-password-change.png"))
+    states = page.evaluate("window.__connStates")
+    assert states[-1] == "open", states
+    assert page.evaluate("window.__sockets.length") >= 2  # it did reconnect
     assert editor.console_errors == []
