@@ -234,3 +234,27 @@ async def test_the_loop_stays_responsive_while_the_cpu_pool_computes():
         await cpu.cpu_bound(cpuhogs.spin_forever, timeout=0.3)
     task.cancel()
     assert ticks > 20  # the loop ticked throughout the 300 ms the child spun
+
+
+def test_ranking_a_large_corpus_does_not_hold_the_run_loop(workspace_a):
+    from langchain_core.documents import Document as LCDocument
+
+    from flows.components.registry import get_component
+    from tests.fakes.runner import RecordingContext
+
+    component = get_component("retriever.bm25")
+    params = component.Params(k=3)
+    words = " ".join(f"term{i}" for i in range(800))
+    docs = [
+        LCDocument(page_content=f"doc {n} {words}", metadata={"title": f"d{n}"})
+        for n in range(1500)
+    ]
+    ctx = RecordingContext(workspace_a.pk)
+
+    async def rank() -> dict:
+        return await component.execute(None, params, {"documents": docs, "query": "term7 doc"}, ctx)
+
+    with LoopProbe() as probe:
+        result = get_run_loop().run(rank())
+    assert len(result["documents"]) == 3
+    assert probe.longest < STALL_BOUND, f"the run loop stalled {probe.longest:.2f} s"

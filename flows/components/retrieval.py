@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -171,7 +172,9 @@ class Bm25Retriever(Component):
         docs = [d for d in inputs.get("documents") or [] if isinstance(d, LCDocument)]
         query = as_text(inputs.get("query"))
         retriever = BM25Retriever(docs=docs, k=params.k)  # type: ignore[attr-defined]
-        ranked = retriever.ranked(query)
+        # Indexing is pure Python proportional to the corpus (up to 5,000 documents): in a
+        # thread, where the GIL changes hands every switch interval, not on the run loop.
+        ranked = await asyncio.to_thread(retriever.ranked, query)
         ctx.emit("on_retrieval", {"query": query[:500], "hits": retrieval_hits(ranked)})
         top = [doc for doc, _ in ranked]
         context = "\n\n".join(f"{d.metadata.get('title', '')}: {d.page_content}" for d in top)
