@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 import string
+from functools import lru_cache
 from typing import Any
 
 from langchain_core.prompts import PromptTemplate
@@ -43,6 +44,11 @@ class TemplateRejected(ValueError):
 def template_variables(template: str) -> list[str]:
     """The template's variables in order of first use; TemplateRejected if it is not a plain
     f-string template with `{name}` placeholders only."""
+    return list(_template_variables(template))
+
+
+@lru_cache(maxsize=256)  # validation asks for each node's ports and problems: parse once
+def _template_variables(template: str) -> tuple[str, ...]:
     if OTHER_SYNTAX_RE.search(template):
         raise TemplateRejected(
             "Only f-string templates with {name} placeholders are allowed "
@@ -70,7 +76,7 @@ def template_variables(template: str) -> list[str]:
             names.append(field_name)
     if len(names) > MAX_VARIABLES:
         raise TemplateRejected(f"A template may use at most {MAX_VARIABLES} variables.")
-    return names
+    return tuple(names)
 
 
 def safe_format(template: str, values: dict[str, Any]) -> str:
