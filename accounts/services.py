@@ -105,14 +105,29 @@ def invitation_for_token(token: str) -> Invitation | None:
     return invitation
 
 
-@transaction.atomic
-def invitation_accept(*, token: str, user: User) -> Membership:
+def _pending_invitation_locked(token: str) -> Invitation:
     invitation = invitation_for_token(token)
     if invitation is None:
         raise ValidationError("This invitation is invalid or has expired.")
     invitation = Invitation.objects.select_for_update().get(pk=invitation.pk)
     if not invitation.is_pending:
         raise ValidationError("This invitation is invalid or has expired.")
+    return invitation
+
+
+@transaction.atomic
+def invitation_accept(
+    *, token: str, user: User | None = None, password: str = "", name: str = ""
+) -> Membership:
+    """Join the workspace through an invitation, as `user` or, when None, as a new account
+    for the invited address with `password`: all or nothing, in one transaction, so a
+    revoked or expired invitation creates no account (and the caller signs in only the
+    member this returns)."""
+    invitation = _pending_invitation_locked(token)
+    if user is None:
+        if User.objects.filter(email__iexact=invitation.email).exists():
+            raise ValidationError("Sign in as the invited address to accept the invitation.")
+        user = User.objects.create_user(invitation.email, password, name=name)
     if user.email.lower() != invitation.email.lower():
         raise ValidationError("This invitation was sent to another email address.")
     membership, created = Membership.objects.get_or_create(

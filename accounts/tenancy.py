@@ -82,20 +82,40 @@ def token_used_elsewhere(user: User, token_id: int, slug: str) -> None:
 class WorkspaceMixin(LoginRequiredMixin):
     """For workspace pages: resolves `slug`, checks membership, then the per-method role.
 
-    `role_map` maps HTTP methods to the minimum role (Sentry's scope_map); methods not in
-    it need a viewer. Sets `self.workspace` and `self.membership`.
+    `role_map` maps HTTP methods to the minimum role (Sentry's scope_map). It fails closed:
+    a view whose handler for a method is not in its `role_map` does not import (a
+    TypeError names it), and a request with an undeclared method gets 405. HEAD follows
+    GET. Sets `self.workspace` and `self.membership`.
     """
 
     role_map: dict[str, str] = {}
     workspace: Workspace
     membership: Membership
 
+    HANDLERS = ("get", "post", "put", "patch", "delete")
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        undeclared = [
+            m.upper() for m in cls.HANDLERS if hasattr(cls, m) and m.upper() not in cls.role_map
+        ]
+        if undeclared:
+            raise TypeError(f"{cls.__name__}.role_map does not declare {', '.join(undeclared)}")
+
+    def minimum_role(self, method: str) -> str | None:
+        """The declared minimum role for `method`, or None (not declared: refused)."""
+        method = method.upper()
+        return self.role_map.get("GET" if method == "HEAD" else method)
+
     def dispatch(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
         if not request.user.is_authenticated:
             return self.handle_no_permission()
         self.membership = resolve_membership(request.user, kwargs["slug"])
         self.workspace = self.membership.workspace
-        require_role(self.membership, self.role_map.get(request.method or "GET", Role.VIEWER))
+        minimum = self.minimum_role(request.method or "GET")
+        if minimum is None:
+            return self.http_method_not_allowed(request, *args, **kwargs)  # type: ignore[attr-defined]
+        require_role(self.membership, minimum)
         return super().dispatch(request, *args, **kwargs)
 
     def get_context_data(self, **kwargs: Any) -> dict[str, Any]:

@@ -36,6 +36,7 @@ def home(request: HttpRequest) -> HttpResponse:
 
 class WorkspaceHomeView(WorkspaceMixin, TemplateView):
     template_name = "accounts/workspace_home.html"
+    role_map = {"GET": Role.VIEWER}
 
     def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
         context = super().get_context_data(**kwargs)
@@ -180,13 +181,14 @@ def accept_invitation(request: HttpRequest, token: str) -> HttpResponse:
                     return render(
                         request, "accounts/accept.html", {"invitation": invitation, "form": form}
                     )
-                user = User.objects.create_user(
-                    invitation.email,
-                    form.cleaned_data["new_password1"],
+                membership = services.invitation_accept(
+                    token=token,
+                    password=form.cleaned_data["new_password1"],
                     name=form.cleaned_data.get("name", ""),
                 )
-                login(request, user, backend="django.contrib.auth.backends.ModelBackend")
-            membership = services.invitation_accept(token=token, user=user)
+                login(request, membership.user, backend="django.contrib.auth.backends.ModelBackend")
+            else:
+                membership = services.invitation_accept(token=token, user=user)
         except ValidationError as exc:
             messages.error(request, _errors(exc))
             return redirect("home")

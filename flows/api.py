@@ -27,6 +27,7 @@ from accounts.api_auth import DbInt, WorkspaceSlug
 from accounts.models import Role
 from accounts.tenancy import get_scoped, require_role
 from flows import selectors, services
+from flows.access import access_credential, access_flow
 from flows.builder import GraphInvalid, validate_graph
 from flows.components.registry import all_components
 from flows.models import Credential, Document, Flow, FlowVersion
@@ -254,8 +255,7 @@ def credentials_create(request: HttpRequest, slug: WorkspaceSlug, payload: Crede
 def credentials_update(
     request: HttpRequest, slug: WorkspaceSlug, credential_id: DbInt, payload: CredentialUpdateIn
 ) -> dict:
-    require_role(request.membership, Role.ADMIN)  # type: ignore[attr-defined]
-    credential = selectors.get_credential(request.workspace, credential_id)  # type: ignore[attr-defined]
+    credential = access_credential(request.membership, credential_id)  # type: ignore[attr-defined]
     credential = services.credential_update(
         workspace=request.workspace,  # type: ignore[attr-defined]
         acting=request.membership,  # type: ignore[attr-defined]
@@ -270,8 +270,7 @@ def credentials_update(
 
 @router.delete("credentials/{credential_id}", response={204: None})
 def credentials_delete(request: HttpRequest, slug: WorkspaceSlug, credential_id: DbInt) -> Any:
-    require_role(request.membership, Role.ADMIN)  # type: ignore[attr-defined]
-    credential = selectors.get_credential(request.workspace, credential_id)  # type: ignore[attr-defined]
+    credential = access_credential(request.membership, credential_id)  # type: ignore[attr-defined]
     services.credential_delete(
         workspace=request.workspace,  # type: ignore[attr-defined]
         acting=request.membership,  # type: ignore[attr-defined]
@@ -325,15 +324,14 @@ def _flow_detail(flow: Flow) -> dict[str, Any]:
 
 @router.get("flows/{flow_id}", response=FlowDetailOut)
 def flows_detail(request: HttpRequest, slug: WorkspaceSlug, flow_id: DbInt) -> dict:
-    return _flow_detail(selectors.get_flow(request.workspace, flow_id))  # type: ignore[attr-defined]
+    return _flow_detail(access_flow(request.membership, flow_id))  # type: ignore[attr-defined]
 
 
 @router.put("flows/{flow_id}", response=FlowOut)
 def flows_update(
     request: HttpRequest, slug: WorkspaceSlug, flow_id: DbInt, payload: FlowUpdateIn
 ) -> dict:
-    require_role(request.membership, Role.EDITOR)  # type: ignore[attr-defined]
-    flow = selectors.get_flow(request.workspace, flow_id)  # type: ignore[attr-defined]
+    flow = access_flow(request.membership, flow_id, minimum=Role.EDITOR)  # type: ignore[attr-defined]
     flow = services.flow_update(
         workspace=request.workspace,  # type: ignore[attr-defined]
         acting=request.membership,  # type: ignore[attr-defined]
@@ -346,8 +344,7 @@ def flows_update(
 
 @router.delete("flows/{flow_id}", response={204: None})
 def flows_delete(request: HttpRequest, slug: WorkspaceSlug, flow_id: DbInt) -> Any:
-    require_role(request.membership, Role.EDITOR)  # type: ignore[attr-defined]
-    flow = selectors.get_flow(request.workspace, flow_id)  # type: ignore[attr-defined]
+    flow = access_flow(request.membership, flow_id, minimum=Role.EDITOR)  # type: ignore[attr-defined]
     services.flow_delete(
         workspace=request.workspace,  # type: ignore[attr-defined]
         acting=request.membership,  # type: ignore[attr-defined]
@@ -360,8 +357,7 @@ def flows_delete(request: HttpRequest, slug: WorkspaceSlug, flow_id: DbInt) -> A
 def versions_create(
     request: HttpRequest, slug: WorkspaceSlug, flow_id: DbInt, payload: VersionIn
 ) -> Any:
-    require_role(request.membership, Role.EDITOR)  # type: ignore[attr-defined]
-    flow = selectors.get_flow(request.workspace, flow_id)  # type: ignore[attr-defined]
+    flow = access_flow(request.membership, flow_id, minimum=Role.EDITOR)  # type: ignore[attr-defined]
     try:
         version = services.flow_version_create(
             flow=flow,
@@ -377,7 +373,7 @@ def versions_create(
 
 @router.get("flows/{flow_id}/versions", response=list[VersionSummaryOut])
 def versions_list(request: HttpRequest, slug: WorkspaceSlug, flow_id: DbInt) -> list[dict]:
-    flow = selectors.get_flow(request.workspace, flow_id)  # type: ignore[attr-defined]
+    flow = access_flow(request.membership, flow_id)  # type: ignore[attr-defined]
     return [
         _version_summary(v) for v in selectors.versions_of(flow).select_related("created_by")[:500]
     ]
@@ -387,7 +383,7 @@ def versions_list(request: HttpRequest, slug: WorkspaceSlug, flow_id: DbInt) -> 
 def versions_detail(
     request: HttpRequest, slug: WorkspaceSlug, flow_id: DbInt, number: DbInt
 ) -> dict:
-    flow = selectors.get_flow(request.workspace, flow_id)  # type: ignore[attr-defined]
+    flow = access_flow(request.membership, flow_id)  # type: ignore[attr-defined]
     version = selectors.get_version(flow, number)
     return {**_version_summary(version), "graph": version.graph}
 

@@ -20,6 +20,7 @@ from django.views import View
 from accounts.models import Role, Workspace
 from accounts.tenancy import WorkspaceMixin, scoped
 from flows import selectors, services
+from flows.access import access_flow
 from flows.models import Flow, FlowVersion
 from runs.models import Run
 
@@ -43,11 +44,6 @@ def flows_for_list(workspace: Workspace, *, search: str = "") -> QuerySet[Flow]:
     if search:
         flows = flows.filter(name__icontains=search)
     return flows.order_by("-updated_at", "-pk")
-
-
-def live_flow(workspace: Workspace, flow_id: Any) -> Flow:
-    """A flow of `workspace` that is not deleted, or 404 (also for other workspaces' flows)."""
-    return selectors.get_flow(workspace, flow_id)
 
 
 def _int(value: str | None) -> int:
@@ -85,7 +81,7 @@ class FlowListView(WorkspaceMixin, View):
                     workspace=self.workspace, acting=self.membership, name=name or "Untitled flow"
                 )
                 return redirect("flow_editor", slug=self.workspace.slug, flow_id=flow.pk)
-            flow = live_flow(self.workspace, _int(request.POST.get("flow")))
+            flow = access_flow(self.membership, _int(request.POST.get("flow")))
             if action == "rename":
                 services.flow_rename(
                     workspace=self.workspace, acting=self.membership, flow=flow, name=name
@@ -153,7 +149,7 @@ class FlowEditorView(WorkspaceMixin, View):
     role_map = {"GET": Role.VIEWER}
 
     def get(self, request: HttpRequest, slug: str, flow_id: int) -> HttpResponse:
-        flow = live_flow(self.workspace, flow_id)
+        flow = access_flow(self.membership, flow_id)
         wanted = request.GET.get("version")
         latest = (
             selectors.get_version(flow, _int(wanted)) if wanted else selectors.latest_version(flow)
@@ -222,7 +218,7 @@ class FlowVersionsView(WorkspaceMixin, View):
     role_map = {"GET": Role.VIEWER}
 
     def get(self, request: HttpRequest, slug: str, flow_id: int) -> HttpResponse:
-        flow = live_flow(self.workspace, flow_id)
+        flow = access_flow(self.membership, flow_id)
         versions = list(selectors.versions_of(flow).select_related("created_by")[:500])
         diff = left = right = None
         if request.GET.get("a") and request.GET.get("b"):

@@ -14,9 +14,9 @@ from ninja.errors import HttpError
 
 from accounts.api_auth import DbInt, WorkspaceSlug
 from accounts.models import Role
-from accounts.tenancy import get_scoped, require_role
-from flows.models import Flow
+from flows.access import access_flow
 from runs import selectors, services
+from runs.access import access_run
 from runs.models import Run
 
 router = Router(tags=["runs"])
@@ -92,8 +92,7 @@ def run_out(run: Run) -> dict[str, Any]:
 
 @router.post("flows/{int:flow_id}/runs", response={202: RunStartedOut})
 def start_run(request: HttpRequest, slug: WorkspaceSlug, flow_id: DbInt, body: RunStartIn) -> Any:
-    require_role(request.membership, Role.EDITOR)  # type: ignore[attr-defined]
-    flow = get_scoped(Flow, request.workspace, pk=flow_id)  # type: ignore[attr-defined]
+    flow = access_flow(request.membership, flow_id, minimum=Role.EDITOR)  # type: ignore[attr-defined]
     run = services.run_start(
         workspace=request.workspace,  # type: ignore[attr-defined]
         acting=request.membership,  # type: ignore[attr-defined]
@@ -113,7 +112,7 @@ def list_runs(request: HttpRequest, slug: WorkspaceSlug, flow: DbInt | None = No
 
 @router.get("runs/{run_id}", response=RunOut)
 def get_run(request: HttpRequest, slug: WorkspaceSlug, run_id: str) -> Any:
-    return run_out(services.run_for(request.workspace, run_id))  # type: ignore[attr-defined]
+    return run_out(access_run(request.membership, run_id))  # type: ignore[attr-defined]
 
 
 @router.get("runs/{run_id}/events", response=EventsOut)
@@ -122,7 +121,7 @@ def run_events(
 ) -> Any:
     if q.after_seq < 0 or not 1 <= q.limit <= MAX_EVENT_PAGE:
         raise HttpError(400, f"after_seq >= 0 and 1 <= limit <= {MAX_EVENT_PAGE}.")
-    run = services.run_for(request.workspace, run_id)  # type: ignore[attr-defined]
+    run = access_run(request.membership, run_id)  # type: ignore[attr-defined]
     events = selectors.event_messages_after(
         request.workspace,
         str(run.pk),
@@ -140,7 +139,7 @@ def run_events(
 
 @router.post("runs/{run_id}/cancel", response=RunOut)
 def cancel_run(request: HttpRequest, slug: WorkspaceSlug, run_id: str) -> Any:
-    run = services.run_for(request.workspace, run_id)  # type: ignore[attr-defined]
+    run = access_run(request.membership, run_id, minimum=Role.EDITOR)  # type: ignore[attr-defined]
     run = services.run_cancel(
         workspace=request.workspace,
         acting=request.membership,
@@ -151,8 +150,7 @@ def cancel_run(request: HttpRequest, slug: WorkspaceSlug, run_id: str) -> Any:
 
 @router.post("runs/{run_id}/rerun", response={202: RunStartedOut})
 def rerun(request: HttpRequest, slug: WorkspaceSlug, run_id: str, body: RerunIn) -> Any:
-    require_role(request.membership, Role.EDITOR)  # type: ignore[attr-defined]
-    original = services.run_for(request.workspace, run_id)  # type: ignore[attr-defined]
+    original = access_run(request.membership, run_id, minimum=Role.EDITOR)  # type: ignore[attr-defined]
     run = services.run_rerun(
         workspace=request.workspace,  # type: ignore[attr-defined]
         acting=request.membership,  # type: ignore[attr-defined]

@@ -7,13 +7,13 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from django.core.exceptions import ValidationError
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.views import View
 
 from accounts.models import Role, Workspace
-from accounts.tenancy import WorkspaceMixin, scoped
+from accounts.tenancy import WorkspaceMixin
+from runs.access import access_run
 from runs.models import Run
 from runs.selectors import compare_runs
 
@@ -55,22 +55,11 @@ class RunCompareView(WorkspaceMixin, View):
     role_map = {"GET": Role.VIEWER}
 
     def get(self, request: HttpRequest, slug: str, run_id: str, other_id: str) -> HttpResponse:
-        runs = scoped(Run, self.workspace).select_related("flow", "flow_version", "started_by")
-        run_a = _load_from(runs, run_id)
-        run_b = _load_from(runs, other_id)
+        run_a = access_run(self.membership, run_id)
+        run_b = access_run(self.membership, other_id)
         context = {
             "workspace": self.workspace,
             "membership": self.membership,
             **compare_context(self.workspace, run_a, run_b),
         }
         return render(request, "runs/run_compare.html", context)
-
-
-def _load_from(runs: Any, run_id: str) -> Run:
-    try:
-        run = runs.filter(pk=run_id).first()
-    except (ValueError, ValidationError) as exc:
-        raise Http404("Not found") from exc
-    if run is None:
-        raise Http404("Not found")
-    return run

@@ -29,12 +29,13 @@ from django.utils import timezone
 
 from accounts.models import ApiToken, Membership
 from accounts.selectors import access_still_valid
-from accounts.tenancy import get_scoped, resolve_membership, scoped, token_used_elsewhere
+from accounts.tenancy import resolve_membership, scoped, token_used_elsewhere
 from audit import context as audit_context
 from config.errors import SERVICE_UNAVAILABLE, UNAVAILABLE_MESSAGE
 from config.jsontext import UnstorableText, check_text
-from flows.models import Flow
+from flows.access import access_flow
 from runs import selectors, services
+from runs.access import access_run
 from runs.events import session_group
 from runs.models import Run, RunStatus
 
@@ -214,7 +215,7 @@ class ExecConsumer(AsyncJsonWebsocketConsumer):
         if flow_id is not None:
             if not isinstance(flow_id, int) or isinstance(flow_id, bool):
                 raise services.RunRefused("invalid_request", "`flow` must be a flow id.")
-            flow = get_scoped(Flow, self.workspace, pk=flow_id, deleted_at__isnull=True)
+            flow = access_flow(self.membership, flow_id)  # the service checks the role
         version = content.get("version")
         if version is not None and (not isinstance(version, int) or isinstance(version, bool)):
             raise services.RunRefused("invalid_request", "`version` must be a number.")
@@ -241,7 +242,7 @@ class ExecConsumer(AsyncJsonWebsocketConsumer):
     @in_db_thread
     def _load_run(self, run_id: str) -> Run:
         try:
-            return services.run_for(self.workspace, run_id)
+            return access_run(self.membership, run_id)
         except Http404 as exc:
             raise Rejected("not_found", "No such run in this workspace.") from exc
 

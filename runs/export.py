@@ -27,8 +27,9 @@ from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.views import View
 
 from accounts.models import Role, User
-from accounts.tenancy import WorkspaceMixin, get_scoped, scoped
+from accounts.tenancy import WorkspaceMixin, scoped
 from audit.services import record
+from runs.access import access_run
 from runs.models import Run, RunEvent
 
 EXPORT_FORMAT = "flowdeck.run_export"
@@ -160,6 +161,6 @@ class RunExportView(WorkspaceMixin, View):
     role_map = {"GET": Role.VIEWER}
 
     def get(self, request: HttpRequest, slug: str, run_id: str) -> HttpResponse:
-        run = load_run_for_export(get_scoped(Run, self.workspace, pk=run_id))
+        run = load_run_for_export(access_run(self.membership, run_id))
         record_export(action="run.export", run=run, actor=request.user)  # type: ignore[arg-type]
         return export_response(request, run)

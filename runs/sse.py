@@ -20,7 +20,8 @@ from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpRe
 
 from accounts.api_auth import WorkspaceAuth
 from accounts.selectors import access_still_valid
-from runs import selectors, services
+from runs import selectors
+from runs.access import access_run
 from runs.events import session_group
 from runs.models import Run
 
@@ -33,7 +34,7 @@ log = logging.getLogger(__name__)
 def _authorise_and_load(request: HttpRequest, slug: str, run_id: str) -> Run | None:
     if WorkspaceAuth()(request) is None:
         return None
-    return services.run_for(request.workspace, run_id)  # type: ignore[attr-defined]
+    return access_run(request.membership, run_id)  # type: ignore[attr-defined]
 
 
 def _access_check(request: HttpRequest) -> Callable[[], bool]:

@@ -14,10 +14,11 @@ from django.shortcuts import render
 from django.views import View
 
 from accounts.models import Role
-from accounts.tenancy import WorkspaceMixin, get_scoped
-from flows.views import island_config, live_flow
+from accounts.tenancy import WorkspaceMixin
+from flows.access import access_flow
+from flows.views import island_config
 from runs import selectors
-from runs.models import Run
+from runs.access import access_run
 
 RUNS_PAGE = 100
 
@@ -28,7 +29,7 @@ class RunListView(WorkspaceMixin, View):
     role_map = {"GET": Role.VIEWER}
 
     def get(self, request: HttpRequest, slug: str, flow_id: int | None = None) -> HttpResponse:
-        flow = live_flow(self.workspace, flow_id) if flow_id is not None else None
+        flow = access_flow(self.membership, flow_id) if flow_id is not None else None
         runs = selectors.runs_for_workspace(
             self.workspace, flow_id=flow.pk if flow is not None else None
         )
@@ -51,7 +52,7 @@ class RunDetailView(WorkspaceMixin, View):
     role_map = {"GET": Role.VIEWER}
 
     def get(self, request: HttpRequest, slug: str, run_id: str) -> HttpResponse:
-        run = get_scoped(Run, self.workspace, pk=run_id)
+        run = access_run(self.membership, run_id)
         config: dict[str, Any] = island_config(
             request,
             self.workspace,
