@@ -94,7 +94,16 @@ class Command(BaseCommand):
             wait_for_port("127.0.0.1", port, 20, redis)
             redis_url = f"redis://127.0.0.1:{port}/0"
         prefix = f"bench{uuid.uuid4().hex[:8]}"
+        # The fake model server listens on loopback: allow that one network for the bench
+        # (a production configuration allows no private model endpoints by default).
+        loopback = "127.0.0.1/32"
+        if loopback not in settings.FLOWDECK_MODEL_PRIVATE_NETWORKS:
+            settings.FLOWDECK_MODEL_PRIVATE_NETWORKS = [
+                *settings.FLOWDECK_MODEL_PRIVATE_NETWORKS,
+                loopback,
+            ]
         env.update(
+            FLOWDECK_MODEL_PRIVATE_NETWORKS=",".join(settings.FLOWDECK_MODEL_PRIVATE_NETWORKS),
             REDIS_URL=redis_url,
             FLOWDECK_CHANNEL_PREFIX=prefix,
             FLOWDECK_RUNS_PER_MINUTE_PER_USER="100000",
