@@ -6,7 +6,9 @@ it was issued for. Resolves the membership once and leaves it on `request.member
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Annotated, Any, TypeVar
 
 from django.http import HttpRequest
 from ninja import Path
@@ -15,7 +17,7 @@ from ninja.security import HttpBearer
 from ninja.utils import check_csrf
 from pydantic import Field
 
-from accounts.models import ApiToken, Membership
+from accounts.models import ApiToken, Membership, User, Workspace
 from accounts.services import api_token_authenticate
 from accounts.tenancy import resolve_membership, token_used_elsewhere
 
@@ -59,12 +61,62 @@ class WorkspaceAuth(HttpBearer):
         membership = resolve_membership(user, slug)
         request.membership = membership  # type: ignore[attr-defined]
         request.auth_token = token  # type: ignore[attr-defined]
+        request.workspace_context = WorkspaceContext(membership, token)  # type: ignore[attr-defined]
         request.workspace = membership.workspace  # type: ignore[attr-defined]
         request.user = user
         return membership
 
     def authenticate(self, request: HttpRequest, token: str) -> Any:  # pragma: no cover
         raise NotImplementedError  # __call__ does it all
+
+
+@dataclass(frozen=True)
+class WorkspaceContext:
+    """What WorkspaceAuth resolved for an API request: the caller's membership (with its
+    workspace and user) and the token, if one was presented."""
+
+    membership: Membership
+    token: ApiToken | None = None
+
+    @property
+    def workspace(self) -> Workspace:
+        return self.membership.workspace
+
+    @property
+    def user(self) -> User:
+        return self.membership.user
+
+
+def context(request: HttpRequest) -> WorkspaceContext:
+    """The typed workspace context of an authenticated API request."""
+    ctx = getattr(request, "workspace_context", None)
+    if not isinstance(ctx, WorkspaceContext):
+        raise RuntimeError("context() is for requests WorkspaceAuth has authenticated")
+    return ctx
+
+
+ViewFunc = TypeVar("ViewFunc", bound=Callable[..., Any])
+
+
+def minimum_role(role: str) -> Callable[[ViewFunc], ViewFunc]:
+    """Declare an API route's minimum role where the route is declared:
+
+        @router.post("flows", response=...)
+        @minimum_role(Role.EDITOR)
+        def flows_create(request, slug, payload): ...
+
+    config.api enforces it before the handler runs (403 below it, recorded) and refuses to
+    start if any route has no declaration; the tenancy matrix test reads it from here."""
+
+    def declare(view: ViewFunc) -> ViewFunc:
+        view.minimum_role = role  # type: ignore[attr-defined]
+        return view
+
+    return declare
+
+
+def declared_role(view: Callable[..., Any]) -> str | None:
+    return getattr(view, "minimum_role", None)
 
 
 # Every route under /api/w/{slug}/ declares `slug: WorkspaceSlug` (the slug sits in the router

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from typing import Any
 
-from django.core.exceptions import PermissionDenied, ValidationError
+from django.core.exceptions import ImproperlyConfigured, PermissionDenied, ValidationError
 from django.http import HttpRequest, HttpResponse
 from ninja import NinjaAPI, Schema
 from ninja.errors import HttpError
 from ninja.parser import Parser
 
 from accounts.api import router as accounts_router
-from accounts.api_auth import WorkspaceAuth
+from accounts.api_auth import WorkspaceAuth, context, declared_role
+from accounts.tenancy import require_role
 from config.jsontext import UnstorableText, check_text
 from flows.api import router as flows_router
 from runs.api import router as runs_router
@@ -96,7 +98,33 @@ def _document_errors() -> None:
                         operation.response_models[code] = operation._create_response_model(ErrorOut)
 
 
+def enforce_roles(api: NinjaAPI) -> None:
+    """Every operation declares its minimum role (accounts.api_auth.minimum_role); checked
+    here, before its handler, for every operation alike. An undeclared one stops the start."""
+    for _prefix, router in api._routers:
+        for path, path_view in router.path_operations.items():
+            for operation in path_view.operations:
+                view = operation.view_func
+                minimum = declared_role(view)
+                if minimum is None:
+                    raise ImproperlyConfigured(
+                        f"API route {operation.methods} {path} ({view.__name__}) declares no "
+                        "minimum role: add @minimum_role(...) under its route decorator."
+                    )
+                operation.view_func = _role_checked(view, minimum)
+
+
+def _role_checked(view: Any, minimum: str) -> Any:
+    @functools.wraps(view)
+    def checked(request: HttpRequest, *args: Any, **kwargs: Any) -> Any:
+        require_role(context(request).membership, minimum)
+        return view(request, *args, **kwargs)
+
+    return checked
+
+
 api.add_router("/w/{slug}/", accounts_router)
 api.add_router("/w/{slug}/", flows_router)
 api.add_router("/w/{slug}/", runs_router)
 _document_errors()
+enforce_roles(api)

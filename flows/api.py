@@ -1,9 +1,10 @@
 """The flows API: component catalog, credentials, flows and versions, validation, the
 workspace whitelist and documents. Thin: parse, check the role, call a service/selector.
 
-Every route declares `slug: WorkspaceSlug`; WorkspaceAuth has already resolved the
-membership (`request.workspace`, `request.membership`). Viewers read; editors write flows
-and documents; admins manage credentials and the whitelist. API keys are write-only.
+Every route declares `slug: WorkspaceSlug` and its minimum role (`@minimum_role`, enforced
+by config.api); WorkspaceAuth has already resolved the membership (`context(request)`).
+Viewers read; editors write flows and documents; admins manage credentials and the
+whitelist. API keys are write-only.
 """
 
 from __future__ import annotations
@@ -23,9 +24,9 @@ except ImportError:  # django-ninja before 1.6 took plain (status, body) tuples
         return status, body
 
 
-from accounts.api_auth import DbInt, WorkspaceSlug
+from accounts.api_auth import DbInt, WorkspaceSlug, context, minimum_role
 from accounts.models import Role
-from accounts.tenancy import get_scoped, require_role
+from accounts.tenancy import get_scoped
 from flows import selectors, services
 from flows.access import access_credential, access_flow
 from flows.builder import GraphInvalid, validate_graph
@@ -220,29 +221,32 @@ def _invalid(exc: GraphInvalid) -> Any:
 
 # --- catalog and validation ---------------------------------------------------------------------
 @router.get("components", response=list[ComponentOut], summary="Components enabled here")
+@minimum_role(Role.VIEWER)
 def components(request: HttpRequest, slug: WorkspaceSlug) -> list[dict[str, Any]]:
-    enabled = selectors.enabled_keys(request.workspace)  # type: ignore[attr-defined]
+    enabled = selectors.enabled_keys(context(request).workspace)
     return [c.catalog_entry() for c in all_components() if c.key in enabled]
 
 
 @router.post("flows/validate", response=ValidateOut, summary="Validate a graph, all problems")
+@minimum_role(Role.EDITOR)
 def flows_validate(request: HttpRequest, slug: WorkspaceSlug, payload: ValidateIn) -> dict:
-    require_role(request.membership, Role.EDITOR)  # type: ignore[attr-defined]
-    problems = validate_graph(payload.graph, request.workspace)  # type: ignore[attr-defined]
+    problems = validate_graph(payload.graph, context(request).workspace)
     return {"valid": not problems, "problems": problems}
 
 
 # --- credentials --------------------------------------------------------------------------------
 @router.get("credentials", response=list[CredentialOut])
+@minimum_role(Role.VIEWER)
 def credentials_list(request: HttpRequest, slug: WorkspaceSlug) -> list[dict[str, Any]]:
-    return [_credential_out(c) for c in selectors.credentials_of(request.workspace)]  # type: ignore[attr-defined]
+    return [_credential_out(c) for c in selectors.credentials_of(context(request).workspace)]
 
 
 @router.post("credentials", response={201: CredentialOut})
+@minimum_role(Role.ADMIN)
 def credentials_create(request: HttpRequest, slug: WorkspaceSlug, payload: CredentialIn) -> Any:
     credential = services.credential_create(
-        workspace=request.workspace,  # type: ignore[attr-defined]
-        acting=request.membership,  # type: ignore[attr-defined]
+        workspace=context(request).workspace,
+        acting=context(request).membership,
         name=payload.name,
         provider=payload.provider,
         base_url=payload.base_url,
@@ -252,13 +256,14 @@ def credentials_create(request: HttpRequest, slug: WorkspaceSlug, payload: Crede
 
 
 @router.put("credentials/{credential_id}", response=CredentialOut)
+@minimum_role(Role.ADMIN)
 def credentials_update(
     request: HttpRequest, slug: WorkspaceSlug, credential_id: DbInt, payload: CredentialUpdateIn
 ) -> dict:
-    credential = access_credential(request.membership, credential_id)  # type: ignore[attr-defined]
+    credential = access_credential(context(request).membership, credential_id)
     credential = services.credential_update(
-        workspace=request.workspace,  # type: ignore[attr-defined]
-        acting=request.membership,  # type: ignore[attr-defined]
+        workspace=context(request).workspace,
+        acting=context(request).membership,
         credential=credential,
         name=payload.name,
         provider=payload.provider,
@@ -269,11 +274,12 @@ def credentials_update(
 
 
 @router.delete("credentials/{credential_id}", response={204: None})
+@minimum_role(Role.ADMIN)
 def credentials_delete(request: HttpRequest, slug: WorkspaceSlug, credential_id: DbInt) -> Any:
-    credential = access_credential(request.membership, credential_id)  # type: ignore[attr-defined]
+    credential = access_credential(context(request).membership, credential_id)
     services.credential_delete(
-        workspace=request.workspace,  # type: ignore[attr-defined]
-        acting=request.membership,  # type: ignore[attr-defined]
+        workspace=context(request).workspace,
+        acting=context(request).membership,
         credential=credential,
     )
     return Status(204, None)
@@ -281,8 +287,9 @@ def credentials_delete(request: HttpRequest, slug: WorkspaceSlug, credential_id:
 
 # --- flows and versions -------------------------------------------------------------------------
 @router.get("flows", response=list[FlowOut])
+@minimum_role(Role.VIEWER)
 def flows_list(request: HttpRequest, slug: WorkspaceSlug) -> list[dict[str, Any]]:
-    flows = selectors.flows_of(request.workspace).annotate(latest=Max("versions__number"))  # type: ignore[attr-defined]
+    flows = selectors.flows_of(context(request).workspace).annotate(latest=Max("versions__number"))
     return [
         {
             "id": flow.pk,
@@ -297,11 +304,12 @@ def flows_list(request: HttpRequest, slug: WorkspaceSlug) -> list[dict[str, Any]
 
 
 @router.post("flows", response={201: FlowDetailOut, 400: InvalidGraphOut})
+@minimum_role(Role.EDITOR)
 def flows_create(request: HttpRequest, slug: WorkspaceSlug, payload: FlowIn) -> Any:
     try:
         flow = services.flow_create(
-            workspace=request.workspace,  # type: ignore[attr-defined]
-            acting=request.membership,  # type: ignore[attr-defined]
+            workspace=context(request).workspace,
+            acting=context(request).membership,
             name=payload.name,
             description=payload.description,
             graph=payload.graph,
@@ -323,18 +331,20 @@ def _flow_detail(flow: Flow) -> dict[str, Any]:
 
 
 @router.get("flows/{flow_id}", response=FlowDetailOut)
+@minimum_role(Role.VIEWER)
 def flows_detail(request: HttpRequest, slug: WorkspaceSlug, flow_id: DbInt) -> dict:
-    return _flow_detail(access_flow(request.membership, flow_id))  # type: ignore[attr-defined]
+    return _flow_detail(access_flow(context(request).membership, flow_id))
 
 
 @router.put("flows/{flow_id}", response=FlowOut)
+@minimum_role(Role.EDITOR)
 def flows_update(
     request: HttpRequest, slug: WorkspaceSlug, flow_id: DbInt, payload: FlowUpdateIn
 ) -> dict:
-    flow = access_flow(request.membership, flow_id, minimum=Role.EDITOR)  # type: ignore[attr-defined]
+    flow = access_flow(context(request).membership, flow_id)
     flow = services.flow_update(
-        workspace=request.workspace,  # type: ignore[attr-defined]
-        acting=request.membership,  # type: ignore[attr-defined]
+        workspace=context(request).workspace,
+        acting=context(request).membership,
         flow=flow,
         name=payload.name,
         description=payload.description,
@@ -343,26 +353,28 @@ def flows_update(
 
 
 @router.delete("flows/{flow_id}", response={204: None})
+@minimum_role(Role.EDITOR)
 def flows_delete(request: HttpRequest, slug: WorkspaceSlug, flow_id: DbInt) -> Any:
-    flow = access_flow(request.membership, flow_id, minimum=Role.EDITOR)  # type: ignore[attr-defined]
+    flow = access_flow(context(request).membership, flow_id)
     services.flow_delete(
-        workspace=request.workspace,  # type: ignore[attr-defined]
-        acting=request.membership,  # type: ignore[attr-defined]
+        workspace=context(request).workspace,
+        acting=context(request).membership,
         flow=flow,
     )
     return Status(204, None)
 
 
 @router.post("flows/{flow_id}/versions", response={201: VersionOut, 400: InvalidGraphOut})
+@minimum_role(Role.EDITOR)
 def versions_create(
     request: HttpRequest, slug: WorkspaceSlug, flow_id: DbInt, payload: VersionIn
 ) -> Any:
-    flow = access_flow(request.membership, flow_id, minimum=Role.EDITOR)  # type: ignore[attr-defined]
+    flow = access_flow(context(request).membership, flow_id)
     try:
         version = services.flow_version_create(
             flow=flow,
             graph=payload.graph,
-            acting_user=request.user,  # type: ignore[arg-type]
+            acting_user=context(request).user,
             note=payload.note,
             is_draft=payload.is_draft,
         )
@@ -372,18 +384,20 @@ def versions_create(
 
 
 @router.get("flows/{flow_id}/versions", response=list[VersionSummaryOut])
+@minimum_role(Role.VIEWER)
 def versions_list(request: HttpRequest, slug: WorkspaceSlug, flow_id: DbInt) -> list[dict]:
-    flow = access_flow(request.membership, flow_id)  # type: ignore[attr-defined]
+    flow = access_flow(context(request).membership, flow_id)
     return [
         _version_summary(v) for v in selectors.versions_of(flow).select_related("created_by")[:500]
     ]
 
 
 @router.get("flows/{flow_id}/versions/{number}", response=VersionOut)
+@minimum_role(Role.VIEWER)
 def versions_detail(
     request: HttpRequest, slug: WorkspaceSlug, flow_id: DbInt, number: DbInt
 ) -> dict:
-    flow = access_flow(request.membership, flow_id)  # type: ignore[attr-defined]
+    flow = access_flow(context(request).membership, flow_id)
     version = selectors.get_version(flow, number)
     return {**_version_summary(version), "graph": version.graph}
 
@@ -394,19 +408,20 @@ def versions_detail(
     response=list[WhitelistEntryOut],
     summary="Components: platform and workspace switches",
 )
+@minimum_role(Role.ADMIN)
 def whitelist_get(request: HttpRequest, slug: WorkspaceSlug) -> list[dict]:
-    require_role(request.membership, Role.ADMIN)  # type: ignore[attr-defined]
-    return selectors.whitelist_for(request.workspace)  # type: ignore[attr-defined]
+    return selectors.whitelist_for(context(request).workspace)
 
 
 @router.put("whitelist", response=list[WhitelistEntryOut], summary="Narrow the whitelist here")
+@minimum_role(Role.ADMIN)
 def whitelist_put(request: HttpRequest, slug: WorkspaceSlug, payload: WhitelistIn) -> list[dict]:
     services.workspace_policy_set(
-        workspace=request.workspace,  # type: ignore[attr-defined]
-        acting=request.membership,  # type: ignore[attr-defined]
+        workspace=context(request).workspace,
+        acting=context(request).membership,
         changes=payload.changes,
     )
-    return selectors.whitelist_for(request.workspace)  # type: ignore[attr-defined]
+    return selectors.whitelist_for(context(request).workspace)
 
 
 # --- documents ------------------------------------------------------------------------------------
@@ -421,15 +436,17 @@ def _document_out(document: Document) -> dict[str, Any]:
 
 
 @router.get("documents", response=list[DocumentOut])
+@minimum_role(Role.VIEWER)
 def documents_list(request: HttpRequest, slug: WorkspaceSlug) -> list[dict]:
-    return [_document_out(d) for d in selectors.documents_of(request.workspace)[:1000]]  # type: ignore[attr-defined]
+    return [_document_out(d) for d in selectors.documents_of(context(request).workspace)[:1000]]
 
 
 @router.post("documents", response={201: DocumentOut})
+@minimum_role(Role.EDITOR)
 def documents_create(request: HttpRequest, slug: WorkspaceSlug, payload: DocumentIn) -> Any:
     document = services.document_create(
-        workspace=request.workspace,  # type: ignore[attr-defined]
-        acting=request.membership,  # type: ignore[attr-defined]
+        workspace=context(request).workspace,
+        acting=context(request).membership,
         title=payload.title,
         content=payload.content,
         collection=payload.collection,
@@ -438,12 +455,12 @@ def documents_create(request: HttpRequest, slug: WorkspaceSlug, payload: Documen
 
 
 @router.delete("documents/{document_id}", response={204: None})
+@minimum_role(Role.EDITOR)
 def documents_delete(request: HttpRequest, slug: WorkspaceSlug, document_id: DbInt) -> Any:
-    require_role(request.membership, Role.EDITOR)  # type: ignore[attr-defined]
-    document = get_scoped(Document, request.workspace, pk=document_id)  # type: ignore[attr-defined]
+    document = get_scoped(Document, context(request).workspace, pk=document_id)
     services.document_delete(
-        workspace=request.workspace,  # type: ignore[attr-defined]
-        acting=request.membership,  # type: ignore[attr-defined]
+        workspace=context(request).workspace,
+        acting=context(request).membership,
         document=document,
     )
     return Status(204, None)

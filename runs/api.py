@@ -12,7 +12,7 @@ from django.http import HttpRequest
 from ninja import Query, Router, Schema, Status
 from ninja.errors import HttpError
 
-from accounts.api_auth import DbInt, WorkspaceSlug
+from accounts.api_auth import DbInt, WorkspaceSlug, context, minimum_role
 from accounts.models import Role
 from flows.access import access_flow
 from runs import selectors, services
@@ -91,11 +91,12 @@ def run_out(run: Run) -> dict[str, Any]:
 
 
 @router.post("flows/{int:flow_id}/runs", response={202: RunStartedOut})
+@minimum_role(Role.EDITOR)
 def start_run(request: HttpRequest, slug: WorkspaceSlug, flow_id: DbInt, body: RunStartIn) -> Any:
-    flow = access_flow(request.membership, flow_id, minimum=Role.EDITOR)  # type: ignore[attr-defined]
+    flow = access_flow(context(request).membership, flow_id)
     run = services.run_start(
-        workspace=request.workspace,  # type: ignore[attr-defined]
-        acting=request.membership,  # type: ignore[attr-defined]
+        workspace=context(request).workspace,
+        acting=context(request).membership,
         session_id=body.session_id or services.new_session_id(),
         flow=flow,
         version_number=body.version,
@@ -105,28 +106,31 @@ def start_run(request: HttpRequest, slug: WorkspaceSlug, flow_id: DbInt, body: R
 
 
 @router.get("runs", response=list[RunOut])
+@minimum_role(Role.VIEWER)
 def list_runs(request: HttpRequest, slug: WorkspaceSlug, flow: DbInt | None = None) -> Any:
-    runs = selectors.runs_for_workspace(request.workspace, flow_id=flow)[:200]  # type: ignore[attr-defined]
+    runs = selectors.runs_for_workspace(context(request).workspace, flow_id=flow)[:200]
     return [run_out(r) for r in runs]
 
 
 @router.get("runs/{run_id}", response=RunOut)
+@minimum_role(Role.VIEWER)
 def get_run(request: HttpRequest, slug: WorkspaceSlug, run_id: str) -> Any:
-    return run_out(access_run(request.membership, run_id))  # type: ignore[attr-defined]
+    return run_out(access_run(context(request).membership, run_id))
 
 
 @router.get("runs/{run_id}/events", response=EventsOut)
+@minimum_role(Role.VIEWER)
 def run_events(
     request: HttpRequest, slug: WorkspaceSlug, run_id: str, q: Query[EventsQuery]
 ) -> Any:
     if q.after_seq < 0 or not 1 <= q.limit <= MAX_EVENT_PAGE:
         raise HttpError(400, f"after_seq >= 0 and 1 <= limit <= {MAX_EVENT_PAGE}.")
-    run = access_run(request.membership, run_id)  # type: ignore[attr-defined]
+    run = access_run(context(request).membership, run_id)
     events = selectors.event_messages_after(
-        request.workspace,
+        context(request).workspace,
         str(run.pk),
         q.after_seq,
-        limit=q.limit,  # type: ignore[attr-defined]
+        limit=q.limit,
     )
     last = events[-1]["seq"] if events else q.after_seq
     return {
@@ -138,22 +142,24 @@ def run_events(
 
 
 @router.post("runs/{run_id}/cancel", response=RunOut)
+@minimum_role(Role.EDITOR)
 def cancel_run(request: HttpRequest, slug: WorkspaceSlug, run_id: str) -> Any:
-    run = access_run(request.membership, run_id, minimum=Role.EDITOR)  # type: ignore[attr-defined]
+    run = access_run(context(request).membership, run_id)
     run = services.run_cancel(
-        workspace=request.workspace,
-        acting=request.membership,
-        run=run,  # type: ignore[attr-defined]
+        workspace=context(request).workspace,
+        acting=context(request).membership,
+        run=run,
     )
     return run_out(run)
 
 
 @router.post("runs/{run_id}/rerun", response={202: RunStartedOut})
+@minimum_role(Role.EDITOR)
 def rerun(request: HttpRequest, slug: WorkspaceSlug, run_id: str, body: RerunIn) -> Any:
-    original = access_run(request.membership, run_id, minimum=Role.EDITOR)  # type: ignore[attr-defined]
+    original = access_run(context(request).membership, run_id)
     run = services.run_rerun(
-        workspace=request.workspace,  # type: ignore[attr-defined]
-        acting=request.membership,  # type: ignore[attr-defined]
+        workspace=context(request).workspace,
+        acting=context(request).membership,
         run=original,
         session_id=body.session_id or services.new_session_id(),
         from_node=body.from_node,

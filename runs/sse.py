@@ -18,7 +18,8 @@ from channels.layers import get_channel_layer
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 
-from accounts.api_auth import WorkspaceAuth
+from accounts.api_auth import WorkspaceAuth, context, declared_role, minimum_role
+from accounts.models import Role
 from accounts.selectors import access_still_valid
 from runs import selectors
 from runs.access import access_run
@@ -34,15 +35,17 @@ log = logging.getLogger(__name__)
 def _authorise_and_load(request: HttpRequest, slug: str, run_id: str) -> Run | None:
     if WorkspaceAuth()(request) is None:
         return None
-    return access_run(request.membership, run_id)  # type: ignore[attr-defined]
+    minimum = declared_role(stream)
+    assert minimum is not None
+    return access_run(context(request).membership, run_id, minimum=minimum)
 
 
 def _access_check(request: HttpRequest) -> Callable[[], bool]:
     """A check, run every SESSION_RECHECK_SECONDS, that the stream's credential still grants
     access: a revoked token, a signed-out or password-changed session, a deactivated user or
     a removed membership end the stream as they end a WebSocket."""
-    membership_id = request.membership.pk  # type: ignore[attr-defined]
-    token = request.auth_token  # type: ignore[attr-defined]
+    membership_id = context(request).membership.pk
+    token = context(request).token
     session_key = None if token is not None else request.session.session_key
 
     def check() -> bool:
@@ -66,11 +69,12 @@ def _start_after(request: HttpRequest) -> int:
         return 0
 
 
+@minimum_role(Role.VIEWER)  # viewers watch runs
 async def stream(request: HttpRequest, slug: str, run_id: str) -> HttpResponse:
     run = await sync_to_async(_authorise_and_load)(request, slug, run_id)
     if run is None:
         return JsonResponse({"detail": "Unauthorized"}, status=401)
-    workspace = request.workspace  # type: ignore[attr-defined]
+    workspace = context(request).workspace
     after = _start_after(request)
     still_allowed = sync_to_async(_access_check(request))
     recheck_every = settings.FLOWDECK["SESSION_RECHECK_SECONDS"]

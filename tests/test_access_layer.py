@@ -116,3 +116,27 @@ def test_a_method_a_page_does_not_declare_is_refused(client_for, workspace_a, al
     assert client.get("/w/acme/runs/").status_code == 200
     assert client.post("/w/acme/runs/").status_code == 405
     assert client.delete("/w/acme/flows/").status_code == 405
+
+
+def test_an_api_route_without_a_declared_role_stops_the_start():
+    from django.core.exceptions import ImproperlyConfigured
+    from ninja import NinjaAPI, Router
+
+    from accounts.api_auth import minimum_role
+    from config.api import enforce_roles
+
+    router = Router()
+
+    @router.get("declared")
+    @minimum_role(Role.VIEWER)
+    def declared(request):  # pragma: no cover
+        return {}
+
+    @router.post("forgotten")
+    def forgotten(request):  # pragma: no cover
+        return {}
+
+    api = NinjaAPI(urls_namespace="access-layer-test")
+    api.add_router("/", router)
+    with pytest.raises(ImproperlyConfigured, match="forgotten"):
+        enforce_roles(api)

@@ -7,14 +7,15 @@ route and method:
 - an anonymous caller is refused (pages: 302 to the login page; API: 401);
 - a member of another workspace gets 404 (and their API token 401), so names don't leak;
 - a member of workspace_a who asks for another workspace's object gets 404;
-- each role of workspace_a gets what `ROLE_TABLE` says: below the minimum role a 403,
-  at or above it the route's success status.
+- each role of workspace_a gets what the route declares (an API operation's
+  `@minimum_role`, a page's `role_map`): below the minimum role a 403, at or above it the
+  route's success status.
 
 WebSocket routes under `/ws/w/<slug>/` (from config.asgi) are checked the same way against
 `WS_ROLE_TABLE`: a refused handshake for strangers and roles below the minimum.
 
-To add a route: add one line to `ROLE_TABLE` (the failure message prints it for you),
-and, if its path has a parameter nobody has used yet (`<flow_id>`, `<run_id>`, ...), one
+To add a route: declare its minimum role where it is declared; add a `REQUESTS` line if a
+write needs a body to do real work, and, if its path has a parameter nobody has used yet (`<flow_id>`, `<run_id>`, ...), one
 factory to `PARAM_FACTORIES` that creates a real object in the given workspace.
 """
 
@@ -62,6 +63,14 @@ class Rule:
         return (self.data() if callable(self.data) else self.data) or {}
 
 
+@dataclass(frozen=True)
+class Request:
+    """What the matrix sends to a route (see Rule): its body and other success statuses."""
+
+    ok: frozenset[int] = field(default=frozenset())
+    data: Any = None
+
+
 _serial = itertools.count(1)
 
 
@@ -94,66 +103,36 @@ def _demo_graph() -> dict[str, Any]:
 DEMO_GRAPH = _demo_graph()
 
 
-# --- The role table: the one place that says who may do what ------------------------------
-# Key: "<METHOD> /<path>", parameters written as <name> (exactly as the failure message
-# prints it). Value: the minimum role, or a Rule for a body or other success statuses.
-ROLE_TABLE: dict[str, str | Rule] = {
+# --- What the matrix sends ------------------------------------------------------------------
+# Who may call a route is declared by the route itself (API: @minimum_role under the route
+# decorator; pages: role_map) and read from there (declared_minimum). This table only says
+# what to send so that an allowed call does real work: a body for writes, or other success
+# statuses. Key: "<METHOD> /<path>", parameters written as <name>.
+REQUESTS: dict[str, Request] = {
     # accounts pages
-    "GET /w/<slug>/": VIEWER,
-    "GET /w/<slug>/members/": VIEWER,
-    "POST /w/<slug>/members/": Rule(
-        ADMIN, data={"action": "invite", "email": "new@example.com", "role": "viewer"}
+    "POST /w/<slug>/members/": Request(
+        data={"action": "invite", "email": "new@example.com", "role": "viewer"}
     ),
-    "GET /w/<slug>/tokens/": VIEWER,
     # every member holds their own tokens
-    "POST /w/<slug>/tokens/": Rule(VIEWER, data={"name": "matrix"}),
+    "POST /w/<slug>/tokens/": Request(data={"name": "matrix"}),
     # accounts API
-    "GET /api/w/<slug>/": VIEWER,
-    "GET /api/w/<slug>/members": VIEWER,
     # pages around the editor (flows/views.py, runs/views.py)
-    "GET /w/<slug>/flows/": VIEWER,
-    "POST /w/<slug>/flows/": Rule(EDITOR, data={"action": "create", "name": "matrix"}),
-    "GET /w/<slug>/flows/<flow_id>/": VIEWER,
-    "GET /w/<slug>/flows/<flow_id>/runs/": VIEWER,
-    "GET /w/<slug>/flows/<flow_id>/versions/": VIEWER,
-    "GET /w/<slug>/runs/": VIEWER,
-    "GET /w/<slug>/runs/<run_id>/": VIEWER,
-    "GET /w/<slug>/runs/<run_id>/export.jsonl": VIEWER,
-    "GET /w/<slug>/runs/<run_id>/compare/<other_id>/": VIEWER,
-    "GET /w/<slug>/audit/": ADMIN,  # the workspace audit trail: owners and admins only
-    "GET /w/<slug>/audit/export": ADMIN,
+    "POST /w/<slug>/flows/": Request(data={"action": "create", "name": "matrix"}),
     # flows API: viewers read; editors build; admins hold credentials and the whitelist
-    "GET /api/w/<slug>/components": VIEWER,
-    "POST /api/w/<slug>/flows/validate": Rule(EDITOR, data={"graph": DEMO_GRAPH}),
-    "GET /api/w/<slug>/flows": VIEWER,
-    "POST /api/w/<slug>/flows": Rule(EDITOR, data={"name": "new", "graph": DEMO_GRAPH}),
-    "GET /api/w/<slug>/flows/<flow_id>": VIEWER,
-    "PUT /api/w/<slug>/flows/<flow_id>": Rule(EDITOR, data={"name": "renamed"}),
-    "DELETE /api/w/<slug>/flows/<flow_id>": EDITOR,
-    "GET /api/w/<slug>/flows/<flow_id>/versions": VIEWER,
-    "POST /api/w/<slug>/flows/<flow_id>/versions": Rule(EDITOR, data={"graph": DEMO_GRAPH}),
-    "GET /api/w/<slug>/flows/<flow_id>/versions/<number>": VIEWER,
-    "GET /api/w/<slug>/credentials": VIEWER,  # names and providers only; keys are write-only
-    "POST /api/w/<slug>/credentials": Rule(
-        ADMIN, data=lambda: {"name": unique("new"), "provider": "openai", "api_key": "sk-new"}
+    "POST /api/w/<slug>/flows/validate": Request(data={"graph": DEMO_GRAPH}),
+    "POST /api/w/<slug>/flows": Request(data={"name": "new", "graph": DEMO_GRAPH}),
+    "PUT /api/w/<slug>/flows/<flow_id>": Request(data={"name": "renamed"}),
+    "POST /api/w/<slug>/flows/<flow_id>/versions": Request(data={"graph": DEMO_GRAPH}),
+    "POST /api/w/<slug>/credentials": Request(
+        data=lambda: {"name": unique("new"), "provider": "openai", "api_key": "sk-new"}
     ),
-    "PUT /api/w/<slug>/credentials/<credential_id>": Rule(
-        ADMIN, data=lambda: {"name": unique("renamed")}
+    "PUT /api/w/<slug>/credentials/<credential_id>": Request(
+        data=lambda: {"name": unique("renamed")}
     ),
-    "DELETE /api/w/<slug>/credentials/<credential_id>": ADMIN,
-    "GET /api/w/<slug>/whitelist": ADMIN,
-    "PUT /api/w/<slug>/whitelist": Rule(ADMIN, data={"changes": {"llm.demo": True}}),
-    "GET /api/w/<slug>/documents": VIEWER,
-    "POST /api/w/<slug>/documents": Rule(EDITOR, data={"title": "t", "content": "text"}),
-    "DELETE /api/w/<slug>/documents/<document_id>": EDITOR,
+    "PUT /api/w/<slug>/whitelist": Request(data={"changes": {"llm.demo": True}}),
+    "POST /api/w/<slug>/documents": Request(data={"title": "t", "content": "text"}),
     # runs API: viewers watch and replay; editors run, cancel and re-run
-    "POST /api/w/<slug>/flows/<flow_id>/runs": Rule(EDITOR, data={"inputs": {"input": "hi"}}),
-    "GET /api/w/<slug>/runs": VIEWER,
-    "GET /api/w/<slug>/runs/<run_id>": VIEWER,
-    "GET /api/w/<slug>/runs/<run_id>/events": VIEWER,
-    "GET /api/w/<slug>/runs/<run_id>/stream": VIEWER,
-    "POST /api/w/<slug>/runs/<run_id>/cancel": EDITOR,
-    "POST /api/w/<slug>/runs/<run_id>/rerun": EDITOR,
+    "POST /api/w/<slug>/flows/<flow_id>/runs": Request(data={"inputs": {"input": "hi"}}),
 }
 
 
@@ -342,18 +321,36 @@ def discover_routes() -> list[Route]:
 ROUTES = discover_routes()
 
 
+def declared_minimum(route: Route) -> str | None:
+    """The minimum role the route itself declares: an API operation's @minimum_role, a
+    page's `role_map`, a plain view's @minimum_role. None when it declares none."""
+    from accounts.api_auth import declared_role
+
+    callback = route.pattern.callback
+    path_view = _closure(callback, "self")
+    if path_view is not None and hasattr(path_view, "operations"):
+        for operation in path_view.operations:
+            if route.method in operation.methods:
+                return declared_role(operation.view_func)
+        return None
+    view_class = getattr(callback, "view_class", None)
+    if view_class is not None:
+        return getattr(view_class, "role_map", {}).get(route.method)
+    return declared_role(callback)
+
+
 def rule_for(route: Route) -> Rule:
-    entry = ROLE_TABLE.get(route.key)
-    if entry is None:
+    """The route's declared minimum role, with the request the matrix sends for it."""
+    minimum = declared_minimum(route)
+    if minimum is None:
         pytest.fail(
-            f"{route.key} is a workspace route missing from the tenancy matrix. Add it to "
-            f"ROLE_TABLE in tests/test_tenancy_matrix.py with the lowest role allowed, e.g.\n"
-            f'    "{route.key}": VIEWER,',
+            f"{route.key} declares no minimum role: an API route takes @minimum_role(...), "
+            "a page its role_map.",
             pytrace=False,
         )
-    rule = entry if isinstance(entry, Rule) else Rule(entry)
-    ok = rule.ok or (frozenset({200}) if route.method == "GET" else WRITE_OK)
-    return Rule(rule.minimum, ok, rule.data)
+    entry = REQUESTS.get(route.key, Request())
+    ok = entry.ok or (frozenset({200}) if route.method == "GET" else WRITE_OK)
+    return Rule(minimum, ok, entry.data)
 
 
 # --- Callers -----------------------------------------------------------------------------
@@ -443,10 +440,10 @@ def test_routes_are_discovered() -> None:
     } <= keys
 
 
-def test_role_table_has_no_stale_entries() -> None:
-    """Every ROLE_TABLE line names a route that exists (a renamed route must be re-keyed)."""
-    stale = sorted(set(ROLE_TABLE) - {route.key for route in ROUTES})
-    assert not stale, f"ROLE_TABLE names routes that no longer exist: {stale}"
+def test_request_table_has_no_stale_entries() -> None:
+    """Every REQUESTS line names a route that exists (a renamed route must be re-keyed)."""
+    stale = sorted(set(REQUESTS) - {route.key for route in ROUTES})
+    assert not stale, f"REQUESTS names routes that no longer exist: {stale}"
 
 
 @pytest.mark.parametrize("route", ROUTES, ids=[route.key for route in ROUTES])
