@@ -12,6 +12,7 @@ deactivated, loses membership or has the token revoked.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import json
 import logging
 import random
@@ -58,6 +59,34 @@ class Rejected(Exception):
     def __init__(self, code: str, message: str, **extra: Any) -> None:
         super().__init__(message)
         self.body = {"event": "rejected", "code": code, "message": message, **extra}
+
+
+# A client may put `request_id` (a string of up to 64 characters, or an integer) on any
+# message; the `accepted` or `rejected` it causes carries it back, so replies are matched
+# to requests by id, not by order (a refused cancel once failed the wrong pending run).
+MAX_REQUEST_ID = 64
+_request_id: contextvars.ContextVar[str | int | None] = contextvars.ContextVar(
+    "request_id", default=None
+)
+
+
+def with_request_id(reply: dict[str, Any]) -> dict[str, Any]:
+    """`reply` with the current message's request_id, if it had one."""
+    request_id = _request_id.get()
+    return reply if request_id is None else {**reply, "request_id": request_id}
+
+
+def _clean_request_id(content: Any) -> str | int | None:
+    if not isinstance(content, dict) or "request_id" not in content:
+        return None
+    value = content["request_id"]
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        raise Rejected("invalid_request", "`request_id` must be a string or an integer.")
+    if isinstance(value, str) and not 1 <= len(value) <= MAX_REQUEST_ID:
+        raise Rejected("invalid_request", f"`request_id` is 1 to {MAX_REQUEST_ID} characters.")
+    if isinstance(value, int) and not -(2**53) < value < 2**53:
+        raise Rejected("invalid_request", "`request_id` must fit in a JavaScript number.")
+    return value
 
 
 class RunFollow:
@@ -145,6 +174,7 @@ class ExecConsumer(AsyncJsonWebsocketConsumer):
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         limit = settings.FLOWDECK["WS_MAX_MESSAGE_BYTES"]
+        _request_id.set(None)  # the consumer's task handles every message: start clean
         try:
             if text_data is None:
                 raise Rejected("invalid_message", "Send JSON text frames.")
@@ -158,16 +188,19 @@ class ExecConsumer(AsyncJsonWebsocketConsumer):
                 check_text(content)
             except UnstorableText as exc:
                 raise Rejected("invalid_text", str(exc)) from exc
+            _request_id.set(_clean_request_id(content))
             await self.receive_json(content)
         except Rejected as exc:
-            await self.send_json(exc.body)
+            await self.send_json(with_request_id(exc.body))
         except SERVICE_UNAVAILABLE:  # rolled back: the client may simply try again
             log.warning("websocket message failed: a service is unavailable", exc_info=True)
-            await self.send_json(Rejected("unavailable", UNAVAILABLE_MESSAGE).body)
+            await self.send_json(with_request_id(Rejected("unavailable", UNAVAILABLE_MESSAGE).body))
         except Exception:
             log.exception("websocket message failed")
             await self.send_json(
-                Rejected("server_error", "The server failed to handle that message.").body
+                with_request_id(
+                    Rejected("server_error", "The server failed to handle that message.").body
+                )
             )
 
     async def receive_json(self, content: Any, **kwargs: Any) -> None:
@@ -206,7 +239,9 @@ class ExecConsumer(AsyncJsonWebsocketConsumer):
             raise Rejected("not_found", "No such flow in this workspace.") from exc
         run_id = str(run.pk)
         self.follows.setdefault(run_id, RunFollow(run_id, self.workspace.pk, self.session_id, 0))
-        await self.send_json({"event": "accepted", "run_id": run_id, "session_id": self.session_id})
+        await self.send_json(
+            with_request_id({"event": "accepted", "run_id": run_id, "session_id": self.session_id})
+        )
 
     @in_db_thread
     def _start(self, content: dict) -> Run:
@@ -295,7 +330,9 @@ class ExecConsumer(AsyncJsonWebsocketConsumer):
             raise Rejected("forbidden", str(exc)) from exc
         run_id = str(run.pk)
         self.follows.setdefault(run_id, RunFollow(run_id, self.workspace.pk, self.session_id, 0))
-        await self.send_json({"event": "accepted", "run_id": run_id, "session_id": self.session_id})
+        await self.send_json(
+            with_request_id({"event": "accepted", "run_id": run_id, "session_id": self.session_id})
+        )
 
     # --- replay: a finished run played back from its log, nothing else is touched --------
 

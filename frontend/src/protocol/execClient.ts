@@ -22,7 +22,7 @@ export type RunEvent = {
 
 export type ConnectionState = "connecting" | "open" | "reconnecting" | "closed";
 
-export type Rejection = { code: string; message: string; problems?: unknown[] };
+export type Rejection = { code: string; message: string; problems?: unknown[]; request_id?: string };
 
 export class RunRejected extends Error {
   constructor(public readonly rejection: Rejection) {
@@ -33,6 +33,7 @@ export class RunRejected extends Error {
 type Follow = { lastSeq: number; finished: boolean };
 
 type Pending = {
+  requestId: string;
   resolve: (runId: string) => void;
   reject: (err: Error) => void;
 };
@@ -65,6 +66,7 @@ export class ExecClient {
   private timer: ReturnType<typeof setTimeout> | null = null;
   private stopped = false;
   private reauthorising = false;
+  private requests = 0;
   private outbox: string[] = [];
   private replayListeners = new Set<(event: RunEvent) => void>();
   private replaying: {
@@ -167,10 +169,25 @@ export class ExecClient {
   }
 
   private start(frame: Record<string, unknown>): Promise<string> {
+    // Replies carry the request_id back, so each is matched to its own request, not by order.
+    const requestId = this.nextRequestId();
     return new Promise<string>((resolve, reject) => {
-      this.pending.push({ resolve, reject });
-      this.send(frame);
+      this.pending.push({ requestId, resolve, reject });
+      this.send({ ...frame, request_id: requestId });
     });
+  }
+
+  private nextRequestId(): string {
+    this.requests += 1;
+    return `r${this.requests}`;
+  }
+
+  /** The pending start a reply answers: by its request_id (any server that echoes one). */
+  private takePending(frame: Record<string, unknown>): Pending | undefined {
+    const id = frame.request_id;
+    if (typeof id !== "string") return undefined;
+    const index = this.pending.findIndex((p) => p.requestId === id);
+    return index < 0 ? undefined : this.pending.splice(index, 1)[0];
   }
 
   /** Follow a run from `afterSeq` (0: from the start); later resumes continue from what is held. */
@@ -186,7 +203,7 @@ export class ExecClient {
   }
 
   cancel(runId: string): void {
-    this.send({ action: "cancel", run_id: runId });
+    this.send({ action: "cancel", run_id: runId, request_id: this.nextRequestId() });
   }
 
   private send(frame: unknown): void {
@@ -289,12 +306,12 @@ export class ExecClient {
     if (kind === "accepted") {
       const runId = String(frame.run_id);
       if (!this.follows.has(runId)) this.follows.set(runId, { lastSeq: 0, finished: false });
-      this.pending.shift()?.resolve(runId);
+      this.takePending(frame)?.resolve(runId);
       return;
     }
     if (kind === "rejected") {
       const rejection = frame as unknown as Rejection;
-      const pending = this.pending.shift();
+      const pending = this.takePending(frame);
       if (pending) pending.reject(new RunRejected(rejection));
       for (const listener of this.rejectionListeners) listener(rejection);
       return;
