@@ -55,6 +55,7 @@ run: setup
 
 test: setup browser
 	$(PY) -m ruff check .
+	cd frontend && npm test --silent
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 lint: $(STAMP)
