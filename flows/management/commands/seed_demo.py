@@ -1,3 +1,8 @@
+"""`manage.py seed_demo`: the demo workspace, user and flows on an empty database.
+
+It lives with what it seeds (flows): tenancy (accounts) imports no other app.
+"""
+
 from __future__ import annotations
 
 import os
@@ -8,6 +13,7 @@ from django.db import transaction
 
 from accounts.models import User, Workspace
 from accounts.services import workspace_create
+from flows.demo import seed_demo_flow
 
 DEMO_EMAIL = os.environ.get("FLOWDECK_DEMO_EMAIL", "demo@flowdeck.local")
 DEMO_PASSWORD = os.environ.get("FLOWDECK_DEMO_PASSWORD", "flowdeck-demo")
@@ -34,9 +40,4 @@ class Command(BaseCommand):
         self.stdout.write(self.style.SUCCESS(f"Demo login: {DEMO_EMAIL} / {DEMO_PASSWORD}"))
 
     def seed_flows(self, workspace: Workspace, user: User) -> None:
-        """Hook for the flows app's demo content (issue 3)."""
-        try:
-            from flows.demo import seed_demo_flow
-        except ImportError:
-            return
         seed_demo_flow(workspace=workspace, user=user)
