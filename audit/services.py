@@ -70,44 +70,24 @@ def record(
     head = _lock_head()
     return _append(
         head,
-        action=action,
-        workspace=workspace,
-        actor=actor,
-        target=target,
-        before=before,
-        after=after,
-        ip=ip,
-        user_agent=user_agent,
+        AuditEntry(
+            created_at=timezone.now(),
+            workspace_id=workspace.pk if workspace is not None else None,
+            actor_id=actor.pk if actor is not None else None,
+            actor_label=_text(actor.email if actor is not None else "", 254),
+            action=action,
+            target=_text(target, 255),
+            before=_json(before),
+            after=_json(after),
+            ip=context.clean_ip(ip),
+            user_agent=_text(user_agent or "", context.USER_AGENT_MAX),
+        ),
     )
 
 
-def _append(
-    head: AuditChainHead,
-    *,
-    action: str,
-    workspace: Workspace | None = None,
-    actor: Any = None,
-    target: str = "",
-    before: Any = None,
-    after: Any = None,
-    ip: str | None = None,
-    user_agent: str | None = None,
-) -> AuditEntry:
-    """Append one entry after the locked `head` and move the head (sealed) to it."""
-    entry = AuditEntry(
-        seq=head.seq + 1,
-        created_at=timezone.now(),
-        workspace_id=workspace.pk if workspace is not None else None,
-        actor_id=actor.pk if actor is not None else None,
-        actor_label=_text(actor.email if actor is not None else "", 254),
-        action=action,
-        target=_text(target, 255),
-        before=_json(before),
-        after=_json(after),
-        ip=context.clean_ip(ip),
-        user_agent=_text(user_agent or "", context.USER_AGENT_MAX),
-        prev_hash=head.hash,
-    )
+def _append(head: AuditChainHead, entry: AuditEntry) -> AuditEntry:
+    """Chain `entry` after the locked `head`, save it and move the head (sealed) to it."""
+    entry.seq, entry.prev_hash = head.seq + 1, head.hash
     entry.hash = entry.compute_hash()
     entry.save()
     head.seq, head.hash = entry.seq, entry.hash
@@ -139,9 +119,13 @@ def _lock_head() -> AuditChainHead:
     head = AuditChainHead.objects.select_for_update().get(pk=HEAD_PK)
     if last is not None:
         log.error("audit chain head was missing; rebuilt at seq %s", last.seq)
-        _append(
-            head, action="audit.head_rebuilt", target="audit:head", after={"last_seq": last.seq}
+        rebuilt = AuditEntry(
+            created_at=timezone.now(),
+            action="audit.head_rebuilt",
+            target="audit:head",
+            after={"last_seq": last.seq},
         )
+        _append(head, rebuilt)
     return head
 
 

@@ -65,6 +65,18 @@ def add_member(workspace: Workspace, user: User, role: str) -> Membership:
 
 
 @pytest.fixture
+def staff() -> User:
+    return User.objects.create_superuser("ops@flowdeck.example", PASSWORD, name="Ops")
+
+
+@pytest.fixture
+def staff_client(staff: User) -> Client:
+    client = Client()
+    client.force_login(staff, backend="django.contrib.auth.backends.ModelBackend")
+    return client
+
+
+@pytest.fixture
 def alice_owner(db: None) -> User:
     return make_user("alice@example.com", name="Alice")
 

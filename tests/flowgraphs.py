@@ -8,6 +8,7 @@ from accounts.models import User, Workspace
 from flows import crypto
 from flows.models import Credential, Flow, FlowVersion
 from flows.services import graph_checksum
+from runs.models import Run
 
 
 def _chain(model: dict[str, Any]) -> dict[str, Any]:
@@ -55,6 +56,22 @@ def save_flow(workspace: Workspace, user: User, graph: dict[str, Any], name: str
         created_by=user,
     )
     return flow
+
+
+def queued_run(
+    workspace: Workspace, user: User, graph: dict[str, Any], inputs: dict[str, Any]
+) -> Run:
+    """A queued run of a new flow, created without enqueueing its task (the test executes
+    it in-process; a live worker elsewhere in the session must not pick it up)."""
+    flow = save_flow(workspace, user, graph)
+    return Run.objects.create(
+        workspace=workspace,
+        flow=flow,
+        flow_version=flow.versions.get(),
+        session_id="s1",
+        started_by=user,
+        inputs=inputs,
+    )
 
 
 def demo_flow(workspace: Workspace, user: User, *, reply: str, delay_ms: int) -> Flow:

@@ -18,18 +18,6 @@ pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
-def staff() -> User:
-    return User.objects.create_superuser("ops@flowdeck.example", PASSWORD, name="Ops")
-
-
-@pytest.fixture
-def staff_client(staff: User) -> Client:
-    client = Client()
-    client.force_login(staff, backend="django.contrib.auth.backends.ModelBackend")
-    return client
-
-
-@pytest.fixture
 def secrets_in_db(workspace_a, alice_owner, carol_admin) -> dict[str, str]:
     """A live token and invitation, returning every secret that must never be shown."""
     issued = api_token_create(workspace=workspace_a, user=alice_owner, name="deploy bot")

@@ -94,28 +94,17 @@ def test_numbers_beyond_64_bits_are_refused_by_the_schema(workspace_a, alice_own
 @pytest.mark.django_db(transaction=True)
 async def test_a_socket_frame_with_a_lone_surrogate_is_rejected_and_the_socket_stays_open():
     from asgiref.sync import sync_to_async
-    from channels.testing import WebsocketCommunicator
 
-    from accounts.models import ApiToken  # noqa: F401  (the token below needs the tables)
     from accounts.services import api_token_create, workspace_create
-    from config.asgi import application
     from tests.conftest import make_user
+    from tests.wsclient import in_process_socket
 
     def world() -> str:
         user = make_user("sock@example.com")
         workspace = workspace_create(name="Sock", slug="sock", owner=user)
         return api_token_create(workspace=workspace, user=user, name="t").secret
 
-    secret = await sync_to_async(world)()
-    headers = [
-        (b"origin", b"http://localhost"),
-        (b"host", b"localhost"),
-        (b"authorization", f"Bearer {secret}".encode()),
-    ]
-    communicator = WebsocketCommunicator(application, "/ws/w/sock/exec", headers=headers)
-    connected, _ = await communicator.connect(timeout=10)
-    assert connected
-    assert (await communicator.receive_json_from(timeout=10))["event"] == "session"
+    communicator = await in_process_socket("sock", await sync_to_async(world)())
     await communicator.send_to(
         text_data='{"action": "run", "flow": 1, "inputs": {"input": "\\ud800"}}'
     )

@@ -9,31 +9,17 @@ import re
 
 import pytest
 from django.db import connection
-from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
-from accounts.models import Membership, User
+from accounts.models import Membership
 from flows.models import WorkspaceComponentPolicy, WorkspaceComponentPolicyChange
 from flows.services import credential_create, flow_version_create
 from runs.models import Run, RunEvent
-from tests.conftest import PASSWORD
 from tests.flowgraphs import demo_graph
 from tests.runlogs import NODES, make_flow, make_run
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def staff() -> User:
-    return User.objects.create_superuser("ops@flowdeck.example", PASSWORD, name="Ops")
-
-
-@pytest.fixture
-def staff_client(staff: User) -> Client:
-    client = Client()
-    client.force_login(staff, backend="django.contrib.auth.backends.ModelBackend")
-    return client
 
 
 def run_page(run: Run) -> str:

@@ -54,15 +54,7 @@ def _graph(hostile: dict[str, Any], in_port: str, out_port: str) -> dict[str, An
 
 
 def _queued(workspace, user, graph, text: str) -> Run:
-    flow = flowgraphs.save_flow(workspace, user, graph)
-    return Run.objects.create(
-        workspace=workspace,
-        flow=flow,
-        flow_version=flow.versions.get(),
-        session_id="s1",
-        started_by=user,
-        inputs={"input": text},
-    )
+    return flowgraphs.queued_run(workspace, user, graph, {"input": text})
 
 
 def _execute(run: Run) -> None:

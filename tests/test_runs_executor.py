@@ -26,17 +26,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 
 def _queued(workspace, user, graph) -> Run:
-    """A queued run, created without enqueueing its task (the test executes it here; a
-    live worker elsewhere in the session must not pick it up)."""
-    flow = flowgraphs.save_flow(workspace, user, graph)
-    return Run.objects.create(
-        workspace=workspace,
-        flow=flow,
-        flow_version=flow.versions.get(),
-        session_id="s1",
-        started_by=user,
-        inputs={"input": "hi"},
-    )
+    return flowgraphs.queued_run(workspace, user, graph, {"input": "hi"})
 
 
 def _events(run: Run) -> list[str]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from collections.abc import Iterator
@@ -126,9 +127,11 @@ def test_a_run_start_while_redis_is_down_is_refused_and_the_socket_stays_open(
     assert Run.objects.get(pk=run_id).status == RunStatus.SUCCEEDED
 
 
-@pytest.fixture
-def split_broker_stack(django_db_setup: None) -> Iterator[tuple[LiveStack, PrivateRedis]]:
-    """Daphne + a worker running the beat schedule, whose broker is a Redis of its own
+@contextlib.contextmanager
+def _broker_apart(
+    suffix: str, *, worker: str | None, **env: str
+) -> Iterator[tuple[LiveStack, PrivateRedis]]:
+    """Daphne (and `worker`, running the beat schedule) whose broker is a Redis of its own
     (FLOWDECK_BROKER_URL) apart from the channel layer's and the cache's."""
     layer, broker = PrivateRedis(), PrivateRedis()
     layer.start()
@@ -138,17 +141,25 @@ def split_broker_stack(django_db_setup: None) -> Iterator[tuple[LiveStack, Priva
         env=subprocess_env(
             REDIS_URL=layer.url,
             FLOWDECK_BROKER_URL=broker.url,
-            FLOWDECK_CHANNEL_PREFIX=f"{settings.CHANNEL_PREFIX}b",
+            FLOWDECK_CHANNEL_PREFIX=f"{settings.CHANNEL_PREFIX}{suffix}",
+            **env,
         ),
     )
     try:
         stack.start_daphne()
-        stack.start_worker("bworker", beat=True)
+        if worker is not None:
+            stack.start_worker(worker, beat=True)
         yield stack, broker
     finally:
         stack.stop()
         broker.stop()
         layer.stop()
+
+
+@pytest.fixture
+def split_broker_stack(django_db_setup: None) -> Iterator[tuple[LiveStack, PrivateRedis]]:
+    with _broker_apart("b", worker="bworker") as started:
+        yield started
 
 
 def test_a_run_accepted_while_the_broker_is_down_runs_once_it_is_back(
@@ -185,26 +196,9 @@ def test_a_run_accepted_while_the_broker_is_down_runs_once_it_is_back(
 
 @pytest.fixture
 def emptied_broker_stack(django_db_setup: None) -> Iterator[tuple[LiveStack, PrivateRedis]]:
-    """As split_broker_stack, with a short redispatch bound so the test waits seconds."""
-    layer, broker = PrivateRedis(), PrivateRedis()
-    layer.start()
-    broker.start()
-    stack = LiveStack(
-        port=free_port(),
-        env=subprocess_env(
-            REDIS_URL=layer.url,
-            FLOWDECK_BROKER_URL=broker.url,
-            FLOWDECK_CHANNEL_PREFIX=f"{settings.CHANNEL_PREFIX}e",
-            FLOWDECK_REDISPATCH_SECONDS="3",
-        ),
-    )
-    try:
-        stack.start_daphne()
-        yield stack, broker
-    finally:
-        stack.stop()
-        broker.stop()
-        layer.stop()
+    """No worker yet (the test starts it), and a short redispatch bound."""
+    with _broker_apart("e", worker=None, FLOWDECK_REDISPATCH_SECONDS="3") as started:
+        yield started
 
 
 def test_runs_whose_tasks_an_emptied_broker_lost_start_once_it_is_back(

@@ -9,8 +9,8 @@ import pytest
 from asgiref.sync import sync_to_async
 from channels.testing import WebsocketCommunicator
 
-from config.asgi import application
 from tests.conftest import make_user
+from tests.wsclient import in_process_socket
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -27,16 +27,7 @@ def _world() -> tuple[str, int]:
 
 async def _socket() -> tuple[WebsocketCommunicator, int]:
     secret, flow_id = await sync_to_async(_world)()
-    headers = [
-        (b"origin", b"http://localhost"),
-        (b"host", b"localhost"),
-        (b"authorization", f"Bearer {secret}".encode()),
-    ]
-    communicator = WebsocketCommunicator(application, "/ws/w/rid/exec", headers=headers)
-    connected, _ = await communicator.connect(timeout=10)
-    assert connected
-    assert (await communicator.receive_json_from(timeout=10))["event"] == "session"
-    return communicator, flow_id
+    return await in_process_socket("rid", secret), flow_id
 
 
 async def _reply(communicator: WebsocketCommunicator, message: dict) -> dict:

@@ -108,3 +108,22 @@ def in_thread(fn: Any) -> Any:
             connection.close()
 
     return sync_to_async(call, thread_sensitive=False)()
+
+
+async def in_process_socket(slug: str, secret: str) -> Any:
+    """The exec socket of workspace `slug` through Channels' WebsocketCommunicator (no
+    server process), authenticated by an API token; returns it after its `session` reply."""
+    from channels.testing import WebsocketCommunicator
+
+    from config.asgi import application
+
+    headers = [
+        (b"origin", b"http://localhost"),
+        (b"host", b"localhost"),
+        (b"authorization", f"Bearer {secret}".encode()),
+    ]
+    communicator = WebsocketCommunicator(application, f"/ws/w/{slug}/exec", headers=headers)
+    connected, _ = await communicator.connect(timeout=10)
+    assert connected
+    assert (await communicator.receive_json_from(timeout=10))["event"] == "session"
+    return communicator
