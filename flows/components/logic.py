@@ -50,8 +50,9 @@ class Router(Component):
     label = "Router"
     category = "Logic"
     description = (
-        "Sends the input to the first rule's output that matches (comma-separated keywords "
-        "or a regex), else to the default output. Nodes behind untaken outputs are skipped."
+        "Sends the input to the first rule's output that matches (comma-separated keywords, "
+        "or a regex in RE2 syntax: no backreferences or lookaround), else to the default "
+        "output. Nodes behind untaken outputs are skipped."
     )
     inputs = [Port("input", "any", label="Input")]
     outputs = [Port("default", "text", label="Default")]
