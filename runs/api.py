@@ -1,4 +1,4 @@
-"""Runs API: start, read, page through events, cancel, re-run (DESIGN.md, "HTTP API").
+"""Runs API: start, read, page through events, cancel, re-run (docs/protocol.md, "HTTP API").
 
 The Server-Sent Events stream lives in runs/sse.py (a streaming view, not a JSON route).
 """
@@ -18,17 +18,9 @@ from flows.access import access_flow
 from runs import selectors, services
 from runs.access import access_run
 from runs.models import Run
+from runs.schemas import MAX_EVENT_PAGE, EventsQuery, RerunIn, RunStartIn
 
 router = Router(tags=["runs"])
-
-MAX_EVENT_PAGE = 1000
-
-
-class RunStartIn(Schema):
-    inputs: dict[str, Any] = {}
-    version: DbInt | None = None
-    session_id: str | None = None
-
 
 class RunStartedOut(Schema):
     run_id: str
@@ -58,16 +50,6 @@ class EventsOut(Schema):
     events: list[dict[str, Any]]
     next_after_seq: int
     finished: bool
-
-
-class EventsQuery(Schema):
-    after_seq: DbInt = 0
-    limit: DbInt = MAX_EVENT_PAGE
-
-
-class RerunIn(Schema):
-    session_id: str | None = None
-    from_node: str | None = None
 
 
 def run_out(run: Run) -> dict[str, Any]:

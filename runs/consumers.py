@@ -1,4 +1,4 @@
-"""The execution WebSocket: `/ws/w/<slug>/exec?session=<id>` (DESIGN.md, "WebSocket protocol").
+"""The execution WebSocket: `/ws/w/<slug>/exec?session=<id>` (docs/protocol.md).
 
 Delivery is exact per run and connection: the consumer remembers the last seq it sent for
 each run it follows and only ever sends seq + 1. A live event that skips ahead (the channel
@@ -35,7 +35,7 @@ from audit import context as audit_context
 from config.errors import SERVICE_UNAVAILABLE, UNAVAILABLE_MESSAGE
 from config.jsontext import UnstorableText, check_text
 from flows.access import access_flow
-from runs import selectors, services
+from runs import schemas, selectors, services
 from runs.access import access_run
 from runs.events import session_group
 from runs.models import Run, RunStatus
@@ -61,10 +61,9 @@ class Rejected(Exception):
         self.body = {"event": "rejected", "code": code, "message": message, **extra}
 
 
-# A client may put `request_id` (a string of up to 64 characters, or an integer) on any
-# message; the `accepted` or `rejected` it causes carries it back, so replies are matched
-# to requests by id, not by order (a refused cancel once failed the wrong pending run).
-MAX_REQUEST_ID = 64
+# The current message's `request_id` (runs.schemas): the `accepted` or `rejected` it causes
+# carries it back, so replies are matched to requests by id, not by order (a refused cancel
+# once failed the wrong pending run).
 _request_id: contextvars.ContextVar[str | int | None] = contextvars.ContextVar(
     "request_id", default=None
 )
@@ -74,19 +73,6 @@ def with_request_id(reply: dict[str, Any]) -> dict[str, Any]:
     """`reply` with the current message's request_id, if it had one."""
     request_id = _request_id.get()
     return reply if request_id is None else {**reply, "request_id": request_id}
-
-
-def _clean_request_id(content: Any) -> str | int | None:
-    if not isinstance(content, dict) or "request_id" not in content:
-        return None
-    value = content["request_id"]
-    if isinstance(value, bool) or not isinstance(value, str | int):
-        raise Rejected("invalid_request", "`request_id` must be a string or an integer.")
-    if isinstance(value, str) and not 1 <= len(value) <= MAX_REQUEST_ID:
-        raise Rejected("invalid_request", f"`request_id` is 1 to {MAX_REQUEST_ID} characters.")
-    if isinstance(value, int) and not -(2**53) < value < 2**53:
-        raise Rejected("invalid_request", "`request_id` must fit in a JavaScript number.")
-    return value
 
 
 class RunFollow:
@@ -188,8 +174,10 @@ class ExecConsumer(AsyncJsonWebsocketConsumer):
                 check_text(content)
             except UnstorableText as exc:
                 raise Rejected("invalid_text", str(exc)) from exc
-            _request_id.set(_clean_request_id(content))
+            _request_id.set(schemas.request_id_of(content))
             await self.receive_json(content)
+        except schemas.MessageRefused as exc:
+            await self.send_json(with_request_id(Rejected(exc.code, exc.message).body))
         except Rejected as exc:
             await self.send_json(with_request_id(exc.body))
         except SERVICE_UNAVAILABLE:  # rolled back: the client may simply try again
@@ -204,31 +192,22 @@ class ExecConsumer(AsyncJsonWebsocketConsumer):
             )
 
     async def receive_json(self, content: Any, **kwargs: Any) -> None:
-        if not isinstance(content, dict):
-            raise Rejected("invalid_message", "Send a JSON object.")
-        action = content.get("action")
-        if action is None and "nodes" in content:
-            action = "run"
+        message = schemas.parse_message(content)
         handler = {
-            "run": self._run,
-            "resume": self._resume,
-            "cancel": self._cancel,
-            "rerun": self._rerun,
-            "replay": self._replay,
-            "replay_pause": self._replay_pause,
-            "replay_play": self._replay_play,
-        }.get(action if isinstance(action, str) else "")
-        if handler is None:
-            raise Rejected(
-                "unknown_action",
-                "Unknown action: use run, resume, cancel, rerun, replay, replay_pause or "
-                "replay_play.",
-            )
-        await handler(content)
+            schemas.RunMessage: self._run,
+            schemas.GraphMessage: self._run,
+            schemas.ResumeMessage: self._resume,
+            schemas.CancelMessage: self._cancel,
+            schemas.RerunMessage: self._rerun,
+            schemas.ReplayMessage: self._replay,
+            schemas.ReplayPauseMessage: self._replay_pause,
+            schemas.ReplayPlayMessage: self._replay_play,
+        }[type(message)]
+        await handler(message)
 
-    async def _run(self, content: dict) -> None:
+    async def _run(self, message: schemas.RunMessage | schemas.GraphMessage) -> None:
         try:
-            run = await self._start(content)
+            run = await self._start(message)
         except services.RunRefused as exc:
             raise Rejected(
                 exc.code, exc.message, **({"problems": exc.problems} if exc.problems else {})
@@ -237,27 +216,24 @@ class ExecConsumer(AsyncJsonWebsocketConsumer):
             raise Rejected("forbidden", str(exc)) from exc
         except Http404 as exc:
             raise Rejected("not_found", "No such flow in this workspace.") from exc
-        run_id = str(run.pk)
+        await self._accepted(str(run.pk))
+
+    async def _accepted(self, run_id: str) -> None:
+        """Follow a run this connection started from seq 1, and say it was accepted."""
         self.follows.setdefault(run_id, RunFollow(run_id, self.workspace.pk, self.session_id, 0))
         await self.send_json(
             with_request_id({"event": "accepted", "run_id": run_id, "session_id": self.session_id})
         )
 
     @in_db_thread
-    def _start(self, content: dict) -> Run:
-        flow = None
-        flow_id = content.get("flow")
-        if flow_id is not None:
-            if not isinstance(flow_id, int) or isinstance(flow_id, bool):
-                raise services.RunRefused("invalid_request", "`flow` must be a flow id.")
-            flow = access_flow(self.membership, flow_id)  # the service checks the role
-        version = content.get("version")
-        if version is not None and (not isinstance(version, int) or isinstance(version, bool)):
-            raise services.RunRefused("invalid_request", "`version` must be a number.")
-        is_graph = content.get("action") is None
-        graph = None
-        if is_graph:
-            graph = {k: v for k, v in content.items() if k in {"nodes", "edges"}}
+    def _start(self, message: schemas.RunMessage | schemas.GraphMessage) -> Run:
+        # The service checks the role; access_flow only that the flow is this workspace's.
+        flow = access_flow(self.membership, message.flow) if message.flow is not None else None
+        if isinstance(message, schemas.GraphMessage):
+            graph = {"nodes": message.nodes, "edges": message.edges}
+            version = None
+        else:
+            graph, version = None, message.version
         return services.run_start(
             workspace=self.workspace,
             acting=self.membership,
@@ -265,14 +241,8 @@ class ExecConsumer(AsyncJsonWebsocketConsumer):
             flow=flow,
             version_number=version,
             graph=graph,
-            inputs=content.get("inputs"),
+            inputs=message.inputs,
         )
-
-    def _run_id(self, content: dict) -> str:
-        run_id = content.get("run_id")
-        if not isinstance(run_id, str) or len(run_id) > 64:
-            raise Rejected("invalid_request", "`run_id` must be a run id.")
-        return run_id
 
     @in_db_thread
     def _load_run(self, run_id: str) -> Run:
@@ -281,12 +251,8 @@ class ExecConsumer(AsyncJsonWebsocketConsumer):
         except Http404 as exc:
             raise Rejected("not_found", "No such run in this workspace.") from exc
 
-    async def _resume(self, content: dict) -> None:
-        run_id = self._run_id(content)
-        after = content.get("after_seq", 0)
-        if not isinstance(after, int) or isinstance(after, bool) or after < 0:
-            raise Rejected("invalid_request", "`after_seq` must be a whole number >= 0.")
-        run = await self._load_run(run_id)
+    async def _resume(self, message: schemas.ResumeMessage) -> None:
+        run = await self._load_run(message.run_id)
         run_id = str(run.pk)
         follow = self.follows.get(run_id)
         if follow is None:
@@ -298,11 +264,11 @@ class ExecConsumer(AsyncJsonWebsocketConsumer):
         if follow.group not in self.groups_joined:
             await self._join(follow.group)
         async with follow.lock:
-            follow.sent = max(follow.sent, after)
+            follow.sent = max(follow.sent, message.after_seq)
             await self._fill(follow, upto=None)
 
-    async def _cancel(self, content: dict) -> None:
-        run = await self._load_run(self._run_id(content))
+    async def _cancel(self, message: schemas.CancelMessage) -> None:
+        run = await self._load_run(message.run_id)
         try:
             await in_db_thread(services.run_cancel)(
                 workspace=self.workspace, acting=self.membership, run=run
@@ -310,44 +276,30 @@ class ExecConsumer(AsyncJsonWebsocketConsumer):
         except PermissionDenied as exc:
             raise Rejected("forbidden", str(exc)) from exc
 
-    async def _rerun(self, content: dict) -> None:
+    async def _rerun(self, message: schemas.RerunMessage) -> None:
         """Re-run a run (same version and inputs), optionally from one node onwards."""
-        original = await self._load_run(self._run_id(content))
-        from_node = content.get("from_node")
-        if from_node is not None and (not isinstance(from_node, str) or len(from_node) > 100):
-            raise Rejected("invalid_request", "`from_node` must be a node id.")
+        original = await self._load_run(message.run_id)
         try:
             run = await in_db_thread(services.run_rerun)(
                 workspace=self.workspace,
                 acting=self.membership,
                 run=original,
                 session_id=self.session_id,
-                from_node=from_node,
+                from_node=message.from_node,
             )
         except services.RunRefused as exc:
             raise Rejected(exc.code, exc.message) from exc
         except PermissionDenied as exc:
             raise Rejected("forbidden", str(exc)) from exc
-        run_id = str(run.pk)
-        self.follows.setdefault(run_id, RunFollow(run_id, self.workspace.pk, self.session_id, 0))
-        await self.send_json(
-            with_request_id({"event": "accepted", "run_id": run_id, "session_id": self.session_id})
-        )
+        await self._accepted(str(run.pk))
 
     # --- replay: a finished run played back from its log, nothing else is touched --------
 
-    async def _replay(self, content: dict) -> None:
-        run = await self._load_run(self._run_id(content))
+    async def _replay(self, message: schemas.ReplayMessage) -> None:
+        run = await self._load_run(message.run_id)
         if not run.is_finished:
             raise Rejected("not_finished", "Only finished runs can be replayed; resume live runs.")
-        speed = content.get("speed", 1)
-        if speed != "instant" and (
-            not isinstance(speed, int | float) or isinstance(speed, bool) or not 0.1 <= speed <= 100
-        ):
-            raise Rejected("invalid_request", "`speed` is a number from 0.1 to 100, or instant.")
-        from_seq = content.get("from_seq", 0)
-        if not isinstance(from_seq, int) or isinstance(from_seq, bool) or from_seq < 0:
-            raise Rejected("invalid_request", "`from_seq` must be a whole number >= 0.")
+        speed, from_seq = message.speed, message.from_seq
         old = getattr(self, "replay_task", None)
         if old is not None:
             old.cancel()
@@ -371,12 +323,12 @@ class ExecConsumer(AsyncJsonWebsocketConsumer):
             self._play(str(run.pk), None if speed == "instant" else float(speed), from_seq)
         )
 
-    async def _replay_pause(self, content: dict) -> None:
+    async def _replay_pause(self, message: schemas.ReplayPauseMessage) -> None:
         if getattr(self, "replay_task", None) is None:
             raise Rejected("no_replay", "Nothing is being replayed.")
         self.replay_playing.clear()
 
-    async def _replay_play(self, content: dict) -> None:
+    async def _replay_play(self, message: schemas.ReplayPlayMessage) -> None:
         if getattr(self, "replay_task", None) is None:
             raise Rejected("no_replay", "Nothing is being replayed.")
         self.replay_playing.set()

@@ -19,7 +19,7 @@ class RunStatus(models.TextChoices):
 
 
 TERMINAL_STATUSES = {RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.CANCELLED}
-# The `completed` event's status for each terminal run status (DESIGN.md protocol words).
+# The `completed` event's status for each terminal run status (docs/protocol.md).
 COMPLETED_STATUS = {
     RunStatus.SUCCEEDED: "success",
     RunStatus.FAILED: "error",
@@ -139,7 +139,7 @@ class RunEvent(models.Model):
         return f"{self.run_id}#{self.seq} {self.event}"
 
     def as_message(self) -> dict:
-        """The wire form (DESIGN.md): {event, run_id, seq, node_id, ts, ...payload}."""
+        """The wire form (docs/protocol.md): {event, run_id, seq, node_id, ts, ...payload}."""
         return {
             "event": self.event,
             "run_id": str(self.run_id),

@@ -210,7 +210,7 @@ def run_event_page(run: Run, *, after: int = 0, size: int = 100) -> EventPage:
     rows = list(RunEvent.objects.filter(run=run, seq__gt=after).order_by("seq")[: size + 1])
     events = rows[:size]
     next_after = events[-1].seq if len(rows) > size else None
-    # seq has no gaps (DESIGN.md), so the previous page starts `size` earlier.
+    # seq has no gaps (docs/protocol.md), so the previous page starts `size` earlier.
     prev_after = max(0, after - size) if after > 0 else None
     return EventPage(events, after, next_after, prev_after)
 

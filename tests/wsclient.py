@@ -1,4 +1,4 @@
-"""A protocol client for tests: the `websockets` library speaking DESIGN.md's protocol."""
+"""A protocol client for tests: the `websockets` library speaking docs/protocol.md."""
 
 from __future__ import annotations
 

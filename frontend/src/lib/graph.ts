@@ -1,4 +1,4 @@
-/** The flow graph (DESIGN.md, "Flow graph") and its React Flow form. */
+/** The flow graph (docs/protocol.md, "The flow graph") and its React Flow form. */
 import type { Edge, Node } from "@xyflow/react";
 
 export type Port = { name: string; type: string; label?: string; required?: boolean; multi?: boolean };

@@ -1,5 +1,5 @@
 /**
- * The one client of the execution WebSocket protocol (DESIGN.md, "WebSocket protocol").
+ * The one client of the execution WebSocket protocol (docs/protocol.md).
  *
  * Everything that talks to `/ws/w/<slug>/exec` goes through this module: the editor's run
  * panel, the run page and (later) replay. It owns the session id, reconnects with
