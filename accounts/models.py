@@ -62,6 +62,8 @@ class User(AbstractBaseUser, PermissionsMixin):
         if not password_changed:
             super().save(*args, **kwargs)  # type: ignore[arg-type]
             return
+        # Here, not at the top: audit's models import this module (the audit entry's
+        # actor and workspace), so audit cannot be imported while it loads.
         from audit import context
         from audit.services import record
 

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from django.http import HttpRequest, HttpResponse
 
 from audit import context
+from audit.services import write_pending_denials
 
 
 class AuditContextMiddleware:
@@ -21,7 +22,5 @@ class AuditContextMiddleware:
         with context.bound(ctx):
             response = self.get_response(request)
             if ctx.pending_denials:
-                from audit.services import write_pending_denials
-
                 write_pending_denials(ctx)
         return response

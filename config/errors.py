@@ -10,6 +10,7 @@ import logging
 
 from django.db import InterfaceError, OperationalError
 from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.views.defaults import page_not_found
 from kombu.exceptions import OperationalError as BrokerError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -59,6 +60,4 @@ def not_found(request: HttpRequest, exception: Exception | None = None) -> HttpR
     Django's page."""
     if request.path.startswith("/api/"):
         return JsonResponse({"detail": "Not Found"}, status=404)
-    from django.views.defaults import page_not_found
-
     return page_not_found(request, exception)  # type: ignore[arg-type]

@@ -14,15 +14,7 @@ from typing import Any
 
 from django.db.models import Max
 from django.http import HttpRequest
-from ninja import Router, Schema
-
-try:
-    from ninja import Status
-except ImportError:  # django-ninja before 1.6 took plain (status, body) tuples
-
-    def Status(status: int, body: Any) -> Any:  # type: ignore[no-redef]  # noqa: N802
-        return status, body
-
+from ninja import Router, Schema, Status
 
 from accounts.api_auth import DbInt, WorkspaceSlug, context, minimum_role
 from accounts.models import Role

@@ -21,6 +21,7 @@ from pydantic import BaseModel, ValidationError
 
 from flows.components.base import BuildEnv, Component, NodeError, Port, types_compatible
 from flows.components.registry import get_component
+from flows.selectors import enabled_keys
 
 if TYPE_CHECKING:
     from accounts.models import Workspace
@@ -146,12 +147,6 @@ def _pydantic_problems(node_id: str, exc: ValidationError) -> list[Problem]:
     return problems
 
 
-def _enabled_keys(workspace: Workspace) -> set[str]:
-    from flows.selectors import enabled_keys
-
-    return enabled_keys(workspace)
-
-
 def _short(value: Any, limit: int = 60) -> str:
     text = value if isinstance(value, str) else json.dumps(value, default=str)[:limit]
     text = text.encode("ascii", "backslashreplace").decode()
@@ -195,7 +190,7 @@ def _validate(graph: Any, workspace: Workspace, env: BuildEnv) -> _Validated:
         )
         return result
 
-    enabled = _enabled_keys(workspace)
+    enabled = enabled_keys(workspace)
     ports: dict[str, tuple[dict[str, Port], dict[str, Port]]] = {}
     seen_ids: set[str] = set()
     for index, node in enumerate(nodes):

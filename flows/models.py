@@ -162,13 +162,9 @@ class WorkspaceComponentPolicy(models.Model):
         return f"{self.workspace}: {self.key} {'enabled' if self.enabled else 'disabled'}"
 
 
-class PolicyScope(models.TextChoices):
-    PLATFORM = "platform", "Platform"
-    WORKSPACE = "workspace", "Workspace"
-
-
-class ComponentPolicyChange(models.Model):
-    """History of platform-wide whitelist changes (who, when, before, after)."""
+class PolicyChange(models.Model):
+    """One change of a whitelist (who, when, before, after); the audit trail records it too,
+    this history is what the admin shows beside the policy."""
 
     key = models.CharField(max_length=100)
     before = models.JSONField(null=True)
@@ -179,31 +175,32 @@ class ComponentPolicyChange(models.Model):
     changed_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
+        abstract = True
         ordering = ["-changed_at", "-pk"]
 
     def __str__(self) -> str:
         return f"{self.key}: {self.before} -> {self.after}"
 
 
-class WorkspaceComponentPolicyChange(models.Model):
-    """History of a workspace's whitelist narrowing (who, when, before, after)."""
+class ComponentPolicyChange(PolicyChange):
+    """History of platform-wide whitelist changes."""
+
+    class Meta(PolicyChange.Meta):
+        pass
+
+
+class WorkspaceComponentPolicyChange(PolicyChange):
+    """History of a workspace's whitelist narrowing."""
 
     workspace = models.ForeignKey(
         Workspace, on_delete=models.CASCADE, db_index=True, related_name="+"
     )
-    key = models.CharField(max_length=100)
-    before = models.JSONField(null=True)
-    after = models.JSONField(null=True)
-    changed_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, related_name="+"
-    )
-    changed_at = models.DateTimeField(default=timezone.now)
 
-    class Meta:
-        ordering = ["-changed_at", "-pk"]
+    class Meta(PolicyChange.Meta):
+        pass
 
     def __str__(self) -> str:
-        return f"{self.workspace}: {self.key}: {self.before} -> {self.after}"
+        return f"{self.workspace}: {super().__str__()}"
 
 
 class ConversationMessage(models.Model):

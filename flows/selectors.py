@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from django.db.models import QuerySet, Value
+from django.db.models import OuterRef, QuerySet, Subquery, Value
 
 from accounts.models import Workspace
 from accounts.tenancy import get_scoped, scoped
 from flows.components.base import DecryptedCredential
+from flows.components.registry import REGISTRY
 from flows.crypto import decrypt
 from flows.models import (
     ComponentPolicy,
@@ -21,6 +22,19 @@ from flows.models import (
 def flows_of(workspace: Workspace) -> QuerySet[Flow]:
     """Live (not deleted, not scratch) flows of `workspace`, most recently changed first."""
     return scoped(Flow, workspace).filter(deleted_at__isnull=True, is_scratch=False)
+
+
+def flows_for_list(workspace: Workspace, *, search: str = "") -> QuerySet[Flow]:
+    """Live flows of `workspace` with their latest version number, newest first."""
+    latest = scoped(FlowVersion, workspace).filter(flow=OuterRef("pk")).order_by("-number")
+    flows = (
+        flows_of(workspace)
+        .select_related("created_by")
+        .annotate(latest_version=Subquery(latest.values("number")[:1]))
+    )
+    if search:
+        flows = flows.filter(name__icontains=search)
+    return flows.order_by("-updated_at", "-pk")
 
 
 def get_flow(workspace: Workspace, flow_id: object) -> Flow:
@@ -80,8 +94,6 @@ def credential_exists(workspace: Workspace, credential_id: object) -> bool:
 
 def _with_defaults(platform_rows: dict[str, bool]) -> dict[str, bool]:
     """Registered key -> enabled platform-wide (the component default where no row exists)."""
-    from flows.components.registry import REGISTRY
-
     return {key: platform_rows.get(key, cls.default_enabled) for key, cls in REGISTRY.items()}
 
 
@@ -113,8 +125,6 @@ def enabled_keys(workspace: Workspace) -> set[str]:
 
 def whitelist_for(workspace: Workspace) -> list[dict]:
     """Every registered component with the platform and workspace switches and the outcome."""
-    from flows.components.registry import REGISTRY
-
     platform, narrowed = policies(workspace)
     return [
         {

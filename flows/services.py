@@ -9,9 +9,11 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import re
 from typing import Any
 
-from django.core.exceptions import ValidationError
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.core.validators import URLValidator
 from django.db import transaction
 from django.db.models import Max
 from django.utils import timezone
@@ -19,6 +21,8 @@ from django.utils import timezone
 from accounts.models import Membership, Role, User, Workspace
 from accounts.tenancy import require_role, scoped
 from audit.services import credential_diff, credential_snapshot, record
+from flows.builder import GraphInvalid, validate_graph
+from flows.components.registry import REGISTRY
 from flows.crypto import encrypt
 from flows.endpoints import EndpointRefused, check_model_endpoint
 from flows.models import (
@@ -32,6 +36,7 @@ from flows.models import (
     WorkspaceComponentPolicy,
     WorkspaceComponentPolicyChange,
 )
+from flows.selectors import platform_policy
 
 log = logging.getLogger(__name__)
 
@@ -241,8 +246,6 @@ def flow_version_create(
     Raises flows.builder.GraphInvalid with every problem. Role checks are the caller's
     (API: editor; runs: editor).
     """
-    from flows.builder import GraphInvalid, validate_graph
-
     problems = validate_graph(graph, flow.workspace)
     if problems:
         raise GraphInvalid(problems)
@@ -257,8 +260,6 @@ def _clean_credential(provider: str, base_url: str) -> tuple[str, str]:
         raise ValidationError({"provider": [f"One of: {', '.join(Provider.values)}."]})
     base_url = (base_url or "").strip()
     if base_url:
-        from django.core.validators import URLValidator
-
         try:
             URLValidator(schemes=["http", "https"])(base_url)
         except ValidationError as exc:
@@ -367,8 +368,6 @@ def credential_delete(*, workspace: Workspace, acting: Membership, credential: C
 
 # --- the whitelist --------------------------------------------------------------------------
 def _registered(key: str) -> None:
-    from flows.components.registry import REGISTRY
-
     if key not in REGISTRY:
         raise ValidationError({"key": [f"No component `{str(key)[:100]}` exists."]})
 
@@ -377,8 +376,6 @@ def _registered(key: str) -> None:
 def platform_policy_set(*, key: str, enabled: bool, acting_user: User) -> ComponentPolicy:
     """Platform staff enable or disable component `key` everywhere; the change is recorded."""
     if not (acting_user.is_staff or acting_user.is_superuser):
-        from django.core.exceptions import PermissionDenied
-
         raise PermissionDenied("Only platform staff change the platform whitelist.")
     _registered(key)
     policy = ComponentPolicy.objects.select_for_update().filter(key=key).first()
@@ -396,18 +393,35 @@ def record_platform_change(
     *, key: str, before: bool | None, after: bool | None, acting_user: User | None
 ) -> None:
     """Write a platform whitelist history row (call inside the change's transaction)."""
-    ComponentPolicyChange.objects.create(
-        key=key,
-        before=None if before is None else {"enabled": before},
-        after=None if after is None else {"enabled": after},
-        changed_by=acting_user,
-    )
+    _policy_changed(None, key=key, before=before, after=after, acting_user=acting_user)
+
+
+def _policy_changed(
+    workspace: Workspace | None,
+    *,
+    key: str,
+    before: bool | None,
+    after: bool | None,
+    acting_user: User | None,
+) -> None:
+    """The history row of a whitelist change (the platform's, or `workspace`'s) and its audit
+    entry; call inside the change's transaction, after its row locks."""
+    states = {
+        "before": None if before is None else {"enabled": before},
+        "after": None if after is None else {"enabled": after},
+    }
+    if workspace is None:
+        ComponentPolicyChange.objects.create(key=key, changed_by=acting_user, **states)
+    else:
+        WorkspaceComponentPolicyChange.objects.create(
+            workspace=workspace, key=key, changed_by=acting_user, **states
+        )
     record(
-        action="whitelist.platform_change",
+        action="whitelist.workspace_change" if workspace else "whitelist.platform_change",
+        workspace=workspace,
         actor=acting_user,
         target=f"component:{key}",
-        before=None if before is None else {"enabled": before},
-        after=None if after is None else {"enabled": after},
+        **states,
     )
 
 
@@ -417,8 +431,6 @@ def workspace_policy_set(
 ) -> None:
     """A workspace admin narrows the whitelist: disable keys, or re-enable keys they had
     disabled. Enabling a key the platform disabled is refused (it cannot widen)."""
-    from flows.selectors import platform_policy
-
     require_role(acting, Role.ADMIN)
     platform = platform_policy()
     for key, enabled in changes.items():
@@ -429,7 +441,7 @@ def workspace_policy_set(
             raise ValidationError(
                 {key: ["Disabled by the platform: a workspace cannot enable it."]}
             )
-    changed: list[tuple[str, bool, bool]] = []  # audited after the loop: row locks first
+    changed: list[tuple[str, bool, bool]] = []  # recorded after the loop: row locks first
     for key, enabled in sorted(changes.items()):
         row = (
             WorkspaceComponentPolicy.objects.select_for_update()
@@ -447,23 +459,9 @@ def workspace_policy_set(
                 key=key,
                 defaults={"enabled": False, "updated_by": acting.user},
             )
-        WorkspaceComponentPolicyChange.objects.create(
-            workspace=workspace,
-            key=key,
-            before={"enabled": before},
-            after={"enabled": enabled},
-            changed_by=acting.user,
-        )
         changed.append((key, before, enabled))
     for key, before, enabled in changed:
-        record(
-            action="whitelist.workspace_change",
-            workspace=workspace,
-            actor=acting.user,
-            target=f"component:{key}",
-            before={"enabled": before},
-            after={"enabled": enabled},
-        )
+        _policy_changed(workspace, key=key, before=before, after=enabled, acting_user=acting.user)
 
 
 # --- documents --------------------------------------------------------------------------------
@@ -481,8 +479,6 @@ def document_create(
     collection: str = "default",
 ) -> Document:
     """A text document in one of the workspace's collections (for docs.corpus)."""
-    import re
-
     require_role(acting, Role.EDITOR)
     if not re.match(COLLECTION_RE, collection or ""):
         raise ValidationError({"collection": ["1-64 letters, digits, '-' or '_'."]})

@@ -11,39 +11,29 @@ from typing import Any
 
 from django.contrib import messages
 from django.core.exceptions import ValidationError
-from django.db.models import OuterRef, QuerySet, Subquery
+from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views import View
 
 from accounts.models import Role, Workspace
-from accounts.tenancy import WorkspaceMixin, scoped
+from accounts.tenancy import WorkspaceMixin
 from flows import selectors, services
 from flows.access import access_flow
-from flows.models import Flow, FlowVersion
-from runs.models import Run
+from flows.models import Flow
+from runs import selectors as run_selectors
 
 SEARCH_MAX = 100
 
 
-def flows_for_list(workspace: Workspace, *, search: str = "") -> QuerySet[Flow]:
-    """Live flows of `workspace` with their latest version number and last run, newest first."""
-    last_run = scoped(Run, workspace).filter(flow=OuterRef("pk")).order_by("-created_at")
-    latest = scoped(FlowVersion, workspace).filter(flow=OuterRef("pk")).order_by("-number")
-    flows = (
-        selectors.flows_of(workspace)
-        .select_related("created_by")
-        .annotate(
-            last_run_status=Subquery(last_run.values("status")[:1]),
-            last_run_at=Subquery(last_run.values("created_at")[:1]),
-            last_run_id=Subquery(last_run.values("pk")[:1]),
-            latest_version=Subquery(latest.values("number")[:1]),
-        )
-    )
-    if search:
-        flows = flows.filter(name__icontains=search)
-    return flows.order_by("-updated_at", "-pk")
+def _with_last_runs(workspace: Workspace, flows: QuerySet[Flow]) -> list[Flow]:
+    """The flows, each with `last_run` (a runs.selectors.RunSummary, or None)."""
+    listed = list(flows)
+    summaries = run_selectors.last_runs(workspace, [flow.pk for flow in listed])
+    for flow in listed:
+        flow.last_run = summaries.get(flow.pk)  # type: ignore[attr-defined]  # for the template
+    return listed
 
 
 def _int(value: str | None) -> int:
@@ -66,7 +56,9 @@ class FlowListView(WorkspaceMixin, View):
             {
                 "workspace": self.workspace,
                 "membership": self.membership,
-                "flows": flows_for_list(self.workspace, search=search),
+                "flows": _with_last_runs(
+                    self.workspace, selectors.flows_for_list(self.workspace, search=search)
+                ),
                 "search": search,
                 "can_edit": self.membership.has_role(Role.EDITOR),
             },

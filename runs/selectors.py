@@ -6,11 +6,12 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from django.db.models import BooleanField, Count, Max, Min, QuerySet
+from django.db.models import BooleanField, Count, Max, Min, OuterRef, QuerySet, Subquery
 from django.db.models.expressions import RawSQL
 
 from accounts.models import Workspace
 from accounts.tenancy import scoped
+from flows.models import Flow
 from runs.models import LIFECYCLE_EVENTS, TERMINAL_STATUSES, Run, RunEvent
 
 EVENT_PAGE = 1000
@@ -297,3 +298,29 @@ def compare_runs(workspace: Workspace, run_a: Run, run_b: Run) -> list[NodeCompa
         )
         for node_id, component in components.items()
     ]
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """What a list of flows shows of a flow's latest run."""
+
+    id: Any
+    status: str
+    created_at: datetime
+
+
+def last_runs(workspace: Workspace, flow_ids: list[int]) -> dict[int, RunSummary]:
+    """The latest run of each of these flows of `workspace` that has one (one query)."""
+    latest = scoped(Run, workspace).filter(flow=OuterRef("pk")).order_by("-created_at")
+    rows = (
+        scoped(Flow, workspace)
+        .filter(pk__in=flow_ids)
+        .annotate(
+            run_id=Subquery(latest.values("pk")[:1]),
+            run_status=Subquery(latest.values("status")[:1]),
+            run_at=Subquery(latest.values("created_at")[:1]),
+        )
+        .filter(run_id__isnull=False)
+        .values_list("pk", "run_id", "run_status", "run_at")
+    )
+    return {pk: RunSummary(run_id, status, at) for pk, run_id, status, at in rows}
