@@ -23,6 +23,7 @@ from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
 
 from flows.components.registry import REGISTRY
+from flows.diff import graph_diff
 from flows.models import (
     ComponentPolicy,
     ComponentPolicyChange,
@@ -220,12 +221,13 @@ class FlowAdmin(ReadOnlyAdmin):
 
         b = picked("b", numbers[0] if numbers else None)
         a = picked("a", numbers[1] if len(numbers) > 1 else b)
-        table = ""
+        table, diff = "", None
         if a is not None and b is not None:
             versions = {
                 v.number: v for v in FlowVersion.objects.filter(flow=flow, number__in=[a, b])
             }
             table = version_diff(versions[a], versions[b])
+            diff = graph_diff(versions[a].graph, versions[b].graph)
         context = {
             **self.admin_site.each_context(request),
             "opts": self.opts,
@@ -235,6 +237,7 @@ class FlowAdmin(ReadOnlyAdmin):
             "a": a,
             "b": b,
             "table": table,
+            "diff": diff,
         }
         return TemplateResponse(request, "admin/flows/flow_diff.html", context)
 

@@ -15,6 +15,7 @@ from typing import Any
 from django.db.models import Max
 from django.http import HttpRequest
 from ninja import Router, Schema, Status
+from ninja.errors import HttpError
 
 from accounts.api_auth import DbInt, WorkspaceSlug, context, minimum_role
 from accounts.models import Role
@@ -23,6 +24,7 @@ from flows import selectors, services
 from flows.access import access_credential, access_flow
 from flows.builder import GraphInvalid, validate_graph
 from flows.components.registry import all_components
+from flows.diff import graph_diff
 from flows.models import Credential, Document, Flow, FlowVersion
 
 router = Router(tags=["flows"])
@@ -120,6 +122,30 @@ class VersionSummaryOut(Schema):
 
 class VersionOut(VersionSummaryOut):
     graph: Any
+
+
+class ParamChangeOut(Schema):
+    key: str
+    before: str | None
+    after: str | None
+
+
+class NodeChangeOut(Schema):
+    node_id: str
+    changes: list[ParamChangeOut]
+
+
+class VersionDiffOut(Schema):
+    """What changed from version `a` to version `b` (flows.diff): values as JSON text."""
+
+    a: int
+    b: int
+    added: list[str]
+    removed: list[str]
+    changed: list[NodeChangeOut]
+    edges_added: list[str]
+    edges_removed: list[str]
+    components: dict[str, str]
 
 
 class FlowOut(Schema):
@@ -382,6 +408,26 @@ def versions_list(request: HttpRequest, slug: WorkspaceSlug, flow_id: DbInt) -> 
     return [
         _version_summary(v) for v in selectors.versions_of(flow).select_related("created_by")[:500]
     ]
+
+
+@router.get("flows/{flow_id}/diff", response=VersionDiffOut)
+@minimum_role(Role.VIEWER)
+def versions_diff(
+    request: HttpRequest,
+    slug: WorkspaceSlug,
+    flow_id: DbInt,
+    a: DbInt | None = None,
+    b: DbInt | None = None,
+) -> dict:
+    """Compare versions `a` and `b` (default: the latest and the one before it)."""
+    flow = access_flow(context(request).membership, flow_id)
+    numbers = list(selectors.versions_of(flow).values_list("number", flat=True)[:2])
+    if not numbers:
+        raise HttpError(404, "This flow has no versions.")
+    b = numbers[0] if b is None else b
+    a = (numbers[-1] if len(numbers) > 1 else b) if a is None else a
+    left, right = selectors.get_version(flow, a), selectors.get_version(flow, b)
+    return {"a": a, "b": b, **graph_diff(left.graph, right.graph).as_dict()}
 
 
 @router.get("flows/{flow_id}/versions/{number}", response=VersionOut)

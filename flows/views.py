@@ -21,6 +21,7 @@ from accounts.models import Role, Workspace
 from accounts.tenancy import WorkspaceMixin
 from flows import selectors, services
 from flows.access import access_flow
+from flows.diff import graph_diff
 from flows.models import Flow
 from runs import selectors as run_selectors
 
@@ -171,39 +172,6 @@ class FlowEditorView(WorkspaceMixin, View):
         )
 
 
-def graph_changes(a: dict[str, Any], b: dict[str, Any]) -> dict[str, list[str]]:
-    """What changed from graph `a` to graph `b`: nodes added/removed, per-node parameter
-    (or component) changes, edges added/removed — the same reading as the editor's diff."""
-
-    def nodes(graph: dict[str, Any]) -> dict[str, dict[str, Any]]:
-        return {n.get("id"): n for n in graph.get("nodes") or [] if isinstance(n, dict)}
-
-    def edges(graph: dict[str, Any]) -> set[str]:
-        return {
-            f"{e.get('source')}.{e.get('source_port')} → {e.get('target')}.{e.get('target_port')}"
-            for e in graph.get("edges") or []
-            if isinstance(e, dict)
-        }
-
-    na, nb = nodes(a), nodes(b)
-    changed = []
-    for node_id in sorted(set(na) & set(nb), key=str):
-        pa, pb = na[node_id].get("params") or {}, nb[node_id].get("params") or {}
-        keys = sorted(k for k in set(pa) | set(pb) if pa.get(k) != pb.get(k))
-        if na[node_id].get("component") != nb[node_id].get("component"):
-            keys.insert(0, "component")
-        if keys:
-            changed.append(f"{node_id}: {', '.join(keys)}")
-    ea, eb = edges(a), edges(b)
-    return {
-        "added": sorted(str(k) for k in set(nb) - set(na)),
-        "removed": sorted(str(k) for k in set(na) - set(nb)),
-        "changed": changed,
-        "edges_added": sorted(eb - ea),
-        "edges_removed": sorted(ea - eb),
-    }
-
-
 class FlowVersionsView(WorkspaceMixin, View):
     """A flow's version history; `?a=<n>&b=<n>` compares two versions."""
 
@@ -216,7 +184,7 @@ class FlowVersionsView(WorkspaceMixin, View):
         if request.GET.get("a") and request.GET.get("b"):
             left = selectors.get_version(flow, _int(request.GET["a"]))
             right = selectors.get_version(flow, _int(request.GET["b"]))
-            diff = graph_changes(left.graph, right.graph)
+            diff = graph_diff(left.graph, right.graph)
         return render(
             request,
             "flows/versions.html",

@@ -35,7 +35,7 @@ import { CatalogContext, ProblemsContext, RunViewContext } from "./contexts";
 import { NodeCard } from "./NodeCard";
 import { DRAG_TYPE, Palette } from "./Palette";
 import { ParamPanel, type Credential } from "./ParamPanel";
-import { VersionsPanel, type VersionInfo } from "./VersionsPanel";
+import { VersionsPanel, type VersionDiff, type VersionInfo } from "./VersionsPanel";
 import { problemsByNode, type Problem } from "./problems";
 
 const nodeTypes = { component: NodeCard };
@@ -383,11 +383,8 @@ function Editor({ config }: EditorProps) {
     [api, checkpoint, config.flowId, dirty, restore],
   );
 
-  const fetchVersionGraph = useCallback(
-    async (number: number): Promise<Graph> => {
-      const data = await api.get<Record<string, unknown>>(`flows/${config.flowId}/versions/${number}`);
-      return (data.graph ?? data) as Graph;
-    },
+  const fetchVersionDiff = useCallback(
+    (a: number, b: number) => api.get<VersionDiff>(`flows/${config.flowId}/diff?a=${a}&b=${b}`),
     [api, config.flowId],
   );
 
@@ -581,7 +578,7 @@ function Editor({ config }: EditorProps) {
                       versions={versions}
                       current={version}
                       onLoad={loadVersion}
-                      fetchGraph={fetchVersionGraph}
+                      fetchDiff={fetchVersionDiff}
                       catalog={catalog}
                     />
                   )}

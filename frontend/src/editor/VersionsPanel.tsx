@@ -1,5 +1,5 @@
 import { useState } from "react";
-import type { Component, Graph } from "../lib/graph";
+import type { Component } from "../lib/graph";
 import { formatTime } from "../lib/format";
 
 export type VersionInfo = {
@@ -10,39 +10,21 @@ export type VersionInfo = {
   is_draft: boolean;
 };
 
-type Diff = {
+/** What changed between two versions: `GET flows/<id>/diff` (flows/diff.py on the server,
+ * the one reading of a version diff; values are JSON text). */
+export type VersionDiff = {
+  a: number;
+  b: number;
   added: string[];
   removed: string[];
-  changed: { id: string; keys: string[] }[];
-  edgesAdded: string[];
-  edgesRemoved: string[];
+  changed: { node_id: string; changes: { key: string; before: string | null; after: string | null }[] }[];
+  edges_added: string[];
+  edges_removed: string[];
+  components: Record<string, string>;
 };
 
-function edgeKey(e: Graph["edges"][number]): string {
-  return `${e.source}.${e.source_port} → ${e.target}.${e.target_port}`;
-}
-
-export function diffGraphs(a: Graph, b: Graph): Diff {
-  const an = new Map(a.nodes.map((n) => [n.id, n]));
-  const bn = new Map(b.nodes.map((n) => [n.id, n]));
-  const changed: Diff["changed"] = [];
-  for (const [id, nb] of bn) {
-    const na = an.get(id);
-    if (!na) continue;
-    const keys = new Set([...Object.keys(na.params ?? {}), ...Object.keys(nb.params ?? {})]);
-    const diffKeys = [...keys].filter((k) => JSON.stringify(na.params?.[k]) !== JSON.stringify(nb.params?.[k]));
-    if (na.component !== nb.component) diffKeys.unshift("component");
-    if (diffKeys.length) changed.push({ id, keys: diffKeys });
-  }
-  const ae = new Set(a.edges.map(edgeKey));
-  const be = new Set(b.edges.map(edgeKey));
-  return {
-    added: [...bn.keys()].filter((id) => !an.has(id)),
-    removed: [...an.keys()].filter((id) => !bn.has(id)),
-    changed,
-    edgesAdded: [...be].filter((k) => !ae.has(k)),
-    edgesRemoved: [...ae].filter((k) => !be.has(k)),
-  };
+function isEmpty(d: VersionDiff): boolean {
+  return d.added.length + d.removed.length + d.changed.length + d.edges_added.length + d.edges_removed.length === 0;
 }
 
 /** Version history: load one onto the canvas, or compare two. */
@@ -50,22 +32,22 @@ export function VersionsPanel({
   versions,
   current,
   onLoad,
-  fetchGraph,
+  fetchDiff,
   catalog,
 }: {
   versions: VersionInfo[];
   current: number | null;
   onLoad: (n: number) => Promise<void>;
-  fetchGraph: (n: number) => Promise<Graph>;
+  fetchDiff: (a: number, b: number) => Promise<VersionDiff>;
   catalog: Map<string, Component>;
 }) {
   const sorted = [...versions].sort((x, y) => y.number - x.number);
   const [left, setLeft] = useState<number | "">(sorted[1]?.number ?? "");
   const [right, setRight] = useState<number | "">(sorted[0]?.number ?? "");
-  const [diff, setDiff] = useState<Diff | null>(null);
+  const [diff, setDiff] = useState<VersionDiff | null>(null);
   const [error, setError] = useState<string | null>(null);
-  const label = (id: string, g?: Graph) => {
-    const key = g?.nodes.find((n) => n.id === id)?.component;
+  const label = (id: string) => {
+    const key = diff?.components[id];
     return key ? `${id} (${catalog.get(key)?.label ?? key})` : id;
   };
 
@@ -102,8 +84,7 @@ export function VersionsPanel({
             if (left === "" || right === "") return;
             setError(null);
             try {
-              const [a, b] = await Promise.all([fetchGraph(left), fetchGraph(right)]);
-              setDiff(diffGraphs(a, b));
+              setDiff(await fetchDiff(left, right));
             } catch (err) {
               setError((err as Error).message);
             }
@@ -132,9 +113,7 @@ export function VersionsPanel({
       {error && <p className="error" role="alert">{error}</p>}
       {diff && (
         <div className="diff" data-testid="diff">
-          {diff.added.length + diff.removed.length + diff.changed.length + diff.edgesAdded.length + diff.edgesRemoved.length === 0 && (
-            <p>No differences.</p>
-          )}
+          {isEmpty(diff) && <p>No differences.</p>}
           <ul>
             {diff.added.map((id) => (
               <li key={`a${id}`} className="added">+ node {label(id)}</li>
@@ -142,15 +121,17 @@ export function VersionsPanel({
             {diff.removed.map((id) => (
               <li key={`r${id}`} className="removed">− node {label(id)}</li>
             ))}
-            {diff.changed.map((c) => (
-              <li key={`c${c.id}`} className="changed">
-                ~ {c.id}: {c.keys.join(", ")}
-              </li>
-            ))}
-            {diff.edgesAdded.map((k) => (
+            {diff.changed.flatMap((node) =>
+              node.changes.map((c) => (
+                <li key={`c${node.node_id}.${c.key}`} className="changed">
+                  ~ {node.node_id}: {c.key} <code>{c.before ?? "(not set)"}</code> → <code>{c.after ?? "(not set)"}</code>
+                </li>
+              )),
+            )}
+            {diff.edges_added.map((k) => (
               <li key={`ea${k}`} className="added">+ edge {k}</li>
             ))}
-            {diff.edgesRemoved.map((k) => (
+            {diff.edges_removed.map((k) => (
               <li key={`er${k}`} className="removed">− edge {k}</li>
             ))}
           </ul>
