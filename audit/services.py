@@ -230,13 +230,13 @@ def write_pending_denials(ctx: context.AuditContext) -> None:
 
 @transaction.atomic
 def audit_export_record(
-    *, workspace: Workspace, acting_user: User, fmt: str, filters: dict[str, Any]
+    *, workspace: Workspace, acting: User, fmt: str, filters: dict[str, Any]
 ) -> AuditEntry:
     """An admin exported their workspace's trail: recorded before the first byte leaves."""
     return record(
         action="audit.export",
         workspace=workspace,
-        actor=acting_user,
+        actor=acting,
         target=f"workspace:{workspace.slug}",
         after={"format": fmt, "filters": filters},
     )

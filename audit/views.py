@@ -126,7 +126,7 @@ class AuditExportView(WorkspaceMixin, View):
         filters = form.filters()
         services.audit_export_record(
             workspace=self.workspace,
-            acting_user=request.user,  # type: ignore[arg-type]
+            acting=request.user,  # type: ignore[arg-type]
             fmt=fmt,
             filters=_filters_for_log(filters),
         )

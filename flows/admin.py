@@ -77,7 +77,7 @@ class ComponentPolicyAdmin(admin.ModelAdmin):
             key=obj.key,
             before=before,
             after=obj.enabled,
-            acting_user=request.user,  # type: ignore[arg-type]
+            acting=request.user,  # type: ignore[arg-type]
         )
 
     def delete_model(self, request: HttpRequest, obj: ComponentPolicy) -> None:
@@ -85,7 +85,7 @@ class ComponentPolicyAdmin(admin.ModelAdmin):
             key=obj.key,
             before=obj.enabled,
             after=None,
-            acting_user=request.user,  # type: ignore[arg-type]
+            acting=request.user,  # type: ignore[arg-type]
         )
         super().delete_model(request, obj)
 
@@ -106,7 +106,7 @@ class ComponentPolicyAdmin(admin.ModelAdmin):
                     key=obj.key,
                     before=before,
                     after=enabled,
-                    acting_user=request.user,  # type: ignore[arg-type]
+                    acting=request.user,  # type: ignore[arg-type]
                 )
 
     @admin.action(description="Enable selected components")

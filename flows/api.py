@@ -392,7 +392,7 @@ def versions_create(
         version = services.flow_version_create(
             flow=flow,
             graph=payload.graph,
-            acting_user=context(request).user,
+            acting=context(request).user,
             note=payload.note,
             is_draft=payload.is_draft,
         )

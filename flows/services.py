@@ -90,7 +90,7 @@ def flow_create(
         after={"name": flow.name},
     )
     if graph is not None:
-        flow_version_create(flow=flow, graph=graph, acting_user=acting.user, note=note)
+        flow_version_create(flow=flow, graph=graph, acting=acting.user, note=note)
     return flow
 
 
@@ -158,7 +158,7 @@ def flow_duplicate(*, workspace: Workspace, acting: Membership, flow: Flow) -> F
         _add_version(
             flow=copy,
             graph=latest.graph,
-            acting_user=acting.user,
+            acting=acting.user,
             note=f"copied from {flow.name} v{latest.number}"[:500],
             is_draft=False,
         )
@@ -206,7 +206,7 @@ def scratch_flow_for(*, workspace: Workspace, user: User) -> Flow:
 
 
 def _add_version(
-    *, flow: Flow, graph: dict, acting_user: User | None, note: str, is_draft: bool
+    *, flow: Flow, graph: dict, acting: User | None, note: str, is_draft: bool
 ) -> FlowVersion:
     # Lock the flow row so concurrent saves get consecutive numbers.
     Flow.objects.select_for_update().filter(pk=flow.pk).first()
@@ -219,13 +219,13 @@ def _add_version(
         checksum=graph_checksum(graph),
         note=(note or "")[:500],
         is_draft=is_draft,
-        created_by=acting_user,
+        created_by=acting,
     )
     Flow.objects.filter(pk=flow.pk).update(updated_at=timezone.now())
     record(
         action="flow.version_save",
         workspace=flow.workspace,
-        actor=acting_user,
+        actor=acting,
         target=f"flow:{flow.pk}",
         after={"version": version.number, "checksum": version.checksum, "draft": is_draft},
     )
@@ -237,7 +237,7 @@ def flow_version_create(
     *,
     flow: Flow,
     graph: dict,
-    acting_user: User | None,
+    acting: User | None,
     note: str = "",
     is_draft: bool = False,
 ) -> FlowVersion:
@@ -250,7 +250,7 @@ def flow_version_create(
     if problems:
         raise GraphInvalid(problems)
     return _add_version(
-        flow=flow, graph=graph, acting_user=acting_user, note=note, is_draft=is_draft
+        flow=flow, graph=graph, acting=acting, note=note, is_draft=is_draft
     )
 
 
@@ -373,9 +373,9 @@ def _registered(key: str) -> None:
 
 
 @transaction.atomic
-def platform_policy_set(*, key: str, enabled: bool, acting_user: User) -> ComponentPolicy:
+def platform_policy_set(*, key: str, enabled: bool, acting: User) -> ComponentPolicy:
     """Platform staff enable or disable component `key` everywhere; the change is recorded."""
-    if not (acting_user.is_staff or acting_user.is_superuser):
+    if not (acting.is_staff or acting.is_superuser):
         raise PermissionDenied("Only platform staff change the platform whitelist.")
     _registered(key)
     policy = ComponentPolicy.objects.select_for_update().filter(key=key).first()
@@ -383,17 +383,17 @@ def platform_policy_set(*, key: str, enabled: bool, acting_user: User) -> Compon
     if policy is None:
         policy = ComponentPolicy(key=key)
     policy.enabled = enabled
-    policy.updated_by = acting_user
+    policy.updated_by = acting
     policy.save()
-    record_platform_change(key=key, before=before, after=enabled, acting_user=acting_user)
+    record_platform_change(key=key, before=before, after=enabled, acting=acting)
     return policy
 
 
 def record_platform_change(
-    *, key: str, before: bool | None, after: bool | None, acting_user: User | None
+    *, key: str, before: bool | None, after: bool | None, acting: User | None
 ) -> None:
     """Write a platform whitelist history row (call inside the change's transaction)."""
-    _policy_changed(None, key=key, before=before, after=after, acting_user=acting_user)
+    _policy_changed(None, key=key, before=before, after=after, acting=acting)
 
 
 def _policy_changed(
@@ -402,7 +402,7 @@ def _policy_changed(
     key: str,
     before: bool | None,
     after: bool | None,
-    acting_user: User | None,
+    acting: User | None,
 ) -> None:
     """The history row of a whitelist change (the platform's, or `workspace`'s) and its audit
     entry; call inside the change's transaction, after its row locks."""
@@ -411,15 +411,15 @@ def _policy_changed(
         "after": None if after is None else {"enabled": after},
     }
     if workspace is None:
-        ComponentPolicyChange.objects.create(key=key, changed_by=acting_user, **states)
+        ComponentPolicyChange.objects.create(key=key, changed_by=acting, **states)
     else:
         WorkspaceComponentPolicyChange.objects.create(
-            workspace=workspace, key=key, changed_by=acting_user, **states
+            workspace=workspace, key=key, changed_by=acting, **states
         )
     record(
         action="whitelist.workspace_change" if workspace else "whitelist.platform_change",
         workspace=workspace,
-        actor=acting_user,
+        actor=acting,
         target=f"component:{key}",
         **states,
     )
@@ -461,7 +461,7 @@ def workspace_policy_set(
             )
         changed.append((key, before, enabled))
     for key, before, enabled in changed:
-        _policy_changed(workspace, key=key, before=before, after=enabled, acting_user=acting.user)
+        _policy_changed(workspace, key=key, before=before, after=enabled, acting=acting.user)
 
 
 # --- documents --------------------------------------------------------------------------------

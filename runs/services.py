@@ -165,7 +165,7 @@ def run_start(
         if flow is None:
             flow = flow_services.scratch_flow_for(workspace=workspace, user=acting.user)
         version = flow_services.flow_version_create(
-            flow=flow, graph=graph, acting_user=acting.user, note="run from editor", is_draft=True
+            flow=flow, graph=graph, acting=acting.user, note="run from editor", is_draft=True
         )
     else:
         if flow is None:

@@ -192,7 +192,7 @@ def test_whitelist_changes_are_recorded(workspace_a, alice_owner, django_user_mo
     assert (change.before, change.after) == ({"enabled": True}, {"enabled": False})
 
     staff = django_user_model.objects.create_user("staff@example.com", "x", is_staff=True)
-    flow_services.platform_policy_set(key="llm.demo", enabled=False, acting_user=staff)
+    flow_services.platform_policy_set(key="llm.demo", enabled=False, acting=staff)
     platform = _last("whitelist.platform_change")
     assert platform.workspace_id is None and platform.actor_id == staff.pk
     assert platform.after == {"enabled": False}
@@ -208,7 +208,7 @@ def test_flow_create_version_save_rename_and_delete_are_recorded(workspace_a, er
     version = _last("flow.version_save")
     assert version.target == f"flow:{flow.pk}" and version.after["version"] == 1
     assert version.actor_id == erin_editor.pk
-    flow_services.flow_version_create(flow=flow, graph=DEMO_GRAPH, acting_user=erin_editor)
+    flow_services.flow_version_create(flow=flow, graph=DEMO_GRAPH, acting=erin_editor)
     assert _last("flow.version_save").after["version"] == 2
     flow_services.flow_rename(workspace=workspace_a, acting=acting, flow=flow, name="Helpdesk")
     rename = _last("flow.rename")

@@ -347,7 +347,7 @@ def test_flow_list_takes_a_constant_number_of_queries(
         flow = services.flow_create(
             workspace=workspace_a, acting=acting, name=f"f{i}", graph=hello_graph()
         )
-        services.flow_version_create(flow=flow, graph=hello_graph(), acting_user=erin_editor)
+        services.flow_version_create(flow=flow, graph=hello_graph(), acting=erin_editor)
     client = client_for(erin_editor)
     client.get(api("acme", "flows"))  # warm up the session
     with django_assert_max_num_queries(8):

@@ -98,10 +98,10 @@ def test_version_numbers_checksums_and_immutability(workspace_a):
     acting = owner(workspace_a)
     flow = services.flow_create(workspace=workspace_a, acting=acting, name="f", graph=hello_graph())
     second = services.flow_version_create(
-        flow=flow, graph=diamond(), acting_user=acting.user, note="n"
+        flow=flow, graph=diamond(), acting=acting.user, note="n"
     )
     draft = services.flow_version_create(
-        flow=flow, graph=diamond(), acting_user=acting.user, is_draft=True
+        flow=flow, graph=diamond(), acting=acting.user, is_draft=True
     )
     assert [v.number for v in FlowVersion.objects.filter(flow=flow).order_by("number")] == [1, 2, 3]
     assert draft.is_draft and not second.is_draft
@@ -110,7 +110,7 @@ def test_version_numbers_checksums_and_immutability(workspace_a):
     assert services.graph_checksum(reordered) == second.checksum
     assert second.workspace_id == workspace_a.pk
     with pytest.raises(GraphInvalid):
-        services.flow_version_create(flow=flow, graph={"nodes": "bad"}, acting_user=acting.user)
+        services.flow_version_create(flow=flow, graph={"nodes": "bad"}, acting=acting.user)
     assert FlowVersion.objects.filter(flow=flow).count() == 3
 
 

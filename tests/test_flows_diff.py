@@ -72,7 +72,7 @@ def test_a_long_value_is_cut():
 def _flow_with_two_versions(workspace, user) -> Flow:
     acting = Membership.objects.get(workspace=workspace, user=user)
     flow = flow_create(workspace=workspace, acting=acting, name="Diffed", graph=_graph("one"))
-    flow_version_create(flow=flow, graph=_graph("two", extra=True), acting_user=user)
+    flow_version_create(flow=flow, graph=_graph("two", extra=True), acting=user)
     return flow
 
 

@@ -54,7 +54,7 @@ def test_platform_disable_removes_the_component_everywhere(
     version = FlowVersion.objects.get(flow=flow)
     build_plan(version.graph, workspace_a)  # builds while enabled
 
-    services.platform_policy_set(key="llm.demo", enabled=False, acting_user=staff)
+    services.platform_policy_set(key="llm.demo", enabled=False, acting=staff)
 
     assert "llm.demo" not in catalog_keys(client_for(alice_owner))
     assert "llm.demo" not in catalog_keys(client_for(mallory_owner), "bravo")
@@ -63,14 +63,14 @@ def test_platform_disable_removes_the_component_everywhere(
         build_plan(version.graph, workspace_a)
     assert {(p.node_id, p.code) for p in info.value.problems} == {("demo_1", "component_disabled")}
 
-    services.platform_policy_set(key="llm.demo", enabled=True, acting_user=staff)
+    services.platform_policy_set(key="llm.demo", enabled=True, acting=staff)
     assert "llm.demo" in catalog_keys(client_for(alice_owner))
     assert build_plan(version.graph, workspace_a).order
 
 
 def test_platform_changes_are_recorded_with_who_and_before_after(staff):
-    services.platform_policy_set(key="tool.http_get", enabled=False, acting_user=staff)
-    services.platform_policy_set(key="tool.http_get", enabled=True, acting_user=staff)
+    services.platform_policy_set(key="tool.http_get", enabled=False, acting=staff)
+    services.platform_policy_set(key="tool.http_get", enabled=True, acting=staff)
     history = list(ComponentPolicyChange.objects.filter(key="tool.http_get").order_by("pk"))
     assert [(h.before, h.after, h.changed_by) for h in history] == [
         (None, {"enabled": False}, staff),
@@ -81,7 +81,7 @@ def test_platform_changes_are_recorded_with_who_and_before_after(staff):
 
 def test_only_platform_staff_change_the_platform_policy(alice_owner):
     with pytest.raises(PermissionDenied):
-        services.platform_policy_set(key="llm.demo", enabled=False, acting_user=alice_owner)
+        services.platform_policy_set(key="llm.demo", enabled=False, acting=alice_owner)
     assert not ComponentPolicy.objects.exists()
 
 
@@ -116,7 +116,7 @@ def test_workspace_admin_narrows_only_their_workspace(
 def test_workspace_admin_cannot_widen_the_platform_policy(
     staff, client_for, carol_admin, workspace_a
 ):
-    services.platform_policy_set(key="tool.http_get", enabled=False, acting_user=staff)
+    services.platform_policy_set(key="tool.http_get", enabled=False, acting=staff)
     response = put_whitelist(client_for(carol_admin), {"tool.http_get": True})
     assert response.status_code == 400
     assert "platform" in json.dumps(response.json())
@@ -130,7 +130,7 @@ def test_workspace_admin_cannot_widen_the_platform_policy(
 def test_a_stale_workspace_row_cannot_enable_what_the_platform_disabled(staff, workspace_a):
     """Even a row written directly (e.g. by an old version) never widens the platform policy."""
     WorkspaceComponentPolicy.objects.create(workspace=workspace_a, key="llm.demo", enabled=True)
-    services.platform_policy_set(key="llm.demo", enabled=False, acting_user=staff)
+    services.platform_policy_set(key="llm.demo", enabled=False, acting=staff)
     assert "component_disabled" in {p.code for p in validate_graph(hello_graph(), workspace_a)}
 
 

@@ -220,10 +220,10 @@ def test_flow_version_diff_shows_the_changed_lines(staff_client, workspace_a, al
     flow = make_flow(workspace_a, alice_owner)
     acting = Membership.objects.get(workspace=workspace_a, user=alice_owner)
     flow_version_create(
-        flow=flow, graph=demo_graph(reply="a brand new reply", delay_ms=7), acting_user=acting.user
+        flow=flow, graph=demo_graph(reply="a brand new reply", delay_ms=7), acting=acting.user
     )
     flow_version_create(
-        flow=flow, graph=demo_graph(reply="third time", delay_ms=7), acting_user=acting.user
+        flow=flow, graph=demo_graph(reply="third time", delay_ms=7), acting=acting.user
     )
     url = reverse("admin:flows_flow_diff", args=[flow.pk])
     body = staff_client.get(url, {"a": 1, "b": 2}).content.decode().replace("&nbsp;", " ")
@@ -291,8 +291,8 @@ def test_platform_whitelist_page_shows_its_change_history(staff, staff_client):
     from flows.models import ComponentPolicy
     from flows.services import platform_policy_set
 
-    platform_policy_set(key="llm.demo", enabled=False, acting_user=staff)
-    platform_policy_set(key="llm.demo", enabled=True, acting_user=staff)
+    platform_policy_set(key="llm.demo", enabled=False, acting=staff)
+    platform_policy_set(key="llm.demo", enabled=True, acting=staff)
     policy = ComponentPolicy.objects.get(key="llm.demo")
     body = staff_client.get(
         reverse("admin:flows_componentpolicy_change", args=[policy.pk])
