@@ -40,6 +40,7 @@ ACTIONS: Final[dict[str, str]] = {
     "credential.create": "Created a provider credential.",
     "credential.update": "Changed a provider credential.",
     "credential.delete": "Deleted a provider credential.",
+    "credential.test": "Tested a provider credential's connection.",
     # the component whitelist
     "whitelist.platform_change": "Platform staff enabled or disabled a component everywhere.",
     "whitelist.workspace_change": "A workspace admin narrowed or restored a component.",

@@ -303,6 +303,26 @@ def credentials_delete(request: HttpRequest, slug: WorkspaceSlug, credential_id:
     return Status(204, None)
 
 
+class ConnectionCheckOut(Schema):
+    ok: bool
+    message: str
+    models: list[str]
+
+
+@router.post("credentials/{credential_id}/test", response=ConnectionCheckOut)
+@minimum_role(Role.ADMIN)
+def credentials_test(request: HttpRequest, slug: WorkspaceSlug, credential_id: DbInt) -> Any:
+    """One cheap request with the credential (the provider's model list): whether the
+    endpoint answers and takes the key, in the provider's words."""
+    credential = access_credential(context(request).membership, credential_id)
+    check = services.credential_test(
+        workspace=context(request).workspace,
+        acting=context(request).membership,
+        credential=credential,
+    )
+    return {"ok": check.ok, "message": check.message, "models": check.models}
+
+
 # --- flows and versions -------------------------------------------------------------------------
 @router.get("flows", response=list[FlowOut])
 @minimum_role(Role.VIEWER)

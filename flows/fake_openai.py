@@ -92,9 +92,43 @@ class _Handler(BaseHTTPRequestHandler):
         return body if isinstance(body, dict) else {}
 
     # --- routes ---------------------------------------------------------------------------
+    def _refused(self) -> bool:
+        """Answer as the provider does when the server wants a key and this is not it, or
+        when told to fail every request; True if it answered."""
+        fake = self.server.fake
+        if fake.api_key is not None:
+            sent = self.headers.get("Authorization", "").removeprefix("Bearer ")
+            if fake.api_key not in {sent, self.headers.get("x-api-key", "")}:
+                masked = sent[:3] + "*" * max(0, len(sent) - 7) + sent[-4:] if sent else ""
+                self._json(
+                    401,
+                    {
+                        "error": {
+                            "message": f"Incorrect API key provided: {masked}.",
+                            "type": "invalid_request_error",
+                            "code": "invalid_api_key",
+                        }
+                    },
+                )
+                return True
+        if fake.fail_status:
+            self._json(
+                fake.fail_status,
+                {"error": {"message": "fake failure", "type": "server_error", "code": None}},
+            )
+            return True
+        return False
+
     def do_GET(self) -> None:
+        fake = self.server.fake
+        fake._record({}, self.path, {k.lower(): v for k, v in self.headers.items()})
+        if self._refused():
+            return
         if self.path.rstrip("/").endswith("/models"):
-            self._json(200, {"object": "list", "data": [{"id": "fake", "object": "model"}]})
+            models = [{"id": name, "object": "model"} for name in fake.models]
+            self._json(200, {"object": "list", "data": models})
+        elif self.path.rstrip("/").endswith("/api/tags"):  # Ollama's model list
+            self._json(200, {"models": [{"name": name, "model": name} for name in fake.models]})
         else:
             self._json(404, {"error": {"message": "not found"}})
 
@@ -102,11 +136,7 @@ class _Handler(BaseHTTPRequestHandler):
         fake = self.server.fake
         body = self._body()
         fake._record(body, self.path, {k.lower(): v for k, v in self.headers.items()})
-        if fake.fail_status:
-            self._json(
-                fake.fail_status,
-                {"error": {"message": "fake failure", "type": "server_error", "code": None}},
-            )
+        if self._refused():
             return
         try:
             if self.path.endswith("/chat/completions"):
@@ -309,6 +339,9 @@ class FakeOpenAIServer:
     tool_calls: `[{"name": "calculator", "arguments": {"expression": "2+3"}}]` — sent as the
         answer to every request whose last message is not a tool result.
     fail_status: answer every request with this HTTP error status instead (e.g. 500, 401).
+    api_key: when set, a request without this key (`Authorization: Bearer` or `x-api-key`)
+        gets the provider's 401 "invalid_api_key" answer.
+    models: what the model lists (`GET /v1/models`, Ollama's `GET /api/tags`) name.
     """
 
     def __init__(
@@ -319,6 +352,8 @@ class FakeOpenAIServer:
         tool_calls: list[dict[str, Any]] | None = None,
         *,
         fail_status: int = 0,
+        api_key: str | None = None,
+        models: tuple[str, ...] = ("fake",),
         host: str = "127.0.0.1",
         port: int = 0,
     ) -> None:
@@ -330,6 +365,8 @@ class FakeOpenAIServer:
             for i, c in enumerate(tool_calls or [])
         ]
         self.fail_status = fail_status
+        self.api_key = api_key
+        self.models = models
         self.requests: list[dict] = []
         self.paths: list[str] = []
         self.headers: list[dict[str, str]] = []  # per request, lower-cased names

@@ -36,7 +36,8 @@ from flows.models import (
     WorkspaceComponentPolicy,
     WorkspaceComponentPolicyChange,
 )
-from flows.selectors import platform_policy
+from flows.providers import ConnectionCheck, check_connection
+from flows.selectors import decrypted, platform_policy
 
 log = logging.getLogger(__name__)
 
@@ -364,6 +365,26 @@ def credential_delete(*, workspace: Workspace, acting: Membership, credential: C
         target=label,
         before=before,
     )
+
+
+def credential_test(
+    *, workspace: Workspace, acting: Membership, credential: Credential
+) -> ConnectionCheck:
+    """Make one cheap request with the credential (list the provider's models) and say what
+    the provider answered; recorded, since it sends the key out. Not one transaction: the
+    request is made before anything is written."""
+    require_role(acting, Role.ADMIN)
+    _same_workspace(workspace, credential)
+    check = check_connection(decrypted(credential))
+    with transaction.atomic():
+        record(
+            action="credential.test",
+            workspace=workspace,
+            actor=acting.user,
+            target=f"credential:{credential.pk}",
+            after={"ok": check.ok, "models": len(check.models)},
+        )
+    return check
 
 
 # --- the whitelist --------------------------------------------------------------------------

@@ -20,9 +20,10 @@ from django.views import View
 from accounts.models import Role, Workspace
 from accounts.tenancy import WorkspaceMixin
 from flows import selectors, services
-from flows.access import access_flow
+from flows.access import access_credential, access_flow
 from flows.diff import graph_diff
 from flows.models import Flow
+from flows.providers import PROVIDERS
 from runs import selectors as run_selectors
 
 SEARCH_MAX = 100
@@ -198,3 +199,64 @@ class FlowVersionsView(WorkspaceMixin, View):
                 "right": right,
             },
         )
+
+
+class ConnectionsView(WorkspaceMixin, View):
+    """Settings: the workspace's provider connections (credentials). Every member sees which
+    exist (a node picks one by name); admins create, edit, rotate, test and delete them.
+    Keys are write-only: the page never holds one."""
+
+    role_map = {"GET": Role.VIEWER, "POST": Role.ADMIN}
+
+    def get(self, request: HttpRequest, slug: str, status: int = 200) -> HttpResponse:
+        return render(
+            request,
+            "flows/connections.html",
+            {
+                "workspace": self.workspace,
+                "membership": self.membership,
+                "credentials": selectors.credentials_of(self.workspace).order_by("name"),
+                "providers": PROVIDERS.values(),
+                "can_manage": self.membership.has_role(Role.ADMIN),
+            },
+            status=status,
+        )
+
+    def post(self, request: HttpRequest, slug: str) -> HttpResponse:
+        action, form = request.POST.get("action"), request.POST
+        common = {"workspace": self.workspace, "acting": self.membership}
+        try:
+            if action == "create":
+                created = services.credential_create(
+                    **common,
+                    name=form.get("name", ""),
+                    provider=form.get("provider", ""),
+                    base_url=form.get("base_url", ""),
+                    api_key=form.get("api_key", ""),
+                )
+                messages.success(request, f"Connection “{created.name}” created.")
+            elif action == "edit":
+                credential = access_credential(self.membership, _int(form.get("credential")))
+                services.credential_update(
+                    **common,
+                    credential=credential,
+                    name=form.get("name", ""),
+                    base_url=form.get("base_url", ""),
+                    # an empty key field keeps the stored key; a new one replaces it
+                    api_key=form.get("api_key") or None,
+                )
+                messages.success(request, f"Connection “{credential.name}” saved.")
+            elif action == "test":
+                credential = access_credential(self.membership, _int(form.get("credential")))
+                check = services.credential_test(**common, credential=credential)
+                report = messages.success if check.ok else messages.error
+                report(request, f"{credential.name}: {check.message}")
+            elif action == "delete":
+                credential = access_credential(self.membership, _int(form.get("credential")))
+                services.credential_delete(**common, credential=credential)
+                messages.success(request, f"Connection “{credential.name}” deleted.")
+            else:
+                messages.error(request, "Unknown action.")
+        except ValidationError as exc:
+            messages.error(request, " ".join(exc.messages))
+        return redirect("connections", slug=self.workspace.slug)
