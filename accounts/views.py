@@ -90,7 +90,8 @@ class MembersView(WorkspaceMixin, View):
                     base_url=request.build_absolute_uri("/").rstrip("/"),
                 )
                 link = request.build_absolute_uri(issued.path())
-                messages.success(request, f"Invitation created. Share this link: {link}")
+                messages.success(request, "Invitation created. Share this link:")
+                messages.success(request, link, extra_tags="copyable")
             elif action == "role":
                 services.membership_change_role(
                     workspace=self.workspace,

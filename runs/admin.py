@@ -23,14 +23,10 @@ from django.urls import URLPattern, path, reverse
 from runs import selectors
 from runs.export import export_response, load_run_for_export, record_export
 from runs.models import Run
-from runs.timeline import timeline_svg
+from runs.timeline import run_summary
 
 EVENT_PAGE_SIZE = 100
 PAYLOAD_PREVIEW = 400
-
-
-def pretty(value: Any) -> str:
-    return json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False, default=str)
 
 
 @admin.register(Run)
@@ -143,22 +139,18 @@ class RunAdmin(admin.ModelAdmin):
             }
             for e in page.events
         ]
-        timeline = selectors.run_timeline(run)
         reruns = list(run.reruns.order_by("-created_at").values_list("pk", "status")[:20])
         context = {
             **self.admin_site.each_context(request),
             "opts": self.opts,
             "title": f"Run {run.pk}",
             "run": run,
-            "inputs": pretty(run.inputs),
-            "outputs": pretty(run.outputs),
+            **run_summary(run),
             "page": page,
             "events": events,
             "page_size": EVENT_PAGE_SIZE,
             "first_shown": page.events[0].seq if page.events else None,
             "last_shown": page.events[-1].seq if page.events else None,
-            "timeline": timeline,
-            "timeline_svg": timeline_svg(timeline),
             "reruns": reruns,
             "export_url": reverse("admin:runs_run_export", args=[run.pk]),
             **(extra_context or {}),

@@ -7,8 +7,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from django.contrib import messages
 from django.http import HttpRequest, HttpResponse
-from django.shortcuts import render
+from django.shortcuts import redirect, render
 from django.views import View
 
 from accounts.models import Role, Workspace
@@ -63,3 +64,19 @@ class RunCompareView(WorkspaceMixin, View):
             **compare_context(self.workspace, run_a, run_b),
         }
         return render(request, "runs/run_compare.html", context)
+
+
+class RunComparePickView(WorkspaceMixin, View):
+    """The run list's "Compare selected": exactly two runs picked, then their comparison
+    (oldest as A). Each must be the workspace's; anything else is a 404."""
+
+    role_map = {"GET": Role.VIEWER}
+
+    def get(self, request: HttpRequest, slug: str) -> HttpResponse:
+        picked = request.GET.getlist("run")
+        back = request.GET.get("back") or ""
+        if len(picked) != 2:
+            messages.error(request, "Pick exactly two runs to compare.")
+            return redirect(back if back.startswith(f"/w/{slug}/") else f"/w/{slug}/runs/")
+        runs = sorted((access_run(self.membership, pk) for pk in picked), key=lambda r: r.created_at)
+        return redirect("run_compare", slug=slug, run_id=runs[0].pk, other_id=runs[1].pk)

@@ -24,6 +24,12 @@ def runs_for_workspace(workspace: Workspace, *, flow_id: int | None = None) -> Q
     return runs.order_by("-created_at")
 
 
+def previous_run(run: Run) -> Run | None:
+    """The run of the same flow started just before `run` (to compare with), if any."""
+    earlier = scoped(Run, run.workspace).filter(flow_id=run.flow_id, created_at__lt=run.created_at)
+    return earlier.order_by("-created_at").first()
+
+
 def run_events_after(
     workspace: Workspace,
     run_id: str,

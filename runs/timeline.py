@@ -6,10 +6,14 @@ ticks on their node's bar. Plain SVG with <title> tooltips: no script, no extern
 
 from __future__ import annotations
 
+import json
+from typing import Any
+
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString, mark_safe
 
-from runs.selectors import Timeline
+from runs.models import Run
+from runs.selectors import Timeline, run_timeline
 
 LABEL_W = 170
 CHART_W = 680
@@ -102,3 +106,19 @@ def timeline_svg(timeline: Timeline) -> SafeString:
         body=format_html_join("", "{}", ((part,) for part in parts)),
         marks=marks,
     )
+
+
+def pretty(value: Any) -> str:
+    return json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False, default=str)
+
+
+def run_summary(run: Run) -> dict[str, Any]:
+    """What `templates/runs/_run_summary.html` shows of a run: inputs, outputs, timeline
+    (the workspace's run page and the admin's)."""
+    timeline = run_timeline(run)
+    return {
+        "inputs": pretty(run.inputs),
+        "outputs": pretty(run.outputs),
+        "timeline": timeline,
+        "timeline_svg": timeline_svg(timeline),
+    }

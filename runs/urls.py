@@ -4,6 +4,11 @@ from runs import compare, export, views
 
 urlpatterns = [
     path("w/<slug:slug>/runs/", views.RunListView.as_view(), name="run_list"),
+    path(
+        "w/<slug:slug>/runs/compare/",
+        compare.RunComparePickView.as_view(),
+        name="run_compare_pick",
+    ),
     path("w/<slug:slug>/runs/<str:run_id>/", views.RunDetailView.as_view(), name="run_detail"),
     path(
         "w/<slug:slug>/runs/<str:run_id>/export.jsonl",

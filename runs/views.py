@@ -19,6 +19,7 @@ from flows.access import access_flow
 from flows.views import island_config
 from runs import selectors
 from runs.access import access_run
+from runs.timeline import run_summary
 
 RUNS_PAGE = 100
 
@@ -73,5 +74,7 @@ class RunDetailView(WorkspaceMixin, View):
                 "membership": self.membership,
                 "run": run,
                 "config": config,
+                "previous": selectors.previous_run(run),
+                **(run_summary(run) if run.is_finished else {}),
             },
         )
