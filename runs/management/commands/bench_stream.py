@@ -1,6 +1,6 @@
 """`manage.py bench_stream`: streaming throughput and latency through the whole pipeline.
 
-Against a local fake OpenAI-compatible server (flows.fake_openai) it measures, in the
+Against a local fake OpenAI-compatible server (tests/fakes/fake_openai.py) it measures, in the
 same run:
 
 - the raw baseline: `ChatOpenAI.stream` in this process;
@@ -371,7 +371,7 @@ async def run_benchmarks(
 
     rows = []
     for n in sizes:
-        with fake_server("flows.fake_openai", "--tokens", str(n), "--delay", "0") as base_url:
+        with fake_server("tests.fakes.fake_openai", "--tokens", str(n), "--delay", "0") as base_url:
             flow_id = await sync_to_async(fixture.flow_for)(base_url)
             await _pipeline(ws_url, fixture, flow_id)  # warm-up
             raw, pipe, run_ids = [], [], []
