@@ -13,6 +13,7 @@ code path as production (channels-redis, the Celery Redis broker).
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import secrets
 from datetime import timedelta
@@ -130,7 +131,22 @@ INSTALLED_APPS = [
     "flows",
     "runs",
     "audit",
+    "ops",
 ]
+
+
+def _checkout_app(name: str) -> bool:
+    """Whether the dev-only app `name` is here: in a checkout, not in an installed wheel
+    (pyproject.toml leaves it out). Its `apps` module is the test, so an unrelated
+    distribution of the same top-level name is not mistaken for it."""
+    try:
+        return importlib.util.find_spec(f"{name}.apps") is not None
+    except ImportError:
+        return False
+
+
+if _checkout_app("devtools"):  # the benchmarks (`manage.py bench_stream`, `bench_run_page`)
+    INSTALLED_APPS.append("devtools")
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
