@@ -408,8 +408,10 @@ FLOWDECK_MODEL_PRIVATE_NETWORKS = [
 ]
 FLOWDECK_WEB_PORT = env_int("PORT", 8000)  # the platform's own web port: never an endpoint
 
-# --- Logging: JSON lines in production, readable lines in DEBUG -----------------------------
+# --- Logging: JSON lines in production, readable lines in DEBUG and the embedded default --
 LOG_LEVEL = os.environ.get("LOG_LEVEL", "INFO")
+# The embedded default is someone at a console (`make run`), not a log shipper.
+PLAIN_LOGS = env_bool("FLOWDECK_PLAIN_LOGS", DEBUG or EMBEDDED)
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
@@ -419,12 +421,23 @@ LOGGING = {
             "fmt": "%(asctime)s %(levelname)s %(name)s %(process)d %(message)s",
             "rename_fields": {"asctime": "ts", "levelname": "level", "name": "logger"},
         },
-        "plain": {"format": "%(asctime)s %(levelname)-7s %(name)s: %(message)s"},
+        "plain": {
+            "()": "ops.logs.PlainFormatter",
+            "format": "%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+        },
+    },
+    "filters": {
+        # Celery's INFO lines for each tick of the beat schedule (the reaper, every 5 s).
+        "quiet_ticks": {
+            "()": "ops.logs.QuietTicks",
+            "tasks": sorted({entry["task"] for entry in CELERY_BEAT_SCHEDULE.values()}),
+        },
     },
     "handlers": {
         "console": {
             "class": "logging.StreamHandler",
-            "formatter": "plain" if env_bool("FLOWDECK_PLAIN_LOGS", DEBUG) else "json",
+            "formatter": "plain" if PLAIN_LOGS else "json",
+            "filters": ["quiet_ticks"],
         }
     },
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
