@@ -2,6 +2,10 @@
 
 WebSocket connections must come from this site's own origin (config.ws_origin), then authenticated by
 the session cookie or an `Authorization: Bearer` API token.
+
+Importing this module only builds the application: the web process is prepared for serving
+(config.runtime: heap frozen, switch interval) by its entry point, `python -m ops.web`, so
+the test suite and any other importer are left as they are.
 """
 
 import os
@@ -14,7 +18,6 @@ django_asgi_app = get_asgi_application()
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 
 from accounts.ws_auth import BearerOrSessionAuthMiddlewareStack  # noqa: E402
-from config.runtime import prepare_server_process  # noqa: E402
 from config.ws_origin import SameOriginValidator  # noqa: E402
 from runs.routing import websocket_urlpatterns  # noqa: E402
 
@@ -26,5 +29,3 @@ application = ProtocolTypeRouter(
         ),
     }
 )
-
-prepare_server_process()  # imports the component registry, then freezes the start-up heap

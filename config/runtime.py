@@ -11,6 +11,11 @@ They also hand the GIL over more often than CPython's default 5 ms: in both serv
 event loop that streams tokens shares the interpreter with threads doing ORM work (the
 sink, Daphne's database thread), and a loop woken by its socket would otherwise wait up
 to 5 ms per hand-over, several times per delivered event.
+
+Both are settings of a whole process, so they are made when a server process starts and
+never on import: the web process's entry point (`python -m ops.web`) and the worker's
+`worker_ready` signal (runs/signals.py) call `prepare_server_process`; a process that merely
+imports the application (the test suite, a shell, a management command) is left alone.
 """
 
 from __future__ import annotations

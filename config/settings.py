@@ -13,6 +13,7 @@ code path as production (channels-redis, the Celery Redis broker).
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import secrets
 from datetime import timedelta
@@ -131,7 +132,22 @@ INSTALLED_APPS = [
     "flows",
     "runs",
     "audit",
+    "ops",
 ]
+
+
+def _checkout_app(name: str) -> bool:
+    """Whether the dev-only app `name` is here: in a checkout, not in an installed wheel
+    (pyproject.toml leaves it out). Its `apps` module is the test, so an unrelated
+    distribution of the same top-level name is not mistaken for it."""
+    try:
+        return importlib.util.find_spec(f"{name}.apps") is not None
+    except ImportError:
+        return False
+
+
+if _checkout_app("devtools"):  # the benchmarks (`manage.py bench_stream`, `bench_run_page`)
+    INSTALLED_APPS.append("devtools")
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
@@ -392,8 +408,10 @@ FLOWDECK_MODEL_PRIVATE_NETWORKS = [
 ]
 FLOWDECK_WEB_PORT = env_int("PORT", 8000)  # the platform's own web port: never an endpoint
 
-# --- Logging: JSON lines in production, readable lines in DEBUG -----------------------------
+# --- Logging: JSON lines in production, readable lines in DEBUG and the embedded default --
 LOG_LEVEL = os.environ.get("LOG_LEVEL", "INFO")
+# The embedded default is someone at a console (`make run`), not a log shipper.
+PLAIN_LOGS = env_bool("FLOWDECK_PLAIN_LOGS", DEBUG or EMBEDDED)
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
@@ -403,12 +421,23 @@ LOGGING = {
             "fmt": "%(asctime)s %(levelname)s %(name)s %(process)d %(message)s",
             "rename_fields": {"asctime": "ts", "levelname": "level", "name": "logger"},
         },
-        "plain": {"format": "%(asctime)s %(levelname)-7s %(name)s: %(message)s"},
+        "plain": {
+            "()": "ops.logs.PlainFormatter",
+            "format": "%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+        },
+    },
+    "filters": {
+        # Celery's INFO lines for each tick of the beat schedule (the reaper, every 5 s).
+        "quiet_ticks": {
+            "()": "ops.logs.QuietTicks",
+            "tasks": sorted({entry["task"] for entry in CELERY_BEAT_SCHEDULE.values()}),
+        },
     },
     "handlers": {
         "console": {
             "class": "logging.StreamHandler",
-            "formatter": "plain" if env_bool("FLOWDECK_PLAIN_LOGS", DEBUG) else "json",
+            "formatter": "plain" if PLAIN_LOGS else "json",
+            "filters": ["quiet_ticks"],
         }
     },
     "root": {"handlers": ["console"], "level": LOG_LEVEL},

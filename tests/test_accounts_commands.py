@@ -98,7 +98,7 @@ def test_serve_prepare_seeds_the_public_demo_login_only_where_asked(
 ):
     from io import StringIO
 
-    from runs.management.commands import serve
+    from ops.management.commands import serve
 
     ran: list[str] = []
     monkeypatch.setattr(serve, "call_command", lambda name, **kw: ran.append(name))

@@ -188,10 +188,21 @@ def test_viewer_gets_a_read_only_canvas_and_cannot_run(
 
     page.click(tid("tab-run"))
     assert page.locator(tid("run-button")).is_disabled()
-    # Going around the disabled button, straight through the page's protocol client: refused.
+    # Going around the disabled button, straight through the page's own WebSocket (its
+    # session, its cookie): refused.
     outcome = page.evaluate(
-        """(flow) => window.flowdeck.client.run({flow, inputs: {input: "hi"}})
-            .then(() => "accepted", (e) => (e.rejection ? e.rejection.code : String(e)))""",
+        """(flow) => new Promise((resolve) => {
+            const ws = window.__sockets.filter((s) => s.readyState === WebSocket.OPEN).pop();
+            const requestId = "around-the-button";
+            ws.addEventListener("message", (message) => {
+              const frame = JSON.parse(message.data);
+              if (frame.request_id !== requestId) return;
+              if (frame.event === "accepted") resolve("accepted");
+              if (frame.event === "rejected") resolve(frame.code);
+            });
+            ws.send(JSON.stringify(
+              {action: "run", flow, inputs: {input: "hi"}, request_id: requestId}));
+        })""",
         flow.pk,
     )
     assert outcome == "forbidden"

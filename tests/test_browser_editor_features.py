@@ -335,8 +335,8 @@ def test_a_failing_node_shows_its_error_where_it_happened(open_page, workspace_a
 def test_an_agent_run_shows_its_tool_calls_in_the_tool_call_log(
     open_page, workspace_a, alice_owner, erin_editor
 ):
-    from flows.fake_openai import FakeOpenAIServer
     from flows.services import credential_create, flow_create
+    from tests.fakes.fake_openai import FakeOpenAIServer
 
     script = FakeOpenAIServer(
         reply="The answer is 42.",

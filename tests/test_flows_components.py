@@ -1,5 +1,6 @@
 """Each component builds and runs on its own: models against a real local HTTP server
-speaking the provider's streaming protocol (flows.fake_openai) or the offline demo model."""
+speaking the provider's streaming protocol (tests/fakes/fake_openai.py) or the offline demo
+model."""
 
 from __future__ import annotations
 
@@ -14,8 +15,8 @@ from flows import services
 from flows.builder import build_plan
 from flows.components.base import BuildEnv, NodeError, RunCancelled
 from flows.components.registry import get_component
-from flows.fake_openai import FakeOpenAIServer
 from flows.models import ConversationMessage
+from tests.fakes.fake_openai import FakeOpenAIServer
 from tests.fakes.runner import RecordingContext, run_component, run_plan
 
 pytestmark = pytest.mark.django_db

@@ -16,9 +16,9 @@ from flows import services
 from flows.components.base import BuildEnv, NodeError
 from flows.components.registry import get_component
 from flows.crypto import SecretUnreadable, decrypt
-from flows.fake_openai import FakeOpenAIServer
 from flows.models import Credential
 from flows.selectors import credential_decrypted
+from tests.fakes.fake_openai import FakeOpenAIServer
 from tests.fakes.runner import RecordingContext, run_component
 
 pytestmark = pytest.mark.django_db

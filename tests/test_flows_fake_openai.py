@@ -1,5 +1,5 @@
-"""The fake LLM server (flows.fake_openai) speaks the OpenAI streaming protocol faithfully,
-holds many concurrent streams, and runs as a separate process from its CLI."""
+"""The fake LLM server (tests/fakes/fake_openai.py) speaks the OpenAI streaming protocol
+faithfully, holds many concurrent streams, and runs as a separate process from its CLI."""
 
 from __future__ import annotations
 
@@ -9,11 +9,12 @@ import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import httpx
 import pytest
 
-from flows.fake_openai import FakeOpenAIServer, split_tokens
+from tests.fakes.fake_openai import FakeOpenAIServer, split_tokens
 
 
 def test_split_tokens_keeps_leading_spaces_and_joins_back():
@@ -91,7 +92,7 @@ def test_runs_as_a_separate_process_from_its_cli():
         [
             sys.executable,
             "-m",
-            "flows.fake_openai",
+            "tests.fakes.fake_openai",
             "--port",
             str(port),
             "--tokens",
@@ -101,6 +102,7 @@ def test_runs_as_a_separate_process_from_its_cli():
         ],
         stdout=subprocess.PIPE,
         text=True,
+        cwd=Path(__file__).resolve().parent.parent,  # test code: importable from the checkout
     )
     try:
         line = process.stdout.readline()

@@ -12,7 +12,6 @@ from django.utils import timezone
 
 from accounts.models import Membership
 from flows import crypto
-from flows.fake_openai import FakeOpenAIServer
 from flows.models import Credential
 from runs import executor, services
 from runs.executor import execute_claimed_run
@@ -20,6 +19,7 @@ from runs.models import Run, RunEvent, RunStatus
 from runs.sink import get_sink
 from runs.tasks import execute_run
 from tests import flowgraphs
+from tests.fakes.fake_openai import FakeOpenAIServer
 from tests.wsclient import stored_log
 
 pytestmark = pytest.mark.django_db(transaction=True)

@@ -1,7 +1,7 @@
 """End-to-end run guarantees with real processes: Daphne, a Celery worker, Redis, the database.
 
 The model is a real local HTTP server speaking OpenAI's streaming protocol
-(flows.fake_openai), so langchain-openai's real client code runs in the worker.
+(tests/fakes/fake_openai.py), so langchain-openai's real client code runs in the worker.
 """
 
 from __future__ import annotations
@@ -16,10 +16,10 @@ import websockets
 from django.utils import timezone
 
 from accounts.models import Role, User
-from flows.fake_openai import FakeOpenAIServer
 from runs.models import Run, RunStatus
 from tests import flowgraphs
 from tests.conftest import add_member, make_user
+from tests.fakes.fake_openai import FakeOpenAIServer
 from tests.wsclient import (
     Received,
     assert_exactly_the_log,

@@ -10,10 +10,10 @@ import uuid
 import pytest
 
 from flows import crypto
-from flows.fake_openai import FakeOpenAIServer
 from flows.models import Credential
 from runs.models import Run, RunEvent, RunStatus
 from tests import flowgraphs
+from tests.fakes.fake_openai import FakeOpenAIServer
 from tests.wsclient import (
     Received,
     collect_until_completed,

@@ -17,7 +17,7 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 
-from flows.fake_openai import split_tokens
+from flows.components.tokens import split_tokens
 
 CONTEXT_RE = re.compile(r"(?:^|\n)\s*(?:context|faq)\s*:\s*\n?(.+?)(?:\n\s*\n|\Z)", re.I | re.S)
 

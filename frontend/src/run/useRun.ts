@@ -42,7 +42,6 @@ export function useRun(wsPath: string): RunControls {
       setAttempt(info.attempt);
     });
     client.connect();
-    (window as unknown as { flowdeck?: unknown }).flowdeck = { client, store };
     return () => {
       offEvent();
       offReplay();

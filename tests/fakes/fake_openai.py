@@ -1,4 +1,5 @@
-"""A local fake LLM server for tests and benchmarks — never used by production code paths.
+"""A local fake LLM server for tests and benchmarks (test code: never shipped, never imported
+by the product).
 
 `FakeOpenAIServer` is a real HTTP server on 127.0.0.1 that speaks the wire protocols the
 model components use, so the real client code (langchain-openai / the openai SDK,
@@ -21,16 +22,15 @@ Usage in a test::
         ChatOpenAI(base_url=server.base_url, api_key="x", model="fake")...
         server.requests  # the JSON bodies received, in order
 
-As a separate process (the `bench_stream` command does this)::
+As a separate process, from the repository root (the `bench_stream` command does this)::
 
-    python -m flows.fake_openai --port 8765 --tokens 200 --delay 0.005
+    python -m tests.fakes.fake_openai --port 8765 --tokens 200 --delay 0.005
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import re
 import threading
 import time
 import uuid
@@ -38,13 +38,14 @@ from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+# The demo model's tokenizer (product code): the fake streams a reply exactly as `llm.demo`
+# would. Re-exported for the tests that split replies the same way.
+from flows.components.tokens import split_tokens
+
+__all__ = ["DEFAULT_REPLY", "FakeOpenAIServer", "split_tokens"]
+
 DEFAULT_REPLY = "Hello from the fake model."
 Reply = str | Callable[[dict], str]
-
-
-def split_tokens(text: str) -> list[str]:
-    """Words with their leading whitespace: "a b" -> ["a", " b"] (joins back to `text`)."""
-    return re.findall(r"\s*\S+|\s+$", text) or [""]
 
 
 class _Server(ThreadingHTTPServer):

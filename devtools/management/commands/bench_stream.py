@@ -1,6 +1,6 @@
 """`manage.py bench_stream`: streaming throughput and latency through the whole pipeline.
 
-Against a local fake OpenAI-compatible server (flows.fake_openai) it measures, in the
+Against a local fake OpenAI-compatible server (tests/fakes/fake_openai.py) it measures, in the
 same run:
 
 - the raw baseline: `ChatOpenAI.stream` in this process;
@@ -33,16 +33,26 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandParser
 from django.db import connection
 
-from runs.management.commands.serve import free_port, redis_server_binary, wait_for_port
+from ops.processes import (
+    free_port,
+    redis_server_binary,
+    wait_for_port,
+    web_command,
+    worker_command,
+)
 
 SIZES = (200, 2_000, 20_000)
 
 
 @contextlib.contextmanager
 def fake_server(module: str, *args: str) -> Iterator[str]:
-    """A fake OpenAI server in its own process (no GIL shared with the measuring client)."""
+    """A fake OpenAI server in its own process (no GIL shared with the measuring client).
+    From the checkout's root: the fakes (tests/, devtools/) are not installed packages."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", module, *args], stdout=subprocess.PIPE, text=True
+        [sys.executable, "-m", module, *args],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=settings.BASE_DIR,
     )
     try:
         line = proc.stdout.readline() if proc.stdout else ""
@@ -117,26 +127,16 @@ class Command(BaseCommand):
         workers = opts["workers"]
         names = ["daphne", *(f"worker{i}" for i in range(workers))]
         logs = [open(log_dir / f"{n}.log", "wb") for n in names]  # noqa: SIM115
-        daphne = [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(http_port)]
-        procs.append(
-            Popen([*daphne, "config.asgi:application"], env=env, stdout=logs[0], stderr=logs[0])
-        )
+        # The production processes' command lines (ops.processes), so the web process is
+        # prepared (frozen heap, switch interval) as in production.
+        daphne = web_command(host="127.0.0.1", port=http_port)
+        procs.append(Popen(daphne, env=env, stdout=logs[0], stderr=logs[0]))
         threads = max(32, opts["concurrent"] // workers + 8)
         for i in range(workers):
-            worker = [
-                sys.executable,
-                "-m",
-                "celery",
-                "-A",
-                "config",
-                "worker",
-                "-n",
-                f"bench{i}@%h",
-            ]
-            options = ["--pool", "threads", "--concurrency", str(threads), "--loglevel", "WARNING"]
+            worker = worker_command(concurrency=threads, name=f"bench{i}", loglevel="WARNING")
             procs.append(
                 Popen(
-                    [*worker, *options, "--without-gossip", "--without-mingle"],
+                    worker,
                     env=env,
                     stdout=logs[i + 1],
                     stderr=logs[i + 1],
@@ -371,7 +371,7 @@ async def run_benchmarks(
 
     rows = []
     for n in sizes:
-        with fake_server("flows.fake_openai", "--tokens", str(n), "--delay", "0") as base_url:
+        with fake_server("tests.fakes.fake_openai", "--tokens", str(n), "--delay", "0") as base_url:
             flow_id = await sync_to_async(fixture.flow_for)(base_url)
             await _pipeline(ws_url, fixture, flow_id)  # warm-up
             raw, pipe, run_ids = [], [], []
@@ -475,7 +475,7 @@ async def _concurrent(
             return run_id
 
     with fake_server(
-        "runs.benchserver", "--tokens", str(tokens), "--interval", str(1.0 / rate)
+        "devtools.benchserver", "--tokens", str(tokens), "--interval", str(1.0 / rate)
     ) as base_url:
         flow_id = await sync_to_async(fixture.flow_for)(base_url)
         run_ids = await asyncio.gather(*(one(flow_id) for _ in range(runs)))
@@ -486,7 +486,7 @@ async def _concurrent(
             [
                 sys.executable,
                 "-m",
-                "runs.benchserver",
+                "devtools.benchserver",
                 "--tokens",
                 "0",
                 "--interval",
@@ -498,6 +498,7 @@ async def _concurrent(
             ],
             capture_output=True,
             text=True,
+            cwd=settings.BASE_DIR,
             check=True,
         )
         baseline = json.loads(raw.stdout.strip().splitlines()[-1])
