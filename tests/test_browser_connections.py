@@ -7,7 +7,6 @@ import re
 
 import pytest
 
-from flows.fake_openai import FakeOpenAIServer
 from flows.models import Credential
 from tests.browser import (  # noqa: F401 (fixtures)
     SCREENSHOTS,
@@ -16,6 +15,7 @@ from tests.browser import (  # noqa: F401 (fixtures)
     open_page_fixture,
     tid,
 )
+from tests.fakes.fake_openai import FakeOpenAIServer
 
 pytestmark = [pytest.mark.browser, pytest.mark.processes, pytest.mark.django_db(transaction=True)]
 

@@ -9,10 +9,10 @@ import pytest
 
 from audit.models import AuditEntry
 from flows.components.base import DecryptedCredential
-from flows.fake_openai import FakeOpenAIServer
 from flows.models import Credential
 from flows.providers import check_connection
 from flows.selectors import decrypted
+from tests.fakes.fake_openai import FakeOpenAIServer
 
 SECRET = "sk-test-9f8e7d6c5b4a39281706f5e4d3c2b1a0"
 PAGE = "/w/acme/settings/connections/"
