@@ -8,6 +8,7 @@ import time
 from datetime import timedelta
 
 import pytest
+from django.db import transaction
 from django.utils import timezone
 
 from accounts.models import Membership
@@ -107,8 +108,15 @@ def test_a_stale_lease_holder_is_fenced_off_after_the_reaper_ends_the_run(worksp
     writer.emit("node_started", "model", {"data": {}})
     # The sink persists what it has (lifecycle events wait at most one window for company).
     _wait_until(lambda: RunEvent.objects.filter(run=run).count() == 2, "the first two events")
-    Run.objects.filter(pk=run.pk).update(lease_expires_at=timezone.now() - timedelta(seconds=1))
-    assert services.reap_stale_runs() == [str(run.pk)]
+    # The lease lapses and the reaper ends the run while the row is locked: the sink's
+    # heartbeat (every second, often right after a write) cannot extend the lease in
+    # between, as it could if the worker were alive; it finds the token bumped after.
+    with transaction.atomic():
+        Run.objects.select_for_update().get(pk=run.pk)
+        Run.objects.filter(pk=run.pk).update(
+            lease_expires_at=timezone.now() - timedelta(seconds=1)
+        )
+        assert services.reap_stale_runs() == [str(run.pk)]
     # The worker wakes up and carries on: nothing it writes may land after `completed`.
     writer.emit("node_finished", "model", {"data": "late"})
     writer.finish(status=RunStatus.SUCCEEDED, completed_status="success", outputs={})
