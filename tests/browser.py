@@ -4,7 +4,6 @@ pages that record console errors, drag-and-drop on the canvas, and a saved demo 
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -168,31 +167,47 @@ def assert_log_has_no_gaps(run_id: str) -> None:
     assert seqs == list(range(1, len(seqs) + 1))
 
 
+WATCH_OUTPUT = """(nodeId) => {
+  window.__seen = [];
+  const status = () => document.querySelector("[data-testid='run-status']");
+  const output = () => document.querySelector(`[data-testid='output-${nodeId}']`);
+  const note = () => {
+    const state = status() && status().getAttribute("data-status");
+    const text = output() ? output().innerText.trimEnd() : "";
+    const seen = window.__seen;
+    if (state === "running" && text && seen[seen.length - 1] !== text) seen.push(text);
+  };
+  note();
+  new MutationObserver(note).observe(document.body, {
+    subtree: true, childList: true, characterData: true, attributes: true,
+  });
+}"""
+FINISHED = (
+    "[data-testid='run-status']"
+    ":is([data-status=success], [data-status=error], [data-status=cancelled])"
+)
+
+
 def watch_stream(
     page: Any, node_id: str, *, screenshot: Path | None = None, timeout: float = 60
 ) -> list[str]:
-    """Sample the node's output while the run is running; the distinct texts seen.
+    """The distinct texts the node's output showed while the run was `running`.
 
-    Only texts seen while the run is still `running` count, so text that arrived all at
-    once at the end (and was merely typed out by the typewriter) would not pass for a stream.
+    The page records them itself at every change of the DOM (a sampling loop here would
+    see fewer of them the slower the machine), until the run has finished. Only texts
+    shown while the run is still `running` count, so text that arrived all at once at the
+    end (and was merely typed out by the typewriter) would not pass for a stream.
     """
-    seen: list[str] = []
-    status = page.locator(tid("run-status"))
-    output = page.locator(tid(f"output-{node_id}"))
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        state = status.get_attribute("data-status") if status.count() else None
-        if output.count() and state == "running":
-            text = output.inner_text().rstrip()
-            if text and (not seen or seen[-1] != text):
-                seen.append(text)
-                if screenshot is not None and len(seen) == 3:
-                    screenshot.parent.mkdir(parents=True, exist_ok=True)
-                    page.screenshot(path=str(screenshot))
-        if state in {"success", "error", "cancelled"}:
-            return seen
-        time.sleep(0.02)
-    raise AssertionError(f"the run did not complete within {timeout}s; saw {seen[-1:]}")
+    page.evaluate(WATCH_OUTPUT, node_id)
+    if screenshot is not None:
+        page.wait_for_function(
+            f"() => window.__seen.length >= 3 || document.querySelector({FINISHED!r})",
+            timeout=timeout * 1000,
+        )
+        screenshot.parent.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(screenshot))
+    page.wait_for_selector(FINISHED, timeout=timeout * 1000)
+    return page.evaluate("() => window.__seen")
 
 
 def wait_output_complete(page: Any, node_id: str) -> str:

@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from runs.models import Run, RunStatus
+from runs.models import Run, RunEvent, RunStatus
 from tests.browser import (  # noqa: F401 (fixtures)
     REPLY,
     SCREENSHOTS,
@@ -139,12 +139,19 @@ def test_socket_cut_mid_stream_reconnects_and_resumes_without_gap_or_duplicate(
 
     # 2. Cut on the server side: Daphne dies mid-stream and comes back a moment later;
     # the worker keeps logging events meanwhile, which the resume must deliver.
+    run = latest_run(workspace_a)
     live_stack.kill("daphne")
     try:
+        logged_at_cut = RunEvent.objects.filter(run=run).count()
         page.wait_for_selector(f"{tid('connection')}[data-state='reconnecting']")
         SCREENSHOTS.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(SCREENSHOTS / "editor-reconnecting.png"))
-        time.sleep(1.0)
+        # Daphne stays down until the worker has logged more of the run (events no client
+        # got live), instead of for a second: the resume must deliver them.
+        deadline = time.monotonic() + 30
+        while RunEvent.objects.filter(run=run).count() < logged_at_cut + 3:
+            assert time.monotonic() < deadline, "the worker logged nothing while Daphne was down"
+            time.sleep(0.05)
     finally:
         live_stack.start_daphne()
 

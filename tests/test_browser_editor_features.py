@@ -45,7 +45,12 @@ def test_version_history_diff_and_load_with_an_unsaved_changes_guard(
 
     page.once("dialog", stay)
     page.click("a:has-text('← Flows')")
-    page.wait_for_timeout(300)
+    # Wait for the dialog itself (Playwright delivers it while the page is waited on),
+    # with a deadline that only fails the test, instead of for 300 ms.
+    for _ in range(400):
+        if dialogs:
+            break
+        page.wait_for_timeout(25)
     assert dialogs == ["beforeunload"]
     assert f"/flows/{flow.pk}/" in page.url
     assert page.input_value("[data-param=reply]") == "second reply"
@@ -212,16 +217,25 @@ def test_run_page_shows_a_finished_run_replays_it_and_editors_rerun_it(
     assert page.locator(tid("rerun-button")).count() == 0  # viewers replay, not run
 
     # Replay at the original pace: the text starts over and grows back, event by event.
+    # The page records the output's length at every change itself (a sampling loop here
+    # would see fewer states the slower the machine), until the replay has finished.
+    page.evaluate(
+        """() => {
+          window.__lengths = [];
+          const output = () => document.querySelector("[data-testid='output-demo_1']");
+          new MutationObserver(() => {
+            const el = output();
+            const n = el ? el.textContent.trimEnd().length : 0;
+            if (window.__lengths[window.__lengths.length - 1] !== n) window.__lengths.push(n);
+          }).observe(document.body, { subtree: true, childList: true, characterData: true });
+        }"""
+    )
     page.select_option("#replay-speed", "1")
     page.click(tid("replay-button"))
     page.wait_for_selector(f"{tid('replay-state')}:has-text('playing')")
-    lengths: list[int] = []
-    for _ in range(200):
-        output = page.locator(tid("output-demo_1"))
-        lengths.append(len(output.inner_text()) if output.count() else 0)
-        if page.locator(f"{tid('replay-state')}:has-text('finished')").count():
-            break
-        page.wait_for_timeout(20)
+    page.wait_for_selector(f"{tid('replay-state')}:has-text('finished')", timeout=60_000)
+    lengths = page.evaluate("() => window.__lengths")
+    assert 0 in lengths, lengths  # it started over
     partial = [n for n in lengths if 0 < n < len(REPLY)]
     assert len(set(partial)) >= 3, lengths
     page.wait_for_selector(f"{tid('output-demo_1')}[data-complete='true']")

@@ -192,23 +192,43 @@ def test_seed_demo_command_creates_the_demo_flows(db):
 def test_a_500_node_graph_validates_quickly_in_few_queries(
     workspace_a, django_assert_max_num_queries
 ):
+    """A fixed number of queries, and a cost that grows with the graph, not its square.
+
+    The cost is measured against a baseline in the same test, in this thread's CPU time
+    (which a loaded machine does not inflate: time spent descheduled or waiting for the
+    database is not counted): validating 500 nodes costs about ten times what 50 cost, and
+    the check allows thirty. Pairwise work over the nodes would cost a hundred times."""
     import time
 
     acting = owner(workspace_a)
     credential = services.credential_create(
         workspace=workspace_a, acting=acting, name="c", provider="openai", api_key="k"
     )
-    nodes = [{"id": "in", "component": "io.chat_input"}]
-    edges = []
-    for i in range(499):
-        nodes.append(
-            {"id": f"m{i}", "component": "llm.openai_chat", "params": {"credential": credential.pk}}
-        )
-        edges.append(edge("in", "text", f"m{i}", "prompt"))
-    graph = {"nodes": nodes, "edges": edges}
-    started = time.monotonic()
-    with django_assert_max_num_queries(5):
+
+    def fan_out(models: int) -> dict:
+        nodes = [{"id": "in", "component": "io.chat_input"}]
+        edges = []
+        for i in range(models):
+            nodes.append(
+                {
+                    "id": f"m{i}",
+                    "component": "llm.openai_chat",
+                    "params": {"credential": credential.pk},
+                }
+            )
+            edges.append(edge("in", "text", f"m{i}", "prompt"))
+        return {"nodes": nodes, "edges": edges}
+
+    def cpu_to_validate(graph: dict) -> float:
+        started = time.thread_time()
         assert validate_graph(graph, workspace_a) == []
-    assert time.monotonic() - started < 3
+        return time.thread_time() - started
+
+    small, graph = fan_out(49), fan_out(499)
+    cpu_to_validate(small)  # warm up what is loaded once (registry, schemas)
+    baseline = min(cpu_to_validate(small) for _ in range(3))
+    with django_assert_max_num_queries(5):
+        cost = cpu_to_validate(graph)
+    assert cost < 30 * baseline, (cost, baseline)
     plan = build_plan(graph, workspace_a, build_objects=False)
     assert plan.levels[0] == ["in"] and len(plan.levels[1]) == 499

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 
 import pytest
 
@@ -103,16 +102,45 @@ def test_prompt_template_rechecks_placeholders_at_format_time(workspace_a):
 
 # --- models -----------------------------------------------------------------------------------
 def test_demo_model_streams_word_by_word_at_its_pace(workspace_a):
-    started = time.monotonic()
-    out, ctx = execute(
-        workspace_a,
-        "llm.demo",
-        {"reply": "one two three four five", "delay_ms": 30},
-        {"prompt": "x"},
+    """Its pace is checked by order, not by a clock: a metronome task on the same loop
+    sleeps half the model's delay at a time. asyncio fires timers in deadline order, and the
+    metronome's next deadline is always earlier than the model's next token when the model
+    really sleeps `delay_ms` between words, so at least one tick falls between every two
+    tokens however slow the machine. A model that ignored `delay_ms` (or slept far less)
+    would emit its words back to back, with no tick between them."""
+    component, params, built = node(
+        workspace_a, "llm.demo", {"reply": "one two three four five", "delay_ms": 30}
     )
+    ctx = RecordingContext(workspace_a.pk)
+    order: list[str] = []
+    emit = ctx.emit
+
+    def emit_in_order(event: str, data: object) -> None:
+        order.append("token")
+        emit(event, data)
+
+    ctx.emit = emit_in_order  # type: ignore[method-assign]
+
+    async def metronome() -> None:
+        while True:
+            await asyncio.sleep(0.015)
+            order.append("tick")
+
+    async def scenario() -> dict:
+        ticking = asyncio.ensure_future(metronome())
+        await asyncio.sleep(0)  # the metronome's first deadline is set before the model's
+        try:
+            return await component.execute(built, params, {"prompt": "x"}, ctx)
+        finally:
+            ticking.cancel()
+
+    out = asyncio.run(scenario())
     assert out == {"text": "one two three four five"}
     assert ctx.of("on_token") == ["one", " two", " three", " four", " five"]
-    assert time.monotonic() - started >= 0.12
+    tokens = [i for i, what in enumerate(order) if what == "token"]
+    assert len(tokens) == 5
+    between = [order[a + 1 : b].count("tick") for a, b in zip(tokens, tokens[1:], strict=False)]
+    assert all(n >= 1 for n in between), order  # a pause between every two words
     assert ctx.delivered == 1  # the first token is handed over to be sent, once
 
 
@@ -478,16 +506,50 @@ def test_router_branch_not_taken_skips_its_nodes(workspace_a):
 
 
 def test_components_never_block_the_event_loop_while_streaming(workspace_a):
-    """Two demo models on one loop overlap (both stream with asyncio.sleep)."""
-    a = node(workspace_a, "llm.demo", {"reply": "a " * 10, "delay_ms": 20})
-    b = node(workspace_a, "llm.demo", {"reply": "b " * 10, "delay_ms": 20})
+    """Demo models on one loop overlap (they stream with asyncio.sleep, not time.sleep).
 
-    async def both():
-        return await asyncio.gather(
-            a[0].execute(a[2], a[1], {"prompt": "x"}, RecordingContext(workspace_a.pk)),
-            b[0].execute(b[2], b[1], {"prompt": "x"}, RecordingContext(workspace_a.pk)),
+    The order of their tokens cannot show it: `fairly` hands the loop over between chunks,
+    so even models that blocked the loop in their waits would take turns word by word.
+    What blocking changes is that the waits add up instead of overlapping. So the baseline
+    is measured in the same test: one model streaming alone, then five side by side. Both
+    phases are bounded below by the same sleeps (nine 40 ms gaps) and a loaded machine
+    slows both alike; five models that overlap take about as long as one, five that
+    block take five times as long, and the check sits at 2.5 times."""
+    models = [
+        node(workspace_a, "llm.demo", {"reply": " ".join([name] * 10), "delay_ms": 40})
+        for name in "abcde"
+    ]
+    order: list[str] = []
+
+    def context(name: str) -> RecordingContext:
+        ctx = RecordingContext(workspace_a.pk)
+        emit = ctx.emit
+
+        def emit_in_order(event: str, data: object) -> None:
+            order.append(name)
+            emit(event, data)
+
+        ctx.emit = emit_in_order  # type: ignore[method-assign]
+        return ctx
+
+    async def stream(picked: list) -> float:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        await asyncio.gather(
+            *(
+                c.execute(built, p, {"prompt": "x"}, context(c_name))
+                for c_name, (c, p, built) in picked
+            )
         )
+        return loop.time() - started
 
-    started = time.monotonic()
-    asyncio.run(both())
-    assert time.monotonic() - started < 0.35  # sequential would take >= 0.36 s
+    alone = asyncio.run(stream([("a", models[0])]))
+    order.clear()
+    together = asyncio.run(stream(list(zip("abcde", models, strict=True))))
+    assert all(order.count(name) == 10 for name in "abcde"), order
+    # Each model emitted words while the others were still streaming: they overlapped...
+    last_first = max(order.index(name) for name in "abcde")
+    first_last = min(len(order) - 1 - order[::-1].index(name) for name in "abcde")
+    assert last_first < first_last, order
+    # ...and so did their waits: five took about as long as one, not five times as long.
+    assert together < 2.5 * alone, (together, alone)

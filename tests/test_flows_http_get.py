@@ -168,7 +168,9 @@ def test_bodies_are_capped_and_slow_servers_time_out(workspace_a, public):
     assert out["result"].startswith("HTTP 200 (truncated)\n")
     assert len(out["result"].split("\n", 1)[1]) == 1000
     with pytest.raises(NodeError, match="longer than"):
-        fetch(workspace_a, public.url("/slow?s=3"), timeout_seconds=0.5)
+        # The server answers after 30 s: sixty times the timeout, so a slow machine cannot
+        # make the answer arrive in time.
+        fetch(workspace_a, public.url("/slow?s=30"), timeout_seconds=0.5)
 
 
 @pytest.mark.parametrize(

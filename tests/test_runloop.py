@@ -8,16 +8,24 @@ import time
 
 import pytest
 
-from flows.components.util import YIELD_EVERY, fairly
+from flows.components.util import fairly
 from runs.runloop import get_run_loop
 
 
 def test_runs_from_several_threads_share_one_loop_and_get_their_own_results():
+    """Ten threads' runs wait together on the one loop: each waits until all ten have
+    started (a barrier on the loop, with a safety timeout that fails the test). Runs served
+    one after another, or each on a loop of its own, would never see the others start."""
     loop_threads: list[str] = []
+    started: list[int] = []
+    all_started = asyncio.Event()
 
     async def job(n: int) -> int:
         loop_threads.append(threading.current_thread().name)
-        await asyncio.sleep(0.05)
+        started.append(n)
+        if len(started) == 10:
+            all_started.set()
+        await asyncio.wait_for(all_started.wait(), 30)
         return n * 2
 
     results: dict[int, int] = {}
@@ -25,7 +33,6 @@ def test_runs_from_several_threads_share_one_loop_and_get_their_own_results():
     def submit(n: int) -> None:
         results[n] = get_run_loop().run(job(n))
 
-    started = time.monotonic()
     threads = [threading.Thread(target=submit, args=(n,)) for n in range(10)]
     for thread in threads:
         thread.start()
@@ -33,7 +40,7 @@ def test_runs_from_several_threads_share_one_loop_and_get_their_own_results():
         thread.join()
     assert results == {n: n * 2 for n in range(10)}
     assert set(loop_threads) == {"run-loop"}
-    assert time.monotonic() - started < 0.5  # they waited together, not one after another
+    assert sorted(started) == list(range(10))  # they waited together, not one after another
 
 
 def test_an_exception_in_a_run_reaches_the_thread_that_submitted_it():
@@ -45,12 +52,19 @@ def test_an_exception_in_a_run_reaches_the_thread_that_submitted_it():
 
 
 def test_a_stream_that_never_suspends_still_lets_other_tasks_run():
+    """Checked by interleaving, not by a count derived from time: the other task must have
+    run within every stretch of 25 chunks. Each chunk takes at least 0.2 ms to parse
+    (time.sleep never returns early), so 25 chunks span at least 5 ms, more than twice
+    YIELD_EVERY; a slower machine only makes the stretches longer. Without `fairly` the
+    other task does not run at all until the stream ends."""
+
     async def greedy(n: int):  # chunks already buffered: no await ever suspends
         for i in range(n):
             time.sleep(0.0002)  # parsing a chunk
             yield i
 
-    async def scenario(wrap) -> tuple[int, int]:
+    async def scenario(wrap) -> list[int]:
+        """The other task's tick count as each of 250 chunks arrives."""
         ticks = 0
 
         async def other() -> None:
@@ -61,17 +75,16 @@ def test_a_stream_that_never_suspends_still_lets_other_tasks_run():
 
         task = asyncio.ensure_future(other())
         await asyncio.sleep(0)
-        before = ticks
-        count = 0
-        async for _ in wrap(greedy(250)):  # about 50 ms of chunks
-            count += 1
-        during = ticks - before
+        seen: list[int] = [ticks]
+        async for _ in wrap(greedy(250)):
+            seen.append(ticks)
         task.cancel()
-        return count, during
+        return seen
 
-    count, during = asyncio.run(scenario(lambda stream: stream))
-    assert count == 250 and during == 0  # the starvation `fairly` exists for
+    seen = asyncio.run(scenario(lambda stream: stream))
+    assert len(seen) == 251 and seen[-1] == seen[0]  # the starvation `fairly` exists for
 
-    count, during = asyncio.run(scenario(fairly))
-    assert count == 250
-    assert during >= 0.05 / YIELD_EVERY / 2  # the other task ran throughout
+    seen = asyncio.run(scenario(fairly))
+    assert len(seen) == 251
+    stretches = [seen[i + 25] - seen[i] for i in range(0, 250, 25)]
+    assert all(ran > 0 for ran in stretches), stretches  # the other task ran throughout

@@ -8,6 +8,7 @@ import time
 from datetime import timedelta
 
 import pytest
+from django.db import transaction
 from django.utils import timezone
 
 from accounts.models import Membership
@@ -47,19 +48,42 @@ def test_a_run_is_claimed_once_and_a_redelivered_task_does_nothing(workspace_a, 
     assert Run.objects.get(pk=run.pk).status == RunStatus.SUCCEEDED
 
 
+class _WatchedLock:
+    """The executor's start lock, telling when a second thread is held up by it."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.contended = threading.Event()
+
+    def __enter__(self) -> _WatchedLock:
+        if not self._lock.acquire(blocking=False):
+            self.contended.set()
+            self._lock.acquire()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._lock.release()
+
+
 def test_runs_start_one_at_a_time_and_a_claim_waits_for_the_start_in_progress(
-    workspace_a, erin_editor
+    workspace_a, erin_editor, monkeypatch
 ):
-    # With 50 runs arriving together, concurrent claims and plans starve the run loop that
-    # streams every other run of the process: starts take turns instead.
+    """With 50 runs arriving together, concurrent claims and plans starve the run loop that
+    streams every other run of the process: starts take turns instead.
+
+    Checked when the task is known to be waiting for the lock (not after a sleep): at that
+    moment its run must still be queued. A task that claimed before taking the lock would
+    reach the lock only after its claim (the plan takes it too), and be seen running."""
+    starting = _WatchedLock()
+    monkeypatch.setattr(executor, "_starting", starting)
     run = _queued(workspace_a, erin_editor, flowgraphs.demo_graph(reply="a b", delay_ms=0))
     task = threading.Thread(
         target=executor.execute_queued_run,
         kwargs={"run_id": str(run.pk), "task_id": "t", "worker": "w"},
     )
-    with executor._starting:  # another run is being started
+    with starting:  # another run is being started
         task.start()
-        time.sleep(0.3)
+        assert starting.contended.wait(30), "the task never asked for the start lock"
         run.refresh_from_db()
         assert run.status == RunStatus.QUEUED and run.lease_token == 0
     task.join(30)
@@ -68,15 +92,31 @@ def test_runs_start_one_at_a_time_and_a_claim_waits_for_the_start_in_progress(
     assert _events(run)[-1] == "completed"
 
 
+def _wait_until(condition, what: str, timeout: float = 30) -> None:
+    """Poll `condition` until it holds; the deadline is a safety net that fails the test."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"still waiting for {what}"
+        time.sleep(0.02)
+
+
 def test_a_stale_lease_holder_is_fenced_off_after_the_reaper_ends_the_run(workspace_a, erin_editor):
     run = _queued(workspace_a, erin_editor, flowgraphs.demo_graph(reply="x", delay_ms=0))
     claimed = services.run_claim(run_id=str(run.pk), task_id="t1", worker="w1")
     writer = get_sink().open(claimed)
     writer.emit("run_started", "", {"data": {}})
     writer.emit("node_started", "model", {"data": {}})
-    writer.done.wait(0.5)  # let the sink persist what it has
-    Run.objects.filter(pk=run.pk).update(lease_expires_at=timezone.now() - timedelta(seconds=1))
-    assert services.reap_stale_runs() == [str(run.pk)]
+    # The sink persists what it has (lifecycle events wait at most one window for company).
+    _wait_until(lambda: RunEvent.objects.filter(run=run).count() == 2, "the first two events")
+    # The lease lapses and the reaper ends the run while the row is locked: the sink's
+    # heartbeat (every second, often right after a write) cannot extend the lease in
+    # between, as it could if the worker were alive; it finds the token bumped after.
+    with transaction.atomic():
+        Run.objects.select_for_update().get(pk=run.pk)
+        Run.objects.filter(pk=run.pk).update(
+            lease_expires_at=timezone.now() - timedelta(seconds=1)
+        )
+        assert services.reap_stale_runs() == [str(run.pk)]
     # The worker wakes up and carries on: nothing it writes may land after `completed`.
     writer.emit("node_finished", "model", {"data": "late"})
     writer.finish(status=RunStatus.SUCCEEDED, completed_status="success", outputs={})
@@ -272,7 +312,11 @@ def test_the_portable_write_path_keeps_the_same_guarantees(workspace_a, erin_edi
 def test_lifecycle_events_ride_with_the_next_token_or_leave_within_the_window():
     """run_started / node_started / node_finished don't wake the sink: a run's start and its
     first token are one write. They never wait longer than the coalescing window, and any
-    other event takes them along at once."""
+    other event takes them along at once.
+
+    The sink's clock is passed in: "young" is asked with a reading taken just before the
+    events were emitted (so they are younger than the window however long the machine
+    takes to get from the emit to the take), "old" with a reading a whole window after."""
     from runs.sink import EventSink, RunWriter
 
     window = 0.025
@@ -280,27 +324,31 @@ def test_lifecycle_events_ride_with_the_next_token_or_leave_within_the_window():
         EventSink(), run_id="r", workspace_id=1, session_id="s", lease_token=1, last_seq=0
     )
 
-    def take(after: float = 0.0) -> list[tuple[int, str]]:
-        events, _final = writer.take(time.monotonic() + after, window)
+    def take(now: float) -> list[tuple[int, str]]:
+        events, _final = writer.take(now, window)
         return [(e.seq, e.event) for e in events]
 
+    before = time.monotonic()
     writer.emit("run_started", "", {"data": {}})
     writer.emit("node_started", "model", {"data": {}})
-    assert take() == []  # young lifecycle events wait...
+    assert take(before) == []  # young lifecycle events wait...
     writer.emit("on_token", "model", {"data": "Hello"})
-    assert take() == [(1, "run_started"), (2, "node_started"), (3, "on_token")]  # ...for this
+    assert take(before) == [(1, "run_started"), (2, "node_started"), (3, "on_token")]  # ...for this
 
+    before = time.monotonic()
     writer.emit("node_finished", "model", {"data": "Hello"})
-    assert take() == []
-    assert take(after=window) == [(4, "node_finished")]  # or for the window, no longer
+    assert take(before) == []
+    assert take(time.monotonic() + window) == [(4, "node_finished")]  # or for the window
 
+    before = time.monotonic()
     writer.emit("node_started", "tool", {"data": {}})
     writer.emit("on_tool_call", "tool", {"data": {"name": "t"}})
-    assert take() == [(5, "node_started"), (6, "on_tool_call")]
+    assert take(before) == [(5, "node_started"), (6, "on_tool_call")]
 
+    before = time.monotonic()
     writer.emit("node_started", "last", {"data": {}})
     writer.finish(status="succeeded", completed_status="success", outputs={})
-    events, final = writer.take(time.monotonic(), window)
+    events, final = writer.take(before, window)
     assert [e.event for e in events] == ["node_started", "completed"] and final is not None
 
 
@@ -315,7 +363,13 @@ def _node_context(writer):
 
 def test_deliver_now_waits_for_the_next_publish_and_no_longer(monkeypatch):
     """A stream's first token: the node waits (bounded) until the sink has published it,
-    so the chunks that follow don't compete with its write for the worker."""
+    so the chunks that follow don't compete with its write for the worker.
+
+    Checked by order, with timers of the same loop as references (asyncio fires them in
+    deadline order) and safety-net deadlines far above any bound that only fail the test:
+    with a 30 s bound it is still waiting when the publish comes and returns right after
+    it; with a 50 ms bound and no publish it returns after a 40 ms timer started before it
+    fired, and by itself; for a closed writer it does not wait for an hour-long bound."""
     import runs.executor
     from runs.sink import EventSink, RunWriter
 
@@ -324,29 +378,50 @@ def test_deliver_now_waits_for_the_next_publish_and_no_longer(monkeypatch):
     )
     ctx = _node_context(writer)
 
-    async def waits_for_publish() -> bool:
+    async def waits_for_publish() -> list[str]:
         monkeypatch.setattr(runs.executor, "DELIVERY_WAIT_SECONDS", 30)
-        waiting = asyncio.ensure_future(ctx.deliver_now())
-        await asyncio.sleep(0.2)
-        pending = not waiting.done()
-        threading.Thread(target=writer.published).start()  # as the publisher does
-        await asyncio.wait_for(waiting, 5)
-        return pending
+        order: list[str] = []
 
-    async def bounded() -> float:
+        async def deliver() -> None:
+            await ctx.deliver_now()
+            order.append("delivered")
+
+        waiting = asyncio.ensure_future(deliver())
+        await asyncio.sleep(0.2)  # a head start, not a bound: the wait's own bound is 30 s
+
+        def publish() -> None:  # as the publisher does, on its own thread
+            order.append("published")
+            writer.published()
+
+        threading.Thread(target=publish).start()
+        await asyncio.wait_for(waiting, 20)
+        return order
+
+    async def bounded() -> list[str]:
         monkeypatch.setattr(runs.executor, "DELIVERY_WAIT_SECONDS", 0.05)
-        started = time.monotonic()
-        await ctx.deliver_now()  # nobody publishes
-        return time.monotonic() - started
+        order: list[str] = []
 
-    assert asyncio.run(waits_for_publish())
-    assert 0.05 <= asyncio.run(bounded()) < 5
+        async def reference() -> None:
+            await asyncio.sleep(0.04)
+            order.append("40 ms timer")
+
+        timer = asyncio.ensure_future(reference())
+        await asyncio.sleep(0)  # its deadline is set before deliver_now's
+        await asyncio.wait_for(ctx.deliver_now(), 20)  # nobody publishes
+        order.append("returned")
+        await timer
+        return order
+
+    assert asyncio.run(waits_for_publish()) == ["published", "delivered"]
+    assert asyncio.run(bounded()) == ["40 ms timer", "returned"]
 
     writer.finish(status="succeeded", completed_status="success", outputs={})
-    monkeypatch.setattr(runs.executor, "DELIVERY_WAIT_SECONDS", 30)
-    started = time.monotonic()
-    asyncio.run(ctx.deliver_now())  # a closed writer publishes nothing more: no wait
-    assert time.monotonic() - started < 5
+    monkeypatch.setattr(runs.executor, "DELIVERY_WAIT_SECONDS", 3600)
+
+    async def closed() -> None:  # a closed writer publishes nothing more: no wait
+        await asyncio.wait_for(ctx.deliver_now(), 20)
+
+    asyncio.run(closed())
 
 
 @pytest.mark.parametrize("path", ["returning", "portable"])

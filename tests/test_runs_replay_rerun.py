@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
-import time
 import uuid
+from dataclasses import dataclass
+from datetime import datetime
 
 import pytest
 
@@ -38,7 +40,7 @@ def _finished_run(live_stack, token: str, flow_id: int) -> str:
 
 
 def _replay(live_stack, token: str, run_id: str, speed, from_seq: int = 0):
-    """[(arrival monotonic seconds, frame)] of one replay, plus the replay_started reply."""
+    """The frames of one replay, plus the replay_started reply."""
 
     async def go():
         ws, _ = await connect(live_stack.ws_url, "acme", token=token)
@@ -51,11 +53,65 @@ def _replay(live_stack, token: str, run_id: str, speed, from_seq: int = 0):
             message = await next_message(ws, 30)
             if message["event"] == "replay_finished":
                 break
-            frames.append((time.monotonic(), message))
+            frames.append(message)
         await ws.close()
         return started, frames
 
     return asyncio.run(go())
+
+
+@dataclass
+class Replay:
+    """One replay of a side-by-side set: its frames, each with its place in the order in
+    which the client received the frames of all of them."""
+
+    started: dict
+    frames: list[tuple[int, dict]]
+    finished: int  # the place of its replay_finished
+
+    @property
+    def events(self) -> list[dict]:
+        return [{k: v for k, v in f.items() if k != "replay"} for _, f in self.frames]
+
+    def place_reaching(self, offsets: list[float], offset: float) -> int:
+        """Where the first frame logged at least `offset` seconds into the run arrived."""
+        return next(place for place, f in self.frames if offsets[f["seq"] - 1] >= offset)
+
+
+def _side_by_side(live_stack, token: str, run_id: str, requests: list[dict]) -> list[Replay]:
+    """Replays of one run, each on a socket of its own, all asked for before any is read.
+
+    They play on the same Daphne at the same time, so each is the others' clock: a paced
+    replay is compared with a reference replay by where their frames fall in one arrival
+    order, not by seconds. A loaded machine slows them alike (the per-frame costs are the
+    same in each), so the comparisons keep margins of hundreds of milliseconds of log."""
+
+    async def go() -> list[Replay]:
+        sockets = [(await connect(live_stack.ws_url, "acme", token=token))[0] for _ in requests]
+        for ws, request in zip(sockets, requests, strict=True):
+            await ws.send(json.dumps({"action": "replay", "run_id": run_id, **request}))
+        places = itertools.count()
+
+        async def read(ws) -> Replay:
+            started = await next_message(ws)
+            frames = []
+            while True:
+                message = await next_message(ws, 30)
+                place = next(places)
+                if message["event"] == "replay_finished":
+                    await ws.close()
+                    return Replay(started, frames, place)
+                frames.append((place, message))
+
+        return list(await asyncio.gather(*(read(ws) for ws in sockets)))
+
+    return asyncio.run(go())
+
+
+def _offsets(log: list[dict]) -> list[float]:
+    """Each logged event's seconds since the first, by its `ts`."""
+    t0 = datetime.fromisoformat(log[0]["ts"])
+    return [(datetime.fromisoformat(e["ts"]) - t0).total_seconds() for e in log]
 
 
 @pytest.fixture
@@ -69,47 +125,101 @@ def finished_demo_run(live_stack, workspace_a, erin_editor, token_for):
 def test_replay_at_1x_sends_the_log_in_order_with_its_original_timing(
     live_stack, workspace_a, bob_viewer, token_for, finished_demo_run
 ):
+    """Its timing is checked against an instant and a 4x replay played beside it: the
+    instant one ends before the 1x replay reaches the middle of the log (a 1x replay that
+    ignored the timestamps would race it), and the 4x one, which takes a quarter of the
+    log's span, ends after the 1x replay passed an eighth of it and before it reached three
+    quarters (a 1x replay at another pace, twice as fast or as slow, would fall outside)."""
     run_id = finished_demo_run
     log = stored_log(run_id)
-    rows_before = RunEvent.objects.count()
-    started, frames = _replay(live_stack, token_for(workspace_a, bob_viewer), run_id, 1)
-    assert started["event"] == "replay_started" and started["last_seq"] == len(log)
-    replayed = [{k: v for k, v in f.items() if k != "replay"} for _, f in frames]
-    assert replayed == log
-    # Relative timing: arrival offsets follow the logged ts offsets.
-    from datetime import datetime
-
-    t0 = datetime.fromisoformat(log[0]["ts"])
-    logged = [(datetime.fromisoformat(e["ts"]) - t0).total_seconds() for e in log]
-    arrived = [at - frames[0][0] for at, _ in frames]
-    assert logged[-1] > 0.8, "the run must take long enough to measure its timing"
-    worst = max(abs(a - b) for a, b in zip(arrived, logged, strict=True))
-    assert worst < 0.25, f"replay timing drifted by {worst:.3f}s"
+    offsets, rows_before = _offsets(log), RunEvent.objects.count()
+    span = offsets[-1]
+    assert span > 0.8, "the run must take long enough to compare paces"
+    token = token_for(workspace_a, bob_viewer)
+    one, instant, fast = _side_by_side(
+        live_stack, token, run_id, [{"speed": 1}, {"speed": "instant"}, {"speed": 4}]
+    )
+    assert one.started["event"] == "replay_started" and one.started["last_seq"] == len(log)
+    assert one.events == instant.events == fast.events == log
+    assert instant.finished < one.place_reaching(offsets, span / 2)
+    assert one.place_reaching(offsets, span / 8) < fast.finished
+    assert fast.finished < one.place_reaching(offsets, span * 3 / 4)
     assert RunEvent.objects.count() == rows_before  # replay writes nothing
 
 
 def test_replay_at_4x_and_instant(
     live_stack, workspace_a, bob_viewer, token_for, finished_demo_run
 ):
+    """4x, instant and a seek, each against a 1x replay played beside them (see
+    `_side_by_side`): the 4x replay ends while the 1x one is between an eighth and three
+    quarters of the log's span (it takes a quarter); the instant one, and the seek's burst
+    of everything up to `from_seq`, arrive before the 1x replay reaches the middle."""
+    run_id = finished_demo_run
+    log = stored_log(run_id)
+    offsets = _offsets(log)
+    span = offsets[-1]
+    seek_to = len(log) - 3
+    one, fast, instant, seek = _side_by_side(
+        live_stack,
+        token_for(workspace_a, bob_viewer),
+        run_id,
+        [{"speed": 1}, {"speed": 4}, {"speed": "instant"}, {"speed": 1, "from_seq": seek_to}],
+    )
+    assert one.events == fast.events == instant.events == log
+    assert one.place_reaching(offsets, span / 8) < fast.finished
+    assert fast.finished < one.place_reaching(offsets, span * 3 / 4)
+    assert instant.finished < one.place_reaching(offsets, span / 2)
+    # Seek: everything up to from_seq at once, then the original pace.
+    assert [f["seq"] for _, f in seek.frames] == list(range(1, len(log) + 1))
+    assert seek.frames[seek_to - 1][0] < one.place_reaching(offsets, span / 2)
+
+
+def test_a_paused_replay_sends_nothing_until_play(
+    live_stack, workspace_a, bob_viewer, token_for, finished_demo_run
+):
+    """Paused after its first token, a 1x replay sends nothing while a 4x replay of the same
+    run plays to its end on another socket (a quarter of the log's span: unpaused, it would
+    have sent a token every 70 ms of it), then resumes where it stopped on play. The pause
+    is known to be in effect by a round trip on the socket, not by waiting a while."""
     run_id = finished_demo_run
     log = stored_log(run_id)
     token = token_for(workspace_a, bob_viewer)
-    from datetime import datetime
 
-    span = (
-        datetime.fromisoformat(log[-1]["ts"]) - datetime.fromisoformat(log[0]["ts"])
-    ).total_seconds()
-    _, fast = _replay(live_stack, token, run_id, 4)
-    took = fast[-1][0] - fast[0][0]
-    assert abs(took - span / 4) < 0.2, (took, span)
-    _, instant = _replay(live_stack, token, run_id, "instant")
-    assert [{k: v for k, v in f.items() if k != "replay"} for _, f in instant] == log
-    assert instant[-1][0] - instant[0][0] < 0.3
-    # Seek: everything up to from_seq at once, then the original pace.
-    seek_to = len(log) - 3
-    _, seek = _replay(live_stack, token, run_id, 1, from_seq=seek_to)
-    assert [f["seq"] for _, f in seek] == list(range(1, len(log) + 1))
-    assert seek[seek_to - 1][0] - seek[0][0] < 0.2
+    async def round_trip(ws) -> list[dict]:
+        """The frames that arrive before the reply to a message sent now."""
+        await ws.send(json.dumps({"action": "round trip"}))
+        frames = []
+        while (message := await next_message(ws, 30))["event"] != "rejected":
+            frames.append(message)
+        return frames
+
+    async def go() -> tuple[list[dict], list[dict], list[dict]]:
+        ws, _ = await connect(live_stack.ws_url, "acme", token=token)
+        other, _ = await connect(live_stack.ws_url, "acme", token=token)
+        await ws.send(json.dumps({"action": "replay", "run_id": run_id, "speed": 1}))
+        assert (await next_message(ws))["event"] == "replay_started"
+        before = []
+        while not before or before[-1]["event"] != "on_token":
+            before.append(await next_message(ws, 30))
+        await ws.send(json.dumps({"action": "replay_pause"}))
+        before += await round_trip(ws)  # what was already on its way; now it is paused
+        await other.send(json.dumps({"action": "replay", "run_id": run_id, "speed": 4}))
+        while (await next_message(other, 30))["event"] != "replay_finished":
+            pass
+        while_paused = await round_trip(ws)
+        await ws.send(json.dumps({"action": "replay_play"}))
+        after = []
+        while (message := await next_message(ws, 30))["event"] != "replay_finished":
+            after.append(message)
+        await ws.close()
+        await other.close()
+        return before, while_paused, after
+
+    before, while_paused, after = asyncio.run(go())
+    assert while_paused == []
+    assert len(before) < len(log) - 3  # it was paused with most of the run still to come
+    replayed = [{k: v for k, v in f.items() if k != "replay"} for f in before + after]
+    assert replayed == log
 
 
 def test_replay_of_an_unfinished_or_foreign_run_is_rejected(

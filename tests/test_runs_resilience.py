@@ -76,7 +76,15 @@ def test_redis_restart_mid_run_loses_nothing(private_stack, workspace_a, erin_ed
             if message.get("run_id") == run_id:
                 received.add(message)
         redis.stop()  # all groups, queues and in-flight layer messages are gone
-        await asyncio.sleep(1.0)
+        # Redis stays away until the worker has logged more of the run (events published
+        # into the void), instead of for a second: the client must still get every one.
+        cut = await in_thread(lambda: RunEvent.objects.filter(run_id=run_id).count())
+        for _ in range(600):
+            if await in_thread(lambda: RunEvent.objects.filter(run_id=run_id).count()) > cut + 5:
+                break
+            await asyncio.sleep(0.05)
+        else:
+            raise AssertionError("the worker logged nothing while Redis was away")
         redis.start()  # same port, empty
         await collect_until_completed(ws, run_id, received, timeout=60)
         await ws.close()
