@@ -8,6 +8,7 @@ from django.conf import settings
 from django.db import models
 
 from accounts.models import Workspace
+from runs.events import LIFECYCLE_EVENTS
 
 
 class RunStatus(models.TextChoices):
@@ -95,17 +96,6 @@ class Run(models.Model):
         if self.started_at and self.finished_at:
             return (self.finished_at - self.started_at).total_seconds()
         return None
-
-
-# The events that shape a run's timeline (see RunEvent's partial index).
-LIFECYCLE_EVENTS = (
-    "run_started",
-    "node_started",
-    "node_finished",
-    "error",
-    "on_tool_call",
-    "completed",
-)
 
 
 class RunEvent(models.Model):

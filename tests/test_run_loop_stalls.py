@@ -20,9 +20,9 @@ from flows.components import cpu
 from flows.components.calculator import CalculatorError, calculate
 from flows.components.prompt import template_variables
 from runs import services
-from runs.executor import execute_claimed_run
+from runs.engine.executor import execute_claimed_run
+from runs.engine.runloop import get_run_loop
 from runs.models import Run, RunStatus
-from runs.runloop import get_run_loop
 from tests import cpuhogs, flowgraphs
 from tests.wsclient import stored_log
 

@@ -6,18 +6,23 @@ import asyncio
 import threading
 import time
 from datetime import timedelta
+from types import SimpleNamespace
 
 import pytest
 from django.utils import timezone
 
 from accounts.models import Membership
 from flows import crypto
+from flows.builder import validate_graph
 from flows.fake_openai import FakeOpenAIServer
 from flows.models import Credential
-from runs import executor, services
-from runs.executor import execute_claimed_run
+from runs import services
+from runs.engine import executor
+from runs.engine.executor import NodeContext, execute_claimed_run
+from runs.engine.persistence import PersistStrategy
+from runs.engine.sink import EventSink, get_sink
+from runs.engine.writer import RunWriter
 from runs.models import Run, RunEvent, RunStatus
-from runs.sink import get_sink
 from runs.tasks import execute_run
 from tests import flowgraphs
 from tests.wsclient import stored_log
@@ -209,8 +214,6 @@ def test_a_nul_character_from_a_model_is_stored_and_breaks_no_other_run(workspac
 
 
 def test_a_graph_with_nul_or_nan_is_refused_with_a_clear_problem(workspace_a):
-    from flows.builder import validate_graph
-
     for bad in ("a\x00b", float("nan"), float("inf")):
         graph = flowgraphs.demo_graph(reply="x", delay_ms=0)
         graph["nodes"][1]["params"]["reply"] = bad
@@ -221,8 +224,6 @@ def test_a_graph_with_nul_or_nan_is_refused_with_a_clear_problem(workspace_a):
 def test_a_batch_the_database_refuses_fences_its_runs_and_leaves_no_hole_in_the_log(
     workspace_a, erin_editor
 ):
-    from runs.sink import EventSink, RunWriter
-
     run = _queued(workspace_a, erin_editor, flowgraphs.demo_graph(reply="x", delay_ms=0))
     claimed = services.run_claim(run_id=str(run.pk), task_id="t", worker="w")
     sink = EventSink()  # not started: the test drives one write itself
@@ -251,14 +252,12 @@ def test_a_batch_the_database_refuses_fences_its_runs_and_leaves_no_hole_in_the_
     assert Run.objects.get(pk=run.pk).status == RunStatus.FAILED
 
 
-def test_the_portable_write_path_keeps_the_same_guarantees(workspace_a, erin_editor, monkeypatch):
+def test_the_portable_write_path_keeps_the_same_guarantees(workspace_a, erin_editor):
     # PostgreSQL batches are one statement; other databases (and oversized batches) take
-    # the ORM transaction. Force that path here so CI, which runs on PostgreSQL, covers it.
-    import runs.sink
-
-    monkeypatch.setattr(runs.sink, "MAX_STATEMENT_EVENTS", 0)
+    # the ORM transaction. A sink of that strategy here, so CI, on PostgreSQL, covers it.
+    sink = EventSink(strategy=PersistStrategy.PORTABLE)
     run = _queued(workspace_a, erin_editor, flowgraphs.demo_graph(reply="p q r s", delay_ms=5))
-    execute_claimed_run(services.run_claim(run_id=str(run.pk), task_id="t", worker="w"))
+    execute_claimed_run(services.run_claim(run_id=str(run.pk), task_id="t", worker="w"), sink=sink)
     run.refresh_from_db()
     log = stored_log(str(run.pk))
     assert [e["seq"] for e in log] == list(range(1, len(log) + 1))
@@ -273,8 +272,6 @@ def test_lifecycle_events_ride_with_the_next_token_or_leave_within_the_window():
     """run_started / node_started / node_finished don't wake the sink: a run's start and its
     first token are one write. They never wait longer than the coalescing window, and any
     other event takes them along at once."""
-    from runs.sink import EventSink, RunWriter
-
     window = 0.025
     writer = RunWriter(
         EventSink(), run_id="r", workspace_id=1, session_id="s", lease_token=1, last_seq=0
@@ -305,10 +302,6 @@ def test_lifecycle_events_ride_with_the_next_token_or_leave_within_the_window():
 
 
 def _node_context(writer):
-    from types import SimpleNamespace
-
-    from runs.executor import NodeContext
-
     run = SimpleNamespace(workspace_id=1, pk="r", session_id="s")
     return NodeContext(writer, run, "model")
 
@@ -316,16 +309,13 @@ def _node_context(writer):
 def test_deliver_now_waits_for_the_next_publish_and_no_longer(monkeypatch):
     """A stream's first token: the node waits (bounded) until the sink has published it,
     so the chunks that follow don't compete with its write for the worker."""
-    import runs.executor
-    from runs.sink import EventSink, RunWriter
-
     writer = RunWriter(
         EventSink(), run_id="r", workspace_id=1, session_id="s", lease_token=1, last_seq=0
     )
     ctx = _node_context(writer)
 
     async def waits_for_publish() -> bool:
-        monkeypatch.setattr(runs.executor, "DELIVERY_WAIT_SECONDS", 30)
+        monkeypatch.setattr(executor, "DELIVERY_WAIT_SECONDS", 30)
         waiting = asyncio.ensure_future(ctx.deliver_now())
         await asyncio.sleep(0.2)
         pending = not waiting.done()
@@ -334,7 +324,7 @@ def test_deliver_now_waits_for_the_next_publish_and_no_longer(monkeypatch):
         return pending
 
     async def bounded() -> float:
-        monkeypatch.setattr(runs.executor, "DELIVERY_WAIT_SECONDS", 0.05)
+        monkeypatch.setattr(executor, "DELIVERY_WAIT_SECONDS", 0.05)
         started = time.monotonic()
         await ctx.deliver_now()  # nobody publishes
         return time.monotonic() - started
@@ -343,25 +333,16 @@ def test_deliver_now_waits_for_the_next_publish_and_no_longer(monkeypatch):
     assert 0.05 <= asyncio.run(bounded()) < 5
 
     writer.finish(status="succeeded", completed_status="success", outputs={})
-    monkeypatch.setattr(runs.executor, "DELIVERY_WAIT_SECONDS", 30)
+    monkeypatch.setattr(executor, "DELIVERY_WAIT_SECONDS", 30)
     started = time.monotonic()
     asyncio.run(ctx.deliver_now())  # a closed writer publishes nothing more: no wait
     assert time.monotonic() - started < 5
 
 
-@pytest.mark.parametrize("path", ["returning", "portable"])
-def test_the_claim_loads_the_run_as_the_orm_does_and_only_once(
-    workspace_a, erin_editor, monkeypatch, path
-):
-    """On PostgreSQL the claim is one UPDATE ... RETURNING that also loads the workspace and
-    the flow version; elsewhere two ORM queries. Both give the same objects, and a second
-    claim (a duplicate delivery) gets nothing."""
-    from types import SimpleNamespace
-
-    import runs.services
-
-    if path == "portable":
-        monkeypatch.setattr(runs.services, "connection", SimpleNamespace(vendor="sqlite"))
+def test_the_claim_loads_the_run_as_the_orm_does_and_only_once(workspace_a, erin_editor):
+    """The claim is a conditional UPDATE, then one read of the run with its workspace and
+    flow version; it gives the objects the ORM loads, and a second claim (a duplicate
+    delivery) gets nothing."""
     run = _queued(workspace_a, erin_editor, flowgraphs.demo_graph(reply="x", delay_ms=0))
     claimed = services.run_claim(run_id=str(run.pk), task_id="task-1", worker="w1")
     assert services.run_claim(run_id=str(run.pk), task_id="task-2", worker="w2") is None
