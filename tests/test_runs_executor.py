@@ -19,7 +19,12 @@ from flows.models import Credential
 from runs import services
 from runs.engine import executor
 from runs.engine.executor import NodeContext, execute_claimed_run
-from runs.engine.persistence import PersistStrategy
+from runs.engine.persistence import (
+    MAX_STATEMENT_EVENTS,
+    PersistStrategy,
+    strategy_for_batch,
+    strategy_for_vendor,
+)
 from runs.engine.sink import EventSink, get_sink
 from runs.engine.writer import RunWriter
 from runs.models import Run, RunEvent, RunStatus
@@ -213,6 +218,38 @@ def test_a_nul_character_from_a_model_is_stored_and_breaks_no_other_run(workspac
     assert text == "a\ufffdb c"
 
 
+def test_a_lone_surrogate_from_a_model_is_stored_and_breaks_no_other_run(
+    workspace_a, erin_editor
+):
+    # Valid JSON from the provider ("\\ud800"), but not Unicode: PostgreSQL refuses it, and
+    # a refused batch fences every run in it.
+    with FakeOpenAIServer(tokens=["x\ud800y", " z"], delay=0.02) as server:
+        odd = _queued(
+            workspace_a,
+            erin_editor,
+            flowgraphs.openai_flow(workspace_a, erin_editor, server.base_url).versions.get().graph,
+        )
+        other = _queued(workspace_a, erin_editor, flowgraphs.demo_graph(reply="ok", delay_ms=20))
+        threads = [
+            threading.Thread(
+                target=lambda r=r: execute_claimed_run(
+                    services.run_claim(run_id=str(r.pk), task_id="t", worker="w")
+                )
+            )
+            for r in (odd, other)
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+    for run in (odd, other):
+        run.refresh_from_db()
+        assert run.status == RunStatus.SUCCEEDED
+    text = "".join(e["data"] for e in stored_log(str(odd.pk)) if e["event"] == "on_token")
+    assert text == "x\ufffdy z"
+    assert odd.outputs == {"output": "x\ufffdy z"}
+
+
 def test_a_graph_with_nul_or_nan_is_refused_with_a_clear_problem(workspace_a):
     for bad in ("a\x00b", float("nan"), float("inf")):
         graph = flowgraphs.demo_graph(reply="x", delay_ms=0)
@@ -266,6 +303,23 @@ def test_the_portable_write_path_keeps_the_same_guarantees(workspace_a, erin_edi
     assert run.lease_expires_at is None and run.finished_at is not None
     text = "".join(e["data"] for e in log if e["event"] == "on_token")
     assert text == "p q r s"
+
+
+def test_a_batch_takes_the_portable_strategy_when_it_does_not_fit_one_statement():
+    writer = RunWriter(
+        EventSink(), run_id="r", workspace_id=1, session_id="s", lease_token=1, last_seq=0
+    )
+    for n in range(3):
+        writer.emit("error", "", {"message": str(n)})
+    events, final = writer.take(time.monotonic(), 0.0)
+    single, portable = PersistStrategy.SINGLE_STATEMENT, PersistStrategy.PORTABLE
+    assert strategy_for_vendor("postgresql") is single
+    assert strategy_for_vendor("sqlite") is portable
+    assert strategy_for_batch(single, [(writer, events, final)]) is single
+    assert strategy_for_batch(portable, [(writer, events, final)]) is portable
+    assert strategy_for_batch(single, [(writer, [], {"status": "failed"})]) is portable
+    too_many = events * (MAX_STATEMENT_EVENTS // len(events) + 1)
+    assert strategy_for_batch(single, [(writer, too_many, final)]) is portable
 
 
 def test_lifecycle_events_ride_with_the_next_token_or_leave_within_the_window():

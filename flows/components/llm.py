@@ -55,6 +55,9 @@ def chat_model_for(
             check_model_endpoint(credential.base_url)
         except EndpointRefused as exc:
             raise NodeError(f"The credential's endpoint is not allowed: {exc}") from exc
+    # The provider SDKs are imported here, not at the top (no import cycle): together they
+    # take seconds to import, and most processes that load the registry (Daphne, commands)
+    # never build a model; a worker imports them at start (warm_up_model_clients).
     if credential.provider == "openai":
         from langchain_openai import ChatOpenAI
 
