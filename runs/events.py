@@ -9,7 +9,8 @@ so clients can tell formats apart.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from datetime import datetime
+from typing import Any, Literal
 
 PROTOCOL_VERSION = 1
 
@@ -114,6 +115,21 @@ def event_type(name: str) -> EventType:
         return EVENT_TYPES[name]
     except KeyError:
         raise UnknownEvent(f"{name!r} is not a registered run event (runs.events)") from None
+
+
+def wire_message(
+    event: str, run_id: str, seq: int, node_id: str, ts: datetime, payload: dict[str, Any]
+) -> dict[str, Any]:
+    """An event as it goes to clients (DESIGN.md): {event, run_id, seq, node_id, ts,
+    ...payload}; the same whether it comes from the log or straight from a writer."""
+    return {
+        "event": event,
+        "run_id": run_id,
+        "seq": seq,
+        "node_id": node_id or None,
+        "ts": ts.isoformat(),
+        **payload,
+    }
 
 
 def session_group(workspace_id: int, session_id: str) -> str:

@@ -26,7 +26,7 @@ from typing import Any, Protocol
 from django.utils import timezone
 
 from config.jsontext import storable, storable_text
-from runs.events import event_type, session_group
+from runs.events import event_type, session_group, wire_message
 
 
 class Sink(Protocol):
@@ -49,14 +49,7 @@ class PendingEvent:
     ts: datetime
 
     def as_message(self, run_id: str) -> dict[str, Any]:
-        return {
-            "event": self.event,
-            "run_id": run_id,
-            "seq": self.seq,
-            "node_id": self.node_id or None,
-            "ts": self.ts.isoformat(),
-            **self.payload,
-        }
+        return wire_message(self.event, run_id, self.seq, self.node_id, self.ts, self.payload)
 
 
 @dataclass
