@@ -94,7 +94,7 @@ class MemorySink:
             writer.published()
 
     def flush(self) -> None:
-        """Persist and publish whatever is still due (lifecycle events wait for a wake)."""
+        """Persist and publish whatever is still pending (what a test reads is complete)."""
         self._persist()
         self.publish()
 
