@@ -17,6 +17,7 @@ import logging
 import threading
 import time
 from collections.abc import AsyncIterable, AsyncIterator
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from django.conf import settings
@@ -251,8 +252,23 @@ class PlanRunner:
 # together: preparing them all at once delayed the tokens of the runs already streaming
 # by 100-200 ms, and 50 concurrent claims (the plans already one at a time) still held
 # the median token of the first half second at 70-120 ms, against 10-45 ms with the
-# claims taking turns too. One run is started at a time per process.
+# claims taking turns too. One run is started at a time per process: claim and plan in
+# one turn, whose end hands the thread's database connection back to the pool. (With the
+# claim and the plan in two turns, each thread held its connection while it waited for
+# its second: 20 runs claimed and waiting took the whole pool, and the next claim and
+# the sink waited 30 s for a connection.)
 _starting = threading.Lock()
+
+
+@dataclass
+class _Start:
+    """A run whose start is done: its writer, and the runner ready to execute, or why
+    the run cannot execute (status, error)."""
+
+    run: Run
+    writer: RunWriter
+    runner: PlanRunner | None = None
+    failure: tuple[str, str] | None = None
 
 
 def execute_queued_run(*, run_id: str, task_id: str, worker: str) -> None:
@@ -260,14 +276,24 @@ def execute_queued_run(*, run_id: str, task_id: str, worker: str) -> None:
     another delivery of the task) is left alone."""
     with _starting:
         run = run_claim(run_id=run_id, task_id=task_id, worker=worker)
-    if run is not None:
-        execute_claimed_run(run)
+        start = _start(run, get_sink()) if run is not None else None
+        connection.close()  # this thread only waits from here on
+    if start is not None:
+        _execute(start)
 
 
 def execute_claimed_run(run: Run, *, sink: EventSink | None = None) -> None:
     """Execute a run whose lease this worker holds; always ends with `completed`.
     `sink` is the process's own unless given (a test choosing a persistence strategy)."""
-    writer = (sink or get_sink()).open(run)
+    with _starting:
+        start = _start(run, sink or get_sink())
+        connection.close()  # this thread only waits from here on
+    _execute(start)
+
+
+def _start(run: Run, sink: EventSink) -> _Start:
+    """Open the run's log with `run_started` and plan it (call with `_starting` held)."""
+    writer = sink.open(run)
     version = run.flow_version
     writer.emit(
         "run_started",
@@ -281,45 +307,54 @@ def execute_claimed_run(run: Run, *, sink: EventSink | None = None) -> None:
             }
         },
     )
-    status, error, outputs = RunStatus.SUCCEEDED, "", {}
     try:
-        with _starting:
-            plan = build_plan(version.graph, run.workspace)  # re-checks the whitelist, now
-            recorded = None
-            if run.rerun_from_node:
-                # The original may have been deleted since (rerun_of is then empty).
-                original = node_outcomes(run.rerun_of) if run.rerun_of else {}
-                recorded = recorded_for_rerun(plan, run.rerun_from_node, original)
-        runner = PlanRunner(run, plan, writer, recorded)
-        # This thread only waits from here on: its database connection goes back to the
-        # pool instead of being held for the length of the run.
-        connection.close()
+        plan = build_plan(version.graph, run.workspace)  # re-checks the whitelist, now
+        recorded = None
+        if run.rerun_from_node:
+            # The original may have been deleted since (rerun_of is then empty).
+            original = node_outcomes(run.rerun_of) if run.rerun_of else {}
+            recorded = recorded_for_rerun(plan, run.rerun_from_node, original)
+    except GraphInvalid as exc:
+        problems = "; ".join(p.message for p in exc.problems)[:1500]
+        return _Start(
+            run, writer, failure=(RunStatus.FAILED, f"The flow can no longer run: {problems}")
+        )
+    except RerunImpossible as exc:
+        return _Start(run, writer, failure=(RunStatus.FAILED, str(exc)))
+    except Exception as exc:
+        log.exception("run %s failed to start", run.pk)
+        return _Start(
+            run, writer, failure=(RunStatus.FAILED, f"Internal error: {type(exc).__name__}")
+        )
+    return _Start(run, writer, runner=PlanRunner(run, plan, writer, recorded))
+
+
+def _execute(start: _Start) -> None:
+    """Run a started run on the run loop and write its end (from the pool thread)."""
+    run, writer, runner = start.run, start.writer, start.runner
+    status, error, outputs = RunStatus.SUCCEEDED, "", {}
+    if runner is None:
+        status, error = start.failure or (RunStatus.FAILED, "Internal error")
+        writer.emit("error", "", {"message": error})
+    else:
         limit = settings.FLOWDECK["RUN_TIME_LIMIT_SECONDS"]
         try:
-            get_run_loop().run(asyncio.wait_for(runner.execute(), timeout=limit))
-        finally:
-            outputs = runner.outputs()
-        if runner.failed:
-            status, error = RunStatus.FAILED, "A node failed."
-    except GraphInvalid as exc:
-        status = RunStatus.FAILED
-        error = "The flow can no longer run: " + "; ".join(p.message for p in exc.problems)[:1500]
-        writer.emit("error", "", {"message": error})
-    except RunCancelled:
-        status = RunStatus.CANCELLED
-    except RerunImpossible as exc:
-        status, error = RunStatus.FAILED, str(exc)
-        writer.emit("error", "", {"message": error})
-    except TimeoutError:
-        status = RunStatus.FAILED
-        error = (
-            f"The run exceeded its time limit of {settings.FLOWDECK['RUN_TIME_LIMIT_SECONDS']}s."
-        )
-        writer.emit("error", "", {"message": error})
-    except Exception as exc:
-        log.exception("run %s failed", run.pk)
-        status, error = RunStatus.FAILED, f"Internal error: {type(exc).__name__}"
-        writer.emit("error", "", {"message": error})
+            try:
+                get_run_loop().run(asyncio.wait_for(runner.execute(), timeout=limit))
+            finally:
+                outputs = runner.outputs()
+            if runner.failed:
+                status, error = RunStatus.FAILED, "A node failed."
+        except RunCancelled:
+            status = RunStatus.CANCELLED
+        except TimeoutError:
+            status = RunStatus.FAILED
+            error = f"The run exceeded its time limit of {limit}s."
+            writer.emit("error", "", {"message": error})
+        except Exception as exc:
+            log.exception("run %s failed", run.pk)
+            status, error = RunStatus.FAILED, f"Internal error: {type(exc).__name__}"
+            writer.emit("error", "", {"message": error})
     if writer.fenced:
         return  # the lease was taken: whoever took it ends the run
     writer.finish(
