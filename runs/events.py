@@ -1,35 +1,137 @@
-"""The registry of run event types: the public protocol's vocabulary (DESIGN.md).
+"""The registry of run event types: the public protocol's vocabulary (docs/protocol.md).
 
-Every event on the wire and in the log is one of these. Payload keys are documented here
-once; `PROTOCOL_VERSION` is carried in `run_started` so clients can tell formats apart.
+Every event on the wire and in the log is declared here once, with its payload and its
+properties; every set of event names elsewhere is derived from this registry, and the run
+writer refuses an event that is not in it. `PROTOCOL_VERSION` is carried in `run_started`
+so clients can tell formats apart.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Literal
+
 PROTOCOL_VERSION = 1
 
-EVENT_TYPES: dict[str, str] = {
-    "run_started": "the run began: {data: {flow, version, inputs, protocol}}",
-    "node_started": "a node began: {data: {component}}",
-    "on_token": "streamed text from a model: {data: <text chunk, possibly several tokens>}",
-    "on_tool_call": "an agent called a tool: {data: {tool_name, tool_input, call_id}}",
-    "on_tool_result": "a tool answered: {data: {call_id, tool_name, output}}",
-    "on_retrieval": "a retriever returned documents: {data: {query, hits: [{id, title, score}]}}",
-    "node_finished": "a node finished: {data: <its output>, duration_ms, skipped?}",
-    "error": "something failed, on a node or the run: {message}",
-    "completed": "the final event, exactly once: {status: success | error | cancelled}",
-}
 
-# Events a component may emit through its RunContext are flows.components.base.STREAM_EVENTS
-# (the component contract); the rest are the executor's.
+@dataclass(frozen=True)
+class EventType:
+    """One kind of run event.
+
+    - `emitted_by`: "component" events are what a node reports through its RunContext
+      (`ctx.emit`, `ctx.model_stream`); "engine" events only the executor writes.
+    - `lifecycle`: shapes a run's timeline; RunEvent's partial index covers exactly these
+      rows (never the tokens), so the admin timeline and comparisons read a few entries.
+    - `lazy`: does not wake the event sink; waits up to one coalescing window for what
+      follows (usually the node's first token), so a run's start is one write.
+    - `node_result`: tells what a node did in a run (compared between runs).
+    """
+
+    name: str
+    payload: str  # the event's payload keys, documented once
+    emitted_by: Literal["component", "engine"]
+    lifecycle: bool = False
+    lazy: bool = False
+    node_result: bool = False
+
+
+# The order of the lifecycle events below is the partial index's condition as migration
+# 0003 wrote it: reordering them is a schema change (`makemigrations --check` says so).
+EVENTS: tuple[EventType, ...] = (
+    EventType(
+        "run_started",
+        "the run began: {data: {flow, version, inputs, protocol}}",
+        "engine",
+        lifecycle=True,
+        lazy=True,
+    ),
+    EventType(
+        "node_started",
+        "a node began: {data: {component}}",
+        "engine",
+        lifecycle=True,
+        lazy=True,
+        node_result=True,
+    ),
+    EventType(
+        "node_finished",
+        "a node finished: {data: <its output>, duration_ms?, skipped?, recorded_from?}",
+        "engine",
+        lifecycle=True,
+        lazy=True,
+        node_result=True,
+    ),
+    EventType(
+        "error",
+        "something failed, on a node or the run: {message}",
+        "engine",
+        lifecycle=True,
+        node_result=True,
+    ),
+    EventType(
+        "on_tool_call",
+        "a tool was called: {data: {tool_name, tool_input, call_id}}",
+        "component",
+        lifecycle=True,
+    ),
+    EventType(
+        "completed",
+        "the final event, exactly once: {status: success | error | cancelled}",
+        "engine",
+        lifecycle=True,
+    ),
+    EventType(
+        "on_token",
+        "streamed text from a model: {data: <text chunk, possibly several tokens>}",
+        "component",
+    ),
+    EventType(
+        "on_tool_result",
+        "a tool answered: {data: {call_id, tool_name, output}}",
+        "component",
+    ),
+    EventType(
+        "on_retrieval",
+        "a retriever returned documents: {data: {query, hits: [{id, title, score}]}}",
+        "component",
+    ),
+)
+
+EVENT_TYPES: dict[str, EventType] = {event.name: event for event in EVENTS}
+COMPONENT_EVENTS = frozenset(e.name for e in EVENTS if e.emitted_by == "component")
+LIFECYCLE_EVENTS = tuple(e.name for e in EVENTS if e.lifecycle)
+LAZY_EVENTS = frozenset(e.name for e in EVENTS if e.lazy)
+NODE_RESULT_EVENTS = tuple(e.name for e in EVENTS if e.node_result)
+
+
+class UnknownEvent(ValueError):
+    """An event name that is not in the registry (a bug in the caller, never user input)."""
+
+
+def event_type(name: str) -> EventType:
+    """The registered event `name`, or UnknownEvent."""
+    try:
+        return EVENT_TYPES[name]
+    except KeyError:
+        raise UnknownEvent(f"{name!r} is not a registered run event (runs.events)") from None
+
+
+def wire_message(
+    event: str, run_id: str, seq: int, node_id: str, ts: datetime, payload: dict[str, Any]
+) -> dict[str, Any]:
+    """An event as it goes to clients (DESIGN.md): {event, run_id, seq, node_id, ts,
+    ...payload}; the same whether it comes from the log or straight from a writer."""
+    return {
+        "event": event,
+        "run_id": run_id,
+        "seq": seq,
+        "node_id": node_id or None,
+        "ts": ts.isoformat(),
+        **payload,
+    }
 
 
 def session_group(workspace_id: int, session_id: str) -> str:
     """The Channels group of a session: ASCII, well under 100 characters."""
     return f"session.{workspace_id}.{session_id}"
-
-
-def clean_text(text: str) -> str:
-    """PostgreSQL cannot store NUL in text or jsonb: one such character from a model would
-    fail the sink's whole batch, other runs' events included."""
-    return text.replace("\x00", "\ufffd") if "\x00" in text else text

@@ -8,6 +8,7 @@ from django.conf import settings
 from django.db import models
 
 from accounts.models import Workspace
+from runs.events import LIFECYCLE_EVENTS, wire_message
 
 
 class RunStatus(models.TextChoices):
@@ -97,17 +98,6 @@ class Run(models.Model):
         return None
 
 
-# The events that shape a run's timeline (see RunEvent's partial index).
-LIFECYCLE_EVENTS = (
-    "run_started",
-    "node_started",
-    "node_finished",
-    "error",
-    "on_tool_call",
-    "completed",
-)
-
-
 class RunEvent(models.Model):
     """One event of a run, numbered 1..N without gaps. Never updated or deleted."""
 
@@ -140,11 +130,6 @@ class RunEvent(models.Model):
 
     def as_message(self) -> dict:
         """The wire form (docs/protocol.md): {event, run_id, seq, node_id, ts, ...payload}."""
-        return {
-            "event": self.event,
-            "run_id": str(self.run_id),
-            "seq": self.seq,
-            "node_id": self.node_id or None,
-            "ts": self.ts.isoformat(),
-            **self.payload,
-        }
+        return wire_message(
+            self.event, str(self.run_id), self.seq, self.node_id, self.ts, self.payload
+        )

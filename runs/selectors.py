@@ -12,7 +12,8 @@ from django.db.models.expressions import RawSQL
 from accounts.models import Workspace
 from accounts.tenancy import scoped
 from flows.models import Flow
-from runs.models import LIFECYCLE_EVENTS, TERMINAL_STATUSES, Run, RunEvent
+from runs.events import LIFECYCLE_EVENTS, NODE_RESULT_EVENTS
+from runs.models import TERMINAL_STATUSES, Run, RunEvent
 
 EVENT_PAGE = 1000
 
@@ -222,7 +223,6 @@ def run_event_page(run: Run, *, after: int = 0, size: int = 100) -> EventPage:
     return EventPage(events, after, next_after, prev_after)
 
 
-NODE_RESULT_EVENTS = ("node_started", "node_finished", "error")
 MAX_RESULT_EVENTS = 5000
 
 

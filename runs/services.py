@@ -2,33 +2,36 @@
 
 from __future__ import annotations
 
-import functools
 import logging
 import re
 import secrets
-from collections.abc import Iterator
 from datetime import timedelta
-from typing import Any, TypeVar
+from functools import lru_cache
+from typing import Any
 
-from asgiref.sync import async_to_sync
-from channels.layers import get_channel_layer
+import redis
 from django.conf import settings
-from django.core.cache import cache, caches
-from django.core.cache.backends.redis import RedisCache
-from django.db import connection, transaction
+from django.core.cache import cache
+from django.db import transaction
 from django.db.models import F, Q
 from django.utils import timezone
+from kombu.exceptions import ChannelError
 
 from accounts.models import Membership, Role, Workspace
 from accounts.tenancy import get_scoped, require_role, scoped
 from audit.services import record
+from config.celery import app as celery_app
 from config.errors import SERVICE_UNAVAILABLE
+from flows import services as flow_services
+from flows.builder import GraphInvalid, build_plan
 from flows.models import Flow, FlowVersion
+from runs.engine.publisher import publish_committed
+from runs.engine.rerun import RerunImpossible, recorded_for_rerun
 from runs.events import session_group
 from runs.models import COMPLETED_STATUS, TERMINAL_STATUSES, Run, RunEvent, RunStatus
+from runs.selectors import node_outcomes
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 
 SESSION_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 MAX_INPUT_CHARS = 100_000
@@ -85,20 +88,39 @@ def _check_limits(workspace: Workspace, acting: Membership) -> None:
 
 
 COUNTER_SECONDS = 120
+REDIS_CACHE = "django.core.cache.backends.redis.RedisCache"
 
 
 def _count_up(keys: list[str]) -> list[int]:
-    """Increment two-minute counters. On Redis: one round trip for all of them (the cache
-    API's `incr` costs two per key, on every run start)."""
-    backend = caches["default"]
-    if isinstance(backend, RedisCache):
-        names = [backend.make_and_validate_key(key) for key in keys]
-        pipe = backend._cache.get_client(names[0], write=True).pipeline(transaction=False)
-        for name in names:
-            pipe.set(name, 0, ex=COUNTER_SECONDS, nx=True)  # (not EXPIRE NX: Redis 7 only)
-            pipe.incr(name)
-        return [int(count) for count in pipe.execute()[1::2]]
-    return [_count_up_portable(key) for key in keys]
+    """Increment two-minute counters, where the cache lives. On Redis: one round trip for
+    all of them (a pipeline of SET NX EX + INCR per key; the cache API's `add` + `incr`
+    would cost three per key, on every run start); elsewhere through the cache API."""
+    client = _counter_redis()
+    if client is None:
+        return [_count_up_portable(key) for key in keys]
+    pipe = client.pipeline(transaction=False)
+    for key in keys:
+        name = f"{settings.CHANNEL_PREFIX}:{key}"
+        pipe.set(name, 0, ex=COUNTER_SECONDS, nx=True)  # (not EXPIRE NX: Redis 7 only)
+        pipe.incr(name)
+    return [int(count) for count in pipe.execute()[1::2]]
+
+
+def _counter_redis() -> redis.Redis | None:
+    """A redis-py client for the default cache's server when that cache is Redis (its
+    first LOCATION: the one Django's RedisCache writes to), else None."""
+    config = settings.CACHES["default"]
+    if config.get("BACKEND") != REDIS_CACHE:
+        return None
+    location = config["LOCATION"]
+    servers = location if isinstance(location, list | tuple) else re.split("[;,]", location)
+    return _redis_client(servers[0].strip())
+
+
+@lru_cache(maxsize=8)
+def _redis_client(url: str) -> redis.Redis:
+    """One client (a connection pool) per server URL and process."""
+    return redis.Redis.from_url(url, socket_connect_timeout=5, socket_timeout=5)
 
 
 def _count_up_portable(key: str) -> int:
@@ -132,8 +154,6 @@ def _clean_inputs(inputs: Any, input_node_ids: list[str]) -> dict[str, str]:
 
 def _checked_plan(graph: Any, workspace: Workspace) -> Any:
     """The graph's execution plan (no objects built), or RunRefused with every problem."""
-    from flows.builder import GraphInvalid, build_plan
-
     try:
         return build_plan(graph, workspace, build_objects=False)
     except GraphInvalid as exc:
@@ -157,8 +177,6 @@ def run_start(
 ) -> Run:
     """Queue a run of a saved version, or of an unsaved graph (saved as a draft version)."""
     require_role(acting, Role.EDITOR)
-    from flows import services as flow_services
-
     session_id = clean_session_id(session_id)
     if graph is not None:
         plan = _checked_plan(graph, workspace)  # before anything is written
@@ -239,6 +257,7 @@ def dispatch_pending_runs(limit: int = 500) -> list[str]:
 
 
 def _send(run_id: str) -> bool:
+    # Imported here: runs.tasks imports the executor, which imports this module.
     from runs.tasks import execute_run
 
     try:
@@ -251,12 +270,8 @@ def _send(run_id: str) -> bool:
 
 def _broker_queue_length() -> int | None:
     """Tasks waiting in the run queue of the broker, or None if it cannot be asked."""
-    from kombu.exceptions import ChannelError
-
-    from config.celery import app
-
     try:
-        with app.connection_for_write() as connection:
+        with celery_app.connection_for_write() as connection:
             queue = settings.CELERY_TASK_DEFAULT_QUEUE
             try:
                 declared = connection.default_channel.queue_declare(queue, passive=True)
@@ -334,22 +349,13 @@ def run_rerun(
 
 
 def _check_rerun_from(run: Run, node_id: str) -> None:
-    from runs.executor import downstream_of
-    from runs.selectors import node_outcomes
-
+    """RunRefused unless every node outside `node_id`'s downstream has a recorded output
+    in `run`'s log (the same rule the executor applies: runs.engine.rerun)."""
     plan = _checked_plan(run.flow_version.graph, run.workspace)
-    if node_id not in plan.nodes:
-        raise RunRefused("invalid_node", "That node is not in the run's flow version.")
-    fresh = downstream_of(plan, node_id)
-    outcomes = node_outcomes(run)
-    missing = [
-        n for n in plan.order if n not in fresh and (n not in outcomes or outcomes[n].get("error"))
-    ]
-    if missing:
-        raise RunRefused(
-            "invalid_node",
-            "These nodes have no recorded output to reuse: " + ", ".join(missing[:10]),
-        )
+    try:
+        recorded_for_rerun(plan, node_id, node_outcomes(run))
+    except RerunImpossible as exc:
+        raise RunRefused("invalid_node", str(exc)) from exc
 
 
 # --- executing --------------------------------------------------------------------------
@@ -360,22 +366,19 @@ def run_claim(*, run_id: str, task_id: str, worker: str) -> Run | None:
 
     One conditional UPDATE moves the run out of `queued` and bumps the fencing token, so a
     duplicate delivery of the task finds nothing to do, and a run whose worker died is
-    never started twice: the reaper ends it instead. (Atomic on its own. The claim is on
-    every run's path to its first token, so on PostgreSQL the UPDATE also returns the run
-    with its workspace and flow version: one round trip, not two ORM queries.)
+    never started twice: the reaper ends it instead. Then one read loads the run with its
+    workspace and flow version. (Nothing changes the token between the two: the reaper
+    takes only lapsed leases, and this one was just set `RUN_LEASE_SECONDS` ahead.)
     """
     now = timezone.now()
-    changes = {
-        "status": RunStatus.RUNNING,
-        "started_at": now,
-        "lease_expires_at": now + timedelta(seconds=settings.FLOWDECK["RUN_LEASE_SECONDS"]),
-        "task_id": task_id[:64],
-        "worker": worker[:200],
-    }
-    if connection.vendor == "postgresql":
-        return _claim_returning(run_id, changes)
     claimed = Run.objects.filter(pk=run_id, status=RunStatus.QUEUED).update(
-        attempts=F("attempts") + 1, lease_token=F("lease_token") + 1, **changes
+        status=RunStatus.RUNNING,
+        started_at=now,
+        lease_expires_at=now + timedelta(seconds=settings.FLOWDECK["RUN_LEASE_SECONDS"]),
+        task_id=task_id[:64],
+        worker=worker[:200],
+        attempts=F("attempts") + 1,
+        lease_token=F("lease_token") + 1,
     )
     if not claimed:
         return None
@@ -383,66 +386,6 @@ def run_claim(*, run_id: str, task_id: str, worker: str) -> Run | None:
         return Run.objects.select_related("workspace", "flow_version").get(pk=run_id)
     except Run.DoesNotExist:  # deleted with its workspace meanwhile
         return None
-
-
-CLAIM_SQL = """
-WITH claimed AS (
-    UPDATE {run} SET
-        status = %(status)s, started_at = %(started_at)s,
-        lease_expires_at = %(lease_expires_at)s, task_id = %(task_id)s,
-        worker = %(worker)s, attempts = attempts + 1, lease_token = lease_token + 1
-    WHERE id = %(id)s AND status = %(queued)s
-    RETURNING *
-)
-SELECT {run_columns}, {workspace_columns}, {version_columns}
-FROM claimed c
-JOIN {workspace} w ON w.id = c.workspace_id
-JOIN {version} v ON v.id = c.flow_version_id
-"""
-
-
-@functools.cache
-def _claim_sql() -> str:
-    """CLAIM_SQL with the models' table and column names (values are parameters)."""
-    quote = connection.ops.quote_name
-    run, workspace, version = (m._meta for m in (Run, Workspace, FlowVersion))
-
-    def columns(alias: str, meta: Any) -> str:
-        return ", ".join(f"{alias}.{quote(f.column)}" for f in meta.concrete_fields)
-
-    return CLAIM_SQL.format(
-        run=quote(run.db_table),
-        workspace=quote(workspace.db_table),
-        version=quote(version.db_table),
-        run_columns=columns("c", run),
-        workspace_columns=columns("w", workspace),
-        version_columns=columns("v", version),
-    )
-
-
-def _claim_returning(run_id: str, changes: dict[str, Any]) -> Run | None:
-    with connection.cursor() as cursor:
-        cursor.execute(_claim_sql(), {**changes, "id": run_id, "queued": RunStatus.QUEUED})
-        row = cursor.fetchone()
-    if row is None:
-        return None
-    values = iter(row)
-    run, workspace, version = (_loaded(model, values) for model in (Run, Workspace, FlowVersion))
-    run.workspace = workspace
-    run.flow_version = version
-    return run
-
-
-def _loaded(model: type[T], values: Iterator[Any]) -> T:
-    """An instance of `model` from the next of `values`, as the ORM would load it."""
-    fields = model._meta.concrete_fields  # type: ignore[attr-defined]
-    loaded = []
-    for field in fields:
-        value = next(values)
-        if hasattr(field, "from_db_value"):  # JSON arrives as text; the field parses it
-            value = field.from_db_value(value, None, connection)
-        loaded.append(value)
-    return model.from_db(connection.alias, [f.attname for f in fields], loaded)  # type: ignore[attr-defined]
 
 
 @transaction.atomic
@@ -516,7 +459,8 @@ def _end_run(run: Run, status: str, reason: str) -> Run:
         ]
     )
     messages = [e.as_message() for e in events]
-    transaction.on_commit(lambda: publish(run.workspace_id, run.session_id, messages))
+    group = session_group(run.workspace_id, run.session_id)
+    transaction.on_commit(lambda: publish_committed(group, messages))
     return run
 
 
@@ -570,18 +514,6 @@ def reap_run(pk: Any) -> bool:
             return False
         _end_run(run, RunStatus.FAILED, reason)
         return True
-
-
-def publish(workspace_id: int, session_id: str, messages: list[dict]) -> None:
-    """Send committed events to the run's session group (best effort: the log is the truth)."""
-    layer = get_channel_layer()
-    if layer is None:
-        return
-    group = session_group(workspace_id, session_id)
-    try:
-        async_to_sync(layer.group_send)(group, {"type": "run.events", "events": messages})
-    except Exception as exc:  # Redis down: watchers catch up from the log
-        log.warning("publishing failed: %r", exc)
 
 
 def run_for(workspace: Workspace, run_id: Any) -> Run:

@@ -160,7 +160,7 @@ def test_demo_model_stops_between_chunks_when_the_run_is_cancelled(workspace_a):
         workspace_a, "llm.demo", {"reply": "a b c d e f", "delay_ms": 1}
     )
     ctx = RecordingContext(workspace_a.pk)
-    ctx.cancelled.set()
+    ctx.cancel()
     with pytest.raises(RunCancelled):
         run_component(component, params, built, {"prompt": "x"}, ctx)
     assert len(ctx.of("on_token")) == 0

@@ -26,15 +26,18 @@ import time
 from typing import Any
 
 import pytest
+from langchain_core.documents import Document as LCDocument
 
 from flows.components import cpu
 from flows.components.calculator import CalculatorError, calculate
 from flows.components.prompt import template_variables
+from flows.components.registry import get_component
 from runs import services
-from runs.executor import execute_claimed_run
+from runs.engine.executor import execute_claimed_run
+from runs.engine.runloop import get_run_loop
 from runs.models import Run, RunStatus
-from runs.runloop import get_run_loop
 from tests import cpuhogs, flowgraphs
+from tests.fakes.runner import RecordingContext
 from tests.wsclient import stored_log
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -258,11 +261,6 @@ async def test_the_loop_stays_responsive_while_the_cpu_pool_computes():
 
 
 def test_ranking_a_large_corpus_does_not_hold_the_run_loop(workspace_a):
-    from langchain_core.documents import Document as LCDocument
-
-    from flows.components.registry import get_component
-    from tests.fakes.runner import RecordingContext
-
     component = get_component("retriever.bm25")
     params = component.Params(k=3)
     words = " ".join(f"term{i}" for i in range(800))

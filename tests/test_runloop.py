@@ -8,8 +8,7 @@ import time
 
 import pytest
 
-from flows.components.util import fairly
-from runs.runloop import get_run_loop
+from runs.engine.runloop import fairly, get_run_loop
 
 
 def test_runs_from_several_threads_share_one_loop_and_get_their_own_results():

@@ -6,6 +6,7 @@ import asyncio
 import threading
 import time
 from datetime import timedelta
+from types import SimpleNamespace
 
 import pytest
 from django.db import transaction
@@ -13,11 +14,20 @@ from django.utils import timezone
 
 from accounts.models import Membership
 from flows import crypto
+from flows.builder import validate_graph
 from flows.models import Credential
-from runs import executor, services
-from runs.executor import execute_claimed_run
+from runs import services
+from runs.engine import executor
+from runs.engine.executor import NodeContext, execute_claimed_run
+from runs.engine.persistence import (
+    MAX_STATEMENT_EVENTS,
+    PersistStrategy,
+    strategy_for_batch,
+    strategy_for_vendor,
+)
+from runs.engine.sink import EventSink, get_sink
+from runs.engine.writer import RunWriter
 from runs.models import Run, RunEvent, RunStatus
-from runs.sink import get_sink
 from runs.tasks import execute_run
 from tests import flowgraphs
 from tests.fakes.fake_openai import FakeOpenAIServer
@@ -248,9 +258,39 @@ def test_a_nul_character_from_a_model_is_stored_and_breaks_no_other_run(workspac
     assert text == "a\ufffdb c"
 
 
-def test_a_graph_with_nul_or_nan_is_refused_with_a_clear_problem(workspace_a):
-    from flows.builder import validate_graph
+def test_a_lone_surrogate_from_a_model_is_stored_and_breaks_no_other_run(
+    workspace_a, erin_editor
+):
+    # Valid JSON from the provider ("\\ud800"), but not Unicode: PostgreSQL refuses it, and
+    # a refused batch fences every run in it.
+    with FakeOpenAIServer(tokens=["x\ud800y", " z"], delay=0.02) as server:
+        odd = _queued(
+            workspace_a,
+            erin_editor,
+            flowgraphs.openai_flow(workspace_a, erin_editor, server.base_url).versions.get().graph,
+        )
+        other = _queued(workspace_a, erin_editor, flowgraphs.demo_graph(reply="ok", delay_ms=20))
+        threads = [
+            threading.Thread(
+                target=lambda r=r: execute_claimed_run(
+                    services.run_claim(run_id=str(r.pk), task_id="t", worker="w")
+                )
+            )
+            for r in (odd, other)
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+    for run in (odd, other):
+        run.refresh_from_db()
+        assert run.status == RunStatus.SUCCEEDED
+    text = "".join(e["data"] for e in stored_log(str(odd.pk)) if e["event"] == "on_token")
+    assert text == "x\ufffdy z"
+    assert odd.outputs == {"output": "x\ufffdy z"}
 
+
+def test_a_graph_with_nul_or_nan_is_refused_with_a_clear_problem(workspace_a):
     for bad in ("a\x00b", float("nan"), float("inf")):
         graph = flowgraphs.demo_graph(reply="x", delay_ms=0)
         graph["nodes"][1]["params"]["reply"] = bad
@@ -261,8 +301,6 @@ def test_a_graph_with_nul_or_nan_is_refused_with_a_clear_problem(workspace_a):
 def test_a_batch_the_database_refuses_fences_its_runs_and_leaves_no_hole_in_the_log(
     workspace_a, erin_editor
 ):
-    from runs.sink import EventSink, RunWriter
-
     run = _queued(workspace_a, erin_editor, flowgraphs.demo_graph(reply="x", delay_ms=0))
     claimed = services.run_claim(run_id=str(run.pk), task_id="t", worker="w")
     sink = EventSink()  # not started: the test drives one write itself
@@ -291,14 +329,12 @@ def test_a_batch_the_database_refuses_fences_its_runs_and_leaves_no_hole_in_the_
     assert Run.objects.get(pk=run.pk).status == RunStatus.FAILED
 
 
-def test_the_portable_write_path_keeps_the_same_guarantees(workspace_a, erin_editor, monkeypatch):
+def test_the_portable_write_path_keeps_the_same_guarantees(workspace_a, erin_editor):
     # PostgreSQL batches are one statement; other databases (and oversized batches) take
-    # the ORM transaction. Force that path here so CI, which runs on PostgreSQL, covers it.
-    import runs.sink
-
-    monkeypatch.setattr(runs.sink, "MAX_STATEMENT_EVENTS", 0)
+    # the ORM transaction. A sink of that strategy here, so CI, on PostgreSQL, covers it.
+    sink = EventSink(strategy=PersistStrategy.PORTABLE)
     run = _queued(workspace_a, erin_editor, flowgraphs.demo_graph(reply="p q r s", delay_ms=5))
-    execute_claimed_run(services.run_claim(run_id=str(run.pk), task_id="t", worker="w"))
+    execute_claimed_run(services.run_claim(run_id=str(run.pk), task_id="t", worker="w"), sink=sink)
     run.refresh_from_db()
     log = stored_log(str(run.pk))
     assert [e["seq"] for e in log] == list(range(1, len(log) + 1))
@@ -309,6 +345,23 @@ def test_the_portable_write_path_keeps_the_same_guarantees(workspace_a, erin_edi
     assert text == "p q r s"
 
 
+def test_a_batch_takes_the_portable_strategy_when_it_does_not_fit_one_statement():
+    writer = RunWriter(
+        EventSink(), run_id="r", workspace_id=1, session_id="s", lease_token=1, last_seq=0
+    )
+    for n in range(3):
+        writer.emit("error", "", {"message": str(n)})
+    events, final = writer.take(time.monotonic(), 0.0)
+    single, portable = PersistStrategy.SINGLE_STATEMENT, PersistStrategy.PORTABLE
+    assert strategy_for_vendor("postgresql") is single
+    assert strategy_for_vendor("sqlite") is portable
+    assert strategy_for_batch(single, [(writer, events, final)]) is single
+    assert strategy_for_batch(portable, [(writer, events, final)]) is portable
+    assert strategy_for_batch(single, [(writer, [], {"status": "failed"})]) is portable
+    too_many = events * (MAX_STATEMENT_EVENTS // len(events) + 1)
+    assert strategy_for_batch(single, [(writer, too_many, final)]) is portable
+
+
 def test_lifecycle_events_ride_with_the_next_token_or_leave_within_the_window():
     """run_started / node_started / node_finished don't wake the sink: a run's start and its
     first token are one write. They never wait longer than the coalescing window, and any
@@ -317,8 +370,6 @@ def test_lifecycle_events_ride_with_the_next_token_or_leave_within_the_window():
     The sink's clock is passed in: "young" is asked with a reading taken just before the
     events were emitted (so they are younger than the window however long the machine
     takes to get from the emit to the take), "old" with a reading a whole window after."""
-    from runs.sink import EventSink, RunWriter
-
     window = 0.025
     writer = RunWriter(
         EventSink(), run_id="r", workspace_id=1, session_id="s", lease_token=1, last_seq=0
@@ -353,10 +404,6 @@ def test_lifecycle_events_ride_with_the_next_token_or_leave_within_the_window():
 
 
 def _node_context(writer):
-    from types import SimpleNamespace
-
-    from runs.executor import NodeContext
-
     run = SimpleNamespace(workspace_id=1, pk="r", session_id="s")
     return NodeContext(writer, run, "model")
 
@@ -370,16 +417,13 @@ def test_deliver_now_waits_for_the_next_publish_and_no_longer(monkeypatch):
     with a 30 s bound it is still waiting when the publish comes and returns right after
     it; with a 50 ms bound and no publish it returns after a 40 ms timer started before it
     fired, and by itself; for a closed writer it does not wait for an hour-long bound."""
-    import runs.executor
-    from runs.sink import EventSink, RunWriter
-
     writer = RunWriter(
         EventSink(), run_id="r", workspace_id=1, session_id="s", lease_token=1, last_seq=0
     )
     ctx = _node_context(writer)
 
     async def waits_for_publish() -> list[str]:
-        monkeypatch.setattr(runs.executor, "DELIVERY_WAIT_SECONDS", 30)
+        monkeypatch.setattr(executor, "DELIVERY_WAIT_SECONDS", 30)
         order: list[str] = []
 
         async def deliver() -> None:
@@ -398,7 +442,7 @@ def test_deliver_now_waits_for_the_next_publish_and_no_longer(monkeypatch):
         return order
 
     async def bounded() -> list[str]:
-        monkeypatch.setattr(runs.executor, "DELIVERY_WAIT_SECONDS", 0.05)
+        monkeypatch.setattr(executor, "DELIVERY_WAIT_SECONDS", 0.05)
         order: list[str] = []
 
         async def reference() -> None:
@@ -416,7 +460,7 @@ def test_deliver_now_waits_for_the_next_publish_and_no_longer(monkeypatch):
     assert asyncio.run(bounded()) == ["40 ms timer", "returned"]
 
     writer.finish(status="succeeded", completed_status="success", outputs={})
-    monkeypatch.setattr(runs.executor, "DELIVERY_WAIT_SECONDS", 3600)
+    monkeypatch.setattr(executor, "DELIVERY_WAIT_SECONDS", 3600)
 
     async def closed() -> None:  # a closed writer publishes nothing more: no wait
         await asyncio.wait_for(ctx.deliver_now(), 20)
@@ -424,19 +468,10 @@ def test_deliver_now_waits_for_the_next_publish_and_no_longer(monkeypatch):
     asyncio.run(closed())
 
 
-@pytest.mark.parametrize("path", ["returning", "portable"])
-def test_the_claim_loads_the_run_as_the_orm_does_and_only_once(
-    workspace_a, erin_editor, monkeypatch, path
-):
-    """On PostgreSQL the claim is one UPDATE ... RETURNING that also loads the workspace and
-    the flow version; elsewhere two ORM queries. Both give the same objects, and a second
-    claim (a duplicate delivery) gets nothing."""
-    from types import SimpleNamespace
-
-    import runs.services
-
-    if path == "portable":
-        monkeypatch.setattr(runs.services, "connection", SimpleNamespace(vendor="sqlite"))
+def test_the_claim_loads_the_run_as_the_orm_does_and_only_once(workspace_a, erin_editor):
+    """The claim is a conditional UPDATE, then one read of the run with its workspace and
+    flow version; it gives the objects the ORM loads, and a second claim (a duplicate
+    delivery) gets nothing."""
     run = _queued(workspace_a, erin_editor, flowgraphs.demo_graph(reply="x", delay_ms=0))
     claimed = services.run_claim(run_id=str(run.pk), task_id="task-1", worker="w1")
     assert services.run_claim(run_id=str(run.pk), task_id="task-2", worker="w2") is None

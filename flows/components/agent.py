@@ -1,10 +1,11 @@
 """agent.tools: a tool-calling agent over whitelisted tool nodes.
 
 The loop is LangChain's tool-calling protocol done in the open: the chat model (bound to
-the tools with `bind_tools`) streams; if it asks for tools, each call is emitted as
-`on_tool_call`, run, emitted as `on_tool_result` and fed back as a ToolMessage; until the
-model answers in text or `max_iterations` is reached. Doing it here (rather than inside an
-opaque agent executor) streams tokens live and checks for cancellation between chunks.
+the tools with `bind_tools`) streams through `ctx.model_stream` (tokens go out live, a
+cancel stops it between chunks) while its chunks are added up; if it asks for tools, each
+call is emitted as `on_tool_call`, run, emitted as `on_tool_result` and fed back as a
+ToolMessage; until the model answers in text or `max_iterations` is reached. Doing it
+here, rather than inside an opaque agent executor, is what lets the tokens stream.
 """
 
 from __future__ import annotations
@@ -20,10 +21,10 @@ from langchain_core.messages import (
 )
 from pydantic import BaseModel, Field
 
-from flows.components.base import NodeError, Port, RunCancelled, RunContext
+from flows.components.base import NodeError, ParamProblem, Port, RunContext
 from flows.components.llm import ChatModelComponent, ModelParams
 from flows.components.tools import ToolHandle
-from flows.components.util import as_text, chunk_text, fairly, model_error
+from flows.components.util import as_text, chunk_text
 
 MAX_TOOL_OUTPUT = 20_000
 
@@ -51,8 +52,6 @@ class ToolAgent(ChatModelComponent):
     Params = AgentParams
 
     def check(self, params: BaseModel, env: Any) -> list:
-        from flows.components.base import ParamProblem
-
         provider = env.credential_provider(params.credential)  # type: ignore[attr-defined]
         if provider is None:
             return [
@@ -78,23 +77,10 @@ class ToolAgent(ChatModelComponent):
         if params.system_prompt:  # type: ignore[attr-defined]
             messages.append(SystemMessage(params.system_prompt))  # type: ignore[attr-defined]
         messages.append(HumanMessage(as_text(inputs.get("input"))))
-        delivered = False  # the node's first token has been handed over
         for _step in range(params.max_iterations):  # type: ignore[attr-defined]
             reply = None
-            try:
-                async for chunk in fairly(model.astream(messages)):
-                    ctx.check_cancelled()
-                    text = chunk_text(chunk)
-                    if text:
-                        ctx.emit("on_token", text)
-                        if not delivered:
-                            await ctx.deliver_now()
-                            delivered = True
-                    reply = chunk if reply is None else reply + chunk
-            except (RunCancelled, NodeError):
-                raise
-            except Exception as exc:
-                raise model_error(exc) from exc
+            async for chunk in ctx.model_stream(model.astream(messages)):
+                reply = chunk if reply is None else reply + chunk  # tool calls accumulate
             if reply is None:
                 raise NodeError("The model returned nothing.")
             message = message_chunk_to_message(reply)

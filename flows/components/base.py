@@ -19,12 +19,21 @@ node ids to text; `{"input": "<text>"}` is shorthand for a flow with one input n
 
 Outputs: a port missing from the returned dict was not taken (e.g. a `logic.router`
 branch); the executor skips nodes fed only by untaken ports.
+
+Running beside other runs: every node of every run a worker holds executes on one shared
+event loop (runs.engine.runloop), so `execute` never blocks it. Blocking I/O goes through
+`flows.components.util.run_db` or `asyncio.to_thread`; CPU work whose cost a user controls
+through `flows.components.cpu.cpu_bound`. A model's stream goes through
+`ctx.model_stream(...)`, which does everything latency needs (fair hand-over of the loop,
+cancel checks, `on_token`, getting the first token out, provider errors as NodeError): a
+component only reads the chunks.
 """
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterable, AsyncIterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeVar
 
 from pydantic import BaseModel, ConfigDict
 
@@ -32,8 +41,7 @@ if TYPE_CHECKING:
     from accounts.models import Workspace
 
 
-# Stream events a component may emit through its RunContext.
-STREAM_EVENTS = frozenset({"on_token", "on_tool_call", "on_tool_result", "on_retrieval"})
+T = TypeVar("T")
 
 
 class RunCancelled(Exception):
@@ -48,29 +56,37 @@ class NodeError(Exception):
 
 
 class RunContext(Protocol):
-    """What a running component sees of its run; provided by the executor, one per node."""
+    """What a running component sees of its run; provided by the executor, one per node
+    (runs.engine.executor.NodeContext)."""
 
     workspace_id: int
     run_id: Any
     session_id: str
 
     def emit(self, event: str, data: Any) -> None:
-        """Queue a stream event for this node (non-blocking, thread-safe).
+        """Queue an event for this node (non-blocking, thread-safe); `data` is made
+        storable (runs.events, config.jsontext).
 
-        `event` is one of STREAM_EVENTS: `on_token` (data: text chunk), `on_tool_call`
+        `event` is one the registry (runs.events) lets components emit: `on_tool_call`
         (data: {tool_name, tool_input, call_id}), `on_tool_result` (data: {call_id,
-        tool_name, output}), `on_retrieval` (data: {query, hits: [{id, title, score}]}).
+        tool_name, output}), `on_retrieval` (data: {query, hits: [{id, title, score}]}),
+        `on_token` (data: text; a model's tokens come from `model_stream`). Any other
+        name is refused.
         """
 
     def check_cancelled(self) -> None:
-        """Raise RunCancelled if the run was cancelled or timed out."""
+        """Raise RunCancelled if the run was cancelled or timed out (a flag check: call
+        it between steps of long work)."""
 
-    async def deliver_now(self) -> None:
-        """Hand the worker over until what this node emitted so far has been committed and
-        published (briefly: the wait is bounded). Streams call it after their first token:
-        a fast model keeps the worker's CPU busy with the chunks that follow, and the first
-        token would wait behind them to be written and sent (measured: 10 ms of a run's
-        time to first token)."""
+    def model_stream(self, chunks: AsyncIterable[T]) -> AsyncIterator[T]:
+        """Read a model's stream through the run: `async for chunk in
+        ctx.model_stream(model.astream(messages))` yields each chunk as it arrives while
+        the context emits its text as `on_token`, checks for a cancel before each chunk
+        (RunCancelled), hands the shared loop over to other runs every few ms, gets the
+        node's first token written and sent before reading on, and turns a provider
+        failure into a NodeError that never echoes the provider's message (which can
+        quote the API key). The chunks are the model's own (e.g. AIMessageChunk), so a
+        component can still add them up (tool calls)."""
 
 
 # --- ports ------------------------------------------------------------------------------
@@ -144,6 +160,7 @@ class BuildEnv:
         """One query per credential, whether `check` asks for its provider, `build` for its
         values, or both."""
         if credential_id not in self._rows:
+            # Imported here: flows.selectors imports this module (DecryptedCredential).
             from flows.selectors import credential_row
 
             self._rows[credential_id] = credential_row(self.workspace, credential_id)
@@ -157,6 +174,7 @@ class BuildEnv:
     def credential(self, credential_id: int) -> DecryptedCredential | None:
         """This workspace's credential `credential_id`, decrypted; None if not ours/missing."""
         if credential_id not in self._credentials:
+            # Imported here: flows.selectors imports this module (DecryptedCredential).
             from flows.selectors import decrypted
 
             row = self._row(credential_id)

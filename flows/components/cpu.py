@@ -1,7 +1,7 @@
 """CPU-bound work of components runs in a small pool of processes, each task time-limited.
 
-A worker process holds every run on one asyncio loop (`runs.runloop`), so a component that
-computes for a second freezes every run of every tenant on that worker. A thread does not
+A worker process holds every run on one asyncio loop (`runs.engine.runloop`), so a
+component that computes for a second freezes every run of every tenant on that worker. A thread does not
 help: C code such as big-integer arithmetic or `json.loads` keeps the GIL for as long as it
 runs. Work whose cost depends on what a user typed or a model answered therefore goes to
 `cpu_bound`: a pebble process pool (forkserver children, so no thread state of the

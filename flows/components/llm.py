@@ -20,10 +20,16 @@ from flows.components.base import (
     credential_field_schema,
 )
 from flows.components.demo_model import DemoChatModel
-from flows.components.util import as_text, stream_chat
+from flows.components.util import as_text, chunk_text
 from flows.endpoints import EndpointRefused, check_model_endpoint
 
 MODEL_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:/@+-]{0,199}$"
+
+
+async def streamed_reply(model: Any, messages: list[BaseMessage], ctx: RunContext) -> str:
+    """Stream `model`'s reply to `messages` through the run (`ctx.model_stream` emits the
+    tokens); the whole text."""
+    return "".join([chunk_text(chunk) async for chunk in ctx.model_stream(model.astream(messages))])
 
 
 def messages_for(prompt: str, system_prompt: str) -> list[BaseMessage]:
@@ -49,6 +55,9 @@ def chat_model_for(
             check_model_endpoint(credential.base_url)
         except EndpointRefused as exc:
             raise NodeError(f"The credential's endpoint is not allowed: {exc}") from exc
+    # The provider SDKs are imported here, not at the top (no import cycle): together they
+    # take seconds to import, and most processes that load the registry (Daphne, commands)
+    # never build a model; a worker imports them at start (warm_up_model_clients).
     if credential.provider == "openai":
         from langchain_openai import ChatOpenAI
 
@@ -170,7 +179,7 @@ class ChatModelComponent(Component):
         self, built: Any, params: BaseModel, inputs: dict[str, Any], ctx: RunContext
     ) -> dict[str, Any]:
         messages = messages_for(as_text(inputs.get("prompt")), params.system_prompt)  # type: ignore[attr-defined]
-        return {"text": await stream_chat(built, messages, ctx)}
+        return {"text": await streamed_reply(built, messages, ctx)}
 
 
 class OpenAIChat(ChatModelComponent):
@@ -222,4 +231,4 @@ class DemoChat(Component):
         self, built: Any, params: BaseModel, inputs: dict[str, Any], ctx: RunContext
     ) -> dict[str, Any]:
         messages = messages_for(as_text(inputs.get("prompt")), params.system_prompt)  # type: ignore[attr-defined]
-        return {"text": await stream_chat(built, messages, ctx)}
+        return {"text": await streamed_reply(built, messages, ctx)}

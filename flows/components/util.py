@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 from django.db import connections
 
-from flows.components.base import NodeError, RunContext
+from flows.components.base import NodeError
 
 MAX_TEXT = 200_000
 T = TypeVar("T")
@@ -56,7 +55,7 @@ def chunk_text(chunk: Any) -> str:
 
 def model_error(exc: Exception) -> NodeError:
     """A user-facing error for a failed model call, without echoing the provider's message
-    (which can quote the API key)."""
+    (which can quote the API key). Applied by `RunContext.model_stream`."""
     status = getattr(exc, "status_code", None) or getattr(
         getattr(exc, "response", None), "status_code", None
     )
@@ -64,46 +63,6 @@ def model_error(exc: Exception) -> NodeError:
     if status:
         return NodeError(f"The model endpoint answered HTTP {status} ({name}).")
     return NodeError(f"The model endpoint could not be reached or failed ({name}).")
-
-
-YIELD_EVERY = 0.002
-
-
-async def fairly(stream: AsyncIterator[T]) -> AsyncIterator[T]:
-    """`stream`, handing the event loop over at least every YIELD_EVERY seconds.
-
-    A fast model stream whose chunks are already buffered never suspends, so it would
-    starve every other task on the worker's shared loop (other runs' streams, the event
-    publisher): measured, the first token of a 2,000-token reply reached the client
-    100 ms later without this."""
-    last = time.monotonic()
-    async for item in stream:
-        now = time.monotonic()
-        if now - last >= YIELD_EVERY:
-            await asyncio.sleep(0)
-            last = now
-        yield item
-
-
-async def stream_chat(model: Any, messages: Any, ctx: RunContext) -> str:
-    """Stream `model` on `messages`, emitting each chunk as `on_token`; the full text."""
-    from flows.components.base import RunCancelled
-
-    parts: list[str] = []
-    try:
-        async for chunk in fairly(model.astream(messages)):
-            ctx.check_cancelled()
-            text = chunk_text(chunk)
-            if text:
-                parts.append(text)
-                ctx.emit("on_token", text)
-                if len(parts) == 1:
-                    await ctx.deliver_now()
-    except (RunCancelled, NodeError):
-        raise
-    except Exception as exc:
-        raise model_error(exc) from exc
-    return "".join(parts)
 
 
 async def run_db(fn: Callable[..., T], *args: Any) -> T:

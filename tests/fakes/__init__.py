@@ -1,2 +1,2 @@
-"""Test doubles that are real code: a recording RunContext, a small plan runner mirroring the
-executor's semantics, and the import/execution sentinel for the hostile-payload corpus."""
+"""Test doubles that are real code: the engine's own executor over an in-memory sink
+(runner), and the import/execution sentinel for the hostile-payload corpus."""

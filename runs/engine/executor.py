@@ -1,11 +1,12 @@
 """The executor: runs a flow version's nodes in dependency order, branches concurrently.
 
-Called by the Celery task in a worker thread, which builds the plan and then runs it on
-the process's shared event loop (runs/runloop.py): every node is a task that waits for its
-upstream nodes, so independent branches overlap while they wait on models and tools.
-Components stream through a per-node `NodeContext` into the run's `RunWriter` (see
-sink.py). A node error becomes an `error` event on that node and the run
-ends with status `error`; a cancel or a lost lease stops the run between chunks.
+Called by the Celery task in a worker thread, which claims the run and builds the plan,
+then runs it on the process's shared event loop (runs.engine.runloop): every node is a
+task that waits for its upstream nodes, so independent branches overlap while they wait
+on models and tools. Components see their run through a per-node `NodeContext`, which
+appends to the run's `RunWriter` (runs.engine.writer). A node error becomes an `error`
+event on that node and the run ends with status `error`; a cancel or a lost lease stops
+the run between chunks.
 """
 
 from __future__ import annotations
@@ -13,75 +14,92 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import math
 import threading
 import time
-from typing import Any
+from collections.abc import AsyncIterable, AsyncIterator
+from dataclasses import dataclass
+from typing import Any, TypeVar
 
 from django.conf import settings
 from django.db import connection
 
-from flows.components.base import STREAM_EVENTS, NodeError, RunCancelled
-from runs.events import PROTOCOL_VERSION, clean_text
+from flows.builder import GraphInvalid, build_plan
+from flows.components.base import NodeError, RunCancelled
+from flows.components.util import chunk_text, model_error
+from runs.engine.rerun import RerunImpossible, node_data, recorded_for_rerun
+from runs.engine.runloop import fairly, get_run_loop
+from runs.engine.sink import EventSink, get_sink
+from runs.engine.writer import RunWriter
+from runs.events import PROTOCOL_VERSION, event_type
 from runs.models import COMPLETED_STATUS, Run, RunStatus
-from runs.runloop import get_run_loop
+from runs.selectors import node_outcomes
 from runs.services import run_claim
-from runs.sink import RunWriter, get_sink
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
-MAX_VALUE_CHARS = 200_000
-# The longest a stream waits in `deliver_now` for its first token to be written and sent.
+# The longest a stream waits for its first token to be written and sent.
 DELIVERY_WAIT_SECONDS = 0.02
 
 
-def to_jsonable(value: Any, depth: int = 0) -> Any:
-    """A JSON-safe copy of a node's output for events and run outputs."""
-    if depth > 20:
-        return "…"
-    if isinstance(value, float) and not math.isfinite(value):
-        return str(value)  # JSON (and PostgreSQL's jsonb) has no NaN or Infinity
-    if value is None or isinstance(value, bool | int | float):
-        return value
-    if isinstance(value, str):
-        value = clean_text(value)
-        return value if len(value) <= MAX_VALUE_CHARS else value[:MAX_VALUE_CHARS] + "…"
-    if isinstance(value, dict):
-        return {str(k): to_jsonable(v, depth + 1) for k, v in value.items()}
-    if isinstance(value, list | tuple | set):
-        return [to_jsonable(v, depth + 1) for v in value]
-    content = getattr(value, "content", None)
-    if isinstance(content, str | list):  # a LangChain message
-        return to_jsonable(content, depth + 1)
-    page_content = getattr(value, "page_content", None)
-    if isinstance(page_content, str):  # a LangChain Document
-        return {"page_content": page_content, "metadata": to_jsonable(value.metadata, depth + 1)}
-    if hasattr(value, "model_dump"):
-        return to_jsonable(value.model_dump(), depth + 1)
-    return to_jsonable(str(value), depth + 1)
-
-
 class NodeContext:
-    """What a component sees of the run (flows.components.base.RunContext)."""
+    """What a component sees of its run (the contract: flows.components.base.RunContext)."""
 
-    def __init__(self, writer: RunWriter, run: Run, node_id: str) -> None:
+    def __init__(self, writer: RunWriter, run: Any, node_id: str) -> None:
         self._writer = writer
         self.node_id = node_id
         self.workspace_id = run.workspace_id
         self.run_id = run.pk
         self.session_id = run.session_id
+        self._first_token_sent = False
 
     def emit(self, event: str, data: Any) -> None:
-        if event not in STREAM_EVENTS:
+        if event_type(event).emitted_by != "component":
             raise ValueError(f"components cannot emit {event!r}")
-        payload = {"data": clean_text(str(data)) if event == "on_token" else to_jsonable(data)}
-        self._writer.emit(event, self.node_id, payload)
+        self._writer.emit(event, self.node_id, {"data": data})
 
     def check_cancelled(self) -> None:  # called per chunk: keep it a flag check
         if self._writer.should_stop:
             raise RunCancelled("The run was cancelled.")
 
+    async def model_stream(self, chunks: AsyncIterable[T]) -> AsyncIterator[T]:
+        """`chunks` (a model's `astream`), each passed on as it arrives, with the run's
+        streaming duties done here rather than by every component:
+
+        - the shared loop is handed over every few ms (`fairly`): a fast model whose
+          chunks are already buffered would otherwise hold up every run of the process;
+        - the run's cancel (or lost lease) is checked before each chunk;
+        - each chunk's text is emitted as `on_token` (coalesced by the writer);
+        - after the node's first token, the stream waits (at most DELIVERY_WAIT_SECONDS)
+          until it has been committed and published: the chunks that follow would
+          otherwise keep the worker's CPU busy while it waits to be written (measured:
+          10 ms of a run's time to first token);
+        - a provider failure becomes a NodeError that does not echo the provider's
+          message (which can quote the API key).
+        """
+        stream = fairly(aiter(chunks))
+        while True:
+            try:
+                chunk = await anext(stream)
+            except StopAsyncIteration:
+                return
+            except (RunCancelled, NodeError):
+                raise
+            except Exception as exc:
+                raise model_error(exc) from exc
+            self.check_cancelled()
+            text = chunk_text(chunk)
+            if text:
+                self._writer.emit("on_token", self.node_id, {"data": text})
+                if not self._first_token_sent:
+                    self._first_token_sent = True
+                    await self.deliver_now()
+            yield chunk
+
     async def deliver_now(self) -> None:
+        """Wait until the writer's next batch has been published (bounded), so what this
+        node emitted so far goes out before the node continues. The engine's, not the
+        component contract: `model_stream` calls it after a node's first token."""
         loop = asyncio.get_running_loop()
         delivered = loop.create_future()
 
@@ -99,24 +117,9 @@ def _resolve(future: asyncio.Future) -> None:
         future.set_result(None)
 
 
-def node_data(planned: Any, outputs: dict[str, Any]) -> Any:
-    """A node's outputs as logged in `node_finished`: the bare value for a component with
-    one output port, else the {port: value} map (so `recorded_outputs` can invert it)."""
-    ports = planned.component.output_ports(planned.params)
-    if len(ports) == 1 and set(outputs) <= {ports[0].name}:
-        return outputs.get(ports[0].name)
-    return outputs
-
-
-def recorded_outputs(planned: Any, data: Any) -> dict[str, Any]:
-    """Invert `node_data`: the {port: value} map from a logged `node_finished` payload."""
-    ports = planned.component.output_ports(planned.params)
-    if len(ports) == 1 and not (isinstance(data, dict) and set(data) <= {p.name for p in ports}):
-        return {ports[0].name: data}
-    return dict(data) if isinstance(data, dict) else {}
-
-
 class PlanRunner:
+    """Executes one plan's nodes as tasks on the running loop, writing to `writer`."""
+
     def __init__(
         self,
         run: Run,
@@ -193,7 +196,7 @@ class PlanRunner:
                 "node_finished",
                 node_id,
                 {
-                    "data": to_jsonable(node_data(planned, outputs)),
+                    "data": node_data(planned, outputs),
                     "duration_ms": round((time.monotonic() - started) * 1000, 1),
                 },
             )
@@ -207,7 +210,7 @@ class PlanRunner:
         if outputs is None:
             payload.update(data=None, skipped=True)
         else:
-            payload["data"] = to_jsonable(node_data(self.plan.nodes[node_id], outputs))
+            payload["data"] = node_data(self.plan.nodes[node_id], outputs)
         self.writer.emit("node_finished", node_id, payload)
 
     def _node_failed(self, node_id: str, message: str) -> None:
@@ -235,48 +238,12 @@ class PlanRunner:
                 raise result
 
     def outputs(self) -> dict[str, Any]:
+        """The run's outputs: each output node's logged data (made storable by the writer)."""
         return {
-            node_id: to_jsonable(node_data(self.plan.nodes[node_id], self.results[node_id] or {}))
+            node_id: node_data(self.plan.nodes[node_id], self.results[node_id] or {})
             for node_id in self.plan.output_node_ids
             if self.results.get(node_id) is not None
         }
-
-
-def downstream_of(plan: Any, node_id: str) -> set[str]:
-    """`node_id` and every node that depends on it."""
-    found, stack = {node_id}, [node_id]
-    while stack:
-        for edge in plan.outgoing.get(stack.pop(), []):
-            if edge.target not in found:
-                found.add(edge.target)
-                stack.append(edge.target)
-    return found
-
-
-def recorded_for_rerun(run: Run, plan: Any) -> dict[str, dict[str, Any] | None]:
-    """Outputs of every node outside `run.rerun_from_node`'s downstream, from the original
-    run's log (no model or tool is called for them)."""
-    from runs.selectors import node_outcomes
-
-    fresh = downstream_of(plan, run.rerun_from_node)
-    outcomes = node_outcomes(run.rerun_of)
-    recorded: dict[str, dict[str, Any] | None] = {}
-    for node_id in plan.order:
-        if node_id in fresh:
-            continue
-        outcome = outcomes.get(node_id)
-        if outcome is None or outcome.get("error"):
-            raise RerunImpossible(f"Node {node_id} has no recorded output in the original run.")
-        recorded[node_id] = (
-            None
-            if outcome.get("skipped")
-            else recorded_outputs(plan.nodes[node_id], outcome["data"])
-        )
-    return recorded
-
-
-class RerunImpossible(Exception):
-    pass
 
 
 # Starting a run (the claim, validation, credentials, model clients) is blocking ORM and
@@ -285,8 +252,23 @@ class RerunImpossible(Exception):
 # together: preparing them all at once delayed the tokens of the runs already streaming
 # by 100-200 ms, and 50 concurrent claims (the plans already one at a time) still held
 # the median token of the first half second at 70-120 ms, against 10-45 ms with the
-# claims taking turns too. One run is started at a time per process.
+# claims taking turns too. One run is started at a time per process: claim and plan in
+# one turn, whose end hands the thread's database connection back to the pool. (With the
+# claim and the plan in two turns, each thread held its connection while it waited for
+# its second: 20 runs claimed and waiting took the whole pool, and the next claim and
+# the sink waited 30 s for a connection.)
 _starting = threading.Lock()
+
+
+@dataclass
+class _Start:
+    """A run whose start is done: its writer, and the runner ready to execute, or why
+    the run cannot execute (status, error)."""
+
+    run: Run
+    writer: RunWriter
+    runner: PlanRunner | None = None
+    failure: tuple[str, str] | None = None
 
 
 def execute_queued_run(*, run_id: str, task_id: str, worker: str) -> None:
@@ -294,15 +276,24 @@ def execute_queued_run(*, run_id: str, task_id: str, worker: str) -> None:
     another delivery of the task) is left alone."""
     with _starting:
         run = run_claim(run_id=run_id, task_id=task_id, worker=worker)
-    if run is not None:
-        execute_claimed_run(run)
+        start = _start(run, get_sink()) if run is not None else None
+        connection.close()  # this thread only waits from here on
+    if start is not None:
+        _execute(start)
 
 
-def execute_claimed_run(run: Run) -> None:
-    """Execute a run whose lease this worker holds; always ends with `completed`."""
-    from flows.builder import GraphInvalid, build_plan
+def execute_claimed_run(run: Run, *, sink: EventSink | None = None) -> None:
+    """Execute a run whose lease this worker holds; always ends with `completed`.
+    `sink` is the process's own unless given (a test choosing a persistence strategy)."""
+    with _starting:
+        start = _start(run, sink or get_sink())
+        connection.close()  # this thread only waits from here on
+    _execute(start)
 
-    writer = get_sink().open(run)
+
+def _start(run: Run, sink: EventSink) -> _Start:
+    """Open the run's log with `run_started` and plan it (call with `_starting` held)."""
+    writer = sink.open(run)
     version = run.flow_version
     writer.emit(
         "run_started",
@@ -316,41 +307,54 @@ def execute_claimed_run(run: Run) -> None:
             }
         },
     )
-    status, error, outputs = RunStatus.SUCCEEDED, "", {}
     try:
-        with _starting:
-            plan = build_plan(version.graph, run.workspace)  # re-checks the whitelist, now
-            recorded = recorded_for_rerun(run, plan) if run.rerun_from_node else None
-        runner = PlanRunner(run, plan, writer, recorded)
-        # This thread only waits from here on: its database connection goes back to the
-        # pool instead of being held for the length of the run.
-        connection.close()
+        plan = build_plan(version.graph, run.workspace)  # re-checks the whitelist, now
+        recorded = None
+        if run.rerun_from_node:
+            # The original may have been deleted since (rerun_of is then empty).
+            original = node_outcomes(run.rerun_of) if run.rerun_of else {}
+            recorded = recorded_for_rerun(plan, run.rerun_from_node, original)
+    except GraphInvalid as exc:
+        problems = "; ".join(p.message for p in exc.problems)[:1500]
+        return _Start(
+            run, writer, failure=(RunStatus.FAILED, f"The flow can no longer run: {problems}")
+        )
+    except RerunImpossible as exc:
+        return _Start(run, writer, failure=(RunStatus.FAILED, str(exc)))
+    except Exception as exc:
+        log.exception("run %s failed to start", run.pk)
+        return _Start(
+            run, writer, failure=(RunStatus.FAILED, f"Internal error: {type(exc).__name__}")
+        )
+    return _Start(run, writer, runner=PlanRunner(run, plan, writer, recorded))
+
+
+def _execute(start: _Start) -> None:
+    """Run a started run on the run loop and write its end (from the pool thread)."""
+    run, writer, runner = start.run, start.writer, start.runner
+    status, error, outputs = RunStatus.SUCCEEDED, "", {}
+    if runner is None:
+        status, error = start.failure or (RunStatus.FAILED, "Internal error")
+        writer.emit("error", "", {"message": error})
+    else:
         limit = settings.FLOWDECK["RUN_TIME_LIMIT_SECONDS"]
         try:
-            get_run_loop().run(asyncio.wait_for(runner.execute(), timeout=limit))
-        finally:
-            outputs = runner.outputs()
-        if runner.failed:
-            status, error = RunStatus.FAILED, "A node failed."
-    except GraphInvalid as exc:
-        status = RunStatus.FAILED
-        error = "The flow can no longer run: " + "; ".join(p.message for p in exc.problems)[:1500]
-        writer.emit("error", "", {"message": error})
-    except RunCancelled:
-        status = RunStatus.CANCELLED
-    except RerunImpossible as exc:
-        status, error = RunStatus.FAILED, str(exc)
-        writer.emit("error", "", {"message": error})
-    except TimeoutError:
-        status = RunStatus.FAILED
-        error = (
-            f"The run exceeded its time limit of {settings.FLOWDECK['RUN_TIME_LIMIT_SECONDS']}s."
-        )
-        writer.emit("error", "", {"message": error})
-    except Exception as exc:
-        log.exception("run %s failed", run.pk)
-        status, error = RunStatus.FAILED, f"Internal error: {type(exc).__name__}"
-        writer.emit("error", "", {"message": error})
+            try:
+                get_run_loop().run(asyncio.wait_for(runner.execute(), timeout=limit))
+            finally:
+                outputs = runner.outputs()
+            if runner.failed:
+                status, error = RunStatus.FAILED, "A node failed."
+        except RunCancelled:
+            status = RunStatus.CANCELLED
+        except TimeoutError:
+            status = RunStatus.FAILED
+            error = f"The run exceeded its time limit of {limit}s."
+            writer.emit("error", "", {"message": error})
+        except Exception as exc:
+            log.exception("run %s failed", run.pk)
+            status, error = RunStatus.FAILED, f"Internal error: {type(exc).__name__}"
+            writer.emit("error", "", {"message": error})
     if writer.fenced:
         return  # the lease was taken: whoever took it ends the run
     writer.finish(
