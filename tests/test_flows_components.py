@@ -113,13 +113,7 @@ def test_demo_model_streams_word_by_word_at_its_pace(workspace_a):
     )
     ctx = RecordingContext(workspace_a.pk)
     order: list[str] = []
-    emit = ctx.emit
-
-    def emit_in_order(event: str, data: object) -> None:
-        order.append("token")
-        emit(event, data)
-
-    ctx.emit = emit_in_order  # type: ignore[method-assign]
+    ctx.on_event(lambda event, data: order.append("token") if event == "on_token" else None)
 
     async def metronome() -> None:
         while True:
@@ -523,13 +517,7 @@ def test_components_never_block_the_event_loop_while_streaming(workspace_a):
 
     def context(name: str) -> RecordingContext:
         ctx = RecordingContext(workspace_a.pk)
-        emit = ctx.emit
-
-        def emit_in_order(event: str, data: object) -> None:
-            order.append(name)
-            emit(event, data)
-
-        ctx.emit = emit_in_order  # type: ignore[method-assign]
+        ctx.on_event(lambda event, data: order.append(name) if event == "on_token" else None)
         return ctx
 
     async def stream(picked: list) -> float:

@@ -131,6 +131,8 @@ REQUESTS: dict[str, Request] = {
     ),
     "PUT /api/w/<slug>/whitelist": Request(data={"changes": {"llm.demo": True}}),
     "POST /api/w/<slug>/documents": Request(data={"title": "t", "content": "text"}),
+    # the run list's "compare the two selected": without two runs it goes back to the list
+    "GET /w/<slug>/runs/compare/": Request(ok=frozenset({302})),
     # runs API: viewers watch and replay; editors run, cancel and re-run
     "POST /api/w/<slug>/flows/<flow_id>/runs": Request(data={"inputs": {"input": "hi"}}),
 }

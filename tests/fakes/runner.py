@@ -48,6 +48,7 @@ class MemorySink:
         self.writers: list[_CountingWriter] = []
         self.persisted: list[PendingEvent] = []  # with payloads as stored (JSON round trip)
         self.finals: list[dict[str, Any]] = []
+        self.listeners: list[Callable[[PendingEvent], None]] = []  # told of each, in order
         self._publish_scheduled = False
 
     def open(self, run: Run) -> _CountingWriter:
@@ -82,6 +83,9 @@ class MemorySink:
                 for event in events:
                     event.payload = json.loads(storable_json(event.payload))
                 self.persisted.extend(events)
+                for event in events:
+                    for listener in self.listeners:
+                        listener(event)
                 if final is not None:
                     self.finals.append(final)
                 if events:
@@ -144,6 +148,18 @@ class RecordingContext(NodeContext):
         self.writer = self.sink.open(run)
         super().__init__(self.writer, run, node_id)
         self.record = self.sink.node(node_id)
+
+    def on_event(self, callback: Callable[[str, Any], None]) -> None:
+        """Call `callback(event, data)` for each event of this node as it is persisted
+        (with no coalescing window, as the component emits it), e.g. to interleave a
+        component's tokens with other tasks of the same loop."""
+        node_id = self.node_id
+
+        def told(event: PendingEvent) -> None:
+            if event.node_id == node_id:
+                callback(event.event, event.payload.get("data"))
+
+        self.sink.listeners.append(told)
 
     def cancel(self) -> None:
         """As the sink thread does when the run's cancel is requested."""
