@@ -81,7 +81,7 @@ class Router(Component):
                 compile_user_pattern(rule.pattern, case_sensitive=rule.case_sensitive)
             except PatternError as exc:
                 problems.append(
-                    ParamProblem(f"rules.{i}.pattern", "invalid_regex", f"Invalid regex: {exc}")
+                    ParamProblem(f"rules.{i}.pattern", "invalid_regex", f"Rule {i + 1}: {exc}")
                 )
         return problems
 
