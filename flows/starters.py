@@ -28,7 +28,7 @@ HANDBOOK = [
     ),
     (
         "Holidays",
-        "Everyone has 28 days of paid holiday a year. Book them in the HR tool at least two "
+        "Everyone has 28 days of paid holidays a year. Book holidays in the HR tool at least two "
         "weeks ahead for absences longer than three days.",
     ),
     (

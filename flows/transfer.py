@@ -191,10 +191,13 @@ def check_import(workspace: Workspace, document: Any) -> ImportReport:
     graph.setdefault("edges", [])
 
     _check_components(report, workspace, graph)
-    if report.refused:
-        raise ImportRefused(report)
+    named = {item["node_id"] for item in report.refused}
     _clear_credentials(report, graph)
     for problem in validate_graph(graph, workspace):
+        if problem.code in {"unknown_component", "component_disabled"} and (
+            problem.node_id in named
+        ):
+            continue  # already said, with the component's name
         if problem.code in REFUSING_CODES:
             _refuse(report, _node_reason(problem), problem.node_id)
         else:
@@ -217,6 +220,8 @@ def _check_components(report: ImportReport, workspace: Workspace, graph: dict) -
             continue
         node_id = node.get("id") if isinstance(node.get("id"), str) else None
         key = node.get("component")
+        if not isinstance(key, str) or node_id is None:
+            continue  # not a node at all: validation says what is wrong with it
         shown = f"“{node_id}”" if node_id else "A node"
         if get_component(key) is None:
             _refuse(
