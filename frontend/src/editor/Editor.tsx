@@ -2,6 +2,7 @@ import {
   Background,
   Controls,
   MiniMap,
+  Panel,
   ReactFlow,
   ReactFlowProvider,
   addEdge,
@@ -54,7 +55,7 @@ import { useDraft } from "./useDraft";
 import { VersionsPanel, type VersionDiff, type VersionInfo } from "./VersionsPanel";
 import { problemsByNode, type Problem } from "./problems";
 
-const nodeTypes = { component: NodeCard, note: NoteCard, group: GroupFrame };
+const nodeTypes = { component: NodeCard, note: NoteCard, frame: GroupFrame };
 
 /** Below this zoom, text on the canvas gets too small to read (the node title is 15 px,
  * port labels 13 px: at 0.75 they are 11 and 10 px). Fitting a large flow stops here and
@@ -342,11 +343,14 @@ function Editor({ config }: EditorProps) {
     checkpoint();
     const taken = new Set(flow.getNodes().map((n) => n.id));
     const id = newNodeId("note", taken);
-    const note: NoteNode = { id, type: "note", position: centre(), width: 220, height: 120, data: { text: "", color: "yellow" }, selected: true };
+    // Top left of what is in view: usually free, and never on the node being worked on.
+    const rect = wrapper.current?.getBoundingClientRect();
+    const position = flow.screenToFlowPosition({ x: (rect?.left ?? 0) + 60, y: (rect?.top ?? 0) + 50 });
+    const note: NoteNode = { id, type: "note", position, width: 220, height: 120, data: { text: "", color: "yellow" }, selected: true };
     setNodes((ns) => [...ns.map((n) => (n.selected ? { ...n, selected: false } : n)), note]);
     selectedRef.current = id;
     setSelected(id);
-  }, [centre, checkpoint, flow, readOnly, setNodes]);
+  }, [checkpoint, flow, readOnly, setNodes]);
 
   const addGroup = useCallback(() => {
     if (readOnly) return;
@@ -358,7 +362,7 @@ function Editor({ config }: EditorProps) {
     const frame = chosen.length
       ? frameAround(chosen)
       : { position: centre(-60), width: 360, height: 240 };
-    const group: GroupNode = { id, type: "group", zIndex: -1, ...frame, data: { title: "Group", color: "blue" } };
+    const group: GroupNode = { id, type: "frame", zIndex: -1, ...frame, data: { title: "Group", color: "blue" } };
     setNodes((ns) => [group, ...ns]);
   }, [centre, checkpoint, flow, readOnly, setNodes]);
 
@@ -730,17 +734,6 @@ function Editor({ config }: EditorProps) {
                         </button>
                       </span>
                       <span className="tool-group">
-                        <button type="button" className="secondary small" onClick={addNote} data-testid="add-note" title="Add a sticky note">
-                          Note
-                        </button>
-                        <button type="button" className="secondary small" onClick={addGroup} data-testid="add-group" title="Frame the selected nodes in a titled group">
-                          Group
-                        </button>
-                        <button type="button" className="secondary small" onClick={tidyUp} data-testid="tidy-up" title="Lay the flow out left to right (undo with Ctrl+Z)">
-                          Tidy up
-                        </button>
-                      </span>
-                      <span className="tool-group">
                         <button
                           type="button"
                           className="secondary small"
@@ -823,8 +816,8 @@ function Editor({ config }: EditorProps) {
                             zoomable
                             ariaLabel="Mini map"
                             className="side-minimap"
-                            nodeColor={(n) => (n.type === "group" ? "transparent" : n.type === "note" ? "#f5d36b" : "#8b93a5")}
-                            nodeStrokeColor={(n) => (n.type === "group" ? "#8b93a5" : "transparent")}
+                            nodeColor={(n) => (n.type === "frame" ? "transparent" : n.type === "note" ? "#f5d36b" : "#8b93a5")}
+                            nodeStrokeColor={(n) => (n.type === "frame" ? "#8b93a5" : "transparent")}
                           />
                         )}
                       </div>
@@ -892,7 +885,7 @@ function Editor({ config }: EditorProps) {
                     }}
                     onNodeDragStart={(_e, node) => {
                       checkpoint();
-                      if (node.type === "group") {
+                      if (node.type === "frame") {
                         const all = flow.getNodes();
                         const members = new Map(
                           membersOf(node, all)
@@ -944,6 +937,19 @@ function Editor({ config }: EditorProps) {
                     defaultEdgeOptions={{ style: { strokeWidth: 2 } }}
                   >
                     <Background gap={16} />
+                    {!readOnly && (
+                      <Panel position="top-right" className="canvas-tools">
+                        <button type="button" className="secondary small" onClick={addNote} data-testid="add-note" title="Add a sticky note">
+                          + Note
+                        </button>
+                        <button type="button" className="secondary small" onClick={addGroup} data-testid="add-group" title="Frame the selected nodes (Ctrl+click to select several) in a titled group">
+                          + Group
+                        </button>
+                        <button type="button" className="secondary small" onClick={tidyUp} data-testid="tidy-up" title="Lay the flow out left to right (undo with Ctrl+Z)">
+                          Tidy up
+                        </button>
+                      </Panel>
+                    )}
                     <Controls showInteractive={!readOnly} showFitView={false} position="bottom-left">
                       <button
                         type="button"

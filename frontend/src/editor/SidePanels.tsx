@@ -61,13 +61,13 @@ export function AnnotationPanel({
   readOnly: boolean;
   onChange: (data: Record<string, unknown>) => void;
 }) {
-  const kind = node.type === "group" ? "Group" : "Note";
-  const color = (node.data as { color?: string }).color ?? (node.type === "group" ? "blue" : "yellow");
+  const kind = node.type === "frame" ? "Group" : "Note";
+  const color = (node.data as { color?: string }).color ?? (node.type === "frame" ? "blue" : "yellow");
   return (
     <section aria-label={kind}>
       <h2>{kind}</h2>
       <p className="muted">
-        {node.type === "group"
+        {node.type === "frame"
           ? "A frame with a title around related nodes: moving it moves what it encloses. Runs ignore it."
           : "A sticky note for whoever reads this flow next. Runs ignore it."}
       </p>

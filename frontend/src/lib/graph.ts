@@ -63,7 +63,7 @@ export type GroupData = { title: string; color?: AnnotationColor };
 
 export type FlowNode = Node<NodeData, "component">;
 export type NoteNode = Node<NoteData, "note">;
-export type GroupNode = Node<GroupData, "group">;
+export type GroupNode = Node<GroupData, "frame">;
 /** Everything on the canvas: components (what runs) and annotations (what explains). */
 export type CanvasNode = FlowNode | NoteNode | GroupNode;
 
@@ -82,7 +82,8 @@ function annotationNode(a: Annotation): NoteNode | GroupNode {
   const common = { id: a.id, position: a.position ?? { x: 0, y: 0 }, ...size };
   if (a.kind === "group") {
     // Frames sit behind the nodes they enclose.
-    return { ...common, type: "group", zIndex: -1, data: { title: a.title ?? "", ...(a.color ? { color: a.color } : {}) } };
+    // (React Flow's own "group" type comes with styles of its own: ours is a "frame".)
+    return { ...common, type: "frame", zIndex: -1, data: { title: a.title ?? "", ...(a.color ? { color: a.color } : {}) } };
   }
   return { ...common, type: "note", data: { text: a.text ?? "", ...(a.color ? { color: a.color } : {}) } };
 }
@@ -141,7 +142,7 @@ export function toGraph(nodes: CanvasNode[], edges: Edge[]): Graph {
       });
     } else if (n.type === "note") {
       annotations.push({ id: n.id, kind: "note", text: n.data.text, position: round(n.position), size: sizeOf(n), ...(n.data.color ? { color: n.data.color } : {}) });
-    } else if (n.type === "group") {
+    } else if (n.type === "frame") {
       annotations.push({ id: n.id, kind: "group", title: n.data.title, position: round(n.position), size: sizeOf(n), ...(n.data.color ? { color: n.data.color } : {}) });
     }
   }

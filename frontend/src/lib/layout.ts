@@ -47,7 +47,7 @@ export function frameAround(members: CanvasNode[]): { position: { x: number; y: 
 export function autoLayout(nodes: CanvasNode[], edges: Edge[]): CanvasNode[] {
   const components = nodes.filter((n) => n.type === "component");
   if (!components.length) return nodes;
-  const groups = nodes.filter((n) => n.type === "group").map((g) => ({ g, members: membersOf(g, nodes).map((m) => m.id) }));
+  const groups = nodes.filter((n) => n.type === "frame").map((g) => ({ g, members: membersOf(g, nodes).map((m) => m.id) }));
   const g = new dagre.graphlib.Graph();
   g.setGraph({ rankdir: "LR", nodesep: 36, ranksep: 64, marginx: 0, marginy: 0 });
   g.setDefaultEdgeLabel(() => ({}));
@@ -68,7 +68,7 @@ export function autoLayout(nodes: CanvasNode[], edges: Edge[]): CanvasNode[] {
   }
   const moved = nodes.map((n) => (placed.has(n.id) ? { ...n, position: placed.get(n.id)! } : n));
   return moved.map((n) => {
-    if (n.type !== "group") return n;
+    if (n.type !== "frame") return n;
     const ids = groups.find((x) => x.g.id === n.id)?.members ?? [];
     const members = moved.filter((m) => ids.includes(m.id));
     return members.length ? { ...n, ...frameAround(members) } : n;

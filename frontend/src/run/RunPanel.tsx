@@ -37,11 +37,25 @@ function answersOf(s: RunSnapshot, nodes: GraphNode[], edges: GraphEdge[]): Answ
 function AnswerPanel({ s, answers }: { s: RunSnapshot; answers: Answer[] }) {
   const box = useRef<HTMLDivElement>(null);
   const follow = useRef(true);
+  const setTop = useRef(0);
+  const reading = useRef(false);
   const length = answers.reduce((n, a) => n + a.text.length, 0);
-  useLayoutEffect(() => {
+  const [inner, setInner] = useState<HTMLDivElement | null>(null);
+  const toEnd = () => {
     const el = box.current;
-    if (el && follow.current) el.scrollTop = el.scrollHeight;
-  }, [length]);
+    if (el && follow.current) {
+      el.scrollTop = el.scrollHeight;
+      setTop.current = el.scrollTop;
+    }
+  };
+  useLayoutEffect(toEnd, [length]);
+  // Blocks laid out late (off screen until now) change the height without a new token.
+  useEffect(() => {
+    if (!inner || typeof ResizeObserver === "undefined") return;
+    const observer = new ResizeObserver(() => toEnd());
+    observer.observe(inner);
+    return () => observer.disconnect();
+  }, [inner]); // eslint-disable-line react-hooks/exhaustive-deps
   const active = s.status === "starting" || s.status === "running";
   if (!answers.length && !active) return null;
   return (
@@ -50,11 +64,22 @@ function AnswerPanel({ s, answers }: { s: RunSnapshot; answers: Answer[] }) {
       <div
         className="answer-box"
         ref={box}
+        // Only the reader's own scrolling (wheel, touch, keys, the scrollbar) stops the
+        // following; back at the end, it follows again. Layout moving the scroll position
+        // (blocks sized late) is not the reader.
+        onWheel={() => (reading.current = true)}
+        onTouchMove={() => (reading.current = true)}
+        onKeyDown={() => (reading.current = true)}
+        onPointerDown={() => (reading.current = true)}
         onScroll={(e) => {
           const el = e.currentTarget;
-          follow.current = el.scrollHeight - el.scrollTop - el.clientHeight < 40;
+          if (el.scrollHeight - el.scrollTop - el.clientHeight < 40) follow.current = true;
+          else if (reading.current && el.scrollTop < setTop.current - 4) follow.current = false;
+          reading.current = false;
+          setTop.current = el.scrollTop;
         }}
       >
+        <div ref={setInner}>
         {answers.length === 0 && <p className="muted">Waiting for the answer…</p>}
         {answers.map((a) => (
           <div key={a.id} className="answer-text" data-testid={`answer-${a.id}`}>
@@ -65,6 +90,7 @@ function AnswerPanel({ s, answers }: { s: RunSnapshot; answers: Answer[] }) {
             </div>
           </div>
         ))}
+        </div>
       </div>
     </section>
   );
