@@ -276,7 +276,9 @@ function Editor({ config }: EditorProps) {
     void flow.setViewport({ x, y, zoom });
   }, [flow]);
 
-  const fitted = useRef(false);
+  // Fit once, when a flow opens with nodes; an empty canvas that gets its first node keeps
+  // its place (fitting then would move everything under the user's next drop).
+  const fitted = useRef(initial.nodes.length === 0);
   useEffect(() => {
     if (nodesReady && !fitted.current && nodes.length) {
       fitted.current = true;
@@ -664,12 +666,12 @@ function Editor({ config }: EditorProps) {
     ? `minmax(0, 1fr) ${panels.dock ? "420px" : "40px"}`
     : `${panels.palette ? "200px" : "40px"} minmax(0, 1fr) ${panels.dock ? "340px" : "40px"}`;
   const draftLabel: Record<string, string> = {
-    pending: "Draft: saving soon…",
-    saving: "Draft: saving…",
+    pending: "Draft changed",
+    saving: "Saving draft…",
     saved: "Draft saved",
-    offline: "Draft kept in this browser (offline)",
+    offline: "Kept offline",
     error: "Draft not saved",
-    conflict: "Draft changed elsewhere",
+    conflict: "Draft conflict",
     clean: "",
   };
 
@@ -694,7 +696,7 @@ function Editor({ config }: EditorProps) {
                   </span>
                   {dirty && (
                     <span className="badge warn" data-testid="unsaved" title="The canvas differs from the saved version: it is kept as a draft.">
-                      unsaved version
+                      not a version
                     </span>
                   )}
                   {!readOnly && draft.state !== "clean" && (
@@ -702,7 +704,7 @@ function Editor({ config }: EditorProps) {
                       className={`draft-state ${draft.state}`}
                       data-testid="draft-state"
                       data-state={draft.state}
-                      title={draft.message ?? undefined}
+                      title={draft.message ?? "The canvas is saved as this flow's draft a moment after each change"}
                     >
                       {draftLabel[draft.state]}
                     </span>
@@ -938,7 +940,7 @@ function Editor({ config }: EditorProps) {
                   >
                     <Background gap={16} />
                     {!readOnly && (
-                      <Panel position="top-right" className="canvas-tools">
+                      <Panel position="bottom-right" className="canvas-tools">
                         <button type="button" className="secondary small" onClick={addNote} data-testid="add-note" title="Add a sticky note">
                           + Note
                         </button>

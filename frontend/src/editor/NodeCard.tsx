@@ -1,5 +1,5 @@
-import { Handle, Position, type NodeProps } from "@xyflow/react";
-import { memo } from "react";
+import { Handle, Position, useUpdateNodeInternals, type NodeProps } from "@xyflow/react";
+import { memo, useEffect } from "react";
 import { portsOf, typeColour, type FlowNode, type Port } from "../lib/graph";
 import { useCatalog, useProblems, useRunView } from "./contexts";
 import { formatDuration } from "../lib/format";
@@ -49,6 +49,11 @@ function NodeCardImpl({ id, data, selected }: NodeProps<FlowNode>) {
   const status = state?.status;
   const preview = state ? state.text.slice(0, state.shown).slice(-120) : "";
   const ports = portsOf(component, data.params);
+  // Ports come and go with the params (a router's rules, a template's variables): React
+  // Flow must measure the handles again, or a new port could not be connected.
+  const updateInternals = useUpdateNodeInternals();
+  const signature = `${ports.inputs.map((p) => p.name).join(",")}|${ports.outputs.map((p) => p.name).join(",")}`;
+  useEffect(() => updateInternals(id), [id, signature, updateInternals]);
   return (
     <div
       className={`node-card${selected ? " selected" : ""}${status ? ` st-${status}` : ""}${problems.length ? " invalid" : ""}`}
