@@ -208,6 +208,24 @@ def tool_agent_graph() -> dict:
     }
 
 
+def support_bot_template_graph() -> dict:
+    """The seed's customer-service bot (flows.demo), with a note saying how it routes."""
+    return {
+        **support_bot_graph(),
+        "annotations": [
+            {
+                "id": "note_routing",
+                "kind": "note",
+                "text": "Asking for a person (human, agent, 人工 …) goes to the hand-off; "
+                "everything else is answered from the FAQ collection.",
+                "position": {"x": 0, "y": 300},
+                "size": {"width": 210, "height": 130},
+                "color": "yellow",
+            }
+        ],
+    }
+
+
 STARTERS: MappingProxyType[str, Starter] = MappingProxyType(
     {
         starter.key: starter
@@ -248,7 +266,7 @@ STARTERS: MappingProxyType[str, Starter] = MappingProxyType(
                     "Intent routing, then knowledge retrieval over an FAQ and answer "
                     "generation; asks for a person go to a hand-off."
                 ),
-                graph=support_bot_graph,
+                graph=support_bot_template_graph,
                 documents=((FAQ_COLLECTION, FAQ),),
                 try_input="How do I reset my password?",
             ),
