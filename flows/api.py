@@ -141,9 +141,12 @@ class VersionOut(VersionSummaryOut):
 class DraftIn(Schema):
     graph: Any
     base_revision: int = Field(
-        ..., ge=0, le=2**31, description="The draft revision the editor last saw (0: none)."
+        ...,
+        ge=0,
+        le=2**31 - 1,
+        description="The draft revision the editor last saw (0: none).",
     )
-    base_version: int | None = Field(None, ge=1, le=2**31)
+    base_version: int | None = Field(None, ge=1, le=2**31 - 1)
 
 
 class DraftOut(Schema):
@@ -197,8 +200,11 @@ class ImportOut(Schema):
 
 
 class ImportRefusedOut(Schema):
-    detail: str
-    report: ImportReportOut
+    """400: the file was refused (`report` says why, item by item), or the body was not
+    JSON at all (`detail` alone)."""
+
+    detail: str | dict[str, Any]
+    report: ImportReportOut | None = None
 
 
 class FlowFileOut(Schema):
