@@ -14,6 +14,7 @@ import math
 import re
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
+from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
@@ -146,11 +147,17 @@ def shape_problems(graph: Any) -> list[Problem]:
     return []
 
 
+@lru_cache(maxsize=128)
+def _param_titles(component_key: str) -> dict[str, str]:
+    """Param name -> the label the editor shows (its JSON Schema title); built once per
+    component, since a JSON Schema takes a while to generate."""
+    component = get_component(component_key)
+    properties = component.params_schema().get("properties", {}) if component else {}
+    return {name: str(prop.get("title") or name) for name, prop in properties.items()}
+
+
 def _pydantic_problems(node_id: str, exc: ValidationError, component: Component) -> list[Problem]:
-    titles = {
-        name: str(prop.get("title") or name)
-        for name, prop in component.params_schema().get("properties", {}).items()
-    }
+    titles = _param_titles(component.key)
     problems = []
     for error in exc.errors(include_url=False, include_input=False):
         loc = ".".join(str(part) for part in error.get("loc", ())) or "params"
