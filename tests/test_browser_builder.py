@@ -162,6 +162,7 @@ def test_clearing_a_field_and_typing_keeps_exactly_what_was_typed(open_page, wor
     page.wait_for_selector(f"{tid('problems-template_1')}:has-text('can\\'t be empty')")
     assert page.locator("[data-param=template]").input_value() == ""
     assert "params." not in page.locator(tid("node-problems")).inner_text()
+    wait_until(lambda: FlowDraft.objects.get(flow=flow).graph["nodes"][0]["params"]["template"] == "", "the cleared template reached the draft")
     assert editor.console_errors == []
 
 
