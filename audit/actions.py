@@ -49,6 +49,11 @@ ACTIONS: Final[dict[str, str]] = {
     "flow.rename": "Renamed a flow or changed its description.",
     "flow.delete": "Deleted a flow (soft delete: its runs and versions stay).",
     "flow.version_save": "Saved a new immutable version of a flow's graph.",
+    "flow.draft_discard": (
+        "Discarded a flow's working draft (the editor went back to the latest version); "
+        "autosaves of the draft are not recorded."
+    ),
+    "flow.export": "Exported a flow as a file (name, description and graph).",
     # documents (the docs.corpus collections)
     "document.create": "Added a document to a collection.",
     "document.delete": "Deleted a document.",

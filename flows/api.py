@@ -9,23 +9,31 @@ whitelist. API keys are write-only.
 
 from __future__ import annotations
 
+import json
+import re
 from datetime import datetime
 from typing import Any
 
 from django.db.models import Max
-from django.http import HttpRequest
-from ninja import Router, Schema, Status
+from django.http import HttpRequest, HttpResponse
+from ninja import Field, Router, Schema, Status
 from ninja.errors import HttpError
+from pydantic import ValidationError as PydanticError
 
 from accounts.api_auth import DbInt, WorkspaceSlug, context, minimum_role
 from accounts.models import Role
 from accounts.tenancy import get_scoped
-from flows import selectors, services
+from flows import selectors, services, transfer
 from flows.access import access_credential, access_flow
 from flows.builder import GraphInvalid, validate_graph
+from flows.components.logic import MAX_MATCH_CHARS, rule_matches
+from flows.components.logic import Router as RouterComponent
+from flows.components.patterns import PatternError
 from flows.components.registry import all_components
 from flows.diff import graph_diff
-from flows.models import Credential, Document, Flow, FlowVersion
+from flows.messages import param_message
+from flows.models import Credential, Document, Flow, FlowDraft, FlowVersion
+from flows.starters import STARTERS
 
 router = Router(tags=["flows"])
 
@@ -104,6 +112,9 @@ class FlowIn(Schema):
     description: str = ""
     graph: Any = None
     note: str = ""
+    template: str | None = Field(
+        None, description="A starter template's key (GET flow-templates) instead of `graph`."
+    )
 
 
 class FlowUpdateIn(Schema):
@@ -122,6 +133,107 @@ class VersionSummaryOut(Schema):
 
 class VersionOut(VersionSummaryOut):
     graph: Any
+    unchanged: bool = Field(
+        False, description="Saved nothing: the graph equals this, the newest saved version."
+    )
+
+
+class DraftIn(Schema):
+    graph: Any
+    base_revision: int = Field(
+        ...,
+        ge=0,
+        le=2**31 - 1,
+        description="The draft revision the editor last saw (0: none).",
+    )
+    base_version: int | None = Field(None, ge=1, le=2**31 - 1)
+
+
+class DraftOut(Schema):
+    """The flow's working draft; `revision` 0 and `graph` null when there is none."""
+
+    revision: int
+    graph: Any = None
+    base_version: int | None = None
+    updated_at: datetime | None = None
+    updated_by: str | None = None
+
+
+class DraftConflictOut(Schema):
+    """409: another editor saved (or discarded) the draft since `base_revision`."""
+
+    detail: str
+    draft: DraftOut
+
+
+class ImportIn(Schema):
+    document: Any = Field(..., description="The flow file (format flowdeck.flow).")
+    name: str | None = Field(None, max_length=200)
+
+
+class RefusedItemOut(Schema):
+    node_id: str | None
+    component: str | None
+    reason: str
+
+
+class ClearedItemOut(Schema):
+    node_id: str | None
+    param: str
+    reason: str
+
+
+class ImportReportOut(Schema):
+    lands_as: str
+    name: str
+    description: str
+    refused: list[RefusedItemOut]
+    cleared: list[ClearedItemOut]
+    problems: list[ProblemOut]
+    notes: list[str]
+    graph: Any = None
+
+
+class ImportOut(Schema):
+    flow: FlowOut
+    report: ImportReportOut
+
+
+class ImportRefusedOut(Schema):
+    """400: the file was refused (`report` says why, item by item), or the body was not
+    JSON at all (`detail` alone)."""
+
+    detail: str | dict[str, Any]
+    report: ImportReportOut | None = None
+
+
+class FlowFileOut(Schema):
+    format: str
+    format_version: int
+    name: str
+    description: str
+    graph: Any
+    exported_at: str
+
+
+class StarterOut(Schema):
+    key: str
+    name: str
+    description: str
+    try_input: str
+
+
+class RouterPreviewIn(Schema):
+    params: Any = Field(..., description="The router node's params: {rules, default_output}.")
+    text: str = Field(..., max_length=MAX_MATCH_CHARS)
+
+
+class RouterPreviewOut(Schema):
+    """Which output `text` takes, computed by the server's own matcher (RE2)."""
+
+    output: str | None
+    rule: int | None = Field(None, description="1-based number of the matching rule.")
+    problems: list[ProblemOut]
 
 
 class ParamChangeOut(Schema):
@@ -345,17 +457,105 @@ def flows_list(request: HttpRequest, slug: WorkspaceSlug) -> list[dict[str, Any]
 @minimum_role(Role.EDITOR)
 def flows_create(request: HttpRequest, slug: WorkspaceSlug, payload: FlowIn) -> Any:
     try:
-        flow = services.flow_create(
-            workspace=context(request).workspace,
-            acting=context(request).membership,
-            name=payload.name,
-            description=payload.description,
-            graph=payload.graph,
-            note=payload.note,
-        )
+        if payload.template is not None:
+            flow = transfer.flow_from_starter(
+                workspace=context(request).workspace,
+                acting=context(request).membership,
+                key=payload.template,
+                name=payload.name,
+            )
+        else:
+            flow = services.flow_create(
+                workspace=context(request).workspace,
+                acting=context(request).membership,
+                name=payload.name,
+                description=payload.description,
+                graph=payload.graph,
+                note=payload.note,
+            )
     except GraphInvalid as exc:
         return _invalid(exc)
     return Status(201, _flow_detail(flow))
+
+
+@router.get("flow-templates", response=list[StarterOut], summary="Starter templates")
+@minimum_role(Role.VIEWER)
+def flow_templates(request: HttpRequest, slug: WorkspaceSlug) -> list[dict[str, Any]]:
+    return [
+        {"key": s.key, "name": s.name, "description": s.description, "try_input": s.try_input}
+        for s in STARTERS.values()
+    ]
+
+
+@router.post(
+    "flows/import",
+    response={201: ImportOut, 400: ImportRefusedOut},
+    summary="Import a flow file (a version when complete, else a draft to fix)",
+)
+@minimum_role(Role.EDITOR)
+def flows_import(request: HttpRequest, slug: WorkspaceSlug, payload: ImportIn) -> Any:
+    try:
+        flow, report = transfer.flow_import(
+            workspace=context(request).workspace,
+            acting=context(request).membership,
+            document=payload.document,
+            name=payload.name,
+        )
+    except transfer.ImportRefused as exc:
+        return Status(400, {"detail": str(exc), "report": exc.report.as_dict()})
+    return Status(
+        201,
+        {"flow": _flow_out(flow, selectors.latest_version(flow)), "report": report.as_dict()},
+    )
+
+
+@router.post(
+    "flows/import/check",
+    response={200: ImportReportOut, 400: ImportRefusedOut},
+    summary="What importing a flow file would do (writes nothing)",
+)
+@minimum_role(Role.EDITOR)
+def flows_import_check(request: HttpRequest, slug: WorkspaceSlug, payload: ImportIn) -> Any:
+    try:
+        report = transfer.check_import(context(request).workspace, payload.document)
+    except transfer.ImportRefused as exc:
+        return Status(400, {"detail": str(exc), "report": exc.report.as_dict()})
+    return report.as_dict()
+
+
+@router.post("router/preview", response=RouterPreviewOut, summary="Where a router sends a text")
+@minimum_role(Role.EDITOR)
+def router_preview(request: HttpRequest, slug: WorkspaceSlug, payload: RouterPreviewIn) -> dict:
+    """The router's own rules and matcher (flows.components.logic, RE2), so the editor's
+    preview can never disagree with a run."""
+    try:
+        params = RouterComponent.Params.model_validate(payload.params)
+    except PydanticError as exc:
+        problems = [
+            {
+                "node_id": None,
+                "field": "params." + ".".join(str(p) for p in e.get("loc", ())),
+                "code": "invalid_param",
+                "message": param_message(dict(e)),
+            }
+            for e in exc.errors(include_url=False, include_input=False)
+        ]
+        return {"output": None, "rule": None, "problems": problems[:20]}
+    probe = payload.text[:MAX_MATCH_CHARS]
+    for index, rule in enumerate(params.rules):  # type: ignore[attr-defined]
+        try:
+            matched = rule_matches(rule, probe)
+        except PatternError as exc:
+            problem = {
+                "node_id": None,
+                "field": f"params.rules.{index}.pattern",
+                "code": "invalid_regex",
+                "message": f"Rule {index + 1}: {exc}",
+            }
+            return {"output": None, "rule": None, "problems": [problem]}
+        if matched:
+            return {"output": rule.output, "rule": index + 1, "problems": []}
+    return {"output": params.default_output, "rule": None, "problems": []}  # type: ignore[attr-defined]
 
 
 def _flow_detail(flow: Flow) -> dict[str, Any]:
@@ -402,23 +602,110 @@ def flows_delete(request: HttpRequest, slug: WorkspaceSlug, flow_id: DbInt) -> A
     return Status(204, None)
 
 
-@router.post("flows/{flow_id}/versions", response={201: VersionOut, 400: InvalidGraphOut})
+@router.post(
+    "flows/{flow_id}/versions", response={201: VersionOut, 200: VersionOut, 400: InvalidGraphOut}
+)
 @minimum_role(Role.EDITOR)
 def versions_create(
     request: HttpRequest, slug: WorkspaceSlug, flow_id: DbInt, payload: VersionIn
 ) -> Any:
     flow = access_flow(context(request).membership, flow_id)
     try:
-        version = services.flow_version_create(
-            flow=flow,
-            graph=payload.graph,
-            acting=context(request).user,
-            note=payload.note,
-            is_draft=payload.is_draft,
-        )
+        if payload.is_draft:
+            version = services.flow_version_create(
+                flow=flow,
+                graph=payload.graph,
+                acting=context(request).user,
+                note=payload.note,
+                is_draft=True,
+            )
+            created = True
+        else:
+            version, created = services.flow_version_save(
+                flow=flow, graph=payload.graph, acting=context(request).user, note=payload.note
+            )
     except GraphInvalid as exc:
         return _invalid(exc)
-    return Status(201, {**_version_summary(version), "graph": version.graph})
+    body = {**_version_summary(version), "graph": version.graph, "unchanged": not created}
+    return Status(201 if created else 200, body)
+
+
+# --- the working draft --------------------------------------------------------------------------
+def _draft_out(draft: FlowDraft | None) -> dict[str, Any]:
+    if draft is None:
+        return {"revision": 0, "graph": None}
+    return {
+        "revision": draft.revision,
+        "graph": draft.graph,
+        "base_version": draft.base_version,
+        "updated_at": draft.updated_at,
+        "updated_by": draft.updated_by.email if draft.updated_by else None,
+    }
+
+
+@router.get("flows/{flow_id}/draft", response=DraftOut, summary="The flow's working draft")
+@minimum_role(Role.EDITOR)
+def draft_get(request: HttpRequest, slug: WorkspaceSlug, flow_id: DbInt) -> dict:
+    flow = access_flow(context(request).membership, flow_id, minimum=Role.EDITOR)
+    return _draft_out(selectors.draft_of(flow))
+
+
+@router.put(
+    "flows/{flow_id}/draft",
+    response={200: DraftOut, 409: DraftConflictOut},
+    summary="Keep the editor's canvas as the draft (not validated)",
+)
+@minimum_role(Role.EDITOR)
+def draft_put(request: HttpRequest, slug: WorkspaceSlug, flow_id: DbInt, payload: DraftIn) -> Any:
+    flow = access_flow(context(request).membership, flow_id, minimum=Role.EDITOR)
+    try:
+        draft = services.draft_save(
+            workspace=context(request).workspace,
+            acting=context(request).membership,
+            flow=flow,
+            graph=payload.graph,
+            base_revision=payload.base_revision,
+            base_version=payload.base_version,
+        )
+    except services.DraftConflict as exc:
+        who = exc.current.updated_by.email if exc.current and exc.current.updated_by else None
+        detail = (
+            f"{who or 'Another editor'} saved this draft since you loaded it."
+            if exc.current is not None
+            else "Another editor discarded this draft since you loaded it."
+        )
+        return Status(409, {"detail": detail, "draft": _draft_out(exc.current)})
+    return _draft_out(draft)
+
+
+@router.delete("flows/{flow_id}/draft", response={204: None}, summary="Discard the draft")
+@minimum_role(Role.EDITOR)
+def draft_delete(request: HttpRequest, slug: WorkspaceSlug, flow_id: DbInt) -> Any:
+    flow = access_flow(context(request).membership, flow_id, minimum=Role.EDITOR)
+    services.draft_discard(
+        workspace=context(request).workspace, acting=context(request).membership, flow=flow
+    )
+    return Status(204, None)
+
+
+@router.get("flows/{flow_id}/export", response=FlowFileOut, summary="The flow as a file")
+@minimum_role(Role.VIEWER)
+def flows_export(request: HttpRequest, slug: WorkspaceSlug, flow_id: DbInt) -> HttpResponse:
+    flow = access_flow(context(request).membership, flow_id)
+    document = transfer.flow_export(
+        workspace=context(request).workspace, acting=context(request).membership, flow=flow
+    )
+    response = HttpResponse(
+        json.dumps(document, ensure_ascii=False, indent=2), content_type="application/json"
+    )
+    response["Content-Disposition"] = f'attachment; filename="{export_filename(flow.name)}"'
+    return response
+
+
+def export_filename(name: str) -> str:
+    """An ASCII file name for a flow (the header must be plain ASCII)."""
+    stem = re.sub(r"[^A-Za-z0-9]+", "-", name).strip("-").lower()[:60] or "flow"
+    return f"{stem}.flowdeck.json"
 
 
 @router.get("flows/{flow_id}/versions", response=list[VersionSummaryOut])

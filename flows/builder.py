@@ -14,6 +14,7 @@ import math
 import re
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
+from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
@@ -21,6 +22,7 @@ from pydantic import BaseModel, ValidationError
 
 from flows.components.base import BuildEnv, Component, NodeError, Port, types_compatible
 from flows.components.registry import get_component
+from flows.messages import param_message
 from flows.selectors import enabled_keys
 
 if TYPE_CHECKING:
@@ -36,6 +38,15 @@ MAX_ITEMS = 200_000  # JSON values in the whole graph
 MAX_EDGES = 2_000
 MAX_NODE_PARAMS_BYTES = 256 * 1024
 MAX_PROBLEMS = 200
+# Canvas annotations (`graph["annotations"]`): notes and group frames. They are layout
+# only: validated here for shape and size, never read by the executor.
+ANNOTATION_KINDS = {"note": "text", "group": "title"}
+ANNOTATION_KEYS = {"id", "kind", "text", "title", "position", "size", "color"}
+ANNOTATION_COLORS = {"yellow", "blue", "green", "pink", "grey"}
+MAX_ANNOTATIONS = 100
+MAX_NOTE_CHARS = 5_000
+MAX_TITLE_CHARS = 200
+MIN_ANNOTATION_SIZE, MAX_ANNOTATION_SIZE = 40, 10_000
 
 
 @dataclass(frozen=True)
@@ -93,8 +104,9 @@ class ExecutionPlan:
 NUL_PROBLEM = Problem(None, "", "not_text", "Text in a graph may not contain NUL characters.")
 
 
-def _shape_problems(graph: Any) -> list[Problem]:
-    """Depth, size and JSON-ness, checked without recursion before anything else."""
+def shape_problems(graph: Any) -> list[Problem]:
+    """Depth, size and JSON-ness, checked without recursion before anything else (an
+    editor's draft is checked only this far: it is kept, not run)."""
     if not isinstance(graph, dict):
         return [Problem(None, "", "invalid_graph", "A flow graph is a JSON object.")]
     stack: list[tuple[Any, int]] = [(graph, 1)]
@@ -135,16 +147,109 @@ def _shape_problems(graph: Any) -> list[Problem]:
     return []
 
 
-def _pydantic_problems(node_id: str, exc: ValidationError) -> list[Problem]:
+@lru_cache(maxsize=128)
+def _param_titles(component_key: str) -> dict[str, str]:
+    """Param name -> the label the editor shows (its JSON Schema title); built once per
+    component, since a JSON Schema takes a while to generate."""
+    component = get_component(component_key)
+    properties = component.params_schema().get("properties", {}) if component else {}
+    return {name: str(prop.get("title") or name) for name, prop in properties.items()}
+
+
+def _pydantic_problems(node_id: str, exc: ValidationError, component: Component) -> list[Problem]:
+    titles = _param_titles(component.key)
     problems = []
     for error in exc.errors(include_url=False, include_input=False):
         loc = ".".join(str(part) for part in error.get("loc", ())) or "params"
         code = "unknown_param" if error.get("type") == "extra_forbidden" else "invalid_param"
-        message = str(error.get("msg", "invalid value"))[:300]
-        if code == "unknown_param":
-            message = f"`{loc[:60]}` is not a parameter of this component."
+        message = param_message(dict(error), titles)[:300]
         problems.append(Problem(node_id, f"params.{loc}"[:120], code, message))
     return problems
+
+
+def _port_name(port: Port) -> str:
+    return f"“{port.label or port.name}”"
+
+
+def _annotation_problems(annotations: Any, node_ids: set[str]) -> list[Problem]:
+    """Notes and group frames: their shape only (see ANNOTATION_KINDS)."""
+    if not isinstance(annotations, list):
+        return [Problem(None, "annotations", "invalid_annotation", "Annotations are a list.")]
+    if len(annotations) > MAX_ANNOTATIONS:
+        return [
+            Problem(
+                None,
+                "annotations",
+                "invalid_annotation",
+                f"A flow may have at most {MAX_ANNOTATIONS} notes and groups.",
+            )
+        ]
+    problems: list[Problem] = []
+    seen: set[str] = set()
+    for index, item in enumerate(annotations):
+        where = f"annotations[{index}]"
+
+        def bad(message: str, where: str = where) -> None:
+            problems.append(Problem(None, where, "invalid_annotation", message))
+
+        if not isinstance(item, dict) or set(item) - ANNOTATION_KEYS:
+            bad(
+                "A note or group is {id, kind, text or title, position, size, color}; "
+                "it has other fields."
+            )
+            continue
+        ident = item.get("id")
+        if not isinstance(ident, str) or not NODE_ID_RE.match(ident):
+            bad("A note's or group's id is 1-64 ASCII letters, digits, '_', '-', '.' or ':'.")
+            continue
+        if ident in seen or ident in node_ids:
+            bad(f"Two items of the canvas share the id {_short(ident)}.")
+            continue
+        seen.add(ident)
+        kind = item.get("kind")
+        if kind not in ANNOTATION_KINDS:
+            bad("A canvas annotation is a note or a group.")
+            continue
+        text_key = ANNOTATION_KINDS[kind]
+        limit = MAX_NOTE_CHARS if kind == "note" else MAX_TITLE_CHARS
+        text = item.get(text_key, "")
+        other = "title" if text_key == "text" else "text"
+        if other in item:
+            bad(f"A {kind} has a `{text_key}`, not a `{other}`.")
+        if not isinstance(text, str) or len(text) > limit:
+            bad(f"A {kind}'s {text_key} is text of at most {limit} characters.")
+        position = item.get("position")
+        if not (
+            isinstance(position, dict)
+            and set(position) == {"x", "y"}
+            and all(_finite(v) for v in position.values())
+        ):
+            bad(f"A {kind}'s `position` is {{x, y}} numbers.")
+        size = item.get("size")
+        if not (
+            isinstance(size, dict)
+            and set(size) == {"width", "height"}
+            and all(
+                _finite(v) and MIN_ANNOTATION_SIZE <= v <= MAX_ANNOTATION_SIZE
+                for v in size.values()
+            )
+        ):
+            bad(
+                f"A {kind}'s `size` is {{width, height}}, each {MIN_ANNOTATION_SIZE} to "
+                f"{MAX_ANNOTATION_SIZE}."
+            )
+        color = item.get("color")
+        if color is not None and color not in ANNOTATION_COLORS:
+            bad(f"A {kind}'s color is one of: {', '.join(sorted(ANNOTATION_COLORS))}.")
+    return problems
+
+
+def _finite(value: Any) -> bool:
+    return (
+        isinstance(value, int | float)
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+    )
 
 
 def _short(value: Any, limit: int = 60) -> str:
@@ -167,7 +272,7 @@ class _Validated:
 def _validate(graph: Any, workspace: Workspace, env: BuildEnv) -> _Validated:
     result = _Validated()
     problems = result.problems
-    problems.extend(_shape_problems(graph))
+    problems.extend(shape_problems(graph))
     if problems:
         return result
     nodes = graph.get("nodes", [])
@@ -177,6 +282,19 @@ def _validate(graph: Any, workspace: Workspace, env: BuildEnv) -> _Validated:
         return result
     if not isinstance(edges, list):
         problems.append(Problem(None, "edges", "invalid_graph", "`edges` must be a list."))
+        return result
+    if not nodes:
+        # Nothing would run, yet the run would "succeed": refused at every door (save,
+        # run from the editor, the API, the socket) because they all validate here.
+        problems.append(
+            Problem(
+                None,
+                "nodes",
+                "empty_graph",
+                "The flow is empty: add at least an input, a model and an output, and "
+                "connect them.",
+            )
+        )
         return result
     max_nodes = settings.FLOWDECK["GRAPH_MAX_NODES"]
     if len(nodes) > max_nodes:
@@ -278,7 +396,7 @@ def _validate(graph: Any, workspace: Workspace, env: BuildEnv) -> _Validated:
         try:
             params = component.Params.model_validate(raw)
         except ValidationError as exc:
-            problems.extend(_pydantic_problems(node_id, exc))
+            problems.extend(_pydantic_problems(node_id, exc, component))
             continue
         node_problems = component.check(params, env)
         if node_problems:
@@ -349,8 +467,8 @@ def _validate(graph: Any, workspace: Workspace, env: BuildEnv) -> _Validated:
                     edge.target,
                     f"ports.{in_port.name}",
                     "type_mismatch",
-                    f"Output `{out_port.name}` ({out_port.type}) of {edge.source} cannot feed "
-                    f"input `{in_port.name}` ({in_port.type}).",
+                    f"Can't connect {_port_name(out_port)} ({out_port.type}) of {edge.source} "
+                    f"to {_port_name(in_port)} ({in_port.type}): the types differ.",
                 )
             )
             continue
@@ -361,7 +479,7 @@ def _validate(graph: Any, workspace: Workspace, env: BuildEnv) -> _Validated:
                     edge.target,
                     f"ports.{in_port.name}",
                     "multiple_inputs",
-                    f"Input `{in_port.name}` accepts one edge.",
+                    f"Input {_port_name(in_port)} takes one connection; remove the others.",
                 )
             )
             continue
@@ -376,13 +494,20 @@ def _validate(graph: Any, workspace: Workspace, env: BuildEnv) -> _Validated:
                         node_id,
                         f"ports.{port.name}",
                         "missing_input",
-                        f"Input `{port.name}` is not connected.",
+                        f"Input {_port_name(port)} is not connected.",
                     )
                 )
 
+    if graph.get("annotations") is not None:
+        problems.extend(_annotation_problems(graph["annotations"], seen_ids))
+
     order, levels, cyclic = _topological(list(result.nodes), result.edges)
     for node_id in cyclic:
-        problems.append(Problem(node_id, "", "cycle", "This node is part of a cycle."))
+        problems.append(
+            Problem(
+                node_id, "", "cycle", "This node is part of a loop: a flow must not cycle back."
+            )
+        )
     result.order, result.levels = order, levels
     if len(problems) > MAX_PROBLEMS:
         del problems[MAX_PROBLEMS:]

@@ -96,7 +96,7 @@ def support_bot_graph() -> dict:
                         {
                             "output": "human",
                             "match": "keyword",
-                            "pattern": "human, person, agent, representative, call me",
+                            "pattern": "human, person, agent, representative, call me, 人工",
                         }
                     ],
                     "default_output": "faq",

@@ -80,6 +80,32 @@ class FlowVersion(models.Model):
         super().save(*args, **kwargs)
 
 
+class FlowDraft(models.Model):
+    """A flow's working draft: the editor's canvas as it is, saved every few seconds.
+
+    One per flow, shared by its editors. It is only checked for size and storability, never
+    validated (work in progress may be incomplete); running, publishing or saving a named
+    version is what needs a valid graph. `revision` counts the saves: a save names the
+    revision it started from, and a save over another editor's newer one is refused (409).
+    """
+
+    workspace = models.ForeignKey(
+        Workspace, on_delete=models.CASCADE, db_index=True, related_name="+"
+    )
+    flow = models.OneToOneField(Flow, on_delete=models.CASCADE, related_name="draft")
+    graph = models.JSONField()
+    revision = models.PositiveIntegerField(default=1)
+    # The version the editor had loaded when this draft began (None: the flow had none).
+    base_version = models.PositiveIntegerField(null=True, blank=True)
+    updated_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, related_name="+"
+    )
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return f"draft of {self.flow} (revision {self.revision})"
+
+
 class Provider(models.TextChoices):
     OPENAI = "openai", "OpenAI-compatible"
     ANTHROPIC = "anthropic", "Anthropic"

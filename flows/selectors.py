@@ -14,6 +14,7 @@ from flows.models import (
     Credential,
     Document,
     Flow,
+    FlowDraft,
     FlowVersion,
     WorkspaceComponentPolicy,
 )
@@ -52,6 +53,11 @@ def latest_version(flow: Flow) -> FlowVersion | None:
 
 def get_version(flow: Flow, number: object) -> FlowVersion:
     return get_scoped(FlowVersion, flow.workspace, flow=flow, number=number)
+
+
+def draft_of(flow: Flow) -> FlowDraft | None:
+    """The flow's working draft (FlowDraft), or None."""
+    return scoped(FlowDraft, flow.workspace).filter(flow=flow).select_related("updated_by").first()
 
 
 def credentials_of(workspace: Workspace) -> QuerySet[Credential]:

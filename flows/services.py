@@ -21,7 +21,8 @@ from django.utils import timezone
 from accounts.models import Membership, Role, User, Workspace
 from accounts.tenancy import require_role, scoped
 from audit.services import credential_diff, credential_snapshot, record
-from flows.builder import GraphInvalid, validate_graph
+from config.jsontext import UnstorableText, check_text
+from flows.builder import GraphInvalid, shape_problems, validate_graph
 from flows.components.registry import REGISTRY
 from flows.crypto import encrypt
 from flows.endpoints import EndpointRefused, check_model_endpoint
@@ -31,6 +32,7 @@ from flows.models import (
     Credential,
     Document,
     Flow,
+    FlowDraft,
     FlowVersion,
     Provider,
     WorkspaceComponentPolicy,
@@ -70,8 +72,10 @@ def flow_create(
     description: str = "",
     graph: dict | None = None,
     note: str = "",
+    origin: str = "",
 ) -> Flow:
-    """A new flow; with `graph`, its first version (validated) too."""
+    """A new flow; with `graph`, its first version (validated) too. `origin` says where it
+    came from in the audit entry ("import", "template:<key>")."""
     require_role(acting, Role.EDITOR)
     if acting.workspace_id != workspace.pk:
         raise ValidationError("The membership is not of this workspace.")
@@ -88,7 +92,7 @@ def flow_create(
         workspace=workspace,
         actor=acting.user,
         target=f"flow:{flow.pk}",
-        after={"name": flow.name},
+        after={"name": flow.name, **({"origin": origin} if origin else {})},
     )
     if graph is not None:
         flow_version_create(flow=flow, graph=graph, acting=acting.user, note=note)
@@ -253,6 +257,124 @@ def flow_version_create(
     return _add_version(
         flow=flow, graph=graph, acting=acting, note=note, is_draft=is_draft
     )
+
+
+def latest_saved_version(flow: Flow) -> FlowVersion | None:
+    """The newest version that was saved on purpose (not a draft that ran)."""
+    return (
+        scoped(FlowVersion, flow.workspace)
+        .filter(flow=flow, is_draft=False)
+        .order_by("-number")
+        .first()
+    )
+
+
+@transaction.atomic
+def flow_version_save(
+    *, flow: Flow, graph: dict, acting: User | None, note: str = ""
+) -> tuple[FlowVersion, bool]:
+    """Save the editor's graph as a named version: (the version, whether it is new).
+
+    Saving a graph equal to the newest saved version (same checksum) adds nothing and
+    answers with that version, so pressing Save twice never makes a duplicate.
+    """
+    Flow.objects.select_for_update().filter(pk=flow.pk).first()
+    latest = latest_saved_version(flow)
+    if latest is not None and latest.checksum == graph_checksum(graph):
+        return latest, False
+    return flow_version_create(flow=flow, graph=graph, acting=acting, note=note), True
+
+
+# --- drafts ---------------------------------------------------------------------------------
+class DraftConflict(Exception):
+    """Another editor saved the draft since `base_revision`: `current` is theirs (None if
+    they discarded it)."""
+
+    def __init__(self, current: FlowDraft | None) -> None:
+        super().__init__("Another editor changed this draft.")
+        self.current = current
+
+
+def check_draft_graph(graph: Any) -> None:
+    """A draft is kept, not run: only its shape, size and storability are checked (a
+    ValidationError says what is wrong); every validation problem may remain."""
+    if not isinstance(graph, dict):
+        raise ValidationError({"graph": ["A draft is a flow graph: a JSON object."]})
+    for key in ("nodes", "edges", "annotations"):
+        if key in graph and not isinstance(graph[key], list):
+            raise ValidationError({"graph": [f"A draft's `{key}` is a list."]})
+    try:
+        check_text(graph)
+    except UnstorableText as exc:
+        raise ValidationError({"graph": [str(exc)]}) from exc
+    problems = shape_problems(graph)
+    if problems:
+        raise ValidationError({"graph": [problems[0].message]})
+
+
+@transaction.atomic
+def draft_save(
+    *,
+    workspace: Workspace,
+    acting: Membership,
+    flow: Flow,
+    graph: dict,
+    base_revision: int,
+    base_version: int | None = None,
+) -> FlowDraft:
+    """Keep the editor's canvas as the flow's draft (not validated, not audited: it runs
+    every few seconds). `base_revision` is the revision the editor last saw (0: none);
+    if another editor saved or discarded since, DraftConflict carries theirs."""
+    require_role(acting, Role.EDITOR)
+    _same_workspace(workspace, flow)
+    check_draft_graph(graph)
+    # The flow row is the lock: two editors' saves of one draft are serialised.
+    Flow.objects.select_for_update().filter(pk=flow.pk).first()
+    draft = scoped(FlowDraft, workspace).filter(flow=flow).first()
+    current = draft.revision if draft is not None else 0
+    if base_revision != current:
+        raise DraftConflict(draft)
+    if draft is None:
+        return FlowDraft.objects.create(
+            workspace=workspace,
+            flow=flow,
+            graph=graph,
+            revision=1,
+            base_version=base_version,
+            updated_by=acting.user,
+        )
+    draft.graph = graph
+    draft.revision = current + 1
+    if base_version is not None:
+        draft.base_version = base_version
+    draft.updated_by = acting.user
+    draft.save(update_fields=["graph", "revision", "base_version", "updated_by", "updated_at"])
+    return draft
+
+
+@transaction.atomic
+def draft_discard(*, workspace: Workspace, acting: Membership, flow: Flow) -> bool:
+    """Throw the flow's draft away (the editor goes back to the latest version); recorded
+    in the audit trail. Whether there was one."""
+    require_role(acting, Role.EDITOR)
+    _same_workspace(workspace, flow)
+    draft = scoped(FlowDraft, workspace).filter(flow=flow).select_for_update().first()
+    if draft is None:
+        return False
+    before = {
+        "revision": draft.revision,
+        "checksum": graph_checksum(draft.graph),
+        "updated_by": draft.updated_by.email if draft.updated_by else None,
+    }
+    draft.delete()
+    record(
+        action="flow.draft_discard",
+        workspace=workspace,
+        actor=acting.user,
+        target=f"flow:{flow.pk}",
+        before=before,
+    )
+    return True
 
 
 # --- credentials ----------------------------------------------------------------------------

@@ -7,8 +7,10 @@ its version history and what the member may do. All data after that goes through
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
+from django.conf import settings
 from django.contrib import messages
 from django.core.exceptions import ValidationError
 from django.db.models import QuerySet
@@ -19,11 +21,12 @@ from django.views import View
 
 from accounts.models import Role, Workspace
 from accounts.tenancy import WorkspaceMixin
-from flows import selectors, services
+from flows import selectors, services, transfer
 from flows.access import access_credential, access_flow
 from flows.diff import graph_diff
-from flows.models import Flow
+from flows.models import Flow, FlowDraft, FlowVersion
 from flows.providers import PROVIDERS
+from flows.starters import STARTERS
 from runs import selectors as run_selectors
 
 SEARCH_MAX = 100
@@ -63,18 +66,62 @@ class FlowListView(WorkspaceMixin, View):
                 ),
                 "search": search,
                 "can_edit": self.membership.has_role(Role.EDITOR),
+                "starters": list(STARTERS.values()),
+                "import_report": None,
             },
+        )
+
+    def _import(self, request: HttpRequest) -> HttpResponse:
+        """A flow file from the form: to the editor when imported (what was cleared is
+        said there), or this page again with every reason it was refused."""
+        document, error = _read_flow_file(request)
+        report: transfer.ImportReport | None = None
+        if error is None:
+            try:
+                flow, report = transfer.flow_import(
+                    workspace=self.workspace, acting=self.membership, document=document
+                )
+            except transfer.ImportRefused as exc:
+                report = exc.report
+            else:
+                for line in _import_summary(report):
+                    messages.info(request, line)
+                return redirect("flow_editor", slug=self.workspace.slug, flow_id=flow.pk)
+        return render(
+            request,
+            "flows/flow_list.html",
+            {
+                "workspace": self.workspace,
+                "membership": self.membership,
+                "flows": _with_last_runs(self.workspace, selectors.flows_for_list(self.workspace)),
+                "search": "",
+                "can_edit": True,
+                "starters": list(STARTERS.values()),
+                "import_error": error,
+                "import_report": report,
+            },
+            status=400,
         )
 
     def post(self, request: HttpRequest, slug: str) -> HttpResponse:
         action = request.POST.get("action", "create")
         name = request.POST.get("name", "").strip()
         try:
+            if action == "create" and request.POST.get("template"):
+                flow = transfer.flow_from_starter(
+                    workspace=self.workspace,
+                    acting=self.membership,
+                    key=request.POST["template"],
+                    name=name,
+                )
+                return redirect("flow_editor", slug=self.workspace.slug, flow_id=flow.pk)
             if action == "create":
                 flow = services.flow_create(
                     workspace=self.workspace, acting=self.membership, name=name or "Untitled flow"
                 )
                 return redirect("flow_editor", slug=self.workspace.slug, flow_id=flow.pk)
+            if action == "import":
+                return self._import(request)
             flow = access_flow(self.membership, _int(request.POST.get("flow")))
             if action == "rename":
                 services.flow_rename(
@@ -94,6 +141,33 @@ class FlowListView(WorkspaceMixin, View):
         except ValidationError as exc:
             messages.error(request, " ".join(exc.messages))
         return redirect("flow_list", slug=self.workspace.slug)
+
+
+def _read_flow_file(request: HttpRequest) -> tuple[Any, str | None]:
+    """(the uploaded flow file's JSON, None) or (None, why it could not be read)."""
+    upload = request.FILES.get("file")
+    if upload is None:
+        return None, "Choose a flow file (.json) to import."
+    limit = settings.FLOWDECK["GRAPH_MAX_BYTES"] + 64 * 1024
+    if upload.size is not None and upload.size > limit:
+        return None, f"The file is larger than a flow may be ({limit // 1024} KiB)."
+    try:
+        return json.loads(upload.read(limit + 1).decode("utf-8")), None
+    except (UnicodeDecodeError, ValueError):
+        return None, "The file is not JSON: export a flow from Flowdeck and import that file."
+
+
+def _import_summary(report: transfer.ImportReport) -> list[str]:
+    lines = [
+        "Imported as a draft: fix what is listed, then save a version."
+        if report.lands_as_draft
+        else "Imported as version 1."
+    ]
+    lines += [
+        f"Cleared {c['param']} of node “{c['node_id']}”: {c['reason']}" for c in report.cleared
+    ]
+    lines += report.notes
+    return lines
 
 
 def version_list(flow: Flow) -> list[dict[str, Any]]:
@@ -149,6 +223,7 @@ class FlowEditorView(WorkspaceMixin, View):
             selectors.get_version(flow, _int(wanted)) if wanted else selectors.latest_version(flow)
         )
         can_edit = self.membership.has_role(Role.EDITOR)
+        draft = selectors.draft_of(flow) if can_edit else None
         config = island_config(
             request,
             self.workspace,
@@ -156,10 +231,16 @@ class FlowEditorView(WorkspaceMixin, View):
             can_run=can_edit,
             flowId=flow.pk,
             flowName=flow.name,
+            flowDescription=flow.description,
             version=latest.number if latest else None,
             graph=latest.graph if latest else {"nodes": [], "edges": []},
             versions=version_list(flow),
             runsUrl=reverse("flow_runs", args=[slug, flow.pk]),
+            # The draft is the canvas to restore when it is newer than the version shown
+            # (and differs from it); its revision is what the next autosave builds on.
+            draft=_draft_config(draft) if _draft_is_newer(draft, latest, wanted) else None,
+            draftRevision=draft.revision if draft is not None else 0,
+            credentialsUrl=reverse("connections", args=[slug]),
         )
         return render(
             request,
@@ -171,6 +252,30 @@ class FlowEditorView(WorkspaceMixin, View):
                 "config": config,
             },
         )
+
+
+def _draft_is_newer(
+    draft: FlowDraft | None, latest: FlowVersion | None, wanted: str | None
+) -> bool:
+    if draft is None or wanted:  # an explicitly asked-for version is shown as it is
+        return False
+    if latest is None:
+        return True
+    return draft.updated_at > latest.created_at and (
+        services.graph_checksum(draft.graph) != latest.checksum
+    )
+
+
+def _draft_config(draft: FlowDraft | None) -> dict[str, Any] | None:
+    if draft is None:
+        return None
+    return {
+        "graph": draft.graph,
+        "revision": draft.revision,
+        "baseVersion": draft.base_version,
+        "updatedAt": draft.updated_at.isoformat(),
+        "updatedBy": draft.updated_by.email if draft.updated_by else None,
+    }
 
 
 class FlowVersionsView(WorkspaceMixin, View):

@@ -3,6 +3,7 @@ pages that record console errors, drag-and-drop on the canvas, and a saved demo 
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -47,6 +48,13 @@ TRACK_SOCKETS = """
   }).observe(document, { subtree: true, attributes: true, childList: true });
 })();
 """
+
+
+# The editor island's draft is not being saved (or there is no editor on the page).
+DRAFT_SETTLED = """() => {
+  const island = document.querySelector("[data-testid='island']");
+  return !island || !["pending", "saving"].includes(island.dataset.draft);
+}"""
 
 
 @pytest.fixture(scope="module", name="browser")
@@ -113,6 +121,13 @@ class Page:
         return self.page.goto(self.base + path)
 
     def close(self) -> None:
+        # An editor closed with a change its draft has not saved yet sends it as the page
+        # goes (a keepalive request). Let it save first, so that no request reaches the
+        # server while the test's database is being emptied (a deadlock with the flush).
+        if not self.page.is_closed():
+            # A page that went away or never settles is closed anyway.
+            with contextlib.suppress(Exception):
+                self.page.wait_for_function(DRAFT_SETTLED, timeout=10_000)
         self.context.close()
 
 

@@ -4,6 +4,8 @@ the credential picker (secrets never reach the page) and cancelling a run."""
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from accounts.models import Membership
@@ -32,6 +34,10 @@ def test_version_history_diff_and_load_with_an_unsaved_changes_guard(
     editor = open_page(erin_editor)
     page = editor.page
     editor.goto(f"/w/acme/flows/{flow.pk}/")
+    # The editor autosaves a draft a moment after each change, and only asks before leaving
+    # while the server has not confirmed it yet: hold the draft save so it is unconfirmed.
+    held: list = []
+    page.route(re.compile(r".*/flows/\d+/draft$"), lambda route: held.append(route))
     page.locator(tid("node-demo_1")).click()
     page.fill("[data-param=reply]", "second reply")
     page.wait_for_selector(tid("unsaved"))
@@ -54,6 +60,9 @@ def test_version_history_diff_and_load_with_an_unsaved_changes_guard(
     assert dialogs == ["beforeunload"]
     assert f"/flows/{flow.pk}/" in page.url
     assert page.input_value("[data-param=reply]") == "second reply"
+    page.unroute(re.compile(r".*/flows/\d+/draft$"))
+    for route in held:
+        route.continue_()
 
     page.fill(tid("version-note"), "better wording")
     page.click(tid("save"))

@@ -123,6 +123,26 @@ REQUESTS: dict[str, Request] = {
     "POST /api/w/<slug>/flows": Request(data={"name": "new", "graph": DEMO_GRAPH}),
     "PUT /api/w/<slug>/flows/<flow_id>": Request(data={"name": "renamed"}),
     "POST /api/w/<slug>/flows/<flow_id>/versions": Request(data={"graph": DEMO_GRAPH}),
+    # the working draft: kept, not validated (an incomplete graph is fine)
+    "PUT /api/w/<slug>/flows/<flow_id>/draft": Request(
+        data={"graph": {"nodes": DEMO_GRAPH["nodes"][:1], "edges": []}, "base_revision": 0}
+    ),
+    "POST /api/w/<slug>/flows/import": Request(
+        data={
+            "document": {
+                "format": "flowdeck.flow",
+                "format_version": 1,
+                "name": "imported",
+                "graph": DEMO_GRAPH,
+            }
+        }
+    ),
+    "POST /api/w/<slug>/flows/import/check": Request(
+        data={"document": {"format": "flowdeck.flow", "format_version": 1, "graph": DEMO_GRAPH}}
+    ),
+    "POST /api/w/<slug>/router/preview": Request(
+        data={"params": {"rules": [{"output": "human", "pattern": "人工"}]}, "text": "我要人工客服"}
+    ),
     "POST /api/w/<slug>/credentials": Request(
         data=lambda: {"name": unique("new"), "provider": "openai", "api_key": "sk-new"}
     ),

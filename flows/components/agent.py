@@ -21,7 +21,8 @@ from langchain_core.messages import (
 )
 from pydantic import BaseModel, Field
 
-from flows.components.base import NodeError, ParamProblem, Port, RunContext
+from flows.components.base import NodeError, ParamProblem, Params, Port, RunContext
+from flows.components.demo_model import DemoChatModel
 from flows.components.llm import ChatModelComponent, ModelParams
 from flows.components.tools import ToolHandle
 from flows.components.util import as_text, chunk_text
@@ -110,3 +111,34 @@ class ToolAgent(ChatModelComponent):
         raise NodeError(
             f"The agent did not finish within {params.max_iterations} steps."  # type: ignore[attr-defined]
         )
+
+
+class DemoAgentParams(Params):
+    max_iterations: int = Field(5, ge=1, le=20)
+    system_prompt: str = Field(
+        "You are a helpful assistant. Use the tools when they help.",
+        max_length=20_000,
+        json_schema_extra={"x-widget": "textarea"},
+    )
+    delay_ms: int = Field(30, ge=0, le=5_000, description="Pause between tokens.")
+
+
+class DemoToolAgent(ToolAgent):
+    """The tool-calling loop of agent.tools on the offline demo model, so a tool-calling
+    flow runs (and shows its tool calls) without a provider or a credential."""
+
+    key = "agent.demo"
+    label = "Tool-calling agent (offline demo)"
+    description = (
+        "DEMO ONLY: the tool-calling loop on the offline demo model. It picks a connected "
+        "tool by simple rules (arithmetic: calculator; a URL: HTTP GET; otherwise document "
+        "search), calls it, and answers with what the tool returned. No credential needed."
+    )
+    provider = ""
+    Params = DemoAgentParams
+
+    def check(self, params: BaseModel, env: Any) -> list:
+        return []
+
+    def build(self, params: BaseModel, env: Any) -> DemoChatModel:
+        return DemoChatModel(delay_ms=params.delay_ms)  # type: ignore[attr-defined]

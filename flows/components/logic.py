@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
@@ -26,16 +27,20 @@ class Rule(BaseModel):
         min_length=1,
         max_length=200,
         description=(
-            "Comma-separated keywords, or a regex in RE2 syntax (no backreferences or "
-            "lookaround; use \\p{L} or \\p{Han} for letters beyond ASCII)."
+            "Comma-separated keywords (， and 、 separate too), or a regex in RE2 syntax (no "
+            "backreferences or lookaround; use \\p{L} or \\p{Han} for letters beyond ASCII)."
         ),
     )
     case_sensitive: bool = False
 
 
+# Keywords are separated by commas, Chinese and Japanese ones included (，、).
+KEYWORD_SEPARATORS = re.compile(r"[,，、]")
+
+
 def rule_matches(rule: Rule, text: str) -> bool:
     if rule.match == "keyword":
-        words = tuple(w.strip() for w in rule.pattern.split(",") if w.strip())
+        words = tuple(w.strip() for w in KEYWORD_SEPARATORS.split(rule.pattern) if w.strip())
         matcher = compile_keywords(words, case_sensitive=rule.case_sensitive)
         return matcher.search(text) is not None
     # Regex rules run on RE2 (linear time): see flows.components.patterns.
@@ -81,7 +86,7 @@ class Router(Component):
                 compile_user_pattern(rule.pattern, case_sensitive=rule.case_sensitive)
             except PatternError as exc:
                 problems.append(
-                    ParamProblem(f"rules.{i}.pattern", "invalid_regex", f"Invalid regex: {exc}")
+                    ParamProblem(f"rules.{i}.pattern", "invalid_regex", f"Rule {i + 1}: {exc}")
                 )
         return problems
 

@@ -19,6 +19,8 @@ from typing import Any
 
 import re2
 
+from flows.messages import regex_reason
+
 MAX_PATTERN_CHARS = 200
 # RE2's compiled program budget: a pattern whose automaton would need more is refused
 # (e.g. `(a{100}){100}`), so no pattern can make a match use unbounded memory.
@@ -56,8 +58,9 @@ def compile_user_pattern(pattern: str, *, case_sensitive: bool = True) -> Any:
     try:
         return re2.compile(pattern, _options(case_sensitive=case_sensitive))
     except re2.error as exc:
+        # In words, not RE2's own text (which echoes the pattern back): the editor shows it.
         raise PatternError(
-            f"{_reason(exc)} (patterns use RE2 syntax: no backreferences or lookaround)."
+            f"The regular expression can't be used: {regex_reason(_reason(exc))}."
         ) from exc
 
 

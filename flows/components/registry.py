@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from types import MappingProxyType
 
-from flows.components.agent import ToolAgent
+from flows.components.agent import DemoToolAgent, ToolAgent
 from flows.components.base import Component
 from flows.components.io import ChatInput, TextOutput
 from flows.components.llm import AnthropicChat, DemoChat, OllamaChat, OpenAIChat
@@ -30,6 +30,7 @@ _CLASSES: list[type[Component]] = [
     DocsCorpus,
     Bm25Retriever,
     ToolAgent,
+    DemoToolAgent,
     Calculator,
     HttpGet,
     DocSearch,

@@ -2,45 +2,69 @@ import {
   Background,
   Controls,
   MiniMap,
+  Panel,
   ReactFlow,
   ReactFlowProvider,
   addEdge,
   useEdgesState,
+  useNodesInitialized,
   useNodesState,
   useReactFlow,
   type Connection,
   type Edge,
+  type FinalConnectionState,
   type IsValidConnection,
+  type OnConnectEnd,
 } from "@xyflow/react";
 import { useCallback, useEffect, useMemo, useRef, useState } from "react";
 import { Api, ApiError } from "../lib/api";
 import type { IslandConfig } from "../lib/config";
+import { connectionProblem } from "../lib/connect";
 import {
   defaultParams,
   edgeId,
+  graphKey,
+  isComponent,
   newNodeId,
   portsOf,
   toFlow,
   toGraph,
-  typesCompatible,
   typeColour,
+  type AnnotationColor,
+  type CanvasNode,
   type Component,
   type FlowNode,
   type Graph,
+  type GroupNode,
+  type NoteNode,
 } from "../lib/graph";
+import { autoLayout, frameAround, membersOf } from "../lib/layout";
+import { useColorMode } from "../lib/theme";
 import { ConnectionBadge } from "../run/ConnectionBadge";
 import { RunPanel } from "../run/RunPanel";
 import { useRun } from "../run/useRun";
+import { AnnotationContext, GroupFrame, NoteCard, type AnnotationEditing } from "./AnnotationNodes";
+import { ConnectDialog } from "./ConnectDialog";
 import { CatalogContext, ProblemsContext, RunViewContext } from "./contexts";
+import { ImportReportDialog, exportFlowFile, type ImportReport } from "./FlowFile";
 import { NodeCard } from "./NodeCard";
 import { DRAG_TYPE, Palette } from "./Palette";
 import { ParamPanel, type Credential } from "./ParamPanel";
+import { AnnotationPanel, ProblemsPanel } from "./SidePanels";
+import { useDraft } from "./useDraft";
 import { VersionsPanel, type VersionDiff, type VersionInfo } from "./VersionsPanel";
 import { problemsByNode, type Problem } from "./problems";
 
-const nodeTypes = { component: NodeCard };
+const nodeTypes = { component: NodeCard, note: NoteCard, frame: GroupFrame };
+
+/** Below this zoom, text on the canvas gets too small to read (the node title is 15 px,
+ * port labels 13 px: at 0.75 they are 11 and 10 px). Fitting a large flow stops here and
+ * shows its start (the inputs) instead of shrinking it further; the map shows the rest. */
+export const MIN_READABLE_ZOOM = 0.75;
 
 type Tab = "node" | "run" | "versions";
+type Panels = { palette: boolean; dock: boolean; minimap: boolean };
+const PANELS_KEY = "flowdeck:panels";
 
 function asList<T>(data: unknown, key: string): T[] {
   if (Array.isArray(data)) return data as T[];
@@ -54,6 +78,16 @@ function isTyping(target: EventTarget | null): boolean {
   const el = target as HTMLElement | null;
   if (!el) return false;
   return el.isContentEditable || ["INPUT", "TEXTAREA", "SELECT"].includes(el.tagName);
+}
+
+function loadPanels(): Panels {
+  try {
+    const saved = JSON.parse(localStorage.getItem(PANELS_KEY) ?? "null") as Partial<Panels> | null;
+    if (saved) return { palette: saved.palette !== false, dock: saved.dock !== false, minimap: saved.minimap !== false };
+  } catch {
+    /* defaults */
+  }
+  return { palette: true, dock: true, minimap: true };
 }
 
 export type EditorProps = {
@@ -72,8 +106,16 @@ function Editor({ config }: EditorProps) {
   const api = useMemo(() => new Api(config.apiBase), [config.apiBase]);
   const watchOnly = config.mode === "run";
   const readOnly = watchOnly || !config.canEdit;
-  const initial = useMemo(() => toFlow(config.graph ?? { nodes: [], edges: [] }), [config.graph]);
-  const [nodes, setNodes, onNodesChange] = useNodesState<FlowNode>(initial.nodes);
+  const colorMode = useColorMode();
+  const [versionGraph, setVersionGraph] = useState<Graph>(() => config.graph ?? { nodes: [], edges: [] });
+  // The canvas opens on the working draft when there is a newer one than the version.
+  const openedDraft = !readOnly && config.draft?.graph ? config.draft : null;
+  const initialGraph = useMemo(
+    () => (openedDraft ? (openedDraft.graph as Graph) : (config.graph ?? { nodes: [], edges: [] })),
+    [], // eslint-disable-line react-hooks/exhaustive-deps
+  );
+  const initial = useMemo(() => toFlow(initialGraph), [initialGraph]);
+  const [nodes, setNodes, onNodesChange] = useNodesState<CanvasNode>(initial.nodes);
   const [edges, setEdges, onEdgesChange] = useEdgesState<Edge>(initial.edges);
   const [components, setComponents] = useState<Component[]>([]);
   const [catalogError, setCatalogError] = useState<string | null>(null);
@@ -82,82 +124,46 @@ function Editor({ config }: EditorProps) {
   const [tab, setTab] = useState<Tab>(watchOnly ? "run" : "node");
   const [selected, setSelected] = useState<string | null>(null);
   const selectedRef = useRef<string | null>(null);
-  const [savedJson, setSavedJson] = useState(() => JSON.stringify(toGraph(initial.nodes, initial.edges)));
   const [version, setVersion] = useState<number | null>(config.version);
   const [versions, setVersions] = useState<VersionInfo[]>(config.versions ?? []);
   const [note, setNote] = useState("");
-  const [saveState, setSaveState] = useState<{ kind: "ok" | "error" | "busy"; text: string } | null>(null);
+  const [saveState, setSaveState] = useState<{ kind: "ok" | "error" | "busy"; text: string } | null>(
+    openedDraft
+      ? {
+          kind: "ok",
+          text: `Restored your draft of ${new Date(openedDraft.updatedAt).toLocaleString()}${openedDraft.updatedBy ? ` (${openedDraft.updatedBy})` : ""}.`,
+        }
+      : null,
+  );
+  const [toast, setToast] = useState<string | null>(null);
+  const [connecting, setConnecting] = useState<string | null>(null);
+  const [importReport, setImportReport] = useState<ImportReport | null>(null);
+  const [panels, setPanels] = useState<Panels>(loadPanels);
   const past = useRef<Graph[]>([]);
   const future = useRef<Graph[]>([]);
   const clipboard = useRef<Graph | null>(null);
-  const lastParamCheckpoint = useRef<{ node: string; at: number } | null>(null);
+  const lastEditCheckpoint = useRef<{ node: string; at: number } | null>(null);
+  const groupDrag = useRef<{ id: string; start: { x: number; y: number }; members: Map<string, { x: number; y: number }> } | null>(null);
   const wrapper = useRef<HTMLDivElement>(null);
-  const flow = useReactFlow<FlowNode, Edge>();
+  const fileInput = useRef<HTMLInputElement>(null);
+  const flow = useReactFlow<CanvasNode, Edge>();
   const run = useRun(config.wsPath);
+  const nodesReady = useNodesInitialized();
 
   const catalog = useMemo(() => new Map(components.map((c) => [c.key, c])), [components]);
   const graph = useMemo(() => toGraph(nodes, edges), [nodes, edges]);
   const graphJson = useMemo(() => JSON.stringify(graph), [graph]);
-  const dirty = !watchOnly && graphJson !== savedJson;
+  const versionJson = useMemo(() => graphKey(versionGraph), [versionGraph]);
+  const dirty = !watchOnly && graphJson !== versionJson;
   const byNode = useMemo(() => problemsByNode(problems), [problems]);
-  // Edges take the colour of the type they carry.
-  const styledEdges = useMemo(
-    () =>
-      edges.map((e) => {
-        const node = nodes.find((n) => n.id === e.source);
-        const port = portsOf(catalog.get(node?.data.component ?? ""), node?.data.params ?? {}).outputs.find(
-          (p) => p.name === e.sourceHandle,
-        );
-        const stroke = port ? typeColour(port.type) : undefined;
-        return stroke && e.style?.stroke !== stroke ? { ...e, style: { ...e.style, stroke, strokeWidth: 2 } } : e;
-      }),
-    [edges, nodes, catalog],
-  );
 
-  // --- load catalog and credentials ---------------------------------------------------
   useEffect(() => {
-    api
-      .get<unknown>("components")
-      .then((data) => setComponents(asList<Component>(data, "components")))
-      .catch((err: Error) => setCatalogError(`Could not load components: ${err.message}`));
-    if (!readOnly) {
-      api
-        .get<unknown>("credentials")
-        .then((data) => setCredentials(asList<Credential>(data, "credentials")))
-        .catch(() => setCredentials([]));
+    try {
+      localStorage.setItem(PANELS_KEY, JSON.stringify(panels));
+    } catch {
+      /* not remembered */
     }
-  }, [api, readOnly]);
-
-  // On the run page, follow the run from its first event.
-  useEffect(() => {
-    if (watchOnly && config.runId) run.watch(config.runId, initial.nodes.map((n) => n.id));
-    // eslint-disable-next-line react-hooks/exhaustive-deps
-  }, [watchOnly, config.runId]);
-
-  // --- unsaved-changes guard ------------------------------------------------------------
-  useEffect(() => {
-    if (!dirty) return;
-    const guard = (e: BeforeUnloadEvent) => {
-      e.preventDefault();
-      e.returnValue = "";
-    };
-    window.addEventListener("beforeunload", guard);
-    return () => window.removeEventListener("beforeunload", guard);
-  }, [dirty]);
-
-  // --- validation while editing (debounced) ----------------------------------------------
-  useEffect(() => {
-    if (readOnly || components.length === 0) return;
-    const timer = setTimeout(() => {
-      api
-        .post<unknown>("flows/validate", { graph })
-        .then((data) => setProblems(asList<Problem>(data, "problems")))
-        .catch(() => {
-          /* validation is advisory here; save reports problems authoritatively */
-        });
-    }, 600);
-    return () => clearTimeout(timer);
-  }, [api, graphJson, readOnly, components.length]); // eslint-disable-line react-hooks/exhaustive-deps
+  }, [panels]);
 
   // --- history ------------------------------------------------------------------------
   const snapshotNow = useCallback((): Graph => toGraph(flow.getNodes(), flow.getEdges()), [flow]);
@@ -187,7 +193,121 @@ function Editor({ config }: EditorProps) {
     restore(next);
   }, [restore, snapshotNow]);
 
+  // --- the working draft --------------------------------------------------------------
+  const draft = useDraft({
+    api,
+    flowId: config.flowId,
+    slug: config.slug,
+    enabled: !readOnly,
+    graph,
+    graphJson,
+    baseVersion: version,
+    initialRevision: config.draftRevision ?? 0,
+    initialJson: graphKey(initialGraph),
+    versionJson,
+    onReplace: useCallback(
+      (g: Graph | null) => {
+        checkpoint();
+        restore(g ?? versionGraph);
+      },
+      [checkpoint, restore, versionGraph],
+    ),
+  });
+
+  // Leaving before the server has the draft: ask (the unload save may still not arrive).
+  useEffect(() => {
+    if (!draft.unconfirmed) return;
+    const guard = (e: BeforeUnloadEvent) => {
+      e.preventDefault();
+      e.returnValue = "";
+    };
+    window.addEventListener("beforeunload", guard);
+    return () => window.removeEventListener("beforeunload", guard);
+  }, [draft.unconfirmed]);
+
+  // --- load catalog and credentials ---------------------------------------------------
+  useEffect(() => {
+    api
+      .get<unknown>("components")
+      .then((data) => setComponents(asList<Component>(data, "components")))
+      .catch((err: Error) => setCatalogError(`Could not load components: ${err.message}`));
+    if (!readOnly) {
+      api
+        .get<unknown>("credentials")
+        .then((data) => setCredentials(asList<Credential>(data, "credentials")))
+        .catch(() => setCredentials([]));
+    }
+  }, [api, readOnly]);
+
+  // On the run page, follow the run from its first event.
+  useEffect(() => {
+    if (watchOnly && config.runId) run.watch(config.runId, graph.nodes.map((n) => n.id));
+    // eslint-disable-next-line react-hooks/exhaustive-deps
+  }, [watchOnly, config.runId]);
+
+  // --- validation while editing (debounced) ----------------------------------------------
+  useEffect(() => {
+    if (readOnly || components.length === 0) return;
+    const timer = setTimeout(() => {
+      api
+        .post<unknown>("flows/validate", { graph })
+        .then((data) => setProblems(asList<Problem>(data, "problems")))
+        .catch(() => {
+          /* validation is advisory here; save reports problems authoritatively */
+        });
+    }, 600);
+    return () => clearTimeout(timer);
+  }, [api, graphJson, readOnly, components.length]); // eslint-disable-line react-hooks/exhaustive-deps
+
+  // --- a readable fit ------------------------------------------------------------------
+  const fitReadable = useCallback(() => {
+    const all = flow.getNodes();
+    const rect = wrapper.current?.getBoundingClientRect();
+    if (!all.length || !rect || rect.width === 0) return;
+    const bounds = flow.getNodesBounds(all);
+    const pad = 28;
+    const fit = Math.min((rect.width - 2 * pad) / bounds.width, (rect.height - 2 * pad) / bounds.height);
+    const zoom = Math.max(MIN_READABLE_ZOOM, Math.min(1, fit));
+    const width = bounds.width * zoom;
+    const height = bounds.height * zoom;
+    // Too large to fit at a readable size: show where the flow starts (left, top).
+    const x = width <= rect.width - 2 * pad ? (rect.width - width) / 2 - bounds.x * zoom : pad - bounds.x * zoom;
+    const y = height <= rect.height - 2 * pad ? (rect.height - height) / 2 - bounds.y * zoom : pad - bounds.y * zoom;
+    void flow.setViewport({ x, y, zoom });
+  }, [flow]);
+
+  // Fit once, when a flow opens with nodes; an empty canvas that gets its first node keeps
+  // its place (fitting then would move everything under the user's next drop).
+  const fitted = useRef(initial.nodes.length === 0);
+  useEffect(() => {
+    if (nodesReady && !fitted.current && nodes.length) {
+      fitted.current = true;
+      fitReadable();
+    }
+  }, [nodesReady, nodes.length, fitReadable]);
+
   // --- adding nodes ---------------------------------------------------------------------
+  const centre = useCallback(
+    (offset = 0) => {
+      const rect = wrapper.current?.getBoundingClientRect();
+      return flow.screenToFlowPosition({
+        x: (rect?.left ?? 0) + (rect?.width ?? 600) / 2 - 110 + offset,
+        y: (rect?.top ?? 0) + (rect?.height ?? 400) / 2 - 50 + offset,
+      });
+    },
+    [flow],
+  );
+
+  const select = useCallback(
+    (id: string | null) => {
+      setNodes((ns) => ns.map((n) => (n.selected === (n.id === id) ? n : { ...n, selected: n.id === id })));
+      selectedRef.current = id;
+      setSelected(id);
+      if (id && !watchOnly) setTab("node");
+    },
+    [setNodes, watchOnly],
+  );
+
   const addNode = useCallback(
     (key: string, position?: { x: number; y: number }) => {
       const component = catalog.get(key);
@@ -195,27 +315,19 @@ function Editor({ config }: EditorProps) {
       checkpoint();
       const taken = new Set(flow.getNodes().map((n) => n.id));
       const id = newNodeId(key, taken);
-      let pos = position;
-      if (!pos) {
-        const rect = wrapper.current?.getBoundingClientRect();
-        pos = flow.screenToFlowPosition({
-          x: (rect?.left ?? 0) + (rect?.width ?? 600) / 2 - 90 + taken.size * 12,
-          y: (rect?.top ?? 0) + (rect?.height ?? 400) / 2 - 40 + taken.size * 12,
-        });
-      }
       const node: FlowNode = {
         id,
         type: "component",
-        position: pos,
+        position: position ?? centre(taken.size * 14),
         data: { component: key, params: defaultParams(component.params ?? {}) },
         selected: true,
       };
-      setNodes((ns) => [...ns.map((n) => ({ ...n, selected: false })), node]);
+      setNodes((ns) => [...ns.map((n) => (n.selected ? { ...n, selected: false } : n)), node]);
       selectedRef.current = id;
       setSelected(id);
       setTab("node");
     },
-    [catalog, checkpoint, flow, readOnly, setNodes],
+    [catalog, centre, checkpoint, flow, readOnly, setNodes],
   );
 
   const onDrop = useCallback(
@@ -228,30 +340,72 @@ function Editor({ config }: EditorProps) {
     [addNode, flow],
   );
 
-  // --- connections ----------------------------------------------------------------------
-  const portType = useCallback(
-    (nodeId: string, port: string | null | undefined, side: "inputs" | "outputs") => {
-      const node = flow.getNode(nodeId);
-      const component = node ? catalog.get(node.data.component) : undefined;
-      return portsOf(component, node?.data.params ?? {})[side].find((p) => p.name === port);
+  const addNote = useCallback(() => {
+    if (readOnly) return;
+    checkpoint();
+    const taken = new Set(flow.getNodes().map((n) => n.id));
+    const id = newNodeId("note", taken);
+    // Top left of what is in view: usually free, and never on the node being worked on.
+    const rect = wrapper.current?.getBoundingClientRect();
+    const position = flow.screenToFlowPosition({ x: (rect?.left ?? 0) + 60, y: (rect?.top ?? 0) + 50 });
+    const note: NoteNode = { id, type: "note", position, width: 220, height: 120, data: { text: "", color: "yellow" }, selected: true };
+    setNodes((ns) => [...ns.map((n) => (n.selected ? { ...n, selected: false } : n)), note]);
+    selectedRef.current = id;
+    setSelected(id);
+  }, [checkpoint, flow, readOnly, setNodes]);
+
+  const addGroup = useCallback(() => {
+    if (readOnly) return;
+    checkpoint();
+    const all = flow.getNodes();
+    const chosen = all.filter((n) => n.selected && n.type === "component");
+    const taken = new Set(all.map((n) => n.id));
+    const id = newNodeId("group", taken);
+    const frame = chosen.length
+      ? frameAround(chosen)
+      : { position: centre(-60), width: 360, height: 240 };
+    const group: GroupNode = { id, type: "frame", zIndex: -1, ...frame, data: { title: "Group", color: "blue" } };
+    setNodes((ns) => [group, ...ns]);
+  }, [centre, checkpoint, flow, readOnly, setNodes]);
+
+  const updateAnnotation = useCallback(
+    (id: string, data: Record<string, unknown>) => {
+      const now = Date.now();
+      const last = lastEditCheckpoint.current;
+      if (!last || last.node !== id || now - last.at > 1500) checkpoint();
+      lastEditCheckpoint.current = { node: id, at: now };
+      setNodes((ns) => ns.map((n) => (n.id === id ? ({ ...n, data: { ...n.data, ...data } } as CanvasNode) : n)));
     },
+    [checkpoint, setNodes],
+  );
+  const annotationEditing = useMemo<AnnotationEditing>(
+    () => ({ readOnly, update: updateAnnotation }),
+    [readOnly, updateAnnotation],
+  );
+
+  const tidyUp = useCallback(() => {
+    if (readOnly) return;
+    checkpoint();
+    setNodes(autoLayout(flow.getNodes(), flow.getEdges()));
+    requestAnimationFrame(() => requestAnimationFrame(fitReadable));
+  }, [checkpoint, fitReadable, flow, readOnly, setNodes]);
+
+  // --- connections ----------------------------------------------------------------------
+  const explain = useCallback(
+    (c: { source: string; sourceHandle?: string | null; target: string; targetHandle?: string | null }) =>
+      connectionProblem(
+        { node: c.source, port: c.sourceHandle, side: "source" },
+        { node: c.target, port: c.targetHandle, side: "target" },
+        flow.getNodes(),
+        flow.getEdges(),
+        catalog,
+      ),
     [catalog, flow],
   );
 
-  const isValidConnection: IsValidConnection<Edge> = useCallback(
-    (c) => {
-      if (c.source === c.target) return false;
-      const out = portType(c.source, c.sourceHandle, "outputs");
-      const inp = portType(c.target, c.targetHandle, "inputs");
-      if (!out || !inp || !typesCompatible(out.type, inp.type)) return false;
-      if (inp.multi) return true;
-      // A single-valued input takes one edge: a second one would be ambiguous.
-      return !flow.getEdges().some((e) => e.target === c.target && e.targetHandle === c.targetHandle);
-    },
-    [flow, portType],
-  );
+  const isValidConnection: IsValidConnection<Edge> = useCallback((c) => explain(c) === null, [explain]);
 
-  const onConnect = useCallback(
+  const connect = useCallback(
     (c: Connection) => {
       checkpoint();
       const id = edgeId({
@@ -260,20 +414,57 @@ function Editor({ config }: EditorProps) {
         target: c.target,
         target_port: c.targetHandle ?? "",
       });
-      const type = portType(c.source, c.sourceHandle, "outputs")?.type ?? "any";
-      setEdges((es) => addEdge({ ...c, id, style: { stroke: typeColour(type), strokeWidth: 2 } }, es));
+      const node = flow.getNode(c.source);
+      const port = isComponent(node)
+        ? portsOf(catalog.get(node.data.component), node.data.params).outputs.find((p) => p.name === c.sourceHandle)
+        : undefined;
+      setEdges((es) => addEdge({ ...c, id, style: { stroke: typeColour(port?.type ?? "any"), strokeWidth: 2 } }, es));
     },
-    [checkpoint, portType, setEdges],
+    [catalog, checkpoint, flow, setEdges],
+  );
+
+  // A drag that ends on a port it cannot connect to says why (not just a red line).
+  const onConnectEnd: OnConnectEnd = useCallback(
+    (_event, state: FinalConnectionState) => {
+      if (state.isValid !== false || !state.toHandle || !state.fromHandle) return;
+      const from = { node: state.fromHandle.nodeId, port: state.fromHandle.id, side: state.fromHandle.type };
+      const to = { node: state.toHandle.nodeId, port: state.toHandle.id, side: state.toHandle.type };
+      const reason = connectionProblem(from, to, flow.getNodes(), flow.getEdges(), catalog);
+      if (reason) setToast(reason);
+    },
+    [catalog, flow],
+  );
+
+  useEffect(() => {
+    if (!toast) return;
+    const timer = setTimeout(() => setToast(null), 6000);
+    return () => clearTimeout(timer);
+  }, [toast]);
+
+  // Edges take the colour of the type they carry.
+  const styledEdges = useMemo(
+    () =>
+      edges.map((e) => {
+        const node = nodes.find((n) => n.id === e.source);
+        const port = isComponent(node)
+          ? portsOf(catalog.get(node.data.component), node.data.params).outputs.find((p) => p.name === e.sourceHandle)
+          : undefined;
+        const stroke = port ? typeColour(port.type) : undefined;
+        return stroke && e.style?.stroke !== stroke ? { ...e, style: { ...e.style, stroke, strokeWidth: 2 } } : e;
+      }),
+    [edges, nodes, catalog],
   );
 
   // --- params ---------------------------------------------------------------------------
   const setParams = useCallback(
     (nodeId: string, params: Record<string, unknown>) => {
       const now = Date.now();
-      const last = lastParamCheckpoint.current;
+      const last = lastEditCheckpoint.current;
       if (!last || last.node !== nodeId || now - last.at > 1500) checkpoint();
-      lastParamCheckpoint.current = { node: nodeId, at: now };
-      setNodes((ns) => ns.map((n) => (n.id === nodeId ? { ...n, data: { ...n.data, params } } : n)));
+      lastEditCheckpoint.current = { node: nodeId, at: now };
+      setNodes((ns) =>
+        ns.map((n) => (n.id === nodeId && n.type === "component" ? { ...n, data: { ...n.data, params } } : n)),
+      );
     },
     [checkpoint, setNodes],
   );
@@ -283,8 +474,7 @@ function Editor({ config }: EditorProps) {
     const chosen = flow.getNodes().filter((n) => n.selected);
     if (!chosen.length) return;
     const ids = new Set(chosen.map((n) => n.id));
-    const g = toGraph(chosen, flow.getEdges().filter((e) => ids.has(e.source) && ids.has(e.target)));
-    clipboard.current = g;
+    clipboard.current = toGraph(chosen, flow.getEdges().filter((e) => ids.has(e.source) && ids.has(e.target)));
   }, [flow]);
 
   const paste = useCallback(() => {
@@ -293,55 +483,34 @@ function Editor({ config }: EditorProps) {
     checkpoint();
     const taken = new Set(flow.getNodes().map((n) => n.id));
     const rename = new Map<string, string>();
-    for (const n of g.nodes) {
-      const id = newNodeId(n.component, taken);
+    for (const item of [...g.nodes.map((n) => ({ id: n.id, stem: n.component })), ...(g.annotations ?? []).map((a) => ({ id: a.id, stem: a.kind }))]) {
+      const id = newNodeId(item.stem, taken);
       taken.add(id);
-      rename.set(n.id, id);
+      rename.set(item.id, id);
     }
+    const shift = (p: { x: number; y: number }) => ({ x: p.x + 40, y: p.y + 40 });
     const pasted = toFlow({
-      nodes: g.nodes.map((n) => ({
-        ...n,
-        id: rename.get(n.id)!,
-        params: structuredClone(n.params),
-        position: { x: n.position.x + 40, y: n.position.y + 40 },
-      })),
+      nodes: g.nodes.map((n) => ({ ...n, id: rename.get(n.id)!, params: structuredClone(n.params), position: shift(n.position) })),
       edges: g.edges.map((e) => ({ ...e, source: rename.get(e.source)!, target: rename.get(e.target)! })),
+      annotations: (g.annotations ?? []).map((a) => ({ ...a, id: rename.get(a.id)!, position: shift(a.position) })),
     });
-    setNodes((ns) => [...ns.map((n) => ({ ...n, selected: false })), ...pasted.nodes.map((n) => ({ ...n, selected: true }))]);
+    setNodes((ns) => [...ns.map((n) => (n.selected ? { ...n, selected: false } : n)), ...pasted.nodes.map((n) => ({ ...n, selected: true }))]);
     setEdges((es) => [...es, ...pasted.edges]);
-    clipboard.current = { nodes: g.nodes.map((n) => ({ ...n, position: { x: n.position.x + 40, y: n.position.y + 40 } })), edges: g.edges };
+    clipboard.current = {
+      nodes: g.nodes.map((n) => ({ ...n, position: shift(n.position) })),
+      edges: g.edges,
+      annotations: (g.annotations ?? []).map((a) => ({ ...a, position: shift(a.position) })),
+    };
   }, [checkpoint, flow, readOnly, setEdges, setNodes]);
-
-  const onKeyDown = useCallback(
-    (e: KeyboardEvent) => {
-      if (isTyping(e.target)) return;
-      const mod = e.ctrlKey || e.metaKey;
-      if (!mod) return;
-      const k = e.key.toLowerCase();
-      if (k === "c") copy();
-      else if (k === "v") paste();
-      else if (k === "z" && !e.shiftKey && !readOnly) undo();
-      else if (((k === "z" && e.shiftKey) || k === "y") && !readOnly) redo();
-      else return;
-      e.preventDefault();
-    },
-    [copy, paste, readOnly, redo, undo],
-  );
-
-  // Shortcuts work wherever focus is on the page, except while typing in a field.
-  useEffect(() => {
-    window.addEventListener("keydown", onKeyDown);
-    return () => window.removeEventListener("keydown", onKeyDown);
-  }, [onKeyDown]);
 
   // --- save / load versions ------------------------------------------------------------
   const save = useCallback(async () => {
-    if (!config.flowId) return;
+    if (!config.flowId || readOnly) return;
     setSaveState({ kind: "busy", text: "Saving…" });
     try {
       const saved = await api.post<Record<string, unknown>>(`flows/${config.flowId}/versions`, { graph, note });
-      const number = Number(saved.number ?? saved.version ?? NaN);
-      setSavedJson(graphJson);
+      const number = Number(saved.number ?? NaN);
+      setVersionGraph(graph);
       setProblems([]);
       setNote("");
       if (!Number.isNaN(number)) {
@@ -352,41 +521,116 @@ function Editor({ config }: EditorProps) {
             note: String(saved.note ?? note),
             created_at: String(saved.created_at ?? new Date().toISOString()),
             created_by: (saved.created_by as string) ?? null,
-            is_draft: Boolean(saved.is_draft ?? saved.draft ?? false),
+            is_draft: Boolean(saved.is_draft ?? false),
           },
           ...vs.filter((v) => v.number !== number),
         ]);
       }
-      setSaveState({ kind: "ok", text: Number.isNaN(number) ? "Saved." : `Saved as version ${number}.` });
+      setSaveState({
+        kind: "ok",
+        text: saved.unchanged ? `No changes since version ${number}: nothing new to save.` : `Saved as version ${number}.`,
+      });
     } catch (err) {
       if (err instanceof ApiError && err.body && typeof err.body === "object") {
         const list = asList<Problem>(err.body, "problems");
-        const detail = (err.body as { detail?: unknown }).detail;
-        setProblems(list.length ? list : asList<Problem>(detail, "problems"));
+        if (list.length) setProblems(list);
       }
-      setSaveState({ kind: "error", text: `Not saved: ${(err as Error).message}` });
+      const count = err instanceof ApiError ? asList<Problem>(err.body, "problems").length : 0;
+      setSaveState({
+        kind: "error",
+        text: count
+          ? `Not saved as a version: ${count === 1 ? "1 problem" : `${count} problems`} to fix first (your draft is kept).`
+          : `Not saved: ${(err as Error).message}`,
+      });
     }
-  }, [api, config.flowId, graph, graphJson, note]);
+  }, [api, config.flowId, graph, note, readOnly]);
 
   const loadVersion = useCallback(
     async (number: number) => {
       if (!config.flowId) return;
-      if (dirty && !window.confirm("Discard unsaved changes and load this version?")) return;
+      if (dirty && !window.confirm(`Put version ${number} on the canvas? Your draft will be replaced by it.`)) return;
       const data = await api.get<Record<string, unknown>>(`flows/${config.flowId}/versions/${number}`);
       const g = (data.graph ?? data) as Graph;
       checkpoint();
       restore(g);
-      setSavedJson(JSON.stringify(toGraph(toFlow(g).nodes, toFlow(g).edges)));
+      setVersionGraph(g);
       setVersion(number);
       setProblems([]);
+      requestAnimationFrame(() => requestAnimationFrame(fitReadable));
     },
-    [api, checkpoint, config.flowId, dirty, restore],
+    [api, checkpoint, config.flowId, dirty, fitReadable, restore],
   );
 
   const fetchVersionDiff = useCallback(
     (a: number, b: number) => api.get<VersionDiff>(`flows/${config.flowId}/diff?a=${a}&b=${b}`),
     [api, config.flowId],
   );
+
+  const discardDraft = useCallback(async () => {
+    if (!window.confirm(version !== null ? `Discard the draft and go back to version ${version}?` : "Discard the draft and clear the canvas?")) return;
+    try {
+      await draft.discard();
+      setSaveState({ kind: "ok", text: version !== null ? `Back to version ${version}.` : "Draft discarded." });
+    } catch (err) {
+      setSaveState({ kind: "error", text: `Not discarded: ${(err as Error).message}` });
+    }
+  }, [draft, version]);
+
+  // --- files ---------------------------------------------------------------------------
+  const importFile = useCallback(
+    async (file: File) => {
+      let document: unknown;
+      try {
+        document = JSON.parse(await file.text());
+      } catch {
+        setImportReport({ refused: [{ node_id: null, component: null, reason: "The file is not JSON: export a flow from Flowdeck and import that file." }], cleared: [], problems: [], notes: [] });
+        return;
+      }
+      try {
+        const report = await api.post<ImportReport>("flows/import/check", { document });
+        checkpoint();
+        restore(report.graph as Graph);
+        setImportReport(report);
+        requestAnimationFrame(() => requestAnimationFrame(fitReadable));
+      } catch (err) {
+        const body = err instanceof ApiError ? (err.body as { report?: ImportReport }) : undefined;
+        setImportReport(
+          body?.report ?? { refused: [{ node_id: null, component: null, reason: (err as Error).message }], cleared: [], problems: [], notes: [] },
+        );
+      }
+    },
+    [api, checkpoint, fitReadable, restore],
+  );
+
+  // --- keys ----------------------------------------------------------------------------
+  const onKeyDown = useCallback(
+    (e: KeyboardEvent) => {
+      if (isTyping(e.target) || connecting || importReport) return;
+      const mod = e.ctrlKey || e.metaKey;
+      const k = e.key.toLowerCase();
+      if (!mod) {
+        if (k === "c" && !readOnly && selectedRef.current && isComponent(flow.getNode(selectedRef.current))) {
+          e.preventDefault();
+          setConnecting(selectedRef.current);
+        }
+        return;
+      }
+      if (k === "c") copy();
+      else if (k === "v") paste();
+      else if (k === "s" && !readOnly) void save();
+      else if (k === "z" && !e.shiftKey && !readOnly) undo();
+      else if (((k === "z" && e.shiftKey) || k === "y") && !readOnly) redo();
+      else return;
+      e.preventDefault();
+    },
+    [connecting, copy, flow, importReport, paste, readOnly, redo, save, undo],
+  );
+
+  // Shortcuts work wherever focus is on the page, except while typing in a field.
+  useEffect(() => {
+    window.addEventListener("keydown", onKeyDown);
+    return () => window.removeEventListener("keydown", onKeyDown);
+  }, [onKeyDown]);
 
   // --- run ------------------------------------------------------------------------------
   const startRun = useCallback(
@@ -398,7 +642,6 @@ function Editor({ config }: EditorProps) {
         void run.start({ flow: config.flowId, version, inputs }, ids);
       } else {
         void run.start({ flow: config.flowId ?? undefined, graph, inputs }, ids).then((runId) => {
-          // The draft that ran is now a (draft) version: show it in the history.
           if (!runId || !config.flowId) return;
           api
             .get<VersionInfo[]>(`flows/${config.flowId}/versions`)
@@ -416,176 +659,442 @@ function Editor({ config }: EditorProps) {
   }, [run.rejection]);
 
   const selectedNode = selected ? nodes.find((n) => n.id === selected) : undefined;
-  const selectedComponent = selectedNode ? catalog.get(selectedNode.data.component) : undefined;
+  const selectedComponent = isComponent(selectedNode) ? catalog.get(selectedNode.data.component) : undefined;
   const general = byNode[""] ?? [];
+  const problemCount = problems.length;
+  const columns = watchOnly
+    ? `minmax(0, 1fr) ${panels.dock ? "420px" : "40px"}`
+    : `${panels.palette ? "200px" : "40px"} minmax(0, 1fr) ${panels.dock ? "340px" : "40px"}`;
+  const draftLabel: Record<string, string> = {
+    pending: "Draft changed",
+    saving: "Saving draft…",
+    saved: "Draft saved",
+    offline: "Kept offline",
+    error: "Draft not saved",
+    conflict: "Draft conflict",
+    clean: "",
+  };
 
   return (
     <CatalogContext.Provider value={catalog}>
       <ProblemsContext.Provider value={byNode}>
         <RunViewContext.Provider value={run.snapshot}>
-          <div className={`island${watchOnly ? " watch" : ""}`} data-testid="island" data-dirty={dirty ? "true" : "false"}>
-            {!watchOnly && (
-              <div className="toolbar" role="toolbar" aria-label="Flow">
-                <strong className="flow-name">{config.flowName}</strong>
-                <span className="badge" data-testid="version">
-                  {version !== null ? `v${version}` : "no version yet"}
-                </span>
-                {dirty && <span className="badge warn" data-testid="unsaved">unsaved changes</span>}
-                {readOnly && <span className="badge" data-testid="read-only">read-only</span>}
-                <div className="spacer" />
-                {!readOnly && (
-                  <>
-                    <button type="button" className="secondary" onClick={undo} title="Undo (Ctrl+Z)" data-testid="undo">
-                      Undo
-                    </button>
-                    <button type="button" className="secondary" onClick={redo} title="Redo (Ctrl+Shift+Z)" data-testid="redo">
-                      Redo
-                    </button>
-                    <label className="inline-label" htmlFor="version-note">
-                      Note
-                    </label>
-                    <input
-                      id="version-note"
-                      data-testid="version-note"
-                      placeholder="What changed?"
-                      value={note}
-                      onChange={(e) => setNote(e.target.value)}
-                    />
-                    <button type="button" onClick={save} disabled={saveState?.kind === "busy"} data-testid="save">
-                      Save version
-                    </button>
-                  </>
-                )}
-                <ConnectionBadge state={run.connection} attempt={run.attempt} />
-                {saveState && (
-                  <span className={saveState.kind === "error" ? "error" : "muted"} role="status" data-testid="save-state">
-                    {saveState.text}
-                  </span>
-                )}
-              </div>
-            )}
-            <div className="workspace-grid">
+          <AnnotationContext.Provider value={annotationEditing}>
+            <div
+              className={`island${watchOnly ? " watch" : ""}`}
+              data-testid="island"
+              data-dirty={dirty ? "true" : "false"}
+              data-draft={draft.state}
+            >
               {!watchOnly && (
-                <Palette components={components} disabled={readOnly} onAdd={(key) => addNode(key)} />
-              )}
-              <div
-                className="canvas"
-                ref={wrapper}
-                onDragOver={(e) => {
-                  e.preventDefault();
-                  e.dataTransfer.dropEffect = readOnly ? "none" : "move";
-                }}
-                onDrop={readOnly ? undefined : onDrop}
-                data-testid="canvas"
-              >
-                {catalogError && <div className="canvas-msg error" role="alert">{catalogError}</div>}
-                {general.length > 0 && (
-                  <ul className="canvas-msg problems" role="alert" data-testid="graph-problems">
-                    {general.map((p, i) => (
-                      <li key={i}>{p}</li>
-                    ))}
-                  </ul>
-                )}
-                <ReactFlow<FlowNode, Edge>
-                  nodes={nodes}
-                  edges={styledEdges}
-                  nodeTypes={nodeTypes}
-                  onNodesChange={onNodesChange}
-                  onEdgesChange={onEdgesChange}
-                  onConnect={onConnect}
-                  isValidConnection={isValidConnection}
-                  onBeforeDelete={async () => {
-                    if (readOnly) return false;
-                    checkpoint();
-                    return true;
-                  }}
-                  onNodeDragStart={() => checkpoint()}
-                  onSelectionChange={({ nodes: sel }) => {
-                    const id = sel.length === 1 ? sel[0].id : null;
-                    // Called again whenever the node objects change: switch tabs only on a new selection.
-                    if (id === selectedRef.current) return;
-                    selectedRef.current = id;
-                    setSelected(id);
-                    if (id && !watchOnly) setTab("node");
-                  }}
-                  nodesDraggable={!readOnly}
-                  nodesConnectable={!readOnly}
-                  edgesFocusable={!readOnly}
-                  deleteKeyCode={readOnly ? null : ["Backspace", "Delete"]}
-                  // Fitting an empty canvas would re-centre on the first dropped node.
-                  fitView={initial.nodes.length > 0}
-                  fitViewOptions={{ maxZoom: 1, padding: 0.2 }}
-                  proOptions={{ hideAttribution: true }}
-                  defaultEdgeOptions={{ style: { strokeWidth: 2 } }}
-                >
-                  <Background gap={16} />
-                  <MiniMap pannable zoomable ariaLabel="Mini map" />
-                  <Controls showInteractive={!readOnly} />
-                </ReactFlow>
-              </div>
-              <aside className="dock" aria-label="Details">
-                {!watchOnly && (
-                  <div className="tabs" role="tablist">
-                    {(["node", "run", "versions"] as Tab[]).map((t) => (
-                      <button
-                        key={t}
-                        type="button"
-                        role="tab"
-                        aria-selected={tab === t}
-                        className={tab === t ? "tab active" : "tab"}
-                        data-testid={`tab-${t}`}
-                        onClick={() => setTab(t)}
-                      >
-                        {t === "node" ? "Node" : t === "run" ? "Run" : "Versions"}
-                      </button>
-                    ))}
-                  </div>
-                )}
-                <div className="dock-body" role="tabpanel">
-                  {tab === "node" &&
-                    (selectedNode && selectedComponent ? (
-                      <ParamPanel
-                        key={selectedNode.id}
-                        nodeId={selectedNode.id}
-                        component={selectedComponent}
-                        params={selectedNode.data.params}
-                        readOnly={readOnly}
-                        credentials={credentials}
-                        problems={byNode[selectedNode.id] ?? []}
-                        onChange={(p) => setParams(selectedNode.id, p)}
+                <div className="toolbar" role="toolbar" aria-label="Flow">
+                  <strong className="flow-name" title={config.flowName}>
+                    {config.flowName}
+                  </strong>
+                  <span className="badge" data-testid="version">
+                    {version !== null ? `v${version}` : "no version yet"}
+                  </span>
+                  {dirty && (
+                    <span className="badge warn" data-testid="unsaved" title="The canvas differs from the saved version: it is kept as a draft.">
+                      not a version
+                    </span>
+                  )}
+                  {!readOnly && draft.state !== "clean" && (
+                    <span
+                      className={`draft-state ${draft.state}`}
+                      data-testid="draft-state"
+                      data-state={draft.state}
+                      title={draft.message ?? "The canvas is saved as this flow's draft a moment after each change"}
+                    >
+                      {draftLabel[draft.state]}
+                    </span>
+                  )}
+                  {readOnly && <span className="badge" data-testid="read-only">read-only</span>}
+                  {!readOnly && problemCount > 0 && (
+                    <button
+                      type="button"
+                      className="secondary small problems-count"
+                      data-testid="problems-count"
+                      onClick={() => {
+                        select(null);
+                        setTab("node");
+                        setPanels((p) => ({ ...p, dock: true }));
+                      }}
+                    >
+                      ⚠ {problemCount === 1 ? "1 problem" : `${problemCount} problems`}
+                    </button>
+                  )}
+                  <div className="spacer" />
+                  {!readOnly && (
+                    <>
+                      <span className="tool-group">
+                        <button type="button" className="secondary small" onClick={undo} title="Undo (Ctrl+Z)" data-testid="undo">
+                          Undo
+                        </button>
+                        <button type="button" className="secondary small" onClick={redo} title="Redo (Ctrl+Shift+Z)" data-testid="redo">
+                          Redo
+                        </button>
+                      </span>
+                      <span className="tool-group">
+                        <button
+                          type="button"
+                          className="secondary small"
+                          data-testid="export-file"
+                          title="Download the canvas as a flow file"
+                          onClick={() => exportFlowFile(config.flowName, config.flowDescription ?? "", graph)}
+                        >
+                          Export
+                        </button>
+                        <button type="button" className="secondary small" data-testid="import-open" title="Put a flow file on the canvas" onClick={() => fileInput.current?.click()}>
+                          Import
+                        </button>
+                        <input
+                          ref={fileInput}
+                          type="file"
+                          accept=".json,application/json"
+                          hidden
+                          data-testid="import-input"
+                          onChange={(e) => {
+                            const file = e.target.files?.[0];
+                            e.target.value = "";
+                            if (file) void importFile(file);
+                          }}
+                        />
+                      </span>
+                      {dirty && (
+                        <button type="button" className="secondary small" onClick={discardDraft} data-testid="discard-draft" title="Throw the draft away and go back to the saved version">
+                          Discard draft
+                        </button>
+                      )}
+                      <label className="visually-hidden" htmlFor="version-note">
+                        Note for the version
+                      </label>
+                      <input
+                        id="version-note"
+                        data-testid="version-note"
+                        placeholder="What changed? (note)"
+                        value={note}
+                        maxLength={500}
+                        onChange={(e) => setNote(e.target.value)}
                       />
-                    ) : (
-                      <p className="muted">
-                        Select a node to see its parameters.
-                        {!readOnly && " Drag components from the left onto the canvas and connect an output to an input of the same type."}
-                      </p>
-                    ))}
-                  {/* The run panel stays mounted so its inputs survive tab switches. */}
-                  <div hidden={tab !== "run"}>
-                    <RunPanel
-                      run={run}
-                      nodes={graph.nodes}
-                      catalog={catalog}
-                      canRun={config.canRun}
-                      onRun={startRun}
-                      runLink={config.runUrlTemplate}
-                      watchOnly={watchOnly}
-                      watchedRunId={config.runId}
-                    />
-                  </div>
-                  {tab === "versions" && config.flowId && (
-                    <VersionsPanel
-                      versions={versions}
-                      current={version}
-                      onLoad={loadVersion}
-                      fetchDiff={fetchVersionDiff}
-                      catalog={catalog}
-                    />
+                      <button type="button" onClick={save} disabled={saveState?.kind === "busy"} data-testid="save" title="Save the canvas as a new version (Ctrl+S)">
+                        Save version
+                      </button>
+                    </>
+                  )}
+                  <ConnectionBadge state={run.connection} attempt={run.attempt} />
+                  {(saveState || draft.restoredFromBrowser) && (
+                    <span className={saveState?.kind === "error" ? "error save-state" : "muted save-state"} role="status" data-testid="save-state">
+                      {draft.restoredFromBrowser
+                        ? `Restored changes this browser kept from ${new Date(draft.restoredFromBrowser).toLocaleString()}.`
+                        : saveState?.text}
+                    </span>
                   )}
                 </div>
-              </aside>
+              )}
+              <div className="workspace-grid" style={{ gridTemplateColumns: columns }}>
+                {!watchOnly &&
+                  (panels.palette ? (
+                    <div className="left-column">
+                      <Palette
+                        components={components}
+                        disabled={readOnly}
+                        onAdd={(key) => addNode(key)}
+                        onCollapse={() => setPanels((p) => ({ ...p, palette: false }))}
+                      />
+                      <div className="map-panel">
+                        <button
+                          type="button"
+                          className="secondary small"
+                          data-testid="minimap-toggle"
+                          aria-pressed={panels.minimap}
+                          onClick={() => setPanels((p) => ({ ...p, minimap: !p.minimap }))}
+                        >
+                          {panels.minimap ? "Hide map" : "Show map"}
+                        </button>
+                        {panels.minimap && (
+                          <MiniMap
+                            pannable
+                            zoomable
+                            ariaLabel="Mini map"
+                            className="side-minimap"
+                            nodeColor={(n) => (n.type === "frame" ? "transparent" : n.type === "note" ? "#f5d36b" : "#8b93a5")}
+                            nodeStrokeColor={(n) => (n.type === "frame" ? "#8b93a5" : "transparent")}
+                          />
+                        )}
+                      </div>
+                    </div>
+                  ) : (
+                    <div className="rail">
+                      <button
+                        type="button"
+                        className="secondary small"
+                        data-testid="palette-expand"
+                        aria-label="Show the components"
+                        title="Show the components"
+                        onClick={() => setPanels((p) => ({ ...p, palette: true }))}
+                      >
+                        »
+                      </button>
+                    </div>
+                  ))}
+                <div
+                  className="canvas"
+                  ref={wrapper}
+                  onDragOver={(e) => {
+                    e.preventDefault();
+                    e.dataTransfer.dropEffect = readOnly ? "none" : "move";
+                  }}
+                  onDrop={readOnly ? undefined : onDrop}
+                  data-testid="canvas"
+                >
+                  {catalogError && <div className="canvas-msg error" role="alert">{catalogError}</div>}
+                  {general.length > 0 && (
+                    <ul className="canvas-msg problems" role="alert" data-testid="graph-problems">
+                      {general.map((p, i) => (
+                        <li key={i}>{p}</li>
+                      ))}
+                    </ul>
+                  )}
+                  {nodes.length === 0 && !readOnly && (
+                    <div className="canvas-empty" data-testid="canvas-empty">
+                      <p>Drag a component here from the left, or press Enter on one.</p>
+                      <p className="muted">
+                        Or start from a template on the <a href={config.flowsUrl}>flows page</a>.
+                      </p>
+                    </div>
+                  )}
+                  {toast && (
+                    <div className="toast" role="alert" data-testid="connect-error" onClick={() => setToast(null)}>
+                      {toast}
+                    </div>
+                  )}
+                  <ReactFlow<CanvasNode, Edge>
+                    nodes={nodes}
+                    edges={styledEdges}
+                    nodeTypes={nodeTypes}
+                    colorMode={colorMode}
+                    onNodesChange={onNodesChange}
+                    onEdgesChange={onEdgesChange}
+                    onConnect={connect}
+                    onConnectEnd={onConnectEnd}
+                    isValidConnection={isValidConnection}
+                    connectionRadius={26}
+                    onBeforeDelete={async () => {
+                      if (readOnly) return false;
+                      checkpoint();
+                      return true;
+                    }}
+                    onNodeDragStart={(_e, node) => {
+                      checkpoint();
+                      if (node.type === "frame") {
+                        const all = flow.getNodes();
+                        const members = new Map(
+                          membersOf(node, all)
+                            .filter((m) => !m.selected)
+                            .map((m) => [m.id, { ...m.position }]),
+                        );
+                        groupDrag.current = { id: node.id, start: { ...node.position }, members };
+                      }
+                    }}
+                    onNodeDrag={(_e, node) => {
+                      const drag = groupDrag.current;
+                      if (!drag || drag.id !== node.id) return;
+                      const dx = node.position.x - drag.start.x;
+                      const dy = node.position.y - drag.start.y;
+                      setNodes((ns) =>
+                        ns.map((n) => {
+                          const start = drag.members.get(n.id);
+                          return start ? { ...n, position: { x: start.x + dx, y: start.y + dy } } : n;
+                        }),
+                      );
+                    }}
+                    onNodeDragStop={() => {
+                      groupDrag.current = null;
+                    }}
+                    onNodeClick={(_e, node) => {
+                      // Clicking the node already selected brings its parameters back.
+                      selectedRef.current = node.id;
+                      setSelected(node.id);
+                      if (!watchOnly) {
+                        setTab("node");
+                        setPanels((p) => (p.dock ? p : { ...p, dock: true }));
+                      }
+                    }}
+                    onSelectionChange={({ nodes: sel }) => {
+                      const id = sel.length === 1 ? sel[0].id : null;
+                      // Called again whenever the node objects change: switch tabs only on a new selection.
+                      if (id === selectedRef.current) return;
+                      selectedRef.current = id;
+                      setSelected(id);
+                      if (id && !watchOnly) setTab("node");
+                    }}
+                    nodesDraggable={!readOnly}
+                    nodesConnectable={!readOnly}
+                    edgesFocusable={!readOnly}
+                    deleteKeyCode={readOnly ? null : ["Backspace", "Delete"]}
+                    minZoom={0.2}
+                    maxZoom={1.75}
+                    proOptions={{ hideAttribution: true }}
+                    defaultEdgeOptions={{ style: { strokeWidth: 2 } }}
+                  >
+                    <Background gap={16} />
+                    {!readOnly && (
+                      <Panel position="bottom-right" className="canvas-tools">
+                        <button type="button" className="secondary small" onClick={addNote} data-testid="add-note" title="Add a sticky note">
+                          + Note
+                        </button>
+                        <button type="button" className="secondary small" onClick={addGroup} data-testid="add-group" title="Frame the selected nodes (Ctrl+click to select several) in a titled group">
+                          + Group
+                        </button>
+                        <button type="button" className="secondary small" onClick={tidyUp} data-testid="tidy-up" title="Lay the flow out left to right (undo with Ctrl+Z)">
+                          Tidy up
+                        </button>
+                      </Panel>
+                    )}
+                    <Controls showInteractive={!readOnly} showFitView={false} position="bottom-left">
+                      <button
+                        type="button"
+                        className="react-flow__controls-button fit-readable"
+                        onClick={fitReadable}
+                        title="Fit the flow (at a readable size)"
+                        aria-label="Fit the flow"
+                        data-testid="fit-view"
+                      >
+                        ⤢
+                      </button>
+                    </Controls>
+                  </ReactFlow>
+                </div>
+                {panels.dock ? (
+                  <aside className="dock" aria-label="Details">
+                    <div className="tabs" role="tablist">
+                      {!watchOnly &&
+                        (["node", "run", "versions"] as Tab[]).map((t) => (
+                          <button
+                            key={t}
+                            type="button"
+                            role="tab"
+                            aria-selected={tab === t}
+                            className={tab === t ? "tab active" : "tab"}
+                            data-testid={`tab-${t}`}
+                            onClick={() => setTab(t)}
+                          >
+                            {t === "node" ? "Node" : t === "run" ? "Run" : "Versions"}
+                          </button>
+                        ))}
+                      {watchOnly && <span className="tab active">Run</span>}
+                      <button
+                        type="button"
+                        className="tab collapse"
+                        aria-label="Hide the side panel"
+                        title="Hide the side panel"
+                        data-testid="dock-collapse"
+                        onClick={() => setPanels((p) => ({ ...p, dock: false }))}
+                      >
+                        »
+                      </button>
+                    </div>
+                    <div className="dock-body" role="tabpanel">
+                      {tab === "node" &&
+                        (isComponent(selectedNode) && selectedComponent ? (
+                          <ParamPanel
+                            key={selectedNode.id}
+                            api={api}
+                            nodeId={selectedNode.id}
+                            component={selectedComponent}
+                            params={selectedNode.data.params}
+                            readOnly={readOnly}
+                            credentials={credentials}
+                            credentialsUrl={config.credentialsUrl}
+                            problems={byNode[selectedNode.id] ?? []}
+                            onChange={(p) => setParams(selectedNode.id, p)}
+                            onConnect={() => setConnecting(selectedNode.id)}
+                          />
+                        ) : selectedNode && selectedNode.type !== "component" ? (
+                          <AnnotationPanel
+                            node={selectedNode}
+                            readOnly={readOnly}
+                            onChange={(data) => updateAnnotation(selectedNode.id, data as { color?: AnnotationColor })}
+                          />
+                        ) : (
+                          <ProblemsPanel problems={problems} readOnly={readOnly} nodes={nodes} onSelect={select} />
+                        ))}
+                      {/* The run panel stays mounted so its inputs survive tab switches. */}
+                      <div hidden={tab !== "run"}>
+                        <RunPanel
+                          run={run}
+                          nodes={graph.nodes}
+                          edges={graph.edges}
+                          catalog={catalog}
+                          canRun={config.canRun}
+                          onRun={startRun}
+                          runLink={config.runUrlTemplate}
+                          watchOnly={watchOnly}
+                          watchedRunId={config.runId}
+                        />
+                      </div>
+                      {tab === "versions" && config.flowId && (
+                        <VersionsPanel
+                          versions={versions}
+                          current={version}
+                          onLoad={loadVersion}
+                          fetchDiff={fetchVersionDiff}
+                          catalog={catalog}
+                        />
+                      )}
+                    </div>
+                  </aside>
+                ) : (
+                  <div className="rail right">
+                    <button
+                      type="button"
+                      className="secondary small"
+                      data-testid="dock-expand"
+                      aria-label="Show the side panel"
+                      title="Show the side panel"
+                      onClick={() => setPanels((p) => ({ ...p, dock: true }))}
+                    >
+                      «
+                    </button>
+                  </div>
+                )}
+              </div>
+              {connecting && (
+                <ConnectDialog
+                  nodeId={connecting}
+                  nodes={nodes}
+                  edges={edges}
+                  catalog={catalog}
+                  onConnect={connect}
+                  onClose={() => setConnecting(null)}
+                />
+              )}
+              {importReport && <ImportReportDialog report={importReport} onClose={() => setImportReport(null)} />}
+              {draft.conflict && (
+                <div className="dialog-backdrop">
+                  <div className="dialog" role="alertdialog" aria-modal="true" aria-label="The draft changed" data-testid="draft-conflict">
+                    <h2>The draft changed</h2>
+                    <p>{draft.conflict.detail}</p>
+                    {draft.conflict.theirs.updated_by && (
+                      <p className="muted">
+                        Saved by {draft.conflict.theirs.updated_by}
+                        {draft.conflict.theirs.updated_at ? ` at ${new Date(draft.conflict.theirs.updated_at).toLocaleString()}` : ""}.
+                      </p>
+                    )}
+                    <div className="buttons">
+                      <button type="button" className="secondary" onClick={draft.keepTheirs} data-testid="conflict-theirs">
+                        {draft.conflict.source === "browser" ? "Use the saved draft" : "Load their draft"}
+                      </button>
+                      <button type="button" onClick={draft.keepMine} data-testid="conflict-mine">
+                        {draft.conflict.source === "browser" ? "Keep this browser's changes" : "Keep mine (overwrite theirs)"}
+                      </button>
+                    </div>
+                  </div>
+                </div>
+              )}
             </div>
-          </div>
+          </AnnotationContext.Provider>
         </RunViewContext.Provider>
       </ProblemsContext.Provider>
     </CatalogContext.Provider>

@@ -1,6 +1,6 @@
-import { Handle, Position, type NodeProps } from "@xyflow/react";
-import { memo } from "react";
-import { portsOf, typeColour, type FlowNode } from "../lib/graph";
+import { Handle, Position, useUpdateNodeInternals, type NodeProps } from "@xyflow/react";
+import { memo, useEffect } from "react";
+import { portsOf, typeColour, type FlowNode, type Port } from "../lib/graph";
 import { useCatalog, useProblems, useRunView } from "./contexts";
 import { formatDuration } from "../lib/format";
 
@@ -12,7 +12,34 @@ const STATUS_LABEL: Record<string, string> = {
   skipped: "skipped",
 };
 
-/** One component on the canvas: typed ports, run status, streamed preview, problems. */
+function PortRow({ nodeId, port, side }: { nodeId: string; port: Port; side: "in" | "out" }) {
+  const name = port.label || port.name;
+  return (
+    <div className={`port ${side}`} title={`${name}: ${port.type}${port.multi ? " (several)" : ""}`}>
+      <Handle
+        type={side === "in" ? "target" : "source"}
+        position={side === "in" ? Position.Left : Position.Right}
+        id={port.name}
+        className="handle"
+        data-port-type={port.type}
+        data-testid={`${side}-${nodeId}-${port.name}`}
+        aria-label={`${side === "in" ? "Input" : "Output"} ${name} (${port.type})`}
+        style={{ background: typeColour(port.type) }}
+      />
+      <span className="port-name">{name}</span>
+      <small className="port-type">
+        {port.type}
+        {port.multi ? "[]" : ""}
+      </small>
+    </div>
+  );
+}
+
+/**
+ * One component on the canvas. Its size does not change with what happens to it: problems
+ * are a badge (listed in the side panel), a run's text is a two-line strip; handles sit
+ * inside the card, large enough to hit.
+ */
 function NodeCardImpl({ id, data, selected }: NodeProps<FlowNode>) {
   const catalog = useCatalog();
   const run = useRunView();
@@ -20,9 +47,13 @@ function NodeCardImpl({ id, data, selected }: NodeProps<FlowNode>) {
   const component = catalog.get(data.component);
   const state = run.nodes[id];
   const status = state?.status;
-  const preview = state ? state.text.slice(0, state.shown).slice(-90) : "";
+  const preview = state ? state.text.slice(0, state.shown).slice(-120) : "";
   const ports = portsOf(component, data.params);
-  const rows = Math.max(ports.inputs.length, ports.outputs.length, 1);
+  // Ports come and go with the params (a router's rules, a template's variables): React
+  // Flow must measure the handles again, or a new port could not be connected.
+  const updateInternals = useUpdateNodeInternals();
+  const signature = `${ports.inputs.map((p) => p.name).join(",")}|${ports.outputs.map((p) => p.name).join(",")}`;
+  useEffect(() => updateInternals(id), [id, signature, updateInternals]);
   return (
     <div
       className={`node-card${selected ? " selected" : ""}${status ? ` st-${status}` : ""}${problems.length ? " invalid" : ""}`}
@@ -30,7 +61,17 @@ function NodeCardImpl({ id, data, selected }: NodeProps<FlowNode>) {
       data-status={status ?? ""}
     >
       <div className="node-head">
-        <span className="node-title">{component?.label ?? data.component}</span>
+        <span className="node-title" title={component?.description}>
+          {component?.label ?? data.component}
+        </span>
+        {problems.length > 0 && (
+          <span className="node-badge" data-testid={`problems-${id}`} title={problems.join("\n")}>
+            <span aria-hidden="true">⚠ {problems.length}</span>
+            <span className="visually-hidden">
+              {problems.length === 1 ? "1 problem" : `${problems.length} problems`}: {problems.join(" ")}
+            </span>
+          </span>
+        )}
         {status && (
           <span className={`node-status st-${status}`} data-testid={`node-status-${id}`}>
             {STATUS_LABEL[status]}
@@ -42,50 +83,22 @@ function NodeCardImpl({ id, data, selected }: NodeProps<FlowNode>) {
         <code>{id}</code>
         {!component && <span className="error"> unknown component</span>}
       </div>
-      <div className="node-ports" style={{ minHeight: rows * 22 }}>
+      <div className="node-ports">
         <div className="ports-in">
           {ports.inputs.map((p) => (
-            <div className="port in" key={p.name} title={`${p.name}: ${p.type}`}>
-              <Handle
-                type="target"
-                position={Position.Left}
-                id={p.name}
-                className="handle"
-                data-port-type={p.type}
-                data-testid={`in-${id}-${p.name}`}
-                style={{ background: typeColour(p.type) }}
-              />
-              <span>{p.label || p.name}</span>
-              <small style={{ color: typeColour(p.type) }}>{p.type}{p.multi ? "[]" : ""}</small>
-            </div>
+            <PortRow key={p.name} nodeId={id} port={p} side="in" />
           ))}
         </div>
         <div className="ports-out">
           {ports.outputs.map((p) => (
-            <div className="port out" key={p.name} title={`${p.name}: ${p.type}`}>
-              <small style={{ color: typeColour(p.type) }}>{p.type}</small>
-              <span>{p.label || p.name}</span>
-              <Handle
-                type="source"
-                position={Position.Right}
-                id={p.name}
-                className="handle"
-                data-port-type={p.type}
-                data-testid={`out-${id}-${p.name}`}
-                style={{ background: typeColour(p.type) }}
-              />
-            </div>
+            <PortRow key={p.name} nodeId={id} port={p} side="out" />
           ))}
         </div>
       </div>
-      {preview && <div className="node-preview">{preview}</div>}
-      {state?.error && <div className="node-error" role="alert">{state.error}</div>}
-      {problems.length > 0 && (
-        <ul className="node-problems" data-testid={`problems-${id}`}>
-          {problems.map((p, i) => (
-            <li key={i}>{p}</li>
-          ))}
-        </ul>
+      {(preview || state?.error) && (
+        <div className={`node-strip${state?.error ? " node-error" : ""}`} role={state?.error ? "alert" : undefined}>
+          {state?.error ?? preview}
+        </div>
       )}
     </div>
   );

@@ -8,10 +8,12 @@ export function Palette({
   components,
   disabled,
   onAdd,
+  onCollapse,
 }: {
   components: Component[];
   disabled: boolean;
   onAdd: (key: string) => void;
+  onCollapse?: () => void;
 }) {
   const [query, setQuery] = useState("");
   const groups = useMemo(() => {
@@ -29,13 +31,27 @@ export function Palette({
 
   return (
     <aside className="palette" aria-label="Components">
-      <input
-        type="search"
-        placeholder="Search components"
-        aria-label="Search components"
-        value={query}
-        onChange={(e) => setQuery(e.target.value)}
-      />
+      <div className="palette-head">
+        <input
+          type="search"
+          placeholder="Search components"
+          aria-label="Search components"
+          value={query}
+          onChange={(e) => setQuery(e.target.value)}
+        />
+        {onCollapse && (
+          <button
+            type="button"
+            className="secondary small"
+            onClick={onCollapse}
+            aria-label="Hide the components"
+            title="Hide the components"
+            data-testid="palette-collapse"
+          >
+            «
+          </button>
+        )}
+      </div>
       {groups.length === 0 && <p className="muted">No component matches.</p>}
       {groups.map(([category, items]) => (
         <section key={category} className="palette-group">

@@ -9,15 +9,17 @@ export type Problem = {
   message: string;
 };
 
-/** Messages per node id; problems about the whole graph are under "". */
+/** Messages per node id; problems about the whole graph are under "". The server's
+ * messages are sentences that name the field already (flows/messages.py), so the machine
+ * field (`params.x`) is never shown. */
 export function problemsByNode(problems: Problem[]): Record<string, string[]> {
   const out: Record<string, string[]> = {};
   for (const p of problems) {
     if (!p || typeof p !== "object") continue;
     const id = p.node_id ?? p.node ?? "";
-    const where = p.field ?? p.param ?? p.port;
-    const text = where ? `${where}: ${p.message}` : String(p.message ?? p.code ?? "invalid");
-    (out[id] ??= []).push(text);
+    const text = String(p.message ?? p.code ?? "This is not valid.");
+    const list = (out[id] ??= []);
+    if (!list.includes(text)) list.push(text);
   }
   return out;
 }

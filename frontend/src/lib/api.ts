@@ -61,4 +61,34 @@ export class Api {
   post<T>(path: string, body: unknown): Promise<T> {
     return this.request<T>("POST", path, body);
   }
+
+  put<T>(path: string, body: unknown): Promise<T> {
+    return this.request<T>("PUT", path, body);
+  }
+
+  delete(path: string): Promise<unknown> {
+    return this.request<unknown>("DELETE", path);
+  }
+
+  /**
+   * A write that outlives the page (`keepalive`): for the last save when the tab closes.
+   * Browsers cap keepalive bodies at 64 KiB in flight; larger ones are not sent (the caller
+   * keeps its local copy). Whether the server took it is never known here.
+   */
+  sendOnUnload(method: string, path: string, body: unknown): boolean {
+    const text = JSON.stringify(body);
+    if (text.length > 60_000) return false;
+    try {
+      void fetch(this.base + path, {
+        method,
+        keepalive: true,
+        credentials: "same-origin",
+        headers: { "Content-Type": "application/json", Accept: "application/json", "X-CSRFToken": csrfToken() },
+        body: text,
+      }).catch(() => undefined);
+      return true;
+    } catch {
+      return false;
+    }
+  }
 }

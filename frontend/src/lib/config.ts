@@ -13,6 +13,21 @@ export type IslandConfig = {
   runsUrl: string;
   flowsUrl: string;
   runUrlTemplate: string; // contains "RUN_ID"
+  flowDescription?: string;
+  /** The flow's working draft when it is newer than the version shown (editor only). */
+  draft?: DraftConfig | null;
+  /** The draft's revision the next autosave builds on (0: none). */
+  draftRevision?: number;
+  /** Where the workspace's provider credentials are managed. */
+  credentialsUrl?: string;
+};
+
+export type DraftConfig = {
+  graph: unknown;
+  revision: number;
+  baseVersion: number | null;
+  updatedAt: string;
+  updatedBy: string | null;
 };
 
 export function readConfig(id = "flowdeck-config"): IslandConfig {

@@ -36,28 +36,75 @@ export type GraphNode = {
   component: string;
   params: Record<string, unknown>;
   position: { x: number; y: number };
+  label?: string;
 };
 
 export type GraphEdge = { source: string; source_port: string; target: string; target_port: string };
 
-export type Graph = { nodes: GraphNode[]; edges: GraphEdge[] };
+/** A sticky note or a group frame (docs/protocol.md, "Canvas annotations"): layout only. */
+export type Annotation = {
+  id: string;
+  kind: "note" | "group";
+  text?: string;
+  title?: string;
+  position: { x: number; y: number };
+  size: { width: number; height: number };
+  color?: AnnotationColor;
+};
 
-export type NodeData = { component: string; params: Record<string, unknown> };
+export const ANNOTATION_COLORS = ["yellow", "blue", "green", "pink", "grey"] as const;
+export type AnnotationColor = (typeof ANNOTATION_COLORS)[number];
+
+export type Graph = { nodes: GraphNode[]; edges: GraphEdge[]; annotations?: Annotation[] };
+
+export type NodeData = { component: string; params: Record<string, unknown>; label?: string };
+export type NoteData = { text: string; color?: AnnotationColor };
+export type GroupData = { title: string; color?: AnnotationColor };
 
 export type FlowNode = Node<NodeData, "component">;
+export type NoteNode = Node<NoteData, "note">;
+export type GroupNode = Node<GroupData, "frame">;
+/** Everything on the canvas: components (what runs) and annotations (what explains). */
+export type CanvasNode = FlowNode | NoteNode | GroupNode;
+
+export function isComponent(n: CanvasNode | undefined): n is FlowNode {
+  return n?.type === "component";
+}
 
 export function edgeId(e: GraphEdge): string {
   return `${e.source}:${e.source_port}->${e.target}:${e.target_port}`;
 }
 
-export function toFlow(graph: Graph): { nodes: FlowNode[]; edges: Edge[] } {
+const MIN_SIZE = 40;
+
+function annotationNode(a: Annotation): NoteNode | GroupNode {
+  const size = { width: Math.max(MIN_SIZE, a.size?.width ?? 200), height: Math.max(MIN_SIZE, a.size?.height ?? 120) };
+  const common = { id: a.id, position: a.position ?? { x: 0, y: 0 }, ...size };
+  if (a.kind === "group") {
+    // Frames sit behind the nodes they enclose.
+    // (React Flow's own "group" type comes with styles of its own: ours is a "frame".)
+    return { ...common, type: "frame", zIndex: -1, data: { title: a.title ?? "", ...(a.color ? { color: a.color } : {}) } };
+  }
+  return { ...common, type: "note", data: { text: a.text ?? "", ...(a.color ? { color: a.color } : {}) } };
+}
+
+export function toFlow(graph: Graph): { nodes: CanvasNode[]; edges: Edge[] } {
+  const annotations = Array.isArray(graph.annotations) ? graph.annotations : [];
+  const groups = annotations.filter((a) => a.kind === "group").map(annotationNode);
+  const notes = annotations.filter((a) => a.kind !== "group").map(annotationNode);
   return {
-    nodes: (graph.nodes ?? []).map((n) => ({
-      id: n.id,
-      type: "component" as const,
-      position: n.position ?? { x: 0, y: 0 },
-      data: { component: n.component, params: n.params ?? {} },
-    })),
+    nodes: [
+      ...groups,
+      ...(graph.nodes ?? []).map(
+        (n): FlowNode => ({
+          id: n.id,
+          type: "component" as const,
+          position: n.position ?? { x: 0, y: 0 },
+          data: { component: n.component, params: n.params ?? {}, ...(n.label !== undefined ? { label: n.label } : {}) },
+        }),
+      ),
+      ...notes,
+    ],
     edges: (graph.edges ?? []).map((e) => ({
       id: edgeId(e),
       source: e.source,
@@ -68,14 +115,39 @@ export function toFlow(graph: Graph): { nodes: FlowNode[]; edges: Edge[] } {
   };
 }
 
-export function toGraph(nodes: FlowNode[], edges: Edge[]): Graph {
+function round(p: { x: number; y: number }): { x: number; y: number } {
+  return { x: Math.round(p.x), y: Math.round(p.y) };
+}
+
+function sizeOf(n: CanvasNode): { width: number; height: number } {
   return {
-    nodes: nodes.map((n) => ({
-      id: n.id,
-      component: n.data.component,
-      params: n.data.params,
-      position: { x: Math.round(n.position.x), y: Math.round(n.position.y) },
-    })),
+    width: Math.round(n.width ?? n.measured?.width ?? 200),
+    height: Math.round(n.height ?? n.measured?.height ?? 120),
+  };
+}
+
+/** The graph of the canvas. `annotations` is left out when there are none, so a graph
+ * that never had any keeps its exact form (and checksum). */
+export function toGraph(nodes: CanvasNode[], edges: Edge[]): Graph {
+  const annotations: Annotation[] = [];
+  const graphNodes: GraphNode[] = [];
+  for (const n of nodes) {
+    if (n.type === "component") {
+      graphNodes.push({
+        id: n.id,
+        component: n.data.component,
+        params: n.data.params,
+        position: round(n.position),
+        ...(n.data.label !== undefined ? { label: n.data.label } : {}),
+      });
+    } else if (n.type === "note") {
+      annotations.push({ id: n.id, kind: "note", text: n.data.text, position: round(n.position), size: sizeOf(n), ...(n.data.color ? { color: n.data.color } : {}) });
+    } else if (n.type === "frame") {
+      annotations.push({ id: n.id, kind: "group", title: n.data.title, position: round(n.position), size: sizeOf(n), ...(n.data.color ? { color: n.data.color } : {}) });
+    }
+  }
+  const graph: Graph = {
+    nodes: graphNodes,
     edges: edges.map((e) => ({
       source: e.source,
       source_port: e.sourceHandle ?? "",
@@ -83,6 +155,14 @@ export function toGraph(nodes: FlowNode[], edges: Edge[]): Graph {
       target_port: e.targetHandle ?? "",
     })),
   };
+  if (annotations.length) graph.annotations = annotations;
+  return graph;
+}
+
+/** Canonical JSON of a graph as the editor holds it (to compare canvas, draft and version). */
+export function graphKey(graph: Graph): string {
+  const f = toFlow(graph);
+  return JSON.stringify(toGraph(f.nodes, f.edges));
 }
 
 /** Default parameter values from a component's JSON Schema. */
@@ -152,7 +232,9 @@ export function portsOf(
 ): { inputs: Port[]; outputs: Port[] } {
   if (!component) return { inputs: [], outputs: [] };
   if (component.key === "prompt.template") {
-    const template = params.template ?? component.params?.properties?.template?.default;
+    // A template the user cleared is empty (no ports), not the default: only a param that
+    // was never set falls back to the default, as it does on the server.
+    const template = "template" in params ? params.template : component.params?.properties?.template?.default;
     const vars = typeof template === "string" ? templateVariables(template) : [];
     return { inputs: vars.map((name) => ({ name, type: "any", required: true })), outputs: component.outputs };
   }

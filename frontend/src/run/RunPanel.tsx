@@ -1,16 +1,107 @@
-import { useState } from "react";
-import type { Component, GraphNode } from "../lib/graph";
+import { useEffect, useLayoutEffect, useRef, useState } from "react";
+import type { Component, GraphEdge, GraphNode } from "../lib/graph";
 import { formatDuration } from "../lib/format";
-import { outputText, type NodeRun } from "./runStore";
+import { outputText, type NodeRun, type RunSnapshot } from "./runStore";
 import type { RunControls } from "./useRun";
 import { ConnectionBadge } from "./ConnectionBadge";
+import { LongText } from "./LongText";
 
 const CHAT_INPUT = "io.chat_input";
+const TEXT_OUTPUT = "io.text_output";
 
-/** The run view: inputs, Run/Cancel, per-node streamed output, tool calls, errors, outputs. */
+type Answer = { id: string; text: string; streaming: boolean; status: string };
+
+/** What the run answers: each text output's value, or, while it is still coming, the
+ * streamed text of the node that feeds it. Outputs of branches not taken are left out. */
+function answersOf(s: RunSnapshot, nodes: GraphNode[], edges: GraphEdge[]): Answer[] {
+  const answers: Answer[] = [];
+  for (const n of nodes.filter((n) => n.component === TEXT_OUTPUT)) {
+    const own = s.nodes[n.id];
+    if (own?.status === "skipped") continue;
+    const feeder = edges.find((e) => e.target === n.id)?.source;
+    const upstream = feeder ? s.nodes[feeder] : undefined;
+    if (own?.output !== undefined && own.status === "done") {
+      const streamed = upstream?.text ?? "";
+      // Keep revealing the streamed text until the typewriter caught up with it.
+      const text = streamed && upstream!.shown < streamed.length ? streamed.slice(0, upstream!.shown) : outputText(own.output);
+      answers.push({ id: n.id, text, streaming: text.length < outputText(own.output).length, status: "done" });
+    } else if (upstream && upstream.status !== "skipped" && upstream.text) {
+      answers.push({ id: n.id, text: upstream.text.slice(0, upstream.shown), streaming: true, status: upstream.status });
+    }
+  }
+  return answers;
+}
+
+/** The answer, pinned above everything else and kept scrolled to its end while it grows
+ * (unless the reader scrolled up to read). */
+function AnswerPanel({ s, answers }: { s: RunSnapshot; answers: Answer[] }) {
+  const box = useRef<HTMLDivElement>(null);
+  const follow = useRef(true);
+  const setTop = useRef(0);
+  const reading = useRef(false);
+  const length = answers.reduce((n, a) => n + a.text.length, 0);
+  const [inner, setInner] = useState<HTMLDivElement | null>(null);
+  const toEnd = () => {
+    const el = box.current;
+    if (el && follow.current) {
+      el.scrollTop = el.scrollHeight;
+      setTop.current = el.scrollTop;
+    }
+  };
+  useLayoutEffect(toEnd, [length]);
+  // Blocks laid out late (off screen until now) change the height without a new token.
+  useEffect(() => {
+    if (!inner || typeof ResizeObserver === "undefined") return;
+    const observer = new ResizeObserver(() => toEnd());
+    observer.observe(inner);
+    return () => observer.disconnect();
+  }, [inner]); // eslint-disable-line react-hooks/exhaustive-deps
+  const active = s.status === "starting" || s.status === "running";
+  if (!answers.length && !active) return null;
+  return (
+    <section className="answer" aria-label="Answer" data-testid="answer" data-status={s.status}>
+      <h3>Answer</h3>
+      <div
+        className="answer-box"
+        ref={box}
+        // Only the reader's own scrolling (wheel, touch, keys, the scrollbar) stops the
+        // following; back at the end, it follows again. Layout moving the scroll position
+        // (blocks sized late) is not the reader.
+        onWheel={() => (reading.current = true)}
+        onTouchMove={() => (reading.current = true)}
+        onKeyDown={() => (reading.current = true)}
+        onPointerDown={() => (reading.current = true)}
+        onScroll={(e) => {
+          const el = e.currentTarget;
+          if (el.scrollHeight - el.scrollTop - el.clientHeight < 40) follow.current = true;
+          else if (reading.current && el.scrollTop < setTop.current - 4) follow.current = false;
+          reading.current = false;
+          setTop.current = el.scrollTop;
+        }}
+      >
+        <div ref={setInner}>
+        {answers.length === 0 && <p className="muted">Waiting for the answer…</p>}
+        {answers.map((a) => (
+          <div key={a.id} className="answer-text" data-testid={`answer-${a.id}`}>
+            {answers.length > 1 && <code className="answer-from">{a.id}</code>}
+            <div className="stream">
+              <LongText text={a.text} streaming={a.streaming} />
+              {a.streaming && active && <span className="caret" aria-hidden="true" />}
+            </div>
+          </div>
+        ))}
+        </div>
+      </div>
+    </section>
+  );
+}
+
+/** The run view: inputs, Run/Cancel, the answer first, then each node's output, tool
+ * calls, errors and outputs. */
 export function RunPanel({
   run,
   nodes,
+  edges = [],
   catalog,
   canRun,
   onRun,
@@ -21,6 +112,7 @@ export function RunPanel({
   run: RunControls;
   watchedRunId?: string | null;
   nodes: GraphNode[];
+  edges?: GraphEdge[];
   catalog: Map<string, Component>;
   canRun: boolean;
   onRun: (inputs: Record<string, string>) => void;
@@ -99,7 +191,14 @@ export function RunPanel({
       )}
       {s.status !== "idle" && (
         <p className="run-status" data-testid="run-status" data-status={s.status} data-last-seq={s.lastSeq}>
-          Status: <strong className={`status-${s.status}`}>{s.status}</strong>
+          {s.runId ? (
+            <>
+              Run <code data-testid="run-id">{s.runId.slice(0, 8)}</code>:{" "}
+            </>
+          ) : (
+            "Status: "
+          )}
+          <strong className={`status-${s.status}`}>{s.status}</strong>
           {s.runId && runLink && (
             <>
               {" · "}
@@ -108,38 +207,48 @@ export function RunPanel({
           )}
         </p>
       )}
-      <ol className="run-nodes">
-        {ordered.map((id) => {
-          const n = s.nodes[id];
-          const text = n.text.slice(0, n.shown);
-          const finalText = n.text ? "" : outputText(n.output);
-          return (
-            <li key={id} className={`run-node st-${n.status}`} data-testid={`run-node-${id}`}>
-              <div className="run-node-head">
-                <strong>{label(id)}</strong> <code>{id}</code>
-                <span className={`node-status st-${n.status}`}>{n.status}</span>
-                {n.durationMs !== undefined && <small>{formatDuration(n.durationMs)}</small>}
-              </div>
-              {(text || finalText) && (
-                <pre
-                  className="stream"
-                  data-testid={`output-${id}`}
-                  data-received={n.text.length}
-                  data-complete={settled(n) && n.shown >= n.text.length ? "true" : "false"}
-                >
-                  {text || finalText}
-                  {n.status === "running" && <span className="caret" aria-hidden="true" />}
-                </pre>
-              )}
-              {n.error && (
-                <p className="error" role="alert">
-                  {n.error}
-                </p>
-              )}
-            </li>
-          );
-        })}
-      </ol>
+      <AnswerPanel s={s} answers={answersOf(s, nodes, edges)} />
+      {ordered.length > 0 && (
+        <details className="run-details" open data-testid="run-details">
+          <summary>
+            Steps <small className="muted">({ordered.length})</small>
+          </summary>
+          <ol className="run-nodes">
+            {ordered.map((id) => {
+              const n = s.nodes[id];
+              const text = n.text.slice(0, n.shown);
+              const finalText = n.text ? "" : outputText(n.output);
+              return (
+                <li key={id} className={`run-node st-${n.status}`} data-testid={`run-node-${id}`}>
+                  <details open={n.status !== "skipped"}>
+                    <summary className="run-node-head">
+                      <strong>{label(id)}</strong> <code>{id}</code>
+                      <span className={`node-status st-${n.status}`}>{n.status}</span>
+                      {n.durationMs !== undefined && <small>{formatDuration(n.durationMs)}</small>}
+                    </summary>
+                    {(text || finalText) && (
+                      <div
+                        className="stream"
+                        data-testid={`output-${id}`}
+                        data-received={n.text.length}
+                        data-complete={settled(n) && n.shown >= n.text.length ? "true" : "false"}
+                      >
+                        <LongText text={text || finalText} streaming={n.status === "running"} />
+                        {n.status === "running" && <span className="caret" aria-hidden="true" />}
+                      </div>
+                    )}
+                    {n.error && (
+                      <p className="error" role="alert">
+                        {n.error}
+                      </p>
+                    )}
+                  </details>
+                </li>
+              );
+            })}
+          </ol>
+        </details>
+      )}
       {s.toolCalls.length > 0 && (
         <section className="tool-log" aria-label="Tool calls">
           <h3>Tool calls</h3>
@@ -173,14 +282,16 @@ export function RunPanel({
             ? nodes
                 .filter((n) => n.component === "io.text_output" && s.nodes[n.id]?.output !== undefined)
                 .map((n) => (
-                  <pre key={n.id} data-testid={`final-${n.id}`}>
-                    {outputText(s.nodes[n.id].output)}
-                  </pre>
+                  <div key={n.id} className="stream" data-testid={`final-${n.id}`}>
+                    <LongText text={outputText(s.nodes[n.id].output)} streaming={false} />
+                  </div>
                 ))
             : Object.entries(s.outputs).map(([k, v]) => (
                 <div key={k}>
                   <code>{k}</code>
-                  <pre data-testid={`final-${k}`}>{outputText(v)}</pre>
+                  <div className="stream" data-testid={`final-${k}`}>
+                    <LongText text={outputText(v)} streaming={false} />
+                  </div>
                 </div>
               ))}
         </section>
@@ -223,8 +334,25 @@ function WatchControls({
   const finished = s.status === "success" || s.status === "error" || s.status === "cancelled";
   const replaying = run.replayState === "playing" || run.replayState === "paused";
   const source = runId;
+  // Once a re-run streams here, the page's header (rendered by the server) still describes
+  // the original run: say so there, and say here which run is shown.
+  useEffect(() => {
+    if (!rerunId) return;
+    const meta = document.querySelector(".run-meta");
+    meta?.setAttribute("data-superseded", "");
+    meta?.setAttribute("title", "These details are of the original run; the re-run is shown below.");
+    document.title = `Re-run ${rerunId.slice(0, 8)} · ${document.title.replace(/^Re-run \S+ · /, "")}`;
+  }, [rerunId]);
   if (!source) return null;
   return (
+    <>
+    {rerunId && (
+      <p className="rerun-banner" role="status" data-testid="rerun-banner">
+        Showing the re-run <code>{rerunId.slice(0, 8)}</code> of run <code>{source.slice(0, 8)}</code>; the
+        details above the canvas are the original run's.{" "}
+        {runLink && <a href={runLink.replace("RUN_ID", rerunId)}>Open the re-run's page</a>}
+      </p>
+    )}
     <div className="watch-controls" aria-label="Replay">
       <label className="inline-label" htmlFor="replay-speed">
         Speed
@@ -304,7 +432,10 @@ function WatchControls({
             type="button"
             data-testid="rerun-button"
             disabled={!finished || replaying}
-            onClick={async () => setRerunId(await run.rerun(source, nodeIds, fromNode || undefined))}
+            onClick={async () => {
+              const id = await run.rerun(source, nodeIds, fromNode || undefined);
+              if (id) setRerunId(id);
+            }}
           >
             Re-run
           </button>
@@ -321,5 +452,6 @@ function WatchControls({
         </a>
       )}
     </div>
+    </>
   );
 }

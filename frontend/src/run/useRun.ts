@@ -59,7 +59,8 @@ export function useRun(wsPath: string): RunControls {
         store.reset(runId, "running", nodeIds);
         return runId;
       } catch (err) {
-        store.setStatus("idle");
+        // Refused: nothing runs, so no node stays "queued" from the start that failed.
+        store.reset(null, "idle", []);
         setRejection(
           err instanceof RunRejected ? err.rejection : { code: "failed", message: (err as Error).message },
         );
@@ -87,7 +88,8 @@ export function useRun(wsPath: string): RunControls {
         store.reset(newRunId, "running", nodeIds);
         return newRunId;
       } catch (err) {
-        store.setStatus("idle");
+        // Refused: nothing runs, so no node stays "queued" from the start that failed.
+        store.reset(null, "idle", []);
         setRejection(
           err instanceof RunRejected ? err.rejection : { code: "failed", message: (err as Error).message },
         );
