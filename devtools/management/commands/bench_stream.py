@@ -302,9 +302,12 @@ class BenchFixture:
 async def _raw(base_url: str) -> tuple[float, float, int]:
     """(ttft seconds, tokens/s, tokens) of ChatOpenAI.stream in this process."""
     from langchain_openai import ChatOpenAI
+    from pydantic import SecretStr
 
     def go() -> tuple[float, float, int]:
-        model = ChatOpenAI(base_url=base_url, api_key="bench", model="fake", max_retries=0)
+        model = ChatOpenAI(
+            base_url=base_url, api_key=SecretStr("bench"), model="fake", max_retries=0
+        )
         start = time.perf_counter()
         first = last = None
         count = 0
