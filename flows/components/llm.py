@@ -78,7 +78,7 @@ def chat_model_for(
         from langchain_anthropic import ChatAnthropic
 
         return ChatAnthropic(
-            model_name=model,
+            model=model,
             temperature=temperature,
             max_tokens_to_sample=max_tokens or 1024,
             base_url=credential.base_url or None,
