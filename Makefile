@@ -57,10 +57,12 @@ run: setup
 test: setup browser
 	$(PY) -m ruff check .
 	cd frontend && npm test --silent
+	$(PY) -m mypy
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(PY) -m ruff check .
+	$(PY) -m mypy
 
 bench: setup
 	$(PY) manage.py bench_stream
