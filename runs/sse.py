@@ -11,7 +11,8 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
 from asgiref.sync import sync_to_async
 from channels.layers import get_channel_layer
@@ -19,7 +20,7 @@ from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 
 from accounts.api_auth import WorkspaceAuth, context, declared_role, minimum_role
-from accounts.models import Role
+from accounts.models import Role, Workspace
 from accounts.selectors import access_still_valid
 from runs import selectors
 from runs.access import access_run
@@ -40,7 +41,7 @@ def _authorise_and_load(request: HttpRequest, slug: str, run_id: str) -> Run | N
     return access_run(context(request).membership, run_id, minimum=minimum)
 
 
-def _access_check(request: HttpRequest) -> Callable[[], bool]:
+def access_check(request: HttpRequest) -> Callable[[], bool]:
     """A check, run every SESSION_RECHECK_SECONDS, that the stream's credential still grants
     access: a revoked token, a signed-out or password-changed session, a deactivated user or
     a removed membership end the stream as they end a WebSocket."""
@@ -74,65 +75,152 @@ async def stream(request: HttpRequest, slug: str, run_id: str) -> HttpResponse:
     run = await sync_to_async(_authorise_and_load)(request, slug, run_id)
     if run is None:
         return JsonResponse({"detail": "Unauthorized"}, status=401)
-    workspace = context(request).workspace
-    after = _start_after(request)
-    still_allowed = sync_to_async(_access_check(request))
-    recheck_every = settings.FLOWDECK["SESSION_RECHECK_SECONDS"]
+    return event_stream_response(
+        context(request).workspace,
+        run,
+        after=_start_after(request),
+        still_allowed=sync_to_async(access_check(request)),
+    )
+
+
+AccessCheck = Callable[[], Awaitable[bool]]
+
+
+def sse_event(message: dict[str, Any]) -> str:
+    """One run event as a Server-Sent Event: `id:` is its seq (what Last-Event-ID resumes)."""
+    return f"id: {message['seq']}\nevent: {message['event']}\ndata: {json.dumps(message)}\n\n"
+
+
+def event_stream_response(
+    workspace: Workspace, run: Run, *, after: int, still_allowed: AccessCheck
+) -> StreamingHttpResponse:
+    """A run's events after seq `after` as an SSE response, to its `completed` event (the
+    one-call run API answers its `stream: true` form with this too, so either resumes on
+    `GET runs/<id>/stream` with Last-Event-ID)."""
 
     async def events() -> AsyncIterator[str]:
-        sent = after
-        layer = get_channel_layer()
-        channel = await layer.new_channel() if layer else None
-        group = session_group(run.workspace_id, run.session_id)
-        if layer and channel:
-            await layer.group_add(group, channel)
-        idle = 0.0
-        checked_at = time.monotonic()
-        # One receive stays pending across waits: cancelling a pub/sub receive would
-        # unsubscribe the channel (config.layers).
-        wake: asyncio.Future | None = None
-        try:
-            yield "retry: 1000\n\n"
-            while True:
-                if time.monotonic() - checked_at >= recheck_every:
-                    if not await still_allowed():
-                        return  # access ended: the client's reconnect gets 401
-                    checked_at = time.monotonic()
-                page = await sync_to_async(selectors.event_messages_after)(
-                    workspace, str(run.pk), sent
-                )
-                for message in page:
-                    sent = message["seq"]
-                    yield f"id: {sent}\nevent: {message['event']}\ndata: {json.dumps(message)}\n\n"
-                    if message["event"] == "completed":
-                        return
-                if page:
-                    idle = 0.0
-                    continue
-                if await sync_to_async(selectors.run_log_complete)(workspace, str(run.pk), sent):
-                    return  # resumed at (or past) the end of a finished run: nothing more
-                if layer and channel:
-                    if wake is None:
-                        wake = asyncio.ensure_future(layer.receive(channel))
-                    done, _ = await asyncio.wait({wake}, timeout=WAKE_TIMEOUT)
-                    if done:
-                        if wake.exception() is not None:  # the layer failed: the log still has it
-                            log.warning("SSE wake-up failed: %r", wake.exception())
-                        wake = None  # woken early: read the log again
-                        continue
-                else:
-                    await asyncio.sleep(WAKE_TIMEOUT)
-                idle += WAKE_TIMEOUT
-                if idle >= KEEPALIVE_EVERY:
-                    idle = 0.0
-                    yield ": keep-alive\n\n"
-        finally:
-            if wake is not None:
-                wake.cancel()
-            if layer and channel:
-                await layer.group_discard(group, channel)
+        yield "retry: 1000\n\n"
+        async for message in follow_run(workspace, run, after, still_allowed=still_allowed):
+            yield ": keep-alive\n\n" if message is None else sse_event(message)
 
-    response = StreamingHttpResponse(events(), content_type="text/event-stream")
+    return sse_response(events())
+
+
+def sse_response(events: AsyncIterator[str]) -> StreamingHttpResponse:
+    response = StreamingHttpResponse(events, content_type="text/event-stream")
     response["Cache-Control"] = "no-cache"
     response["X-Accel-Buffering"] = "no"
     return response
+
+
+async def follow_run(
+    workspace: Workspace,
+    run: Run,
+    after: int,
+    *,
+    still_allowed: AccessCheck | None = None,
+) -> AsyncIterator[dict[str, Any] | None]:
+    """Every event of `run` after seq `after`, in order, each once, ending with `completed`
+    (or at once, if the reader already has the whole log of a finished run); None after
+    each KEEPALIVE_EVERY seconds without one. Ends early when `still_allowed` says the
+    reader's access has ended.
+
+    The log is the source: the channel layer only wakes the reader up early, so dropped
+    layer messages cost latency, never events."""
+    recheck_every = settings.FLOWDECK["SESSION_RECHECK_SECONDS"]
+    sent = after
+    layer = get_channel_layer()
+    channel = await layer.new_channel() if layer else None
+    group = session_group(run.workspace_id, run.session_id)
+    if layer and channel:
+        await layer.group_add(group, channel)
+    idle = 0.0
+    checked_at = time.monotonic()
+    # One receive stays pending across waits: cancelling a pub/sub receive would
+    # unsubscribe the channel (config.layers).
+    wake: asyncio.Future | None = None
+    try:
+        while True:
+            if still_allowed is not None and time.monotonic() - checked_at >= recheck_every:
+                if not await still_allowed():
+                    return  # access ended: the client's reconnect gets 401
+                checked_at = time.monotonic()
+            page = await sync_to_async(selectors.event_messages_after)(
+                workspace, str(run.pk), sent
+            )
+            for message in page:
+                sent = message["seq"]
+                yield message
+                if message["event"] == "completed":
+                    return
+            if page:
+                idle = 0.0
+                continue
+            if await sync_to_async(selectors.run_log_complete)(workspace, str(run.pk), sent):
+                return  # resumed at (or past) the end of a finished run: nothing more
+            if layer and channel:
+                if wake is None:
+                    wake = asyncio.ensure_future(layer.receive(channel))
+                done, _ = await asyncio.wait({wake}, timeout=WAKE_TIMEOUT)
+                if done:
+                    if wake.exception() is not None:  # the layer failed: the log still has it
+                        log.warning("SSE wake-up failed: %r", wake.exception())
+                    wake = None  # woken early: read the log again
+                    continue
+            else:
+                await asyncio.sleep(WAKE_TIMEOUT)
+            idle += WAKE_TIMEOUT
+            if idle >= KEEPALIVE_EVERY:
+                idle = 0.0
+                yield None
+    finally:
+        if wake is not None:
+            wake.cancel()
+        if layer and channel:
+            await layer.group_discard(group, channel)
+
+
+async def wait_for_end(workspace: Workspace, run: Run, *, timeout: float) -> bool:
+    """Whether `run` ended within `timeout` seconds, without reading its events: the layer's
+    message carrying `completed` wakes the wait, and the run's row is read on that and at
+    most once per WAKE_TIMEOUT otherwise (the layer may drop the message)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    ended = sync_to_async(selectors.run_has_ended)
+    layer = get_channel_layer()
+    channel = await layer.new_channel() if layer else None
+    group = session_group(run.workspace_id, run.session_id)
+    if layer and channel:
+        await layer.group_add(group, channel)
+    wake: asyncio.Future | None = None
+    try:
+        while True:
+            if await ended(workspace, str(run.pk)):
+                return True
+            now = loop.time()
+            if now >= deadline:
+                return False
+            until = min(deadline, now + WAKE_TIMEOUT)
+            if not (layer and channel):
+                await asyncio.sleep(until - now)
+                continue
+            while (left := until - loop.time()) > 0:
+                if wake is None:
+                    wake = asyncio.ensure_future(layer.receive(channel))
+                done, _ = await asyncio.wait({wake}, timeout=left)
+                if not done:
+                    break
+                message = wake.result() if wake.exception() is None else None
+                wake = None
+                if _carries_completed(message):
+                    break
+    finally:
+        if wake is not None:
+            wake.cancel()
+        if layer and channel:
+            await layer.group_discard(group, channel)
+
+
+def _carries_completed(message: Any) -> bool:
+    events = message.get("events") if isinstance(message, dict) else None
+    return any(isinstance(e, dict) and e.get("event") == "completed" for e in events or [])
