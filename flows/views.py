@@ -319,11 +319,15 @@ class FlowVersionsView(WorkspaceMixin, View):
         common = {"workspace": self.workspace, "acting": self.membership, "flow": flow}
         try:
             if action == "publish":
+                from chat.selectors import publication_of
+
                 number = _int(request.POST.get("version"))
+                before = publication_of(flow)
                 publication = chat_services.flow_publish(**common, version_number=number)
+                done = "Rolled back to" if before and before.version.number > number else "Published"
                 messages.success(
                     request,
-                    f"Published v{number}: callers now run it (model “{publication.model_name}”).",
+                    f"{done} v{number}: callers now run it (model “{publication.model_name}”).",
                 )
             elif action == "unpublish":
                 chat_services.flow_unpublish(**common)
