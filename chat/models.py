@@ -25,7 +25,10 @@ class Publication(models.Model):
         Workspace, on_delete=models.CASCADE, db_index=True, related_name="+"
     )
     flow = models.OneToOneField("flows.Flow", on_delete=models.CASCADE, related_name="publication")
-    version = models.ForeignKey("flows.FlowVersion", on_delete=models.PROTECT, related_name="+")
+    # RESTRICT, not PROTECT: deleting the flow or the workspace takes the publication along.
+    version = models.ForeignKey(
+        "flows.FlowVersion", on_delete=models.RESTRICT, related_name="+"
+    )
     model_name = models.CharField(max_length=64)
     published_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, related_name="+"

@@ -369,3 +369,17 @@ def test_models_lists_the_published_flows_of_this_workspace_only(
         ("answers", "model", "acme")
     ]
     _assert_openai_error(Client().get("/api/w/acme/v1/models"), 401, "invalid_api_key", None)
+
+
+def test_a_published_flow_and_its_workspace_can_still_be_deleted(workspace_a, alice_owner):
+    from accounts.models import Membership
+
+    owner = Membership.objects.get(workspace=workspace_a, user=alice_owner)
+    flow = flowgraphs.demo_flow(workspace_a, alice_owner, reply="a", delay_ms=0)
+    flow_publish(workspace=workspace_a, acting=owner, flow=flow, version_number=1)
+    flow.delete()  # the publication goes with it (its version is RESTRICTed, not PROTECTed)
+    assert not Publication.objects.exists()
+    other = flowgraphs.demo_flow(workspace_a, alice_owner, reply="b", delay_ms=0)
+    flow_publish(workspace=workspace_a, acting=owner, flow=other, version_number=1)
+    workspace_a.delete()
+    assert not Publication.objects.exists()

@@ -24,7 +24,7 @@ class Migration(migrations.Migration):
                 ('published_at', models.DateTimeField()),
                 ('flow', models.OneToOneField(on_delete=django.db.models.deletion.CASCADE, related_name='publication', to='flows.flow')),
                 ('published_by', models.ForeignKey(null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to=settings.AUTH_USER_MODEL)),
-                ('version', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='+', to='flows.flowversion')),
+                ('version', models.ForeignKey(on_delete=django.db.models.deletion.RESTRICT, related_name="+", to="flows.flowversion")),
                 ('workspace', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='+', to='accounts.workspace')),
             ],
             options={
