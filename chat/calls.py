@@ -17,7 +17,8 @@ from typing import Any
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
-from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.http import Http404, HttpRequest, JsonResponse
+from django.http.response import HttpResponseBase
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_http_methods
 from pydantic import BaseModel, ConfigDict, Field, StrictBool
@@ -97,7 +98,7 @@ def _result(workspace: Workspace, run_id: Any) -> dict[str, Any]:
 @csrf_exempt  # the session cookie's CSRF token is checked by WorkspaceAuth, as in the API
 @require_http_methods(["POST"])
 @minimum_role(Role.EDITOR)  # it starts a run
-async def run_flow(request: HttpRequest, slug: str, flow_id: int) -> HttpResponse:
+async def run_flow(request: HttpRequest, slug: str, flow_id: int) -> HttpResponseBase:
     try:
         ctx = await sync_to_async(authorise)(request, run_flow)
         call = _parse(json_body(request))
@@ -109,7 +110,7 @@ async def run_flow(request: HttpRequest, slug: str, flow_id: int) -> HttpRespons
     except RunRefused as exc:
         return JsonResponse(exc.as_dict(), status=refused_status(exc))
     if call.stream:
-        response: HttpResponse = event_stream_response(
+        response: HttpResponseBase = event_stream_response(
             ctx.workspace, run, after=0, still_allowed=sync_to_async(access_check(request))
         )
     else:

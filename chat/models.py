@@ -26,9 +26,7 @@ class Publication(models.Model):
     )
     flow = models.OneToOneField("flows.Flow", on_delete=models.CASCADE, related_name="publication")
     # RESTRICT, not PROTECT: deleting the flow or the workspace takes the publication along.
-    version = models.ForeignKey(
-        "flows.FlowVersion", on_delete=models.RESTRICT, related_name="+"
-    )
+    version = models.ForeignKey("flows.FlowVersion", on_delete=models.RESTRICT, related_name="+")
     model_name = models.CharField(max_length=64)
     published_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, related_name="+"

@@ -26,6 +26,7 @@ from typing import Any
 from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http.response import HttpResponseBase
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_http_methods
 
@@ -384,7 +385,7 @@ def _completion(run: Run, model: str, sources: list[AnswerSource]) -> dict[str, 
 @csrf_exempt  # the session cookie's CSRF token is checked by WorkspaceAuth, as in the API
 @require_http_methods(["POST"])
 @minimum_role(Role.EDITOR)  # it starts a run
-async def chat_completions(request: HttpRequest, slug: str) -> HttpResponse:
+async def chat_completions(request: HttpRequest, slug: str) -> HttpResponseBase:
     try:
         ctx = await sync_to_async(authorise)(request, chat_completions)
         completion = parse_completion(json_body(request))
@@ -393,7 +394,7 @@ async def chat_completions(request: HttpRequest, slug: str) -> HttpResponse:
         return _call_error(exc)
     run = started.run
     if completion.stream:
-        response: HttpResponse = sse_response(_stream(request, ctx, started, completion))
+        response: HttpResponseBase = sse_response(_stream(request, ctx, started, completion))
     else:
         timeout = settings.FLOWDECK["CALL_TIMEOUT_SECONDS"]
         if not await wait_for_end(ctx.workspace, run, timeout=timeout):

@@ -316,21 +316,29 @@ class FlowVersionsView(WorkspaceMixin, View):
 
         flow = access_flow(self.membership, flow_id, minimum=Role.EDITOR)
         action = request.POST.get("action")
-        common = {"workspace": self.workspace, "acting": self.membership, "flow": flow}
         try:
             if action == "publish":
                 from chat.selectors import publication_of
 
                 number = _int(request.POST.get("version"))
                 before = publication_of(flow)
-                publication = chat_services.flow_publish(**common, version_number=number)
-                done = "Rolled back to" if before and before.version.number > number else "Published"
+                publication = chat_services.flow_publish(
+                    workspace=self.workspace,
+                    acting=self.membership,
+                    flow=flow,
+                    version_number=number,
+                )
+                done = (
+                    "Rolled back to" if before and before.version.number > number else "Published"
+                )
                 messages.success(
                     request,
                     f"{done} v{number}: callers now run it (model “{publication.model_name}”).",
                 )
             elif action == "unpublish":
-                chat_services.flow_unpublish(**common)
+                chat_services.flow_unpublish(
+                    workspace=self.workspace, acting=self.membership, flow=flow
+                )
                 messages.success(request, "Unpublished: callers must name a version now.")
             else:
                 messages.error(request, "Unknown action.")
