@@ -126,9 +126,12 @@ async def follow_run(
     each KEEPALIVE_EVERY seconds without one. Ends early when `still_allowed` says the
     reader's access has ended.
 
-    The log is the source: the channel layer only wakes the reader up early, so dropped
-    layer messages cost latency, never events."""
+    The log is the source of truth. The channel layer's messages carry the events: those
+    that continue the reader's seq are passed on as they come (the log already holds them:
+    persist, then publish); a gap (a dropped layer message) or a silent second sends the
+    reader back to the log, so dropped layer messages cost latency, never events."""
     recheck_every = settings.FLOWDECK["SESSION_RECHECK_SECONDS"]
+    run_id = str(run.pk)
     sent = after
     layer = get_channel_layer()
     channel = await layer.new_channel() if layer else None
@@ -137,6 +140,7 @@ async def follow_run(
         await layer.group_add(group, channel)
     idle = 0.0
     checked_at = time.monotonic()
+    read_log = True
     # One receive stays pending across waits: cancelling a pub/sub receive would
     # unsubscribe the channel (config.layers).
     wake: asyncio.Future | None = None
@@ -146,27 +150,38 @@ async def follow_run(
                 if not await still_allowed():
                     return  # access ended: the client's reconnect gets 401
                 checked_at = time.monotonic()
-            page = await sync_to_async(selectors.event_messages_after)(
-                workspace, str(run.pk), sent
-            )
-            for message in page:
-                sent = message["seq"]
-                yield message
-                if message["event"] == "completed":
-                    return
-            if page:
-                idle = 0.0
-                continue
-            if await sync_to_async(selectors.run_log_complete)(workspace, str(run.pk), sent):
-                return  # resumed at (or past) the end of a finished run: nothing more
+            if read_log:
+                page = await sync_to_async(selectors.event_messages_after)(workspace, run_id, sent)
+                for message in page:
+                    sent = message["seq"]
+                    yield message
+                    if message["event"] == "completed":
+                        return
+                if page:
+                    idle = 0.0
+                    continue
+                if await sync_to_async(selectors.run_log_complete)(workspace, run_id, sent):
+                    return  # resumed at (or past) the end of a finished run: nothing more
+            read_log = True
             if layer and channel:
                 if wake is None:
                     wake = asyncio.ensure_future(layer.receive(channel))
                 done, _ = await asyncio.wait({wake}, timeout=WAKE_TIMEOUT)
                 if done:
+                    received = None
                     if wake.exception() is not None:  # the layer failed: the log still has it
                         log.warning("SSE wake-up failed: %r", wake.exception())
-                    wake = None  # woken early: read the log again
+                    else:
+                        received = _continuing(wake.result(), run_id, sent)
+                    wake = None
+                    if received is not None:
+                        for message in received:
+                            sent = message["seq"]
+                            yield message
+                            if message["event"] == "completed":
+                                return
+                        idle = 0.0
+                        read_log = False  # the layer brought everything up to `sent`
                     continue
             else:
                 await asyncio.sleep(WAKE_TIMEOUT)
@@ -179,6 +194,27 @@ async def follow_run(
             wake.cancel()
         if layer and channel:
             await layer.group_discard(group, channel)
+
+
+def _continuing(message: Any, run_id: str, sent: int) -> list[dict[str, Any]] | None:
+    """The events of run `run_id` in a layer message that come after seq `sent`, if they
+    continue it without a gap (none: the message had nothing new for this run); None when
+    they do not (a message was dropped) or the message is not a run's events: read the log."""
+    events = message.get("events") if isinstance(message, dict) else None
+    if not isinstance(events, list):
+        return None
+    mine = [
+        e
+        for e in events
+        if isinstance(e, dict)
+        and e.get("run_id") == run_id
+        and isinstance(e.get("seq"), int)
+        and e["seq"] > sent
+    ]
+    mine.sort(key=lambda e: e["seq"])
+    if [e["seq"] for e in mine] != list(range(sent + 1, sent + 1 + len(mine))):
+        return None
+    return mine
 
 
 async def wait_for_end(workspace: Workspace, run: Run, *, timeout: float) -> bool:
