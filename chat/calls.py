@@ -75,9 +75,12 @@ def _parse(body: dict[str, Any]) -> CallIn:
     return call
 
 
-def _start(ctx: WorkspaceContext, flow_id: int, call: CallIn) -> Run:
+def _open(request: HttpRequest, flow_id: int) -> tuple[WorkspaceContext, CallIn, Run]:
+    """Authorise, read the request and start its run, in one trip to the database thread."""
+    ctx = authorise(request, run_flow)
+    call = _parse(json_body(request))
     flow = access_flow(ctx.membership, flow_id)
-    return services.flow_call(
+    run = services.flow_call(
         workspace=ctx.workspace,
         acting=ctx.membership,
         flow=flow,
@@ -85,6 +88,7 @@ def _start(ctx: WorkspaceContext, flow_id: int, call: CallIn) -> Run:
         inputs=call.inputs,
         conversation_id=call.conversation_id,
     )
+    return ctx, call, run
 
 
 def _result(workspace: Workspace, run_id: Any) -> dict[str, Any]:
@@ -100,9 +104,7 @@ def _result(workspace: Workspace, run_id: Any) -> dict[str, Any]:
 @minimum_role(Role.EDITOR)  # it starts a run
 async def run_flow(request: HttpRequest, slug: str, flow_id: int) -> HttpResponseBase:
     try:
-        ctx = await sync_to_async(authorise)(request, run_flow)
-        call = _parse(json_body(request))
-        run = await sync_to_async(_start)(ctx, flow_id, call)
+        ctx, call, run = await sync_to_async(_open)(request, flow_id)
     except CallError as exc:
         return _error(exc.status, exc.code, exc.message)
     except Http404:

@@ -267,6 +267,14 @@ def _graph_of(publication: Publication, version: int | None) -> Any:
     return named.graph
 
 
+def _open(request: HttpRequest) -> tuple[WorkspaceContext, Completion, Started]:
+    """Authorise, read the request and start its run: one trip to the database thread (each
+    trip costs a hand-over, and this is on the way to the first token)."""
+    ctx = authorise(request, chat_completions)
+    completion = parse_completion(json_body(request))
+    return ctx, completion, _start(ctx, completion)
+
+
 def _finished(workspace: Workspace, run_id: Any) -> Run:
     return scoped(Run, workspace).get(pk=run_id)
 
@@ -387,9 +395,7 @@ def _completion(run: Run, model: str, sources: list[AnswerSource]) -> dict[str, 
 @minimum_role(Role.EDITOR)  # it starts a run
 async def chat_completions(request: HttpRequest, slug: str) -> HttpResponseBase:
     try:
-        ctx = await sync_to_async(authorise)(request, chat_completions)
-        completion = parse_completion(json_body(request))
-        started = await sync_to_async(_start)(ctx, completion)
+        ctx, completion, started = await sync_to_async(_open)(request)
     except CallError as exc:
         return _call_error(exc)
     run = started.run
