@@ -18,6 +18,7 @@ Each call is an ordinary run (logged, audited, listed): the completion's id is
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -332,7 +333,7 @@ async def _stream(
     timeout = settings.FLOWDECK["CALL_TIMEOUT_SECONDS"]
     events = follow_run(ctx.workspace, run, 0, still_allowed=sync_to_async(access_check(request)))
     try:
-        async with asyncio.timeout(timeout):
+        async with contextlib.aclosing(events), asyncio.timeout(timeout):
             async for message in events:
                 if message is None:
                     yield ": keep-alive\n\n"

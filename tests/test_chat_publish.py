@@ -384,3 +384,25 @@ def test_a_published_flow_and_its_workspace_can_still_be_deleted(workspace_a, al
     flow_publish(workspace=workspace_a, acting=owner, flow=other, version_number=1)
     workspace_a.delete()
     assert not Publication.objects.exists()
+
+
+def test_rate_limits_answer_429_in_each_endpoints_shape(
+    workspace_a, erin_editor, alice_owner, token_for, settings
+):
+    from accounts.models import Membership
+
+    owner = Membership.objects.get(workspace=workspace_a, user=alice_owner)
+    flow = flowgraphs.demo_flow(workspace_a, erin_editor, reply="a", delay_ms=0)
+    model = flow_publish(workspace=workspace_a, acting=owner, flow=flow, version_number=1)
+    settings.FLOWDECK = {**settings.FLOWDECK, "RUNS_PER_MINUTE_PER_USER": 0}
+    token = token_for(workspace_a, erin_editor)
+    hi = [{"role": "user", "content": "hi"}]
+    _assert_openai_error(
+        _completions(token, {"model": model.model_name, "messages": hi}),
+        429,
+        "rate_limit_exceeded",
+        None,
+    )
+    called = _call(token, flow.pk, {"inputs": {"input": "hi"}})
+    assert called.status_code == 429 and called.json()["code"] == "rate_limited"
+    assert not Run.objects.exists()
