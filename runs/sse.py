@@ -1,8 +1,11 @@
-"""`GET /api/w/<slug>/runs/<id>/stream`: a run's events as Server-Sent Events.
+"""`GET /api/w/<slug>/runs/<id>/stream`: a run's events as Server-Sent Events, and the
+readers behind it that other streaming endpoints share (chat/calls.py, chat/openai_compat.py):
+`follow_run` (every event of a run once, in order) and `wait_for_end`.
 
 Each event's `id:` is its seq, so a reconnecting EventSource sends `Last-Event-ID` and the
-stream resumes right after it. The log is the source: the channel layer only wakes the
-stream up early, so dropped layer messages cost latency, never events.
+stream resumes right after it. The log is the truth: the channel layer's events are passed
+on only while they continue the reader's seq, and a gap sends it back to the log, so
+dropped layer messages cost latency, never events.
 """
 
 from __future__ import annotations
