@@ -284,3 +284,71 @@ def test_one_call_timeout_is_a_504_naming_the_run_which_keeps_going(
         run.refresh_from_db()
     assert run.status == RunStatus.SUCCEEDED
     assert run.finished_at is not None and run.finished_at <= timezone.now()
+
+
+def _memory_graph() -> dict[str, Any]:
+    """input -> conversation memory (the user's turn) -> "{history}" -> demo model -> output:
+    the demo model echoes its prompt's last line, so the answer shows the history it got."""
+
+    def node(node_id: str, component: str, params: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "id": node_id,
+            "component": component,
+            "params": params,
+            "position": {"x": 0, "y": 0},
+        }
+
+    def edge(source: str, source_port: str, target: str, target_port: str) -> dict[str, str]:
+        return {
+            "source": source,
+            "source_port": source_port,
+            "target": target,
+            "target_port": target_port,
+        }
+
+    return {
+        "nodes": [
+            node("input", "io.chat_input", {}),
+            node("memory", "memory.conversation", {"conversation": "chat", "role": "user"}),
+            node("prompt", "prompt.template", {"template": "{history}"}),
+            node("model", "llm.demo", {"delay_ms": 0}),
+            node("output", "io.text_output", {}),
+        ],
+        "edges": [
+            edge("input", "text", "memory", "message"),
+            edge("memory", "history", "prompt", "history"),
+            edge("prompt", "prompt", "model", "prompt"),
+            edge("model", "text", "output", "text"),
+        ],
+    }
+
+
+def test_earlier_messages_reach_the_flows_conversation_memory(
+    live_stack, workspace_a, erin_editor, alice_owner, token_for
+):
+    flow = flowgraphs.save_flow(workspace_a, erin_editor, _memory_graph(), name="Remembers")
+    model = _publish(flow, alice_owner).model_name
+    client = openai.OpenAI(
+        base_url=f"{live_stack.http_url}/api/w/acme/v1",
+        api_key=token_for(workspace_a, erin_editor),
+        max_retries=0,
+    )
+    chat = [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "My name is Ada."},
+        {"role": "assistant", "content": "Hello Ada."},
+        {"role": "user", "content": "Call me Countess."},
+        {"role": "user", "content": "What is my name?"},
+    ]
+    answer = client.chat.completions.create(model=model, messages=chat)
+    assert answer.choices[0].message.content == "(demo model) You said: User: Call me Countess."
+    memory = [
+        e
+        for e in stored_log(str(_run_of(answer.id).pk))
+        if e["event"] == "node_finished" and e["node_id"] == "memory"
+    ]
+    assert memory[0]["data"]["history"] == (
+        "system: Be brief.\nUser: My name is Ada.\nAssistant: Hello Ada.\nUser: Call me Countess."
+    )
+    first_turn = client.chat.completions.create(model=model, messages=chat[-1:])
+    assert first_turn.choices[0].message.content == "(demo model) Hello!"  # no history: none
