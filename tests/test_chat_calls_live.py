@@ -348,7 +348,7 @@ def test_earlier_messages_reach_the_flows_conversation_memory(
         if e["event"] == "node_finished" and e["node_id"] == "memory"
     ]
     assert memory[0]["data"]["history"] == (
-        "system: Be brief.\nUser: My name is Ada.\nAssistant: Hello Ada.\nUser: Call me Countess."
+        "System: Be brief.\nUser: My name is Ada.\nAssistant: Hello Ada.\nUser: Call me Countess."
     )
     first_turn = client.chat.completions.create(model=model, messages=chat[-1:])
     assert first_turn.choices[0].message.content == "(demo model) Hello!"  # no history: none
