@@ -54,6 +54,11 @@ ACTIONS: Final[dict[str, str]] = {
         "autosaves of the draft are not recorded."
     ),
     "flow.export": "Exported a flow as a file (name, description and graph).",
+    "flow.publish": (
+        "Published a version of a flow (what the run API and the OpenAI-compatible endpoint "
+        "run); publishing an older version is a rollback."
+    ),
+    "flow.unpublish": "Took a flow's published version down (callers then get 409 / 404).",
     # documents (the docs.corpus collections)
     "document.create": "Added a document to a collection.",
     "document.delete": "Deleted a document.",

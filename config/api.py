@@ -15,6 +15,7 @@ from ninja.parser import Parser
 from accounts.api import router as accounts_router
 from accounts.api_auth import WorkspaceAuth, context, declared_role
 from accounts.tenancy import require_role
+from chat.api import router as chat_router
 from config.jsontext import UnstorableText, check_text
 from flows.api import router as flows_router
 from runs.api import router as runs_router
@@ -126,5 +127,6 @@ def _role_checked(view: Any, minimum: str) -> Any:
 api.add_router("/w/{slug}/", accounts_router)
 api.add_router("/w/{slug}/", flows_router)
 api.add_router("/w/{slug}/", runs_router)
+api.add_router("/w/{slug}/", chat_router)
 _document_errors()
 enforce_roles(api)

@@ -132,6 +132,7 @@ INSTALLED_APPS = [
     "accounts",
     "flows",
     "runs",
+    "chat",
     "audit",
     "ops",
 ]
@@ -383,6 +384,10 @@ FLOWDECK = {
     "MAX_CONCURRENT_RUNS_PER_WORKSPACE": env_int("FLOWDECK_MAX_CONCURRENT_RUNS", 20),
     "TOKEN_FLUSH_SECONDS": env_int("FLOWDECK_TOKEN_FLUSH_MS", 25) / 1000,
     "SESSION_RECHECK_SECONDS": 2.0,
+    # How long the one-call run API and the OpenAI-compatible endpoint wait for a run by
+    # default, and the most a caller may ask for (chat.calls).
+    "CALL_TIMEOUT_SECONDS": env_int("FLOWDECK_CALL_TIMEOUT", 120),
+    "CALL_TIMEOUT_MAX_SECONDS": env_int("FLOWDECK_CALL_TIMEOUT_MAX", 600),
     # A queued run whose task has not been picked up this long, while the broker's queue
     # holds fewer tasks than there are such runs (a broker restarted empty), is sent again.
     "REDISPATCH_SECONDS": env_int("FLOWDECK_REDISPATCH_SECONDS", 20),

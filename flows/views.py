@@ -23,6 +23,7 @@ from accounts.models import Role, Workspace
 from accounts.tenancy import WorkspaceMixin
 from flows import selectors, services, transfer
 from flows.access import access_credential, access_flow
+from flows.builder import GraphInvalid
 from flows.diff import graph_diff
 from flows.models import Flow, FlowDraft, FlowVersion
 from flows.providers import PROVIDERS
@@ -279,11 +280,14 @@ def _draft_config(draft: FlowDraft | None) -> dict[str, Any] | None:
 
 
 class FlowVersionsView(WorkspaceMixin, View):
-    """A flow's version history; `?a=<n>&b=<n>` compares two versions."""
+    """A flow's version history; `?a=<n>&b=<n>` compares two versions. Editors publish a
+    version (or an older one: a rollback) and unpublish the flow here (chat.services)."""
 
-    role_map = {"GET": Role.VIEWER}
+    role_map = {"GET": Role.VIEWER, "POST": Role.EDITOR}
 
     def get(self, request: HttpRequest, slug: str, flow_id: int) -> HttpResponse:
+        from chat.selectors import publication_of
+
         flow = access_flow(self.membership, flow_id)
         versions = list(selectors.versions_of(flow).select_related("created_by")[:500])
         diff = left = right = None
@@ -299,11 +303,51 @@ class FlowVersionsView(WorkspaceMixin, View):
                 "membership": self.membership,
                 "flow": flow,
                 "versions": versions,
+                "publication": publication_of(flow),
+                "can_publish": self.membership.has_role(Role.EDITOR),
                 "diff": diff,
                 "left": left,
                 "right": right,
             },
         )
+
+    def post(self, request: HttpRequest, slug: str, flow_id: int) -> HttpResponse:
+        from chat import services as chat_services
+
+        flow = access_flow(self.membership, flow_id, minimum=Role.EDITOR)
+        action = request.POST.get("action")
+        try:
+            if action == "publish":
+                from chat.selectors import publication_of
+
+                number = _int(request.POST.get("version"))
+                before = publication_of(flow)
+                publication = chat_services.flow_publish(
+                    workspace=self.workspace,
+                    acting=self.membership,
+                    flow=flow,
+                    version_number=number,
+                )
+                done = (
+                    "Rolled back to" if before and before.version.number > number else "Published"
+                )
+                messages.success(
+                    request,
+                    f"{done} v{number}: callers now run it (model “{publication.model_name}”).",
+                )
+            elif action == "unpublish":
+                chat_services.flow_unpublish(
+                    workspace=self.workspace, acting=self.membership, flow=flow
+                )
+                messages.success(request, "Unpublished: callers must name a version now.")
+            else:
+                messages.error(request, "Unknown action.")
+        except ValidationError as exc:
+            messages.error(request, " ".join(exc.messages))
+        except GraphInvalid as exc:
+            problems = "; ".join(p.message for p in exc.problems[:5])
+            messages.error(request, f"This version's graph is not valid now: {problems}")
+        return redirect("flow_versions", slug=self.workspace.slug, flow_id=flow.pk)
 
 
 class ConnectionsView(WorkspaceMixin, View):

@@ -71,6 +71,11 @@ def run_log_complete(workspace: Workspace, run_id: str, after_seq: int) -> bool:
     )
 
 
+def run_has_ended(workspace: Workspace, run_id: str) -> bool:
+    """Whether the run is in a terminal state (its `completed` event is in the log)."""
+    return scoped(Run, workspace).filter(pk=run_id, status__in=TERMINAL_STATUSES).exists()
+
+
 def node_outcomes(run: Run) -> dict[str, dict]:
     """Per node of a finished run: its `node_finished` payload, or {"error": message}."""
     outcomes: dict[str, dict] = {}

@@ -155,7 +155,33 @@ REQUESTS: dict[str, Request] = {
     "GET /w/<slug>/runs/compare/": Request(ok=frozenset({302})),
     # runs API: viewers watch and replay; editors run, cancel and re-run
     "POST /api/w/<slug>/flows/<flow_id>/runs": Request(data={"inputs": {"input": "hi"}}),
+    # publishing (chat app): editors publish a version, from the API and the versions page
+    "POST /api/w/<slug>/flows/<flow_id>/publication": Request(data={"version": 1}),
+    "POST /w/<slug>/flows/<flow_id>/versions/": Request(data={"action": "publish", "version": 1}),
+    # calls from outside: streamed, so the matrix reads the status without waiting for a run
+    "POST /api/w/<slug>/flows/<flow_id>/run": Request(
+        data={"inputs": {"input": "hi"}, "version": 1, "stream": True}
+    ),
+    "POST /api/w/<slug>/v1/chat/completions": Request(
+        data=lambda: {
+            "model": _published_model("acme"),
+            "messages": [{"role": "user", "content": "hi"}],
+            "stream": True,
+        }
+    ),
 }
+
+
+def _published_model(slug: str) -> str:
+    """The model name of a fresh published flow of workspace `slug` (the matrix's A)."""
+    from chat.services import flow_publish
+
+    workspace = Workspace.objects.get(slug=slug)
+    owner = Membership.objects.get(workspace=workspace, role=OWNER)
+    flow = _flow(workspace, owner.user)
+    return flow_publish(
+        workspace=workspace, acting=owner, flow=flow, version_number=1
+    ).model_name
 
 
 # WebSocket routes (from config.asgi's URLRouter): the minimum role that may connect.

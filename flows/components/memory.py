@@ -11,7 +11,8 @@ from flows.components.base import BuildEnv, Component, ComponentParams, Port, Ru
 from flows.components.util import as_text, run_db
 
 MAX_MESSAGE_CHARS = 50_000
-ROLE_LABELS = {"user": "User", "assistant": "Assistant"}
+# "system": earlier system messages of a chat called through the OpenAI-compatible endpoint.
+ROLE_LABELS = {"system": "System", "user": "User", "assistant": "Assistant"}
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,8 @@ same run:
 - the raw baseline: `ChatOpenAI.stream` in this process;
 - the pipeline: a WebSocket client -> Daphne -> Celery worker -> executor -> event sink ->
   database -> Redis -> Daphne -> the client (real subprocesses, the configured database);
+- the OpenAI-compatible endpoint: the official `openai` SDK streaming
+  `/api/w/<slug>/v1/chat/completions` of the same flow, published (chat/openai_compat.py);
 
 time to first token and tokens/s (N / time from request to last token) for N = 200, 2,000
 and 20,000; then 50 concurrent runs
@@ -151,6 +153,7 @@ class Command(BaseCommand):
                 run_benchmarks(
                     fixture,
                     f"ws://127.0.0.1:{http_port}",
+                    f"http://127.0.0.1:{http_port}",
                     sizes,
                     opts["repeat"],
                     opts["concurrent"],
@@ -185,12 +188,25 @@ class Command(BaseCommand):
             f"{'raw tok/s':>10} | {'pipe tok/s':>10} | {'ratio':>6} | {'rows/1k tok':>11}"
         )
         w("-" * 100)
+        rows = result["sizes"]
         for row in result["sizes"]:
             w(
                 f"{row['n']:>7} | {row['raw_ttft_ms']:>11.1f} | {row['pipe_ttft_ms']:>12.1f} | "
                 f"{row['ttft_overhead_ms']:>11.1f} | {row['raw_tokens_per_s']:>10.0f} | "
                 f"{row['pipe_tokens_per_s']:>10.0f} | {row['ratio']:>6.2f} | "
                 f"{row['rows_per_1k_tokens']:>11.1f}"
+            )
+        w("\nthe OpenAI-compatible endpoint (openai SDK, stream=True) against the same raw client:")
+        w(
+            f"{'N':>7} | {'raw TTFT ms':>11} | {'oai TTFT ms':>11} | {'overhead ms':>11} | "
+            f"{'raw tok/s':>10} | {'oai tok/s':>10} | {'ratio':>6}"
+        )
+        w("-" * 84)
+        for row in rows:
+            w(
+                f"{row['n']:>7} | {row['raw_ttft_ms']:>11.1f} | {row['openai_ttft_ms']:>11.1f} | "
+                f"{row['openai_ttft_overhead_ms']:>11.1f} | {row['raw_tokens_per_s']:>10.0f} | "
+                f"{row['openai_tokens_per_s']:>10.0f} | {row['openai_ratio']:>6.2f}"
             )
         c = result["concurrent"]
         if c is None:
@@ -242,6 +258,17 @@ class BenchFixture:
         workspace = workspace_create(name=slug, slug=slug, owner=user)
         token = api_token_create(workspace=workspace, user=user, name="bench").secret
         return cls(workspace, user, token)
+
+    def published_model(self, flow_id: int) -> str:
+        """Publish the flow's version 1; its model name for /v1/chat/completions."""
+        from accounts.models import Membership
+        from chat.services import flow_publish
+        from flows.models import Flow
+
+        acting = Membership.objects.get(workspace=self.workspace, user=self.user)
+        flow = Flow.objects.get(workspace=self.workspace, pk=flow_id)
+        flow_publish(workspace=self.workspace, acting=acting, flow=flow, version_number=1)
+        return f"flow-{flow_id}"
 
     def flow_for(self, base_url: str) -> int:
         """chat input -> llm.openai_chat (a credential for `base_url`) -> text output."""
@@ -362,9 +389,41 @@ async def _pipeline(
         return first - start, count / max(last - start, 1e-9), count, run_id
 
 
+async def _openai_sdk(http_url: str, fixture: BenchFixture, model: str) -> tuple[float, float, int]:
+    """(ttft seconds, tokens/s, tokens) of the `openai` SDK streaming the flow through the
+    OpenAI-compatible endpoint, measured like the raw client (request to content)."""
+    import openai
+
+    def go() -> tuple[float, float, int]:
+        client = openai.OpenAI(
+            base_url=f"{http_url}/api/w/{fixture.workspace.slug}/v1",
+            api_key=fixture.token,
+            max_retries=0,
+            timeout=300,
+        )
+        start = time.perf_counter()
+        first = last = None
+        count = 0
+        stream = client.chat.completions.create(
+            model=model, messages=[{"role": "user", "content": "go"}], stream=True
+        )
+        for chunk in stream:
+            content = chunk.choices[0].delta.content if chunk.choices else None
+            if content:
+                now = time.perf_counter()
+                first = first or now
+                last = now
+                count += content.count(" ")
+        assert first is not None and last is not None
+        return first - start, count / max(last - start, 1e-9), count
+
+    return await asyncio.to_thread(go)
+
+
 async def run_benchmarks(
     fixture: BenchFixture,
     ws_url: str,
+    http_url: str,
     sizes: list[int],
     repeat: int,
     concurrent: int,
@@ -377,19 +436,26 @@ async def run_benchmarks(
     for n in sizes:
         with fake_server("tests.fakes.fake_openai", "--tokens", str(n), "--delay", "0") as base_url:
             flow_id = await sync_to_async(fixture.flow_for)(base_url)
+            model = await sync_to_async(fixture.published_model)(flow_id)
             await _pipeline(ws_url, fixture, flow_id)  # warm-up
-            raw, pipe, run_ids = [], [], []
+            await _openai_sdk(http_url, fixture, model)
+            raw, pipe, sdk, run_ids = [], [], [], []
             for _ in range(repeat):
                 raw.append(await _raw(base_url))
                 result = await _pipeline(ws_url, fixture, flow_id)
                 pipe.append(result)
                 run_ids.append(result[3])
                 assert result[2] == n, f"pipeline delivered {result[2]} of {n} tokens"
+                through = await _openai_sdk(http_url, fixture, model)
+                assert through[2] == n, f"the OpenAI endpoint delivered {through[2]} of {n} tokens"
+                sdk.append(through)
             event_rows = await sync_to_async(fixture.rows_for)(run_ids)
         raw_ttft = statistics.median(r[0] for r in raw) * 1000
         pipe_ttft = statistics.median(p[0] for p in pipe) * 1000
         raw_tps = statistics.median(r[1] for r in raw)
         pipe_tps = statistics.median(p[1] for p in pipe)
+        sdk_ttft = statistics.median(o[0] for o in sdk) * 1000
+        sdk_tps = statistics.median(o[1] for o in sdk)
         rows.append(
             {
                 "n": n,
@@ -400,6 +466,10 @@ async def run_benchmarks(
                 "pipe_tokens_per_s": pipe_tps,
                 "ratio": pipe_tps / raw_tps,
                 "rows_per_1k_tokens": event_rows / (n * repeat) * 1000,
+                "openai_ttft_ms": sdk_ttft,
+                "openai_ttft_overhead_ms": sdk_ttft - raw_ttft,
+                "openai_tokens_per_s": sdk_tps,
+                "openai_ratio": sdk_tps / raw_tps,
             }
         )
     concurrent_result = (
