@@ -133,6 +133,7 @@ INSTALLED_APPS = [
     "runs",
     "audit",
     "ops",
+    "knowledge",
 ]
 
 
