@@ -17,6 +17,7 @@ from accounts.api_auth import WorkspaceAuth, context, declared_role
 from accounts.tenancy import require_role
 from config.jsontext import UnstorableText, check_text
 from flows.api import router as flows_router
+from knowledge.api import router as knowledge_router
 from runs.api import router as runs_router
 from runs.services import RunRefused
 
@@ -126,5 +127,6 @@ def _role_checked(view: Any, minimum: str) -> Any:
 api.add_router("/w/{slug}/", accounts_router)
 api.add_router("/w/{slug}/", flows_router)
 api.add_router("/w/{slug}/", runs_router)
+api.add_router("/w/{slug}/", knowledge_router)
 _document_errors()
 enforce_roles(api)

@@ -152,6 +152,8 @@ if _checkout_app("devtools"):  # the benchmarks (`manage.py bench_stream`, `benc
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # Before anything reads a body: oversized uploads are refused unread (knowledge.uploads).
+    "knowledge.uploads.UploadSizeMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",

@@ -72,7 +72,9 @@ class EnableVectorExtension(VectorExtension):
         self.name = "vector"
         self.hints = hints or {}
 
-    def database_forwards(self, app_label: str, schema_editor: Any, from_state: Any, to_state: Any) -> None:
+    def database_forwards(
+        self, app_label: str, schema_editor: Any, from_state: Any, to_state: Any
+    ) -> None:
         connection = schema_editor.connection
         if connection.vendor == "postgresql":
             problem = vector_extension_problem(connection)
@@ -80,7 +82,9 @@ class EnableVectorExtension(VectorExtension):
                 raise VectorExtensionUnavailable(problem)
         super().database_forwards(app_label, schema_editor, from_state, to_state)
 
-    def database_backwards(self, app_label: str, schema_editor: Any, from_state: Any, to_state: Any) -> None:
+    def database_backwards(
+        self, app_label: str, schema_editor: Any, from_state: Any, to_state: Any
+    ) -> None:
         # Other apps (or a DBA) may rely on the extension: leave it installed.
         return None
 

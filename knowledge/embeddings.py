@@ -99,7 +99,9 @@ def _failure(exc: Exception) -> EmbeddingError:
             "embedding_rate_limited", "The embeddings endpoint is rate limiting; retry later."
         )
     if "Timeout" in name:
-        return EmbeddingError("embedding_timeout", "The embeddings endpoint did not answer in time.")
+        return EmbeddingError(
+            "embedding_timeout", "The embeddings endpoint did not answer in time."
+        )
     if "Connect" in name or "Connection" in name:
         return EmbeddingError(
             "embedding_unreachable", "The embeddings endpoint could not be reached."
@@ -131,7 +133,8 @@ def embed_query(client: Any, text: str) -> list[float]:
 def _checked(vectors: Any, count: int) -> list[list[float]]:
     if not isinstance(vectors, list) or len(vectors) != count:
         raise EmbeddingError(
-            "embedding_invalid", "The embeddings endpoint answered with the wrong number of vectors."
+            "embedding_invalid",
+            "The embeddings endpoint answered with the wrong number of vectors.",
         )
     out = []
     for vector in vectors:

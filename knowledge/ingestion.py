@@ -199,7 +199,7 @@ def _chunk(document: KnowledgeDocument, token: str, kb: KnowledgeBase) -> None:
     cap = _config()["MAX_CHUNKS_PER_DOCUMENT"]
     if len(drafts) > cap:
         raise ParseError(
-            "too_many_chunks",
+            "too_large",
             f"The document makes {len(drafts):,} chunks; at most {cap:,} are allowed "
             "(raise the chunk size or split the file).",
         )
@@ -243,7 +243,9 @@ def _embed(document_id: int, token: str, store: VectorStore) -> None:
             Chunk.objects.filter(document_id=document_id).update(embedding=None)
             document = _hold(document_id, token, embedding_fingerprint=kb.embedding_fingerprint)
         done = Chunk.objects.filter(document_id=document_id, embedding__isnull=False).count()
-        document = _hold(document_id, token, progress_done=done, progress_total=document.chunk_count)
+        document = _hold(
+            document_id, token, progress_done=done, progress_total=document.chunk_count
+        )
         _publish(document)
     if kb.embedding_dimensions:
         store.ensure_index(kb)

@@ -166,7 +166,11 @@ def kb_create(
     values = _clean_settings(
         workspace,
         KbSettings(
-            chunk_size, chunk_overlap, embedding_credential_id, embedding_model, embedding_dimensions
+            chunk_size,
+            chunk_overlap,
+            embedding_credential_id,
+            embedding_model,
+            embedding_dimensions,
         ),
     )
     kb = KnowledgeBase.objects.create(
@@ -384,9 +388,7 @@ def check_upload_count(workspace: Workspace, files: int) -> None:
     if files < 1:
         raise UploadRefused("no_files", "Choose at least one file.")
     if files > per_upload:
-        raise UploadRefused(
-            "too_many_files", f"At most {per_upload} files per upload.", status=400
-        )
+        raise UploadRefused("too_many_files", f"At most {per_upload} files per upload.", status=400)
     cap = limits()["MAX_DOCUMENTS_PER_WORKSPACE"]
     if scoped(KnowledgeDocument, workspace).count() + files > cap:
         raise UploadRefused(

@@ -276,9 +276,9 @@ class SqliteVecStore:
         conn = self._conn()
         with conn:  # one transaction; vec0 has no upsert: delete, then insert
             ids = [int(chunk_id) for chunk_id, _ in items]
-            conn.executemany(f"DELETE FROM {table} WHERE rowid = ?", [(i,) for i in ids])
+            conn.executemany(f"DELETE FROM {table} WHERE rowid = ?", [(i,) for i in ids])  # noqa: S608 (an int)
             conn.executemany(
-                f"INSERT INTO {table}(rowid, embedding) VALUES (?, ?)",
+                f"INSERT INTO {table}(rowid, embedding) VALUES (?, ?)",  # noqa: S608 (an int)
                 [(int(chunk_id), _pack(vector)) for chunk_id, vector in items],
             )
         # Written second: a vector in the main database means it is in vec0 too, so a
@@ -291,7 +291,7 @@ class SqliteVecStore:
         conn = self._conn()
         with conn:
             conn.executemany(
-                f"DELETE FROM {self._table(kb_id)} WHERE rowid = ?",
+                f"DELETE FROM {self._table(kb_id)} WHERE rowid = ?",  # noqa: S608 (an int)
                 [(int(i),) for i in chunk_ids],
             )
 
@@ -312,11 +312,15 @@ class SqliteVecStore:
         wanted = max(k * 4, 32)
         while True:
             candidates = min(wanted, MAX_CANDIDATES)
-            rows = self._conn().execute(
-                f"SELECT rowid, distance FROM {self._table(kb.pk)} "
-                "WHERE embedding MATCH ? AND k = ? ORDER BY distance",
-                (_pack(vector), candidates),
-            ).fetchall()
+            rows = (
+                self._conn()
+                .execute(
+                    f"SELECT rowid, distance FROM {self._table(kb.pk)} "  # noqa: S608 (an int)
+                    "WHERE embedding MATCH ? AND k = ? ORDER BY distance",
+                    (_pack(vector), candidates),
+                )
+                .fetchall()
+            )
             similarity = {int(rowid): _similarity(d) for rowid, d in rows}
             allowed = set(
                 searchable_chunks(kb, chunk_filter)
