@@ -371,36 +371,30 @@ def documents_upload(
     return Status(201 if created_any else 200, {"results": results})
 
 
-@router.get("knowledge-bases/{kb_id}/documents/{document_id}", response=DocumentOut)
+@router.get("knowledge-bases/{kb_id}/documents/{doc_id}", response=DocumentOut)
 @minimum_role(Role.VIEWER)
 def documents_detail(
-    request: HttpRequest, slug: WorkspaceSlug, kb_id: DbInt, document_id: DbInt
+    request: HttpRequest, slug: WorkspaceSlug, kb_id: DbInt, doc_id: DbInt
 ) -> dict[str, Any]:
-    return document_state(access_document(context(request).membership, kb_id, document_id))
+    return document_state(access_document(context(request).membership, kb_id, doc_id))
 
 
-@router.delete("knowledge-bases/{kb_id}/documents/{document_id}", response={204: None})
+@router.delete("knowledge-bases/{kb_id}/documents/{doc_id}", response={204: None})
 @minimum_role(Role.EDITOR)
-def documents_delete(
-    request: HttpRequest, slug: WorkspaceSlug, kb_id: DbInt, document_id: DbInt
-) -> Any:
-    document = access_document(
-        context(request).membership, kb_id, document_id, minimum=Role.EDITOR
-    )
+def documents_delete(request: HttpRequest, slug: WorkspaceSlug, kb_id: DbInt, doc_id: DbInt) -> Any:
+    document = access_document(context(request).membership, kb_id, doc_id, minimum=Role.EDITOR)
     services.document_delete(
         workspace=context(request).workspace, acting=context(request).membership, document=document
     )
     return Status(204, None)
 
 
-@router.post("knowledge-bases/{kb_id}/documents/{document_id}/retry", response=RetryOut)
+@router.post("knowledge-bases/{kb_id}/documents/{doc_id}/retry", response=RetryOut)
 @minimum_role(Role.EDITOR)
 def documents_retry(
-    request: HttpRequest, slug: WorkspaceSlug, kb_id: DbInt, document_id: DbInt
+    request: HttpRequest, slug: WorkspaceSlug, kb_id: DbInt, doc_id: DbInt
 ) -> dict[str, Any]:
-    document = access_document(
-        context(request).membership, kb_id, document_id, minimum=Role.EDITOR
-    )
+    document = access_document(context(request).membership, kb_id, doc_id, minimum=Role.EDITOR)
     document = services.document_retry(
         workspace=context(request).workspace, acting=context(request).membership, document=document
     )

@@ -153,7 +153,9 @@ def search(
     used = mode
     if mode == "hybrid" and not kb.has_embeddings:
         used = "keyword"
-        notes.append("Hybrid search ran as keyword search: this knowledge base has no embeddings model.")
+        notes.append(
+            "Hybrid search ran as keyword search: this knowledge base has no embeddings model."
+        )
     if not query.strip():
         return SearchResult(mode, used, [], notes)
     store = store or get_store()
