@@ -179,6 +179,7 @@ def _text_file() -> Any:
 # Below it, anonymous, other tenants and other workspaces' tokens: the handshake is refused.
 WS_ROLE_TABLE: dict[str, str] = {
     "WS /ws/w/<slug>/exec": VIEWER,  # viewers watch and replay; running is checked per message
+    "WS /ws/w/<slug>/knowledge": VIEWER,  # ingestion progress; the knowledge base per message
 }
 
 
