@@ -448,10 +448,14 @@ def document_upload(
     _same_workspace(workspace, kb)
     name = clean_document_name(name)
     declared = getattr(data, "size", None)
-    if declared is not None:
-        check_upload_size(int(declared))
-    content_hash, head, size = _hash_and_head(data)
-    check_upload_size(size)
+    try:
+        if declared is not None:
+            check_upload_size(int(declared))
+        content_hash, head, size = _hash_and_head(data)
+        check_upload_size(size)
+    except UploadRefused as exc:
+        exc.message = f"“{name}”: {exc.message}"
+        raise
     existing = (
         scoped(KnowledgeDocument, workspace)
         .filter(knowledge_base=kb, content_hash=content_hash)

@@ -124,7 +124,19 @@ class UploadSizeMiddleware:
             if declared is not None and declared > max_upload_request_bytes():
                 return JsonResponse(too_large_body(declared), status=413)
             request.upload_handlers.insert(0, FileSizeUploadHandler(request))
-        return self.get_response(request)
+        response = self.get_response(request)
+        if getattr(request, "knowledge_file_too_large", False):
+            # The parse stopped at the oversized file: whatever the view made of the rest
+            # (a 422 for the missing files), the answer is this.
+            limit = settings.FLOWDECK_KNOWLEDGE["MAX_FILE_BYTES"]
+            return JsonResponse(
+                {
+                    "code": "file_too_large",
+                    "detail": f"A file is over the limit of {limit:,} bytes per file.",
+                },
+                status=413,
+            )
+        return response
 
 
 class FileSizeUploadHandler(FileUploadHandler):
