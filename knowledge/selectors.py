@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from django.db.models import Count, Q, QuerySet
+from dataclasses import dataclass
+from datetime import datetime
+
+from django.db.models import Count, Max, Q, QuerySet, Sum
 
 from accounts.models import Workspace
 from accounts.tenancy import scoped
@@ -37,3 +40,44 @@ def documents_of(kb: KnowledgeBase) -> QuerySet[KnowledgeDocument]:
 
 def document_count(workspace: Workspace) -> int:
     return scoped(KnowledgeDocument, workspace).count()
+
+
+@dataclass(frozen=True)
+class DocumentSummary:
+    """Where a knowledge base's documents stand, for the pages (one query per workspace)."""
+
+    documents: int
+    chunks: int
+    indexed: int
+    failed: int
+    updated_at: datetime | None
+
+    @property
+    def in_progress(self) -> int:
+        return self.documents - self.indexed - self.failed
+
+
+def document_summaries(workspace: Workspace) -> dict[int, DocumentSummary]:
+    """Per knowledge base of `workspace`: document, chunk and status counts."""
+    rows = (
+        scoped(KnowledgeDocument, workspace)
+        .values("knowledge_base_id")
+        .annotate(
+            documents=Count("pk"),
+            chunks=Sum("chunk_count"),
+            indexed=Count("pk", filter=Q(status=DocumentStatus.INDEXED)),
+            failed=Count("pk", filter=Q(status=DocumentStatus.FAILED)),
+            updated_at=Max("updated_at"),
+        )
+        .order_by()
+    )
+    return {
+        row["knowledge_base_id"]: DocumentSummary(
+            documents=row["documents"],
+            chunks=row["chunks"] or 0,
+            indexed=row["indexed"],
+            failed=row["failed"],
+            updated_at=row["updated_at"],
+        )
+        for row in rows
+    }

@@ -120,6 +120,11 @@ REQUESTS: dict[str, Request] = {
     # accounts API
     # pages around the editor (flows/views.py, runs/views.py)
     "POST /w/<slug>/flows/": Request(data={"action": "create", "name": "matrix"}),
+    # knowledge pages (knowledge/views.py): editors create and change settings
+    "POST /w/<slug>/knowledge/": Request(data=lambda: {"action": "create", "name": unique("kb")}),
+    "POST /w/<slug>/knowledge/<kb_id>/": Request(
+        data=lambda: {"action": "settings", "name": unique("kb"), "chunk_size": "800"}
+    ),
     # flows API: viewers read; editors build; admins hold credentials and the whitelist
     "POST /api/w/<slug>/flows/validate": Request(data={"graph": DEMO_GRAPH}),
     "POST /api/w/<slug>/flows": Request(data={"name": "new", "graph": DEMO_GRAPH}),
