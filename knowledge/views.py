@@ -184,7 +184,6 @@ class KnowledgeDetailView(WorkspaceMixin, View):
                 "can_edit": can_edit,
                 "credentials": _embedding_credentials(self.workspace),
                 "limits": limits,
-                "document_count": selectors.document_count(self.workspace),
                 "accept": ",".join(f".{ext}" for ext in sorted(FORMATS)),
                 "formats": ", ".join(
                     sorted({f.upper() if len(f) < 5 else f.capitalize() for f in FORMATS.values()})

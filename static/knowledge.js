@@ -17,6 +17,8 @@
   const connection = document.querySelector("[data-testid='connection']");
 
   const UPLOADS_AT_ONCE = 3;
+  const queue = []; // files waiting for an upload slot: {file, row}
+  let uploading = 0;
   const STATUS_LABEL = {
     queued: "Queued",
     parsing: "Parsing",
@@ -83,6 +85,19 @@
   function removeRow(row) {
     row.remove();
     emptyRow.hidden = rows.querySelector("tr:not(.empty-row)") !== null;
+    recount();
+  }
+
+  // The counts in the page's head follow the rows (the page rendered them once).
+  function recount() {
+    const documents = rows.querySelectorAll("tr[data-document]");
+    let chunks = 0;
+    for (const row of documents) chunks += Number(cell(row, "chunks").textContent) || 0;
+    const shown = { documents: documents.length, chunks };
+    for (const [name, value] of Object.entries(shown)) {
+      const count = document.querySelector(`[data-count='${name}']`);
+      if (count) count.textContent = String(value);
+    }
   }
 
   // Show where a row stands: `status` (a document's, or uploading/refused), a fraction
@@ -106,11 +121,25 @@
     return rows.querySelector(`tr[data-document='${Number(id)}']`);
   }
 
+  // States of documents the page has no row for yet, while uploads are in flight: the
+  // socket may tell of a document before its upload's response names it, and the file
+  // already has its row (the upload's), which takes the state over when the response comes.
+  const early = new Map();
+
+  function uploadsInFlight() {
+    return queue.length + uploading > 0;
+  }
+
   // A document's state (knowledge.progress.document_state) onto its row.
   function showDocument(state) {
     let row = documentRow(state.id);
     if (state.status === "deleted") {
+      early.delete(state.id);
       if (row) removeRow(row);
+      return;
+    }
+    if (!row && uploadsInFlight()) {
+      early.set(state.id, state);
       return;
     }
     if (!row) {
@@ -146,6 +175,7 @@
         form.dataset.confirm = `Delete “${state.name}” and its chunks?`;
       }
     }
+    recount();
   }
 
   // --- live progress ------------------------------------------------------------------
@@ -208,8 +238,6 @@
   }
 
   // --- uploads ------------------------------------------------------------------------
-  const queue = [];
-  let uploading = 0;
 
   function refuse(row, reason) {
     showStatus(row, "refused", 0, STATUS_LABEL.refused, reason);
@@ -273,6 +301,12 @@
       send(next.file, next.row).finally(() => {
         uploading -= 1;
         pump();
+        if (!uploadsInFlight()) {
+          // Documents none of these uploads turned out to be (someone else's upload).
+          const rest = [...early.values()];
+          early.clear();
+          for (const state of rest) showDocument(state);
+        }
       });
     }
   }
@@ -324,14 +358,16 @@
       refuse(row, result.message || "The same file is here already.");
       return;
     }
-    // Its progress may have arrived on the socket first: keep the one row.
-    const existing = documentRow(result.document.id);
-    if (existing) {
-      removeRow(row);
+    const id = result.document.id;
+    if (documentRow(id)) {
+      removeRow(row); // a row of its own already (a snapshot came in between): keep that one
       return;
     }
     delete row.dataset.upload;
-    fillDocument(row, result.document);
+    // What the socket said since is newer than the response (both come after the commit).
+    const state = early.get(id) || result.document;
+    early.delete(id);
+    fillDocument(row, state);
   }
 
   const input = document.querySelector("[data-testid='upload-input']");

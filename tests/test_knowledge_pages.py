@@ -247,7 +247,7 @@ def test_detail_page_hands_its_script_the_documents_and_the_routes(
     assert 'data-testid="dropzone"' in html and 'multiple accept=".csv,.docx' in html
     assert "Up to 50 MB per file" in html
     # keyword-only: vector is offered, disabled, with the reason
-    assert '<option value="vector" disabled>vector (needs an embeddings connection)' in html
+    assert '<option value="vector" disabled>vector (no embeddings)' in html
     assert '<script src="/static/knowledge.js" defer></script>' in html
 
 

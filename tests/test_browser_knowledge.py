@@ -1,0 +1,172 @@
+"""The knowledge pages in a real browser against the live stack (Daphne + a Celery worker):
+an editor creates a knowledge base, drops two files at once and watches both progress bars
+reach "indexed" live; a reload shows where they stand; test retrieval finds a Chinese
+query's document; a viewer reads without forms; another workspace's member gets a 404."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from audit.models import AuditEntry
+from knowledge.models import DocumentStatus, KnowledgeBase, KnowledgeDocument
+from tests.browser import (  # noqa: F401 (fixtures)
+    SCREENSHOTS,
+    browser_fixture,
+    open_page_fixture,
+    tid,
+)
+from tests.knowledge_files import make_pdf
+
+pytestmark = [pytest.mark.browser, pytest.mark.processes, pytest.mark.django_db(transaction=True)]
+
+MARKDOWN = (
+    "# 订单状态\n\n"
+    "我想查询订单状态，请问在哪里可以看到物流信息？"
+    "登录后在“我的订单”页面查看订单状态和物流。\n\n"
+    "## 退款\n\n退款会在审核通过后七个工作日内原路退回。\n"
+).encode()
+PDF = make_pdf(
+    [
+        "Shipping handbook\nParcels leave the warehouse within two working days.",
+        "Returns\nA return label is printed from the account page.",
+    ]
+)
+
+# Every status each file's row shows, in order, recorded by the page itself at each change
+# of the DOM (a sampling loop here would miss the short-lived ones on a slow machine).
+WATCH_ROWS = """() => {
+  window.__rowStatuses = {};
+  const note = () => {
+    for (const row of document.querySelectorAll("[data-testid='document-rows'] tr[data-status]")) {
+      const name = row.querySelector("[data-cell='name']").textContent;
+      const seen = (window.__rowStatuses[name] = window.__rowStatuses[name] || []);
+      if (seen[seen.length - 1] !== row.dataset.status) seen.push(row.dataset.status);
+    }
+  };
+  note();
+  new MutationObserver(note).observe(document.body, {
+    subtree: true, childList: true, attributes: true, attributeFilter: ["data-status"],
+  });
+}"""
+
+ORDER = ["uploading", "queued", "parsing", "embedding", "indexed"]
+
+
+def _row(page, name: str):
+    return page.locator("[data-testid='document-rows'] tr", has_text=name)
+
+
+def _moves_forward(statuses: list[str]) -> bool:
+    """Uploading first, indexed last, never back to an earlier stage."""
+    positions = [ORDER.index(s) for s in statuses]
+    return statuses[0] == "uploading" and statuses[-1] == "indexed" and positions == sorted(
+        positions
+    )
+
+
+def test_two_files_upload_at_once_and_both_bars_reach_indexed(
+    open_page, workspace_a, alice_owner, erin_editor, bob_viewer
+):
+    editor = open_page(erin_editor)
+    page = editor.page
+    editor.goto("/w/acme/flows/")
+    page.click("nav >> text=Knowledge")
+    page.wait_for_selector("h1:has-text('Knowledge bases')")
+    page.fill("#new-name", "Support FAQ")
+    page.fill("#new-description", "What customers ask, in Chinese and English")
+    assert page.input_value("#new-size") == "800" and page.input_value("#new-overlap") == "100"
+    page.click("button:has-text('Create knowledge base')")
+    page.wait_for_url(re.compile(r"/w/acme/knowledge/\d+/$"))
+    kb = KnowledgeBase.objects.get(workspace=workspace_a, name="Support FAQ")
+    page.wait_for_selector(f"{tid('connection')}[data-state='open']")
+
+    page.evaluate(WATCH_ROWS)
+    page.set_input_files(
+        tid("upload-input"),
+        [
+            {"name": "订单状态.md", "mimeType": "text/markdown", "buffer": MARKDOWN},
+            {"name": "handbook.pdf", "mimeType": "application/pdf", "buffer": PDF},
+            # refused in the page, on its own row, without holding up the other two
+            {"name": "setup.exe", "mimeType": "application/octet-stream", "buffer": b"MZ\x90"},
+        ],
+    )
+    refused = _row(page, "setup.exe")
+    assert refused.get_attribute("data-status") == "refused"
+    assert "cannot be read" in refused.locator("[data-cell='error']").inner_text()
+    for name in ("订单状态.md", "handbook.pdf"):
+        page.locator("tr[data-status='indexed']", has_text=name).wait_for(timeout=90_000)
+    statuses = page.evaluate("() => window.__rowStatuses")
+    assert _moves_forward(statuses["订单状态.md"]), statuses
+    assert _moves_forward(statuses["handbook.pdf"]), statuses
+    for name in ("订单状态.md", "handbook.pdf"):
+        row = _row(page, name)
+        assert row.locator("progress").evaluate("bar => bar.value") == 1
+        assert row.locator(tid("doc-status")).inner_text() == "Indexed"
+    assert _row(page, "handbook.pdf").locator("[data-cell='pages']").inner_text() == "2"
+    # Retry is for failed documents only; a refused file has nothing to act on.
+    assert page.locator("button:has-text('Retry'):visible").count() == 0
+    assert refused.locator("button:visible").count() == 0
+    assert page.locator("[data-count='documents']").inner_text() == "2"
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / "knowledge-upload.png"), full_page=True)
+    documents = KnowledgeDocument.objects.filter(knowledge_base=kb)
+    assert sorted(documents.values_list("name", "status")) == [
+        ("handbook.pdf", DocumentStatus.INDEXED),
+        ("订单状态.md", DocumentStatus.INDEXED),
+    ]
+
+    # A reload shows where they stand, from the rows and the socket's snapshot.
+    page.reload()
+    page.wait_for_selector(f"{tid('connection')}[data-state='open']")
+    for name in ("订单状态.md", "handbook.pdf"):
+        assert _row(page, name).get_attribute("data-status") == "indexed"
+    assert _row(page, "setup.exe").count() == 0  # refused: never stored
+
+    # Test retrieval: a Chinese word inside a clause finds its document.
+    page.fill(tid("search-query"), "订单")
+    assert page.locator("#search-mode option[value='vector']").is_disabled()
+    page.select_option(tid("search-mode"), "keyword")
+    page.click(tid("search-submit"))
+    first = page.locator(tid("hit")).first
+    first.wait_for()
+    assert "订单状态.md" in first.locator(".hit-meta").inner_text()
+    assert "订单状态" in first.locator(".hit-text").inner_text()
+    page.select_option(tid("search-mode"), "hybrid")
+    page.fill(tid("search-query"), "return label")
+    page.click(tid("search-submit"))
+    page.wait_for_selector(f"{tid('search-summary')}:has-text('keyword search')")
+    hit = page.locator(tid("hit")).first
+    assert "handbook.pdf" in hit.inner_text() and "page 2" in hit.inner_text()
+
+    editor.goto("/w/acme/knowledge/")
+    row = page.locator(f"tr[data-kb='{kb.pk}']")
+    assert "2 indexed" in row.inner_text() and "keyword only" in row.inner_text()
+    page.screenshot(path=str(SCREENSHOTS / "knowledge-list.png"), full_page=True)
+    assert editor.console_errors == []
+
+    # A viewer reads both pages, searches, and sees no form to change anything.
+    viewer = open_page(bob_viewer)
+    viewer.goto(f"/w/acme/knowledge/{kb.pk}/")
+    viewer.page.wait_for_selector(f"{tid('connection')}[data-state='open']")
+    assert viewer.page.locator("main form[method='post']").count() == 0
+    assert viewer.page.locator(tid("dropzone")).count() == 0
+    assert _row(viewer.page, "handbook.pdf").get_attribute("data-status") == "indexed"
+    viewer.goto("/w/acme/knowledge/")
+    assert viewer.page.locator("main form[method='post']").count() == 0
+    assert viewer.console_errors == []
+
+
+def test_a_member_of_another_workspace_gets_404_for_the_page(
+    open_page, workspace_a, workspace_b, alice_owner, mallory_owner
+):
+    from tests.knowledge_helpers import make_kb
+
+    kb = make_kb(workspace_a, alice_owner, "Private FAQ")
+    outsider = open_page(mallory_owner)
+    response = outsider.goto(f"/w/acme/knowledge/{kb.pk}/")
+    assert response.status == 404
+    assert "Private FAQ" not in outsider.page.content()
+    denial = AuditEntry.objects.filter(action="access.denied").order_by("-seq").first()
+    assert denial.actor_id == mallory_owner.pk and denial.target == "workspace:acme"
