@@ -61,8 +61,8 @@ def _row(page, name: str):
 def _moves_forward(statuses: list[str]) -> bool:
     """Uploading first, indexed last, never back to an earlier stage."""
     positions = [ORDER.index(s) for s in statuses]
-    return statuses[0] == "uploading" and statuses[-1] == "indexed" and positions == sorted(
-        positions
+    return (
+        statuses[0] == "uploading" and statuses[-1] == "indexed" and positions == sorted(positions)
     )
 
 
