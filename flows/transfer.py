@@ -29,8 +29,8 @@ from audit.services import record
 from flows import services
 from flows.builder import Problem, shape_problems, validate_graph
 from flows.components.registry import get_component
-from flows.models import Document, Flow, FlowDraft
-from flows.selectors import enabled_keys, latest_version
+from flows.models import Flow, FlowDraft
+from flows.selectors import documents_of, enabled_keys, latest_version
 from flows.starters import get_starter
 
 FORMAT = "flowdeck.flow"
@@ -271,8 +271,8 @@ def _note_missing_collections(report: ImportReport, workspace: Workspace, graph:
             wanted.add(value)
     if not wanted:
         return
-    documents = scoped(Document, workspace).filter(collection__in=wanted)
-    present = set(documents.values_list("collection", flat=True))
+    documents = documents_of(workspace).filter(knowledge_base__name__in=wanted)
+    present = set(documents.values_list("knowledge_base__name", flat=True))
     for collection in sorted(wanted - present):
         report.notes.append(
             f"The document collection “{collection}” is empty in this workspace: add documents "
@@ -319,7 +319,7 @@ def flow_from_starter(
     if starter is None:
         raise ValidationError({"template": ["No such template."]})
     for collection, documents in starter.documents:
-        if scoped(Document, workspace).filter(collection=collection).exists():
+        if documents_of(workspace, collection).exists():
             continue
         for title, content in documents:
             services.document_create(

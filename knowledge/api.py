@@ -14,6 +14,7 @@ from django.core.exceptions import ValidationError
 from django.http import HttpRequest
 from ninja import Field, File, Router, Schema, Status
 from ninja.files import UploadedFile
+from pydantic import ConfigDict
 
 from accounts.api_auth import DbInt, WorkspaceSlug, context, minimum_role
 from accounts.models import Role
@@ -108,7 +109,9 @@ class UploadRefusedOut(Schema):
 
 
 class FilterIn(Schema):
-    """Which chunks may answer: a fixed set of keys, no expressions."""
+    """Which chunks may answer: a fixed set of keys, no expressions (others are refused)."""
+
+    model_config = ConfigDict(extra="forbid")
 
     documents: list[str] = Field(default_factory=list, max_length=100)
     formats: list[str] = Field(default_factory=list, max_length=10)

@@ -183,6 +183,18 @@ def _read(document: KnowledgeDocument) -> bytes:
         return handle.read(_config()["MAX_FILE_BYTES"] + 1)
 
 
+def _parse_name(document: KnowledgeDocument) -> str:
+    """The name to parse by: the document's own, with its format's extension when a
+    rename (a text document titled "FAQ") lost it. The format was sniffed at upload."""
+    from knowledge.parsing import FORMATS
+
+    extension = document.name.rsplit(".", 1)[-1].lower() if "." in document.name else ""
+    if FORMATS.get(extension) == document.format:
+        return document.name
+    fallback = next(ext for ext, fmt in FORMATS.items() if fmt == document.format)
+    return f"{document.name}.{fallback}"
+
+
 def _chunk(document: KnowledgeDocument, token: str, kb: KnowledgeBase) -> None:
     from knowledge.parsing import ParseError, parse_file
     from knowledge.splitting import split_sections
@@ -190,7 +202,7 @@ def _chunk(document: KnowledgeDocument, token: str, kb: KnowledgeBase) -> None:
     with transaction.atomic():
         document = _hold(document.pk, token, status=DocumentStatus.PARSING)
         _publish(document)
-    parsed = parse_file(document.name, _read(document))
+    parsed = parse_file(_parse_name(document), _read(document))
     drafts = split_sections(
         parsed.sections, chunk_size=kb.chunk_size, chunk_overlap=kb.chunk_overlap
     )

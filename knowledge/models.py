@@ -68,7 +68,7 @@ class KnowledgeBase(models.Model):
     @property
     def chunking_fingerprint(self) -> str:
         """What a document's chunks depend on: re-chunk when it changes."""
-        return _fingerprint({"size": self.chunk_size, "overlap": self.chunk_overlap})
+        return chunking_fingerprint_for(self.chunk_size, self.chunk_overlap)
 
     @property
     def embedding_fingerprint(self) -> str:
@@ -78,6 +78,10 @@ class KnowledgeBase(models.Model):
         return _fingerprint(
             {"credential": self.embedding_credential_id, "model": self.embedding_model}
         )
+
+
+def chunking_fingerprint_for(chunk_size: int, chunk_overlap: int) -> str:
+    return _fingerprint({"size": chunk_size, "overlap": chunk_overlap})
 
 
 def _fingerprint(values: dict[str, object]) -> str:

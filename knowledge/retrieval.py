@@ -75,7 +75,8 @@ class SearchResult:
 
 def keyword_index(kb: KnowledgeBase) -> KeywordIndex:
     """The knowledge base's BM25 index for its current version (built at most once)."""
-    key = (kb.workspace_id, kb.pk, kb.version)
+    # The creation time too: SQLite may hand a deleted knowledge base's id to a new one.
+    key = (kb.workspace_id, kb.pk, kb.version, kb.created_at.isoformat())
 
     def load() -> list[tuple[int, str]]:
         rows = searchable_chunks(kb).values_list("pk", "document__name", "heading", "text")

@@ -437,6 +437,7 @@ def document_upload(
     kb: KnowledgeBase,
     name: str,
     data: File,
+    dispatch: bool = True,
 ) -> Upload:
     """Store one file in `kb` and queue its ingestion. Checked before anything is stored:
     size, emptiness, the format its bytes show (the extension must not lie), the
@@ -513,10 +514,11 @@ def document_upload(
             "sha256": content_hash,
         },
     )
-    from knowledge.tasks import dispatch_ingestion
-
     document_id = document.pk
-    transaction.on_commit(lambda: dispatch_ingestion(document_id))
+    if dispatch:
+        from knowledge.tasks import dispatch_ingestion
+
+        transaction.on_commit(lambda: dispatch_ingestion(document_id))
     progress.publish_documents_after_commit(kb, [document_id])
     return Upload(document, True)
 
@@ -529,6 +531,7 @@ def document_create_text(
     kb: KnowledgeBase,
     name: str,
     text: str,
+    dispatch: bool = True,
 ) -> Upload:
     """A plain-text document from text (the old documents API and the starters)."""
     from django.core.files.base import ContentFile
@@ -543,6 +546,7 @@ def document_create_text(
         kb=kb,
         name=filename,
         data=ContentFile(text.encode("utf-8"), name=filename),
+        dispatch=dispatch,
     )
     if upload.created and upload.document.name != title:
         upload.document.name = title
@@ -608,3 +612,37 @@ def document_retry(
     )
     document.refresh_from_db()
     return document
+
+
+# --- document collections (the older documents API, the demo and the starters) ----------------
+@transaction.atomic
+def collection_document_add(
+    *,
+    workspace: Workspace,
+    acting: Membership,
+    collection: str,
+    title: str,
+    text: str,
+) -> Upload:
+    """A text document in the knowledge base named `collection` (made if missing). Without
+    an embeddings model it is chunked and indexed at once (pure Python), so a flow can
+    search it in the same breath, as with the older document collections."""
+    from knowledge import ingestion
+    from knowledge.selectors import knowledge_base_named
+
+    _acting_in(workspace, acting, Role.EDITOR)
+    kb = knowledge_base_named(workspace, collection)
+    if kb is None:
+        kb = kb_create(workspace=workspace, acting=acting, name=collection)
+    upload = document_create_text(
+        workspace=workspace,
+        acting=acting,
+        kb=kb,
+        name=title,
+        text=text,
+        dispatch=kb.has_embeddings,
+    )
+    if upload.created and not kb.has_embeddings:
+        ingestion.ingest(upload.document.pk)
+        upload.document.refresh_from_db()
+    return upload

@@ -137,6 +137,9 @@ class PgVectorStore:
         # Integers only (no user text reaches this statement). HNSW takes at most 2,000
         # dimensions for `vector` (the service refuses more).
         with connection.cursor() as cursor:
+            # PostgreSQL refuses CREATE INDEX on a table with deferred constraint checks
+            # pending in this transaction (rows written just before): run them now.
+            cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
             cursor.execute(
                 f"CREATE INDEX IF NOT EXISTS {hnsw_index_name(kb.pk)} ON knowledge_chunk "
                 f"USING hnsw ((embedding::vector({dims})) vector_cosine_ops) "

@@ -12,13 +12,21 @@ from typing import Any
 from langchain_core.tools import BaseTool, StructuredTool
 from pydantic import BaseModel, Field
 
-from flows.components.base import BuildEnv, Component, NodeError, Params, Port, RunContext
+from flows.components.base import (
+    BuildEnv,
+    Component,
+    NodeError,
+    ParamProblem,
+    Params,
+    Port,
+    RunContext,
+)
 from flows.components.calculator import CalculatorError, calculate
 from flows.components.cpu import CpuLimitExceeded, cpu_bound
 from flows.components.retrieval import (
     COLLECTION_PATTERN,
-    BM25Retriever,
-    CorpusLoader,
+    KnowledgeRef,
+    knowledge_base_field_schema,
 )
 from flows.components.safe_http import FetchRefused, safe_get
 from flows.components.util import as_text, run_db
@@ -181,19 +189,42 @@ class DocSearch(ToolComponent):
     input_name = "query"
 
     class Params(Params):
-        collection: str = Field("default", pattern=COLLECTION_PATTERN)
+        collection: str = Field(
+            "default",
+            pattern=COLLECTION_PATTERN,
+            description="Older graphs: the knowledge base of this name (use knowledge_base).",
+        )
+        knowledge_base: int | None = Field(
+            None,
+            ge=1,
+            description="The knowledge base to search.",
+            json_schema_extra=knowledge_base_field_schema(),
+        )
         k: int = Field(3, ge=1, le=20)
 
+    def check(self, params: BaseModel, env: BuildEnv) -> list[ParamProblem]:
+        from flows.components.retrieval import knowledge_base_problems
+
+        return knowledge_base_problems(env, params.knowledge_base)[1]  # type: ignore[attr-defined]
+
     def build(self, params: BaseModel, env: BuildEnv) -> BaseTool:
-        loader = CorpusLoader(env.workspace_id, params.collection, 5_000)  # type: ignore[attr-defined]
-        k = params.k  # type: ignore[attr-defined]
+        p: Any = params
+        ref = KnowledgeRef(env.workspace_id, p.knowledge_base, p.collection)
+        k = p.k
+
+        def find(query: str) -> str:
+            from knowledge import retrieval
+
+            kb = ref.resolve()
+            if kb is None:
+                return "No matching documents."
+            hits = retrieval.search(kb, query, mode="keyword", k=k).hits
+            if not hits:
+                return "No matching documents."
+            return "\n\n".join(f"{hit.document}: {hit.text}" for hit in hits)
 
         async def search(query: str) -> str:
-            docs = await run_db(loader.load)
-            found = BM25Retriever(docs=docs, k=k).invoke(query)
-            if not found:
-                return "No matching documents."
-            return "\n\n".join(f"{d.metadata.get('title', '')}: {d.page_content}" for d in found)
+            return await run_db(find, query)
 
         def search_sync(query: str) -> str:
             raise NotImplementedError("doc_search runs asynchronously")
