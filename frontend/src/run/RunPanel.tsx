@@ -3,6 +3,7 @@ import type { Component, GraphEdge, GraphNode } from "../lib/graph";
 import { formatDuration } from "../lib/format";
 import { outputText, type NodeRun, type RunSnapshot } from "./runStore";
 import type { RunControls } from "./useRun";
+import { Citations } from "./Citations";
 import { ConnectionBadge } from "./ConnectionBadge";
 import { LongText } from "./LongText";
 
@@ -208,6 +209,7 @@ export function RunPanel({
         </p>
       )}
       <AnswerPanel s={s} answers={answersOf(s, nodes, edges)} />
+      <Citations retrievals={s.retrievals} />
       {ordered.length > 0 && (
         <details className="run-details" open data-testid="run-details">
           <summary>

@@ -189,13 +189,54 @@ describe("applyEvent: the fold", () => {
     ]);
   });
 
-  it("retrievals and unknown events change nothing but the last seq", () => {
+  it("unknown events change nothing but the last seq", () => {
     const e = script();
     const before = fold([e("run_started"), e("node_started", "retriever")]);
     const after = structuredClone(before);
-    applyEvent(after, e("on_retrieval", "retriever", { data: { query: "q", hits: [{ title: "d1" }] } }));
     applyEvent(after, e("from_the_future", "retriever", { data: 1 }));
-    expect(after).toEqual({ ...before, lastSeq: 4 });
+    expect(after).toEqual({ ...before, lastSeq: 3 });
+  });
+
+  it("retrievals keep their citations: document, page, chunk, score", () => {
+    const e = script();
+    const s = fold([
+      e("run_started"),
+      e("node_started", "kb"),
+      e("on_retrieval", "kb", {
+        data: {
+          query: "订单",
+          mode: "hybrid",
+          used: "keyword",
+          hits: [
+            { document: "订单状态.md", page: null, chunk: 0, score: 0.0328, heading: "订单状态", excerpt: "我想查询订单状态" },
+            { document: "handbook.pdf", page: 2, chunk: 3, score: 0.0161 },
+          ],
+        },
+      }),
+      // an older event: only id, title and score
+      e("on_retrieval", "bm25", { data: { query: "q", hits: [{ id: 7, title: "Refunds", score: 1.5 }] } }),
+    ]);
+    expect(s.retrievals).toEqual([
+      {
+        node_id: "kb",
+        query: "订单",
+        mode: "hybrid",
+        used: "keyword",
+        seq: 3,
+        hits: [
+          { document: "订单状态.md", page: null, chunk: 0, score: 0.0328, heading: "订单状态", excerpt: "我想查询订单状态" },
+          { document: "handbook.pdf", page: 2, chunk: 3, score: 0.0161, heading: undefined, excerpt: undefined },
+        ],
+      },
+      {
+        node_id: "bm25",
+        query: "q",
+        mode: undefined,
+        used: undefined,
+        seq: 4,
+        hits: [{ document: "Refunds", page: null, chunk: null, score: 1.5, heading: undefined, excerpt: undefined }],
+      },
+    ]);
   });
 
   it("outputText shows strings as they are, a text field of an object, else JSON", () => {

@@ -19,6 +19,41 @@ export type ToolCall = {
   seq: number;
 };
 
+/** One passage a retrieval node found: where it is (document, page, chunk) and its score
+ * (knowledge.retrieval.Hit.citation; older events carry only `title` and `score`). */
+export type Citation = {
+  document: string;
+  page: number | null;
+  chunk: number | null;
+  score: number | null;
+  heading?: string;
+  excerpt?: string;
+};
+
+/** An `on_retrieval` event: what a node searched for and what it found. */
+export type Retrieval = {
+  node_id: string | null;
+  query: string;
+  mode?: string;
+  used?: string;
+  hits: Citation[];
+  seq: number;
+};
+
+function citationOf(hit: unknown): Citation {
+  const h = (hit && typeof hit === "object" ? hit : {}) as Record<string, unknown>;
+  const num = (v: unknown): number | null => (typeof v === "number" && Number.isFinite(v) ? v : null);
+  const text = (v: unknown): string | undefined => (typeof v === "string" && v ? v : undefined);
+  return {
+    document: text(h.document) ?? text(h.title) ?? (h.id !== undefined ? String(h.id) : "?"),
+    page: num(h.page),
+    chunk: num(h.chunk),
+    score: num(h.score),
+    heading: text(h.heading),
+    excerpt: text(h.excerpt),
+  };
+}
+
 export type NodeRun = {
   status: NodeStatus;
   component?: string;
@@ -37,6 +72,7 @@ export type RunSnapshot = {
   nodes: Record<string, NodeRun>;
   order: string[]; // node ids in the order they started
   toolCalls: ToolCall[];
+  retrievals: Retrieval[];
   errors: { node_id: string | null; message: string; seq: number }[];
   outputs: Record<string, unknown>;
   startedTs?: string;
@@ -52,6 +88,7 @@ export function emptySnapshot(): RunSnapshot {
     nodes: {},
     order: [],
     toolCalls: [],
+    retrievals: [],
     errors: [],
     outputs: {},
     typing: false,
@@ -127,6 +164,18 @@ export function applyEvent(s: RunSnapshot, e: RunEvent, queuedNodes: string[] = 
           output: d.output ?? d,
           seq: e.seq,
         });
+      break;
+    }
+    case "on_retrieval": {
+      const d = (e.data ?? {}) as { query?: unknown; mode?: unknown; used?: unknown; hits?: unknown };
+      s.retrievals.push({
+        node_id: nodeId,
+        query: typeof d.query === "string" ? d.query : "",
+        mode: typeof d.mode === "string" ? d.mode : undefined,
+        used: typeof d.used === "string" ? d.used : undefined,
+        hits: Array.isArray(d.hits) ? d.hits.map(citationOf) : [],
+        seq: e.seq,
+      });
       break;
     }
     case "node_finished": {
@@ -229,6 +278,7 @@ export class RunStore {
       nodes,
       order: [...this.snapshot.order],
       toolCalls: this.snapshot.toolCalls.map((c) => ({ ...c })),
+      retrievals: [...this.snapshot.retrievals],
       errors: [...this.snapshot.errors],
     };
     for (const listener of this.listeners) listener();
