@@ -170,3 +170,106 @@ def test_a_member_of_another_workspace_gets_404_for_the_page(
     assert "Private FAQ" not in outsider.page.content()
     denial = AuditEntry.objects.filter(action="access.denied").order_by("-seq").first()
     assert denial.actor_id == mallory_owner.pk and denial.target == "workspace:acme"
+
+
+def _knowledge_flow(workspace, user, kb_id: int):
+    """chat input -> knowledge retrieval (keyword) -> its context as the answer."""
+    from flows.services import flow_create
+    from tests.knowledge_helpers import membership
+
+    node = {"x": 0, "y": 0}
+    return flow_create(
+        workspace=workspace,
+        acting=membership(workspace, user),
+        name="Answers from the FAQ",
+        graph={
+            "nodes": [
+                {
+                    "id": "chat_input_1",
+                    "component": "io.chat_input",
+                    "params": {},
+                    "position": node,
+                },
+                {
+                    "id": "knowledge_1",
+                    "component": "retriever.knowledge",
+                    "params": {"knowledge_base": kb_id, "mode": "keyword", "top_k": 2},
+                    "position": {"x": 260, "y": 0},
+                },
+                {
+                    "id": "text_output_1",
+                    "component": "io.text_output",
+                    "params": {},
+                    "position": {"x": 520, "y": 0},
+                },
+            ],
+            "edges": [
+                {
+                    "source": "chat_input_1",
+                    "source_port": "text",
+                    "target": "knowledge_1",
+                    "target_port": "query",
+                },
+                {
+                    "source": "knowledge_1",
+                    "source_port": "context",
+                    "target": "text_output_1",
+                    "target_port": "text",
+                },
+            ],
+        },
+        note="v1",
+    )
+
+
+def test_the_run_view_cites_what_retrieval_found(open_page, workspace_a, alice_owner, erin_editor):
+    import time
+
+    from knowledge.services import document_create_text
+    from tests.knowledge_helpers import FAQ_ZH, make_kb, membership
+
+    kb = make_kb(workspace_a, alice_owner, "常见问题")
+    for name, text in FAQ_ZH.items():
+        document_create_text(
+            workspace=workspace_a,
+            acting=membership(workspace_a, alice_owner),
+            kb=kb,
+            name=name,
+            text=text,
+        )
+    documents = KnowledgeDocument.objects.filter(knowledge_base=kb)
+    deadline = time.monotonic() + 90  # the live worker ingests them
+    while documents.exclude(status=DocumentStatus.INDEXED).exists():
+        assert time.monotonic() < deadline, list(documents.values_list("name", "status"))
+        time.sleep(0.2)
+    flow = _knowledge_flow(workspace_a, alice_owner, kb.pk)
+
+    editor = open_page(erin_editor)
+    page = editor.page
+    editor.goto(f"/w/acme/flows/{flow.pk}/")
+    # The node picks its knowledge base by name from the workspace's list.
+    page.locator(tid("node-knowledge_1")).click()
+    picker = page.locator("select[data-param='knowledge_base']")
+    picker.locator("option", has_text="常见问题").wait_for(state="attached")
+    assert picker.input_value() == str(kb.pk)
+    assert "常见问题 (5/5 indexed, keyword only)" in picker.inner_text()
+
+    page.click(tid("tab-run"))
+    page.fill(tid("run-input-chat_input_1"), "订单在哪里查看？")
+    page.click(tid("run-button"))
+    page.wait_for_selector(f"{tid('run-status')}[data-status='success']")
+    citations = page.locator(tid("citation"))
+    citations.first.wait_for()
+    assert 1 <= citations.count() <= 2  # top_k 2
+    first = citations.first.inner_text()
+    assert "订单状态.txt" in first and "score" in first
+    assert "“订单在哪里查看？” · keyword" in page.locator(tid("citations")).inner_text()
+    # Sources sit right under the answer.
+    assert (
+        page.evaluate(
+            "() => document.querySelector(\"[data-testid='answer']\").nextElementSibling.dataset.testid"
+        )
+        == "citations"
+    )
+    page.screenshot(path=str(SCREENSHOTS / "run-citations.png"))
+    assert editor.console_errors == []

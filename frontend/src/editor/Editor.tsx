@@ -1007,6 +1007,7 @@ function Editor({ config }: EditorProps) {
                             readOnly={readOnly}
                             credentials={credentials}
                             credentialsUrl={config.credentialsUrl}
+                            knowledgeUrl={config.knowledgeUrl}
                             problems={byNode[selectedNode.id] ?? []}
                             onChange={(p) => setParams(selectedNode.id, p)}
                             onConnect={() => setConnecting(selectedNode.id)}

@@ -13,6 +13,7 @@ function widgetOf(key: string, prop: JsonSchema, componentKey: string): string {
   if (componentKey === "logic.router" && key === "rules") return "router-rules";
   const explicit = (prop["x-widget"] ?? prop.widget ?? prop.format) as string | undefined;
   if (explicit === "credential" || key === "credential" || key === "credential_id") return "credential";
+  if (explicit === "knowledge_base") return "knowledge-base";
   // A prompt template (by widget or by name) shows the variables it will take.
   if (explicit === "prompt" || explicit === "template" || key === "template" || key === "prompt") return "prompt";
   if (explicit === "textarea" || explicit === "multiline") return "multiline";
@@ -157,6 +158,63 @@ function TextField({
   );
 }
 
+type KnowledgeBase = { id: number; name: string; modes?: string[]; document_count?: number; indexed_count?: number };
+
+/** A knowledge base of the workspace, picked by name from GET knowledge-bases (never a
+ * typed id or collection name). A picked one that is gone (deleted) says so. */
+function KnowledgeBaseField({
+  api,
+  common,
+  value,
+  manageUrl,
+  onChange,
+}: {
+  api: Api;
+  common: { id: string; name: string; disabled: boolean; "data-param": string };
+  value: unknown;
+  manageUrl?: string;
+  onChange: (id: number | undefined) => void;
+}) {
+  const [bases, setBases] = useState<KnowledgeBase[] | null>(null);
+  const [error, setError] = useState<string | null>(null);
+  useEffect(() => {
+    let live = true;
+    api
+      .get<KnowledgeBase[]>("knowledge-bases")
+      .then((data) => live && setBases(Array.isArray(data) ? data : []))
+      .catch((err: Error) => live && setError(`Could not load knowledge bases: ${err.message}`));
+    return () => {
+      live = false;
+    };
+  }, [api]);
+  const current = typeof value === "number" ? value : null;
+  const missing = bases !== null && current !== null && !bases.some((b) => b.id === current);
+  return (
+    <>
+      <select
+        {...common}
+        value={current === null ? "" : String(current)}
+        onChange={(e) => onChange(e.target.value === "" ? undefined : Number(e.target.value))}
+      >
+        <option value="">{bases === null && !error ? "loading…" : "— choose a knowledge base —"}</option>
+        {missing && <option value={String(current)}>missing knowledge base (#{current})</option>}
+        {(bases ?? []).map((b) => (
+          <option key={b.id} value={String(b.id)}>
+            {b.name} ({b.indexed_count ?? 0}/{b.document_count ?? 0} indexed
+            {b.modes && !b.modes.includes("vector") ? ", keyword only" : ""})
+          </option>
+        ))}
+      </select>
+      {error && <p className="error">{error}</p>}
+      {manageUrl && (
+        <a className="field-link" href={manageUrl} target="_blank" rel="noopener" data-testid="manage-knowledge">
+          {bases && bases.length ? "Manage knowledge bases" : "Create a knowledge base"}
+        </a>
+      )}
+    </>
+  );
+}
+
 /** A form for one node's parameters, generated from its component's JSON Schema. */
 export function ParamPanel({
   nodeId,
@@ -165,6 +223,7 @@ export function ParamPanel({
   readOnly,
   credentials,
   credentialsUrl,
+  knowledgeUrl,
   problems,
   api,
   onChange,
@@ -176,6 +235,7 @@ export function ParamPanel({
   readOnly: boolean;
   credentials: Credential[];
   credentialsUrl?: string;
+  knowledgeUrl?: string;
   problems: string[];
   api: Api;
   onChange: (params: Record<string, unknown>) => void;
@@ -266,6 +326,16 @@ export function ParamPanel({
                 </option>
               ))}
             </select>
+          );
+        } else if (widget === "knowledge-base") {
+          field = (
+            <KnowledgeBaseField
+              api={api}
+              common={common}
+              value={value}
+              manageUrl={knowledgeUrl}
+              onChange={(id) => set(key, id)}
+            />
           );
         } else if (widget === "credential") {
           field = (
