@@ -124,7 +124,7 @@ class KnowledgeListView(WorkspaceMixin, View):
 
     def post(self, request: HttpRequest, slug: str) -> HttpResponse:
         action, form = request.POST.get("action"), request.POST
-        common = {"workspace": self.workspace, "acting": self.membership}
+        common: dict[str, Any] = {"workspace": self.workspace, "acting": self.membership}
         try:
             if action == "create":
                 kb = services.kb_create(**common, name=form.get("name", ""), **_settings_from(form))
@@ -196,7 +196,7 @@ class KnowledgeDetailView(WorkspaceMixin, View):
     def post(self, request: HttpRequest, slug: str, kb_id: int) -> HttpResponse:
         kb = access_knowledge_base(self.membership, kb_id, minimum=Role.EDITOR)
         action, form = request.POST.get("action"), request.POST
-        common = {"workspace": self.workspace, "acting": self.membership}
+        common: dict[str, Any] = {"workspace": self.workspace, "acting": self.membership}
         try:
             if action == "settings":
                 self._save_settings(request, kb, form)

@@ -273,3 +273,61 @@ def test_the_run_view_cites_what_retrieval_found(open_page, workspace_a, alice_o
     )
     page.screenshot(path=str(SCREENSHOTS / "run-citations.png"))
     assert editor.console_errors == []
+
+
+# While `window.__blockSockets` is set, new sockets go nowhere (and fail), as when the
+# server is unreachable; the page keeps trying with backoff.
+BLOCKABLE_SOCKETS = """
+(() => {
+  const Native = window.WebSocket;
+  window.WebSocket = class extends Native {
+    constructor(url, ...rest) {
+      super(window.__blockSockets ? "ws://127.0.0.1:9/blocked" : url, ...rest);
+    }
+  };
+})();
+"""
+
+
+def test_a_failed_file_says_why_and_a_dropped_socket_catches_up_on_reconnect(
+    open_page, workspace_a, alice_owner, erin_editor
+):
+    from knowledge.services import document_delete
+    from tests.knowledge_helpers import make_kb, membership
+
+    kb = make_kb(workspace_a, alice_owner, "Manuals")
+    editor = open_page(erin_editor)
+    editor.context.add_init_script(BLOCKABLE_SOCKETS)
+    page = editor.page
+    editor.goto(f"/w/acme/knowledge/{kb.pk}/")
+    page.wait_for_selector(f"{tid('connection')}[data-state='open']")
+    page.set_input_files(
+        tid("upload-input"),
+        [
+            {"name": "notes.md", "mimeType": "text/markdown", "buffer": b"# Notes\n\nKeep it."},
+            {"name": "scan.pdf", "mimeType": "application/pdf", "buffer": make_pdf(["", ""])},
+        ],
+    )
+    page.locator("tr[data-status='indexed']", has_text="notes.md").wait_for(timeout=90_000)
+    failed = page.locator("tr[data-status='failed']", has_text="scan.pdf")
+    failed.wait_for(timeout=90_000)
+    assert failed.locator(tid("doc-status")).inner_text() == "Failed"
+    assert failed.locator("[data-cell='error']").inner_text()  # the reason, in a sentence
+    assert failed.locator("button:has-text('Retry')").is_visible()
+
+    # The socket drops and cannot come back for a while; meanwhile a document is deleted.
+    page.evaluate("() => { window.__blockSockets = true; window.__sockets.at(-1).close(); }")
+    page.wait_for_selector(f"{tid('connection')}[data-state='closed']")
+    notes = KnowledgeDocument.objects.get(knowledge_base=kb, name="notes.md")
+    document_delete(
+        workspace=workspace_a, acting=membership(workspace_a, alice_owner), document=notes
+    )
+    assert _row(page, "notes.md").count() == 1  # nothing told the page yet
+    page.evaluate("() => { window.__blockSockets = false; }")
+    # Back: the snapshot on connect is the truth.
+    page.wait_for_selector(f"{tid('connection')}[data-state='open']", timeout=60_000)
+    _row(page, "notes.md").wait_for(state="detached")
+    assert _row(page, "scan.pdf").get_attribute("data-status") == "failed"
+    assert page.locator("[data-count='documents']").inner_text() == "1"
+    # The only errors: the blocked connection attempts.
+    assert [e for e in editor.console_errors if "/blocked" not in e] == []
