@@ -111,6 +111,9 @@ def test_two_files_upload_at_once_and_both_bars_reach_indexed(
     assert page.locator("[data-count='documents']").inner_text() == "2"
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SCREENSHOTS / "knowledge-upload.png"), full_page=True)
+    page.emulate_media(color_scheme="dark")
+    page.screenshot(path=str(SCREENSHOTS / "knowledge-upload-dark.png"))
+    page.emulate_media(color_scheme="light")
     documents = KnowledgeDocument.objects.filter(knowledge_base=kb)
     assert sorted(documents.values_list("name", "status")) == [
         ("handbook.pdf", DocumentStatus.INDEXED),
@@ -139,6 +142,8 @@ def test_two_files_upload_at_once_and_both_bars_reach_indexed(
     page.wait_for_selector(f"{tid('search-summary')}:has-text('keyword search')")
     hit = page.locator(tid("hit")).first
     assert "handbook.pdf" in hit.inner_text() and "page 2" in hit.inner_text()
+    page.locator(tid("test-retrieval")).scroll_into_view_if_needed()
+    page.screenshot(path=str(SCREENSHOTS / "knowledge-search.png"))
 
     editor.goto("/w/acme/knowledge/")
     row = page.locator(f"tr[data-kb='{kb.pk}']")

@@ -63,7 +63,7 @@ def test_list_shows_counts_status_and_embeddings(client_for, workspace_a, alice_
         api_key="sk-page",
     )
     faq = make_kb(workspace_a, alice_owner, "FAQ")
-    make_kb(
+    manuals = make_kb(
         workspace_a,
         alice_owner,
         "Manuals",
@@ -89,6 +89,11 @@ def test_list_shows_counts_status_and_embeddings(client_for, workspace_a, alice_
     assert "Embedder · <code>text-embedding-3-small</code>" in manuals_row
     assert "New knowledge base" in html
     assert "50 MB per file" in html  # the installation's limits, read-only
+    # With embeddings, every mode is offered, hybrid first; the settings show the picked one.
+    detail = client_for(erin_editor).get(f"/w/acme/knowledge/{manuals.pk}/").content.decode()
+    assert '<option value="vector">vector</option>' in detail
+    assert '<option value="hybrid" selected>hybrid</option>' in detail
+    assert f'<option value="{credential.pk}" selected>Embedder (' in detail
 
 
 def test_list_page_queries_do_not_grow_with_knowledge_bases(
