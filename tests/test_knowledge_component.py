@@ -215,3 +215,42 @@ def test_the_migration_turns_document_collections_into_searchable_knowledge_base
     # the stored text is the document's, so a re-index can read it again
     with long_doc.file.open("rb") as handle:
         assert handle.read().decode() == long_text
+
+
+def test_an_imported_flow_file_leaves_the_exporting_workspaces_knowledge_base_behind(
+    workspace_a, alice_owner, workspace_b, mallory_owner
+):
+    from flows import transfer
+
+    theirs = make_kb(workspace_b, mallory_owner, name="Theirs")
+    document = {
+        "format": "flowdeck.flow",
+        "format_version": 1,
+        "name": "RAG",
+        "graph": {
+            "nodes": [
+                {
+                    "id": "q",
+                    "component": "io.chat_input",
+                    "params": {},
+                    "position": {"x": 0, "y": 0},
+                },
+                {
+                    "id": "r",
+                    "component": "retriever.knowledge",
+                    "params": {"knowledge_base": theirs.pk, "mode": "keyword"},
+                    "position": {"x": 1, "y": 0},
+                },
+            ],
+            "edges": [
+                {"source": "q", "source_port": "text", "target": "r", "target_port": "query"}
+            ],
+        },
+    }
+    report = transfer.check_import(workspace_a, document)
+    assert [(c["node_id"], c["param"]) for c in report.as_dict()["cleared"]] == [
+        ("r", "knowledge_base")
+    ]
+    assert report.lands_as_draft  # the node needs a knowledge base of this workspace
+    node = next(n for n in report.graph["nodes"] if n["id"] == "r")
+    assert "knowledge_base" not in node["params"]
