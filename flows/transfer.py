@@ -9,7 +9,7 @@ A flow file is the graph the API speaks plus a versioned envelope (docs/protocol
 An import is checked before anything is written. What cannot work here is refused, each
 node named: a component this platform does not have or this workspace has disabled, and a
 file that is not a flow graph at all. What cannot carry across workspaces is cleared and
-listed: credential ids (a credential belongs to the workspace it was made in). A flow
+listed: credential and knowledge-base ids (each belongs to the workspace it was made in). A flow
 whose graph is then incomplete lands as a draft, to be fixed in the editor; a complete
 one lands as version 1.
 """
@@ -63,6 +63,12 @@ CREDENTIAL_REASON = (
     "A credential belongs to the workspace it was made in: pick one of this workspace's "
     "credentials in the node."
 )
+KNOWLEDGE_BASE_REASON = (
+    "A knowledge base belongs to the workspace it was made in: pick one of this workspace's "
+    "knowledge bases in the node."
+)
+# Params whose values name a row of the exporting workspace (by JSON Schema `format`).
+WORKSPACE_BOUND = {"credential": CREDENTIAL_REASON, "knowledge_base": KNOWLEDGE_BASE_REASON}
 
 
 @dataclass
@@ -249,11 +255,10 @@ def _clear_credentials(report: ImportReport, graph: dict) -> None:
             continue
         properties = component.params_schema().get("properties", {})  # type: ignore[union-attr]
         for param, schema in properties.items():
-            if schema.get("format") == "credential" and params.get(param) is not None:
+            reason = WORKSPACE_BOUND.get(schema.get("format"))
+            if reason is not None and params.get(param) is not None:
                 params = {k: v for k, v in params.items() if k != param}
-                report.cleared.append(
-                    {"node_id": node.get("id"), "param": param, "reason": CREDENTIAL_REASON}
-                )
+                report.cleared.append({"node_id": node.get("id"), "param": param, "reason": reason})
         node["params"] = params
 
 

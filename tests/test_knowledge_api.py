@@ -365,3 +365,68 @@ def test_retry_of_an_indexed_document_is_refused(owner, kb):
     document = KnowledgeDocument.objects.get()
     response = owner.post(api("acme", f"knowledge-bases/{kb.pk}/documents/{document.pk}/retry"))
     assert response.status_code == 400
+
+
+async def test_the_asgi_gate_answers_413_before_the_application_reads_the_body():
+    from knowledge.uploads import RequestSizeLimit
+
+    reached = []
+
+    async def application(scope: Any, receive: Any, send: Any) -> None:
+        reached.append(scope["path"])  # never, for an oversized upload
+
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        raise AssertionError("the body must not be read")
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": "/api/w/acme/knowledge-bases/1/documents",
+        "headers": [(b"content-length", str(2 * 1024**3).encode())],
+    }
+    await RequestSizeLimit(application)(scope, receive, send)
+    assert reached == []
+    assert sent[0]["status"] == 413
+    assert b"file_too_large" in sent[1]["body"]
+    # Other requests pass through untouched.
+    await RequestSizeLimit(application)({**scope, "path": "/api/w/acme/flows"}, receive, send)
+    assert reached == ["/api/w/acme/flows"]
+
+
+async def test_the_asgi_gate_stops_a_body_that_grows_past_the_limit(settings):
+    from knowledge.uploads import RequestSizeLimit
+
+    settings.FLOWDECK_KNOWLEDGE = {
+        **settings.FLOWDECK_KNOWLEDGE,
+        "MAX_FILE_BYTES": 10,
+        "MAX_FILES_PER_UPLOAD": 1,
+    }
+    chunks = [{"type": "http.request", "body": b"x" * 600_000, "more_body": True}] * 3
+    seen: list[str] = []
+
+    async def application(scope: Any, receive: Any, send: Any) -> None:
+        while True:
+            message = await receive()
+            seen.append(message["type"])
+            if message["type"] == "http.disconnect" or not message.get("more_body"):
+                return
+
+    async def receive() -> dict[str, Any]:
+        return chunks.pop(0)
+
+    async def send(message: dict[str, Any]) -> None:
+        raise AssertionError("nothing is answered to an aborted request")
+
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": "/api/w/acme/knowledge-bases/1/documents",
+        "headers": [],  # no Content-Length: a streamed body
+    }
+    await RequestSizeLimit(application)(scope, receive, send)
+    assert seen == ["http.request", "http.disconnect"]

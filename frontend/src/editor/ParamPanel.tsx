@@ -4,6 +4,8 @@ import { RouterRules } from "./RouterRules";
 import type { Api } from "../lib/api";
 
 export type Credential = { id: number | string; name?: string; provider: string; base_url?: string };
+/** A knowledge base as GET knowledge-bases lists it (what the picker needs of it). */
+export type KnowledgeBaseOption = { id: number; name: string; modes?: string[]; document_count?: number };
 
 /** Text longer than this in a field with no limit of its own is refused: typing in a
  * multi-megabyte textarea is no way to write a prompt, and it stalls the page. */
@@ -158,63 +160,6 @@ function TextField({
   );
 }
 
-type KnowledgeBase = { id: number; name: string; modes?: string[]; document_count?: number; indexed_count?: number };
-
-/** A knowledge base of the workspace, picked by name from GET knowledge-bases (never a
- * typed id or collection name). A picked one that is gone (deleted) says so. */
-function KnowledgeBaseField({
-  api,
-  common,
-  value,
-  manageUrl,
-  onChange,
-}: {
-  api: Api;
-  common: { id: string; name: string; disabled: boolean; "data-param": string };
-  value: unknown;
-  manageUrl?: string;
-  onChange: (id: number | undefined) => void;
-}) {
-  const [bases, setBases] = useState<KnowledgeBase[] | null>(null);
-  const [error, setError] = useState<string | null>(null);
-  useEffect(() => {
-    let live = true;
-    api
-      .get<KnowledgeBase[]>("knowledge-bases")
-      .then((data) => live && setBases(Array.isArray(data) ? data : []))
-      .catch((err: Error) => live && setError(`Could not load knowledge bases: ${err.message}`));
-    return () => {
-      live = false;
-    };
-  }, [api]);
-  const current = typeof value === "number" ? value : null;
-  const missing = bases !== null && current !== null && !bases.some((b) => b.id === current);
-  return (
-    <>
-      <select
-        {...common}
-        value={current === null ? "" : String(current)}
-        onChange={(e) => onChange(e.target.value === "" ? undefined : Number(e.target.value))}
-      >
-        <option value="">{bases === null && !error ? "loading…" : "— choose a knowledge base —"}</option>
-        {missing && <option value={String(current)}>missing knowledge base (#{current})</option>}
-        {(bases ?? []).map((b) => (
-          <option key={b.id} value={String(b.id)}>
-            {b.name} ({b.indexed_count ?? 0}/{b.document_count ?? 0} indexed
-            {b.modes && !b.modes.includes("vector") ? ", keyword only" : ""})
-          </option>
-        ))}
-      </select>
-      {error && <p className="error">{error}</p>}
-      {manageUrl && (
-        <a className="field-link" href={manageUrl} target="_blank" rel="noopener" data-testid="manage-knowledge">
-          {bases && bases.length ? "Manage knowledge bases" : "Create a knowledge base"}
-        </a>
-      )}
-    </>
-  );
-}
-
 /** A form for one node's parameters, generated from its component's JSON Schema. */
 export function ParamPanel({
   nodeId,
@@ -223,6 +168,7 @@ export function ParamPanel({
   readOnly,
   credentials,
   credentialsUrl,
+  knowledgeBases = [],
   knowledgeUrl,
   problems,
   api,
@@ -235,6 +181,7 @@ export function ParamPanel({
   readOnly: boolean;
   credentials: Credential[];
   credentialsUrl?: string;
+  knowledgeBases?: KnowledgeBaseOption[];
   knowledgeUrl?: string;
   problems: string[];
   api: Api;
@@ -327,16 +274,6 @@ export function ParamPanel({
               ))}
             </select>
           );
-        } else if (widget === "knowledge-base") {
-          field = (
-            <KnowledgeBaseField
-              api={api}
-              common={common}
-              value={value}
-              manageUrl={knowledgeUrl}
-              onChange={(id) => set(key, id)}
-            />
-          );
         } else if (widget === "credential") {
           field = (
             <>
@@ -360,6 +297,34 @@ export function ParamPanel({
               {credentialsUrl && (
                 <a className="field-link" href={credentialsUrl} target="_blank" rel="noopener" data-testid="manage-credentials">
                   {credentials.length ? "Manage credentials" : "Add a credential"}
+                </a>
+              )}
+            </>
+          );
+        } else if (widget === "knowledge-base") {
+          // Picked from this workspace's knowledge bases: no typed names or ids.
+          const known = knowledgeBases.some((kb) => kb.id === value);
+          field = (
+            <>
+              <select
+                {...common}
+                value={value === undefined || value === null ? "" : String(value)}
+                onChange={(e) => set(key, e.target.value === "" ? undefined : Number(e.target.value))}
+              >
+                <option value="">— choose a knowledge base —</option>
+                {value !== undefined && value !== null && !known && (
+                  <option value={String(value)}>#{String(value)} (not in this workspace)</option>
+                )}
+                {knowledgeBases.map((kb) => (
+                  <option key={kb.id} value={String(kb.id)}>
+                    {kb.name}
+                    {kb.modes && !kb.modes.includes("vector") ? " (keyword only)" : ""}
+                  </option>
+                ))}
+              </select>
+              {knowledgeUrl && (
+                <a className="field-link" href={knowledgeUrl} target="_blank" rel="noopener" data-testid="manage-knowledge">
+                  {knowledgeBases.length ? "Manage knowledge bases" : "Add a knowledge base"}
                 </a>
               )}
             </>

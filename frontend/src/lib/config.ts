@@ -20,7 +20,7 @@ export type IslandConfig = {
   draftRevision?: number;
   /** Where the workspace's provider credentials are managed. */
   credentialsUrl?: string;
-  /** Where the workspace's knowledge bases are managed. */
+  /** Where the workspace's knowledge bases are managed (the picker links there). */
   knowledgeUrl?: string;
 };
 

@@ -19,40 +19,27 @@ export type ToolCall = {
   seq: number;
 };
 
-/** One passage a retrieval node found: where it is (document, page, chunk) and its score
- * (knowledge.retrieval.Hit.citation; older events carry only `title` and `score`). */
+/** One passage a retriever cited (the `on_retrieval` event's hit). */
 export type Citation = {
-  document: string;
-  page: number | null;
-  chunk: number | null;
-  score: number | null;
-  heading?: string;
+  id: unknown;
+  title: string;
+  score: number;
+  document?: string;
+  document_id?: unknown;
+  page?: number | null;
+  chunk?: number | null;
   excerpt?: string;
 };
 
-/** An `on_retrieval` event: what a node searched for and what it found. */
 export type Retrieval = {
   node_id: string | null;
   query: string;
   mode?: string;
   used?: string;
+  notes: string[];
   hits: Citation[];
   seq: number;
 };
-
-function citationOf(hit: unknown): Citation {
-  const h = (hit && typeof hit === "object" ? hit : {}) as Record<string, unknown>;
-  const num = (v: unknown): number | null => (typeof v === "number" && Number.isFinite(v) ? v : null);
-  const text = (v: unknown): string | undefined => (typeof v === "string" && v ? v : undefined);
-  return {
-    document: text(h.document) ?? text(h.title) ?? (h.id !== undefined ? String(h.id) : "?"),
-    page: num(h.page),
-    chunk: num(h.chunk),
-    score: num(h.score),
-    heading: text(h.heading),
-    excerpt: text(h.excerpt),
-  };
-}
 
 export type NodeRun = {
   status: NodeStatus;
@@ -72,7 +59,7 @@ export type RunSnapshot = {
   nodes: Record<string, NodeRun>;
   order: string[]; // node ids in the order they started
   toolCalls: ToolCall[];
-  retrievals: Retrieval[];
+  retrievals: Retrieval[]; // what retrievers cited, in order (shown under the answer)
   errors: { node_id: string | null; message: string; seq: number }[];
   outputs: Record<string, unknown>;
   startedTs?: string;
@@ -167,13 +154,15 @@ export function applyEvent(s: RunSnapshot, e: RunEvent, queuedNodes: string[] = 
       break;
     }
     case "on_retrieval": {
-      const d = (e.data ?? {}) as { query?: unknown; mode?: unknown; used?: unknown; hits?: unknown };
+      const d = (e.data ?? {}) as Partial<Retrieval> & { hits?: unknown };
+      const hits = Array.isArray(d.hits) ? (d.hits as Citation[]) : [];
       s.retrievals.push({
         node_id: nodeId,
-        query: typeof d.query === "string" ? d.query : "",
-        mode: typeof d.mode === "string" ? d.mode : undefined,
-        used: typeof d.used === "string" ? d.used : undefined,
-        hits: Array.isArray(d.hits) ? d.hits.map(citationOf) : [],
+        query: String(d.query ?? ""),
+        mode: d.mode,
+        used: d.used,
+        notes: Array.isArray(d.notes) ? d.notes.map(String) : [],
+        hits: hits.map((h) => ({ ...h, title: String(h.title ?? h.document ?? ""), score: Number(h.score ?? 0) })),
         seq: e.seq,
       });
       break;
@@ -278,7 +267,6 @@ export class RunStore {
       nodes,
       order: [...this.snapshot.order],
       toolCalls: this.snapshot.toolCalls.map((c) => ({ ...c })),
-      retrievals: [...this.snapshot.retrievals],
       errors: [...this.snapshot.errors],
     };
     for (const listener of this.listeners) listener();
