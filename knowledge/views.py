@@ -26,7 +26,6 @@ from knowledge.access import access_document, access_knowledge_base
 from knowledge.embeddings import EMBEDDING_PROVIDERS
 from knowledge.models import DocumentStatus, KnowledgeBase
 from knowledge.parsing import FORMATS
-from knowledge.progress import document_state
 
 DEFAULT_CHUNK_SIZE = 800
 DEFAULT_CHUNK_OVERLAP = 100
@@ -170,7 +169,6 @@ class KnowledgeDetailView(WorkspaceMixin, View):
             "canEdit": can_edit,
             "maxFileBytes": limits["max_file_bytes"],
             "extensions": sorted(FORMATS),
-            "documents": [document_state(d) for d in documents],
         }
         return render(
             request,
