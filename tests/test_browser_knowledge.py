@@ -279,6 +279,20 @@ def test_the_run_view_cites_what_retrieval_found(open_page, workspace_a, alice_o
     assert editor.console_errors == []
 
 
+# Drops files on the upload zone as a browser does: a drop event whose DataTransfer holds
+# them (arguments: name, text, name, text, ...).
+DROP_FILES = """(pairs) => {
+  const transfer = new DataTransfer();
+  for (let i = 0; i < pairs.length; i += 2) {
+    const bytes = Uint8Array.from(pairs[i + 1], (c) => c.charCodeAt(0) & 0xff);
+    transfer.items.add(new File([bytes], pairs[i]));
+  }
+  const zone = document.querySelector("[data-testid='dropzone']");
+  zone.dispatchEvent(new DragEvent("dragover", { dataTransfer: transfer, bubbles: true, cancelable: true }));
+  zone.dispatchEvent(new DragEvent("drop", { dataTransfer: transfer, bubbles: true, cancelable: true }));
+}"""
+
+
 # While `window.__blockSockets` is set, new sockets go nowhere (and fail), as when the
 # server is unreachable; the page keeps trying with backoff.
 BLOCKABLE_SOCKETS = """
@@ -319,6 +333,18 @@ def test_a_failed_file_says_why_and_a_dropped_socket_catches_up_on_reconnect(
     assert failed.locator("[data-cell='error']").inner_text()  # the reason, in a sentence
     assert failed.locator("button:has-text('Retry')").is_visible()
 
+    # Dropped on the zone (a real drop event carrying files), and refused by the server
+    # on their own rows: the same bytes again, and a "PDF" that is a PNG.
+    page.evaluate(DROP_FILES, ["notes.md", "# Notes\n\nKeep it."])
+    duplicate = page.locator("tr[data-status='refused']", has_text="notes.md")
+    duplicate.wait_for()
+    assert "here already as “notes.md”" in duplicate.locator("[data-cell='error']").inner_text()
+    page.evaluate(DROP_FILES, ["photo.pdf", "\u0089PNG\r\n\u001a\n"])
+    lying = page.locator("tr[data-status='refused']", has_text="photo.pdf")
+    lying.wait_for()
+    assert lying.locator("[data-cell='error']").inner_text()
+    assert KnowledgeDocument.objects.filter(knowledge_base=kb).count() == 2
+
     # The socket drops and cannot come back for a while; meanwhile a document is deleted.
     page.evaluate("() => { window.__blockSockets = true; window.__sockets.at(-1).close(); }")
     page.wait_for_selector(f"{tid('connection')}[data-state='closed']")
@@ -326,12 +352,18 @@ def test_a_failed_file_says_why_and_a_dropped_socket_catches_up_on_reconnect(
     document_delete(
         workspace=workspace_a, acting=membership(workspace_a, alice_owner), document=notes
     )
-    assert _row(page, "notes.md").count() == 1  # nothing told the page yet
+    stored_notes = page.locator("tr[data-document]", has_text="notes.md")
+    assert stored_notes.count() == 1  # nothing told the page yet
     page.evaluate("() => { window.__blockSockets = false; }")
     # Back: the snapshot on connect is the truth.
     page.wait_for_selector(f"{tid('connection')}[data-state='open']", timeout=60_000)
-    _row(page, "notes.md").wait_for(state="detached")
+    stored_notes.wait_for(state="detached")
     assert _row(page, "scan.pdf").get_attribute("data-status") == "failed"
     assert page.locator("[data-count='documents']").inner_text() == "1"
-    # The only errors: the blocked connection attempts.
-    assert [e for e in editor.console_errors if "/blocked" not in e] == []
+    # The only errors: the blocked connection attempts and the refused upload (a 400).
+    unexpected = [
+        e
+        for e in editor.console_errors
+        if "/blocked" not in e and "status of 400" not in e and not e.startswith("HTTP 400")
+    ]
+    assert unexpected == []
