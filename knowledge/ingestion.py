@@ -19,6 +19,7 @@ import logging
 import uuid
 from collections.abc import Callable
 from datetime import timedelta
+from functools import partial
 from typing import Any
 
 from django.conf import settings
@@ -309,7 +310,10 @@ def requeue_stale(dispatch: Callable[[int], None] | None = None) -> list[int]:
     """Documents whose worker is gone (lease ran out mid-ingestion) or whose task never
     arrived (queued long ago, no lease): queue them again. Returns their ids."""
     if dispatch is None:
-        from knowledge.tasks import dispatch_ingestion as dispatch
+        from knowledge.tasks import dispatch_ingestion
+
+        dispatch = dispatch_ingestion
+    send: Callable[[int], None] = dispatch
     now = timezone.now()
     with transaction.atomic():
         stale = list(
@@ -340,5 +344,5 @@ def requeue_stale(dispatch: Callable[[int], None] | None = None) -> list[int]:
         if lost:  # touched, so each is sent again once a minute at most
             KnowledgeDocument.objects.filter(pk__in=lost).update(updated_at=now)
         for document_id in [*stale, *lost]:
-            transaction.on_commit(lambda d=document_id: dispatch(d))
+            transaction.on_commit(partial(send, document_id))
     return [*stale, *lost]
