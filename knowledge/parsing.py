@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import PurePath
 
 __all__ = [
+    "ERROR_CODES",
     "FORMATS",
     "MAX_ZIP_MEMBERS",
     "MAX_ZIP_RATIO",
@@ -123,6 +124,7 @@ _BINARY_MAGIC: tuple[tuple[bytes, str], ...] = (
     (b"7z\xbc\xaf\x27\x1c", "a 7-Zip archive"),
 )
 _PDF_SEARCH = 1024  # the PDF spec lets `%PDF-` start anywhere in the first kilobyte
+_TEXT_SNIFF = 64 * 1024
 
 
 def _extension(name: str) -> str:
@@ -142,8 +144,9 @@ def _what_binary(head: bytes, *, pdf_anywhere: bool = False) -> str | None:
 
 
 def _decode_head(head: bytes) -> str | None:
-    """The text of `head` (possibly cut mid-character), or None if it is not text."""
-    for encoding, data in _encodings(head):
+    """The text of `head`'s first 64 KiB (possibly cut mid-character), or None if it is not
+    text. The rest of a file is decoded, strictly, when it is parsed."""
+    for encoding, data in _encodings(head[:_TEXT_SNIFF]):
         try:
             text = codecs.getincrementaldecoder(encoding)().decode(data, final=False)
         except UnicodeDecodeError:
