@@ -40,13 +40,14 @@ $(FRONTEND_STAMP):
 	@mkdir -p static/build && touch $@
 endif
 
-# Debian's Chromium for the Playwright tests (no browser downloads are possible here).
+# Debian's Chromium for the Playwright tests (no browser downloads are possible here), and a
+# CJK font so Chinese text in pages and screenshots renders as text, not boxes.
 browser:
-	@if [ ! -x /usr/bin/chromium ]; then \
+	@if [ ! -x /usr/bin/chromium ] || [ ! -e /usr/share/fonts/truetype/wqy/wqy-zenhei.ttc ]; then \
 		if [ "$$(id -u)" = 0 ]; then \
-			(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
-			|| echo "could not install chromium"; \
-		else echo "chromium missing: run 'sudo apt-get install chromium'"; fi; \
+			(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium fonts-wqy-zenhei >/dev/null) \
+			|| echo "could not install chromium and fonts-wqy-zenhei"; \
+		else echo "chromium or a CJK font missing: run 'sudo apt-get install chromium fonts-wqy-zenhei'"; fi; \
 	fi
 
 # pgvector (the knowledge bases' vector store) in a PostgreSQL on this machine: installed and
@@ -62,10 +63,12 @@ run: setup pgvector
 test: setup browser pgvector
 	$(PY) -m ruff check .
 	cd frontend && npm test --silent
+	$(PY) -m mypy
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(PY) -m ruff check .
+	$(PY) -m mypy
 
 bench: setup
 	$(PY) manage.py bench_stream

@@ -10,10 +10,10 @@ from typing import Any
 from langchain_core.callbacks import CallbackManagerForRetrieverRun
 from langchain_core.documents import Document as LCDocument
 from langchain_core.retrievers import BaseRetriever
-from pydantic import BaseModel, Field
+from pydantic import Field
 from rank_bm25 import BM25Okapi
 
-from flows.components.base import BuildEnv, Component, Params, Port, RunContext
+from flows.components.base import BuildEnv, Component, ComponentParams, Port, RunContext
 from flows.components.util import as_text, run_db
 
 TOKEN_RE = re.compile(r"\w+", re.UNICODE)
@@ -121,32 +121,32 @@ class CorpusLoader:
         ]
 
 
-class CorpusParams(Params):
+class CorpusParams(ComponentParams):
     collection: str = Field("default", pattern=COLLECTION_PATTERN)
     max_documents: int = Field(500, ge=1, le=5_000)
 
 
-class DocsCorpus(Component):
+class DocsCorpus(Component[CorpusParams]):
     key = "docs.corpus"
     label = "Document corpus"
     category = "Retrieval"
     description = "The text documents uploaded to this workspace, one collection."
-    inputs: list[Port] = []
+    inputs = []
     outputs = [Port("documents", "documents", label="Documents")]
     Params = CorpusParams
 
-    def build(self, params: BaseModel, env: BuildEnv) -> CorpusLoader:
-        return CorpusLoader(env.workspace_id, params.collection, params.max_documents)  # type: ignore[attr-defined]
+    def build(self, params: CorpusParams, env: BuildEnv) -> CorpusLoader:
+        return CorpusLoader(env.workspace_id, params.collection, params.max_documents)
 
     async def execute(
-        self, built: Any, params: BaseModel, inputs: dict[str, Any], ctx: RunContext
+        self, built: Any, params: CorpusParams, inputs: dict[str, Any], ctx: RunContext
     ) -> dict[str, Any]:
         if built.workspace_id != ctx.workspace_id:
             raise RuntimeError("corpus built for another workspace")
         return {"documents": DocumentSet(await run_db(built.load))}
 
 
-class Bm25Retriever(Component):
+class Bm25Retriever(Component["Bm25Retriever.Params"]):
     key = "retriever.bm25"
     label = "BM25 retriever"
     category = "Retrieval"
@@ -160,18 +160,18 @@ class Bm25Retriever(Component):
         Port("context", "text", label="Context text"),
     ]
 
-    class Params(Params):
+    class Params(ComponentParams):
         k: int = Field(3, ge=1, le=50)
 
-    def build(self, params: BaseModel, env: BuildEnv) -> Any:
+    def build(self, params: Bm25Retriever.Params, env: BuildEnv) -> Any:
         return None  # the retriever is built per run from the documents that arrive
 
     async def execute(
-        self, built: Any, params: BaseModel, inputs: dict[str, Any], ctx: RunContext
+        self, built: Any, params: Bm25Retriever.Params, inputs: dict[str, Any], ctx: RunContext
     ) -> dict[str, Any]:
         docs = [d for d in inputs.get("documents") or [] if isinstance(d, LCDocument)]
         query = as_text(inputs.get("query"))
-        retriever = BM25Retriever(docs=docs, k=params.k)  # type: ignore[attr-defined]
+        retriever = BM25Retriever(docs=docs, k=params.k)
         # Indexing is pure Python proportional to the corpus (up to 5,000 documents): in a
         # thread, where the GIL changes hands every switch interval, not on the run loop.
         ranked = await asyncio.to_thread(retriever.ranked, query)

@@ -12,7 +12,15 @@ from typing import Any
 from langchain_core.tools import BaseTool, StructuredTool
 from pydantic import BaseModel, Field
 
-from flows.components.base import BuildEnv, Component, NodeError, Params, Port, RunContext
+from flows.components.base import (
+    BuildEnv,
+    Component,
+    ComponentParams,
+    NodeError,
+    P,
+    Port,
+    RunContext,
+)
 from flows.components.calculator import CalculatorError, calculate
 from flows.components.cpu import CpuLimitExceeded, cpu_bound
 from flows.components.retrieval import (
@@ -34,18 +42,20 @@ class ToolHandle:
         return f"tool:{self.tool.name}"
 
 
-class ToolComponent(Component):
+class ToolComponent(Component[P]):
+    """A tool node: its `tool` output feeds an agent; an `input` runs it directly."""
+
     category = "Tools"
     input_name = "input"
 
-    def ports_for(self, params: BaseModel | None) -> tuple[list[Port], list[Port]]:
+    def ports_for(self, params: P | None) -> tuple[list[Port], list[Port]]:
         return (
             [Port(self.input_name, "any", required=False, label=self.input_name)],
             [Port("tool", "tool", label="Tool"), Port("result", "text", label="Result")],
         )
 
     async def execute(
-        self, built: Any, params: BaseModel, inputs: dict[str, Any], ctx: RunContext
+        self, built: Any, params: P, inputs: dict[str, Any], ctx: RunContext
     ) -> dict[str, Any]:
         outputs: dict[str, Any] = {"tool": ToolHandle(built)}
         if self.input_name in inputs:
@@ -92,16 +102,16 @@ async def _calculator_text(expression: str) -> str:
         return f"Error: {exc}"
 
 
-class Calculator(ToolComponent):
+class Calculator(ToolComponent["Calculator.Params"]):
     key = "tool.calculator"
     label = "Calculator tool"
     description = "Evaluates arithmetic (+ - * / // % ** and abs, round, min, max, sqrt)."
     input_name = "expression"
 
-    class Params(Params):
+    class Params(ComponentParams):
         pass
 
-    def build(self, params: BaseModel, env: BuildEnv) -> BaseTool:
+    def build(self, params: Calculator.Params, env: BuildEnv) -> BaseTool:
         return StructuredTool.from_function(
             coroutine=_calculator_text,
             name="calculator",
@@ -121,7 +131,7 @@ class HttpGetArgs(BaseModel):
     url: str = Field(..., max_length=2048, description="An http(s) URL on the allowlist.")
 
 
-class HttpGet(ToolComponent):
+class HttpGet(ToolComponent["HttpGet.Params"]):
     key = "tool.http_get"
     label = "HTTP GET tool"
     description = (
@@ -130,17 +140,17 @@ class HttpGet(ToolComponent):
     )
     input_name = "url"
 
-    class Params(Params):
+    class Params(ComponentParams):
         max_bytes: int = Field(256 * 1024, ge=1, le=1024 * 1024)
         timeout_seconds: float = Field(10.0, ge=0.5, le=30.0)
         max_chars: int = Field(20_000, ge=100, le=200_000)
 
-    def build(self, params: BaseModel, env: BuildEnv) -> BaseTool:
+    def build(self, params: HttpGet.Params, env: BuildEnv) -> BaseTool:
         allowlist = [str(h) for h in (env.workspace.http_allowlist or []) if isinstance(h, str)]
         max_bytes, timeout, max_chars = (
-            params.max_bytes,  # type: ignore[attr-defined]
-            params.timeout_seconds,  # type: ignore[attr-defined]
-            params.max_chars,  # type: ignore[attr-defined]
+            params.max_bytes,
+            params.timeout_seconds,
+            params.max_chars,
         )
 
         async def fetch(url: str) -> str:
@@ -174,19 +184,19 @@ class DocSearchArgs(BaseModel):
     query: str = Field(..., max_length=2000, description="What to look for in the documents.")
 
 
-class DocSearch(ToolComponent):
+class DocSearch(ToolComponent["DocSearch.Params"]):
     key = "tool.doc_search"
     label = "Document search tool"
     description = "Searches one of this workspace's document collections (BM25)."
     input_name = "query"
 
-    class Params(Params):
+    class Params(ComponentParams):
         collection: str = Field("default", pattern=COLLECTION_PATTERN)
         k: int = Field(3, ge=1, le=20)
 
-    def build(self, params: BaseModel, env: BuildEnv) -> BaseTool:
-        loader = CorpusLoader(env.workspace_id, params.collection, 5_000)  # type: ignore[attr-defined]
-        k = params.k  # type: ignore[attr-defined]
+    def build(self, params: DocSearch.Params, env: BuildEnv) -> BaseTool:
+        loader = CorpusLoader(env.workspace_id, params.collection, 5_000)
+        k = params.k
 
         async def search(query: str) -> str:
             docs = await run_db(loader.load)
