@@ -31,6 +31,7 @@ from typing import Any, Protocol
 from django.db import connection
 from django.db.models import Q, QuerySet
 from django.db.models.functions import Cast
+from pgvector import Vector
 from pgvector.django import CosineDistance, VectorField
 
 from knowledge.models import Chunk, KnowledgeBase
@@ -120,6 +121,22 @@ def hnsw_index_name(kb_id: int) -> str:
 
 def store_in_rows(items: Sequence[tuple[int, Sequence[float]]]) -> None:
     """Write each chunk's vector into its row (`Chunk.embedding`)."""
+    if connection.vendor == "postgresql":
+        # One UPDATE ... FROM (VALUES ...) per batch: Django's bulk_update writes a CASE
+        # per row, several times slower for a batch of vectors.
+        for start in range(0, len(items), 500):
+            part = items[start : start + 500]
+            values = ", ".join(["(%s::bigint, %s::vector)"] * len(part))
+            params: list[Any] = []
+            for chunk_id, vector in part:
+                params += [int(chunk_id), Vector._to_db(list(vector))]
+            with connection.cursor() as cursor:
+                cursor.execute(
+                    "UPDATE knowledge_chunk AS c SET embedding = v.e "  # noqa: S608 (placeholders)
+                    f"FROM (VALUES {values}) AS v(id, e) WHERE c.id = v.id",
+                    params,
+                )
+        return
     rows = [Chunk(pk=chunk_id, embedding=list(vector)) for chunk_id, vector in items]
     Chunk.objects.bulk_update(rows, ["embedding"], batch_size=500)
 
