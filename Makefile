@@ -12,7 +12,7 @@ NODE_STAMP := frontend/node_modules/.installed-stamp
 NODE_DEPS := $(wildcard frontend/package.json frontend/package-lock.json)
 FRONTEND_SRC := $(shell find frontend/src frontend/public frontend/index.html frontend/vite.config.* frontend/tsconfig*.json -type f 2>/dev/null)
 
-.PHONY: run test setup frontend browser lint bench clean
+.PHONY: run test setup frontend browser pgvector lint bench clean
 
 setup: $(STAMP) frontend
 
@@ -40,26 +40,35 @@ $(FRONTEND_STAMP):
 	@mkdir -p static/build && touch $@
 endif
 
-# Debian's Chromium for the Playwright tests (no browser downloads are possible here).
+# Debian's Chromium for the Playwright tests (no browser downloads are possible here), and a
+# CJK font so Chinese text in pages and screenshots renders as text, not boxes.
 browser:
-	@if [ ! -x /usr/bin/chromium ]; then \
+	@if [ ! -x /usr/bin/chromium ] || [ ! -e /usr/share/fonts/truetype/wqy/wqy-zenhei.ttc ]; then \
 		if [ "$$(id -u)" = 0 ]; then \
-			(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
-			|| echo "could not install chromium"; \
-		else echo "chromium missing: run 'sudo apt-get install chromium'"; fi; \
+			(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium fonts-wqy-zenhei >/dev/null) \
+			|| echo "could not install chromium and fonts-wqy-zenhei"; \
+		else echo "chromium or a CJK font missing: run 'sudo apt-get install chromium fonts-wqy-zenhei'"; fi; \
 	fi
 
+# pgvector (the knowledge bases' vector store) in a PostgreSQL on this machine: installed and
+# enabled in template1 and the app's database when DATABASE_URL points at localhost and we
+# are root; otherwise it says what to run. Nothing to do on the embedded default (SQLite).
+pgvector:
+	@bash platform/install-pgvector.sh --if-local
+
 # serve --prepare: migrate, collectstatic and seed_demo (prints the demo login), then serve.
-run: setup
+run: setup pgvector
 	exec $(PY) manage.py serve --prepare --host $(HOST) --port $(PORT)
 
-test: setup browser
+test: setup browser pgvector
 	$(PY) -m ruff check .
 	cd frontend && npm test --silent
+	$(PY) -m mypy
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(PY) -m ruff check .
+	$(PY) -m mypy
 
 bench: setup
 	$(PY) manage.py bench_stream

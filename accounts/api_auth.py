@@ -1,7 +1,7 @@
 """API authentication: a workspace bearer token or the session cookie (+CSRF).
 
 The workspace comes from the URL (`/api/w/<slug>/...`); a token only opens the workspace
-it was issued for. Resolves the membership once and leaves it on `request.membership`.
+it was issued for. Resolves the membership once; handlers read it with `context(request)`.
 """
 
 from __future__ import annotations
@@ -41,6 +41,7 @@ def token_for_bearer(header: str, slug: str | None) -> ApiToken | None:
 
 class WorkspaceAuth(HttpBearer):
     def __call__(self, request: HttpRequest) -> Membership | None:
+        """The caller's membership, or None (401); `context(request)` then has the rest."""
         match = request.resolver_match
         slug = match.kwargs.get("slug") if match else None
         header = request.headers.get("Authorization", "")
@@ -51,18 +52,16 @@ class WorkspaceAuth(HttpBearer):
                 return None  # 401: a bad token never falls back to the cookie
             user = token.user
         else:
-            user = getattr(request, "user", None)
-            if user is None or not user.is_authenticated:
+            session_user = getattr(request, "user", None)
+            if not isinstance(session_user, User) or not session_user.is_authenticated:
                 return None
             if request.method not in SAFE_METHODS and check_csrf(request):
                 raise HttpError(403, "CSRF check failed.")
+            user = session_user
         if slug is None:
             return None
         membership = resolve_membership(user, slug)
-        request.membership = membership  # type: ignore[attr-defined]
-        request.auth_token = token  # type: ignore[attr-defined]
-        request.workspace_context = WorkspaceContext(membership, token)  # type: ignore[attr-defined]
-        request.workspace = membership.workspace  # type: ignore[attr-defined]
+        request.workspace_context = WorkspaceContext(membership, token)  # type: ignore[attr-defined]  # HttpRequest declares no such slot; context() reads it back, typed
         request.user = user
         return membership
 
@@ -109,7 +108,7 @@ def minimum_role(role: str) -> Callable[[ViewFunc], ViewFunc]:
     start if any route has no declaration; the tenancy matrix test reads it from here."""
 
     def declare(view: ViewFunc) -> ViewFunc:
-        view.minimum_role = role  # type: ignore[attr-defined]
+        view.minimum_role = role  # type: ignore[attr-defined]  # a marker on the function object, read back by declared_role
         return view
 
     return declare
@@ -121,7 +120,7 @@ def declared_role(view: Callable[..., Any]) -> str | None:
 
 # Every route under /api/w/{slug}/ declares `slug: WorkspaceSlug` (the slug sits in the router
 # prefix, which django-ninja otherwise reads as a query parameter). WorkspaceAuth has
-# already resolved and checked the membership: use `request.workspace` / `request.membership`.
+# already resolved and checked the membership: use `context(request)`.
 WorkspaceSlug = Path[str]
 
 # Ids, version numbers and seqs as the database stores them (64-bit signed): a larger

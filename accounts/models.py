@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.contrib.auth.base_user import AbstractBaseUser, BaseUserManager
 from django.contrib.auth.models import PermissionsMixin
 from django.core.validators import RegexValidator
@@ -42,7 +44,9 @@ class User(AbstractBaseUser, PermissionsMixin):
 
     USERNAME_FIELD = "email"
     EMAIL_FIELD = "email"
-    REQUIRED_FIELDS: list[str] = []
+    REQUIRED_FIELDS = []
+    # Set by AbstractBaseUser.set_password until the next save; the stubs do not declare it.
+    _password: str | None
 
     class Meta:
         ordering = ["email"]
@@ -54,13 +58,13 @@ class User(AbstractBaseUser, PermissionsMixin):
     def display_name(self) -> str:
         return self.name or self.email
 
-    def save(self, *args: object, **kwargs: object) -> None:
+    def save(self, *args: Any, **kwargs: Any) -> None:
         # A password set on an existing user (the password page, a reset link, the admin,
         # `changepassword`) is recorded here, whichever door it came through, in the same
         # transaction as the new hash.
         password_changed = self._password is not None and not self._state.adding
         if not password_changed:
-            super().save(*args, **kwargs)  # type: ignore[arg-type]
+            super().save(*args, **kwargs)
             return
         # Here, not at the top: audit's models import this module (the audit entry's
         # actor and workspace), so audit cannot be imported while it loads.
@@ -68,7 +72,7 @@ class User(AbstractBaseUser, PermissionsMixin):
         from audit.services import record
 
         with transaction.atomic():
-            super().save(*args, **kwargs)  # type: ignore[arg-type]
+            super().save(*args, **kwargs)
             ctx = context.current()
             user = ctx.user if ctx is not None else None
             actor = user if getattr(user, "is_authenticated", False) else self  # a reset link

@@ -7,12 +7,12 @@ endpoint and consumer resolves `/w/<slug>/` through `resolve_membership`. "Missi
 
 from __future__ import annotations
 
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from django.contrib.auth.mixins import LoginRequiredMixin
-from django.core.exceptions import PermissionDenied, ValidationError
+from django.core.exceptions import ObjectDoesNotExist, PermissionDenied, ValidationError
 from django.db import models
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponseBase
 
 from accounts.models import Membership, Role, User, Workspace
 from audit.services import access_denied, access_denied_lookup
@@ -31,9 +31,10 @@ def get_scoped(model: type[M], workspace: Workspace, **lookup: Any) -> M:
     """One tenant-owned row of `workspace`, or Http404 (also for rows of other workspaces)."""
     try:
         return scoped(model, workspace).get(**lookup)
-    except (model.DoesNotExist, ValueError, TypeError, ValidationError) as exc:
+    # ObjectDoesNotExist: the base of every model's DoesNotExist (typed for any model M).
+    except (ObjectDoesNotExist, ValueError, TypeError, ValidationError) as exc:
         access_denied_lookup(
-            model, workspace, lookup, invalid=not isinstance(exc, model.DoesNotExist)
+            model, workspace, lookup, invalid=not isinstance(exc, ObjectDoesNotExist)
         )
         raise Http404("Not found") from exc
 
@@ -79,7 +80,27 @@ def token_used_elsewhere(user: User, token_id: int, slug: str) -> None:
     )
 
 
-class WorkspaceMixin(LoginRequiredMixin):
+def signed_in_user(request: HttpRequest) -> User:
+    """`request.user` where a login is already required (workspace pages, the admin): the
+    User, typed as one. PermissionDenied for an anonymous request that got this far."""
+    user = request.user
+    if not isinstance(user, User) or not user.is_authenticated:
+        raise PermissionDenied("Sign in first.")
+    return user
+
+
+if TYPE_CHECKING:
+    from django.views import View
+    from django.views.generic.base import ContextMixin
+
+    class _WorkspaceView(ContextMixin, View):
+        """What the mixin is combined with: a View, with a context when it renders one."""
+
+else:
+    _WorkspaceView = object
+
+
+class WorkspaceMixin(LoginRequiredMixin, _WorkspaceView):
     """For workspace pages: resolves `slug`, checks membership, then the per-method role.
 
     `role_map` maps HTTP methods to the minimum role (Sentry's scope_map). It fails closed:
@@ -107,18 +128,18 @@ class WorkspaceMixin(LoginRequiredMixin):
         method = method.upper()
         return self.role_map.get("GET" if method == "HEAD" else method)
 
-    def dispatch(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+    def dispatch(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
         if not request.user.is_authenticated:
             return self.handle_no_permission()
         self.membership = resolve_membership(request.user, kwargs["slug"])
         self.workspace = self.membership.workspace
         minimum = self.minimum_role(request.method or "GET")
         if minimum is None:
-            return self.http_method_not_allowed(request, *args, **kwargs)  # type: ignore[attr-defined]
+            return self.http_method_not_allowed(request, *args, **kwargs)
         require_role(self.membership, minimum)
         return super().dispatch(request, *args, **kwargs)
 
     def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
-        context = super().get_context_data(**kwargs)  # type: ignore[misc]
+        context = super().get_context_data(**kwargs)
         context.update(workspace=self.workspace, membership=self.membership)
         return context

@@ -18,7 +18,7 @@ from django.views.generic import TemplateView
 
 from accounts import selectors, services
 from accounts.models import Role, User
-from accounts.tenancy import WorkspaceMixin
+from accounts.tenancy import WorkspaceMixin, signed_in_user
 
 
 def _errors(exc: ValidationError) -> str:
@@ -28,7 +28,7 @@ def _errors(exc: ValidationError) -> str:
 @login_required
 def home(request: HttpRequest) -> HttpResponse:
     """Send the user to their first workspace, or show that they have none yet."""
-    memberships = selectors.memberships_of(request.user)
+    memberships = selectors.memberships_of(signed_in_user(request))
     if len(memberships) == 1:
         return redirect("workspace_home", slug=memberships[0].workspace.slug)
     return render(request, "accounts/home.html", {"memberships": memberships})
@@ -140,7 +140,7 @@ class TokensView(WorkspaceMixin, View):
             {
                 "workspace": self.workspace,
                 "membership": self.membership,
-                "tokens": selectors.tokens_of(self.workspace, request.user),
+                "tokens": selectors.tokens_of(self.workspace, signed_in_user(request)),
                 "secret": secret,
             },
         )
@@ -155,7 +155,9 @@ class TokensView(WorkspaceMixin, View):
             messages.success(request, "Token revoked.")
             return redirect("tokens", slug=self.workspace.slug)
         issued = services.api_token_create(
-            workspace=self.workspace, user=request.user, name=request.POST.get("name", "")
+            workspace=self.workspace,
+            user=signed_in_user(request),
+            name=request.POST.get("name", ""),
         )
         return self.get(request, slug, secret=issued.secret)
 

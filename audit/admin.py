@@ -27,7 +27,8 @@ class AuditEntryAdmin(admin.ModelAdmin):
     list_per_page = 100
     show_full_result_count = False  # counting a large trail on every page is slow
     actions = None
-    fields = [
+    # A tuple: it fits both attributes' types (a list would be invariant).
+    fields = readonly_fields = (
         "seq",
         "created_at",
         "workspace_label",
@@ -41,8 +42,7 @@ class AuditEntryAdmin(admin.ModelAdmin):
         "user_agent",
         "prev_hash",
         "hash",
-    ]
-    readonly_fields = fields
+    )
 
     def get_queryset(self, request: HttpRequest) -> Any:
         return super().get_queryset(request).select_related("workspace")

@@ -20,7 +20,7 @@ import datetime as dt
 import hashlib
 import hmac
 import json
-from typing import Any
+from typing import Any, NoReturn
 
 from django.conf import settings
 from django.db import models
@@ -42,14 +42,15 @@ class AuditQuerySet(models.QuerySet["AuditEntry"]):
     def bulk_update(self, *args: Any, **kwargs: Any) -> int:
         raise AuditImmutable("Audit entries cannot be updated.")
 
-    def bulk_create(self, *args: Any, **kwargs: Any) -> list[AuditEntry]:
+    def bulk_create(self, *args: Any, **kwargs: Any) -> NoReturn:
         raise AuditImmutable("Audit entries are written one by one by audit.services.record().")
 
     def update_or_create(self, *args: Any, **kwargs: Any) -> Any:
         raise AuditImmutable("Audit entries cannot be updated.")
 
-    update.queryset_only = True  # type: ignore[attr-defined]
-    delete.queryset_only = True  # type: ignore[attr-defined]
+    # Not copied to the manager: the audit trail is written only through record().
+    update.queryset_only = True  # type: ignore[attr-defined]  # a marker Django's manager reads off the function; stubs know no function attributes
+    delete.queryset_only = True  # type: ignore[attr-defined]  # a marker Django's manager reads off the function; stubs know no function attributes
 
 
 AuditManager = models.Manager.from_queryset(AuditQuerySet)

@@ -198,7 +198,8 @@ def access_denied_lookup(
     actor = ctx.user if ctx is not None else None
     if actor is None or not getattr(actor, "is_authenticated", False):
         return  # internal lookups (workers, commands) are not probes
-    name = TARGET_PREFIXES.get(model._meta.model_name, model._meta.model_name)
+    model_name = model._meta.model_name or model.__name__.lower()  # Django's own default
+    name = TARGET_PREFIXES.get(model_name, model_name)
     if set(lookup) <= {"pk", "id", "deleted_at__isnull"} and ("pk" in lookup or "id" in lookup):
         target = f"{name}:{lookup.get('pk', lookup.get('id'))}"
     else:

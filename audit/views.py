@@ -14,13 +14,13 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 from django import forms
-from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
+from django.http import HttpRequest, HttpResponse, HttpResponseBase, StreamingHttpResponse
 from django.shortcuts import render
 from django.utils import timezone
 from django.views import View
 
 from accounts.models import Role
-from accounts.tenancy import WorkspaceMixin
+from accounts.tenancy import WorkspaceMixin, signed_in_user
 from audit import actions, selectors, services
 from audit.models import AuditEntry
 
@@ -93,8 +93,8 @@ class AuditLogView(WorkspaceMixin, View):
             entries = entries.filter(seq__lt=before)
         page = list(entries[: PAGE_SIZE + 1])
         for entry in page:  # readable JSON, not Python reprs
-            entry.before_text = _compact(entry.before)  # type: ignore[attr-defined]
-            entry.after_text = _compact(entry.after)  # type: ignore[attr-defined]
+            entry.before_text = _compact(entry.before)  # type: ignore[attr-defined]  # display-only, for the template; not a model field
+            entry.after_text = _compact(entry.after)  # type: ignore[attr-defined]  # display-only, for the template; not a model field
         query = request.GET.copy()
         query.pop("before", None)
         context.update(
@@ -111,7 +111,7 @@ class AuditExportView(WorkspaceMixin, View):
 
     role_map = {"GET": Role.ADMIN}
 
-    def get(self, request: HttpRequest, slug: str) -> HttpResponse:
+    def get(self, request: HttpRequest, slug: str) -> HttpResponseBase:
         fmt = request.GET.get("format", "jsonl")
         if fmt not in EXPORT_FORMATS:
             return HttpResponse(
@@ -121,12 +121,12 @@ class AuditExportView(WorkspaceMixin, View):
             )
         form = AuditFilterForm(request.GET)
         if not form.is_valid():
-            errors = "; ".join(f"{k}: {' '.join(v)}" for k, v in form.errors.items())
+            errors = "; ".join(f"{k}: {' '.join(map(str, v))}" for k, v in form.errors.items())
             return HttpResponse(f"Invalid filters: {errors}", status=400, content_type="text/plain")
         filters = form.filters()
         services.audit_export_record(
             workspace=self.workspace,
-            acting=request.user,  # type: ignore[arg-type]
+            acting=signed_in_user(request),
             fmt=fmt,
             filters=_filters_for_log(filters),
         )

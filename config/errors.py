@@ -60,4 +60,4 @@ def not_found(request: HttpRequest, exception: Exception | None = None) -> HttpR
     Django's page."""
     if request.path.startswith("/api/"):
         return JsonResponse({"detail": "Not Found"}, status=404)
-    return page_not_found(request, exception)  # type: ignore[arg-type]
+    return page_not_found(request, exception)

@@ -121,7 +121,9 @@ class _BoundedLoopLayer(RedisPubSubLoopLayer):
     def __init__(self, *args: Any, capacity: int = DEFAULT_CAPACITY, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.capacity = capacity
-        self._shards = [_BoundedShard(shard.host, self) for shard in self._shards]
+        self._shards: list[_BoundedShard] = [
+            _BoundedShard(shard.host, self) for shard in self._shards
+        ]
 
     async def _subscribe_to_channel(self, channel: str) -> None:
         self.channels[channel] = asyncio.Queue(maxsize=self.capacity)

@@ -18,6 +18,7 @@ import os
 import secrets
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import dj_database_url
 from cryptography.fernet import Fernet
@@ -215,7 +216,7 @@ else:
     DATABASES = {
         "default": {
             "ENGINE": "django.db.backends.sqlite3",
-            "NAME": SQLITE_PATH,
+            "NAME": str(SQLITE_PATH),
             "OPTIONS": {
                 "init_command": "PRAGMA journal_mode=WAL;PRAGMA synchronous=NORMAL;",
                 "timeout": 20,
@@ -271,7 +272,7 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
 }
 CELERY_TASK_DEFAULT_QUEUE = f"{CHANNEL_PREFIX}.runs"
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
-CELERY_BEAT_SCHEDULE = {
+CELERY_BEAT_SCHEDULE: dict[str, dict[str, Any]] = {
     "reap-stale-runs": {"task": "runs.tasks.reap_stale_runs", "schedule": 5.0},
     "requeue-stale-documents": {
         "task": "knowledge.tasks.requeue_stale_documents",

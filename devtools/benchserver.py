@@ -47,11 +47,14 @@ def raw_concurrent(base_url: str, clients: int) -> dict[str, float]:
     import threading
 
     from langchain_openai import ChatOpenAI
+    from pydantic import SecretStr
 
     latencies: list[float] = []
 
     def one() -> None:
-        model = ChatOpenAI(base_url=base_url, api_key="bench", model="fake", max_retries=0)
+        model = ChatOpenAI(
+            base_url=base_url, api_key=SecretStr("bench"), model="fake", max_retries=0
+        )
         for chunk in model.stream("go"):
             now = time.time()
             for part in str(chunk.content).split():

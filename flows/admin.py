@@ -22,6 +22,7 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
 
+from accounts.tenancy import signed_in_user
 from flows.components.registry import REGISTRY
 from flows.diff import graph_diff
 from flows.models import (
@@ -45,7 +46,9 @@ class ComponentPolicyForm(forms.ModelForm):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.fields["key"].choices = [(k, f"{k} — {REGISTRY[k].label}") for k in sorted(REGISTRY)]
+        key_field = self.fields["key"]
+        assert isinstance(key_field, forms.ChoiceField)  # declared as one above
+        key_field.choices = [(k, f"{k} — {REGISTRY[k].label}") for k in sorted(REGISTRY)]
 
 
 @admin.register(ComponentPolicy)
@@ -71,21 +74,16 @@ class ComponentPolicyAdmin(admin.ModelAdmin):
             before = (
                 ComponentPolicy.objects.filter(pk=obj.pk).values_list("enabled", flat=True).first()
             )
-        obj.updated_by = request.user  # type: ignore[assignment]
+        obj.updated_by = signed_in_user(request)
         super().save_model(request, obj, form, change)
-        record_platform_change(
-            key=obj.key,
-            before=before,
-            after=obj.enabled,
-            acting=request.user,  # type: ignore[arg-type]
-        )
+        record_platform_change(key=obj.key, before=before, after=obj.enabled, acting=obj.updated_by)
 
     def delete_model(self, request: HttpRequest, obj: ComponentPolicy) -> None:
         record_platform_change(
             key=obj.key,
             before=obj.enabled,
             after=None,
-            acting=request.user,  # type: ignore[arg-type]
+            acting=signed_in_user(request),
         )
         super().delete_model(request, obj)
 
@@ -96,18 +94,14 @@ class ComponentPolicyAdmin(admin.ModelAdmin):
 
     @transaction.atomic
     def _set(self, request: HttpRequest, queryset: Any, enabled: bool) -> None:
+        user = signed_in_user(request)
         for obj in queryset.select_for_update():
             if obj.enabled != enabled:
                 before = obj.enabled
                 obj.enabled = enabled
-                obj.updated_by = request.user
+                obj.updated_by = user
                 obj.save(update_fields=["enabled", "updated_by", "updated_at"])
-                record_platform_change(
-                    key=obj.key,
-                    before=before,
-                    after=enabled,
-                    acting=request.user,  # type: ignore[arg-type]
-                )
+                record_platform_change(key=obj.key, before=before, after=enabled, acting=user)
 
     @admin.action(description="Enable selected components")
     def enable(self, request: HttpRequest, queryset: Any) -> None:
@@ -157,8 +151,15 @@ def version_diff(a: FlowVersion, b: FlowVersion) -> str:
 
 class FlowVersionInline(admin.TabularInline):
     model = FlowVersion
-    fields = ["number", "is_draft", "note", "checksum", "created_by", "created_at"]
-    readonly_fields = fields
+    # A tuple: it fits both attributes' types (a list would be invariant).
+    fields = readonly_fields = (
+        "number",
+        "is_draft",
+        "note",
+        "checksum",
+        "created_by",
+        "created_at",
+    )
     extra = 0
     show_change_link = True
     ordering = ["-number"]
@@ -187,7 +188,7 @@ class FlowAdmin(ReadOnlyAdmin):
 
     @admin.display(description="versions", ordering="_versions")
     def version_count(self, obj: Flow) -> int:
-        return obj._versions  # type: ignore[attr-defined]
+        return obj._versions  # type: ignore[attr-defined]  # the Count annotated in get_queryset; not a model field
 
     @admin.display(description="compare versions")
     def diff_link(self, obj: Flow) -> str:
@@ -256,7 +257,7 @@ class FlowVersionAdmin(ReadOnlyAdmin):
     list_filter = [("workspace", admin.RelatedOnlyFieldListFilter), "is_draft"]
     search_fields = ["flow__name", "checksum"]
     list_select_related = ["flow", "workspace", "created_by"]
-    fields = [
+    fields = readonly_fields = (
         "flow",
         "number",
         "is_draft",
@@ -266,8 +267,7 @@ class FlowVersionAdmin(ReadOnlyAdmin):
         "created_at",
         "pretty_graph",
         "diff_link",
-    ]
-    readonly_fields = fields
+    )
 
     @admin.display(description="graph")
     def pretty_graph(self, obj: FlowVersion) -> str:
@@ -293,7 +293,7 @@ class CredentialAdmin(ReadOnlyAdmin):
     list_filter = ["provider", ("workspace", admin.RelatedOnlyFieldListFilter)]
     search_fields = ["name", "workspace__slug", "base_url"]
     list_select_related = ["workspace"]
-    fields = [
+    fields = readonly_fields = (
         "workspace",
         "name",
         "provider",
@@ -302,8 +302,7 @@ class CredentialAdmin(ReadOnlyAdmin):
         "created_by",
         "created_at",
         "updated_at",
-    ]
-    readonly_fields = fields
+    )
 
     @admin.display(description="API key")
     def api_key(self, obj: Credential) -> str:
@@ -318,8 +317,14 @@ class WorkspaceComponentPolicyAdmin(ReadOnlyAdmin):
     list_filter = ["enabled", "key", ("workspace", admin.RelatedOnlyFieldListFilter)]
     search_fields = ["key", "workspace__slug"]
     list_select_related = ["workspace", "updated_by"]
-    fields = ["workspace", "key", "enabled", "updated_at", "updated_by", "history"]
-    readonly_fields = fields
+    fields = readonly_fields = (
+        "workspace",
+        "key",
+        "enabled",
+        "updated_at",
+        "updated_by",
+        "history",
+    )
 
     @admin.display(description="history")
     def history(self, obj: WorkspaceComponentPolicy) -> str:

@@ -543,7 +543,7 @@ def router_preview(request: HttpRequest, slug: WorkspaceSlug, payload: RouterPre
         ]
         return {"output": None, "rule": None, "problems": problems[:20]}
     probe = payload.text[:MAX_MATCH_CHARS]
-    for index, rule in enumerate(params.rules):  # type: ignore[attr-defined]
+    for index, rule in enumerate(params.rules):
         try:
             matched = rule_matches(rule, probe)
         except PatternError as exc:
@@ -556,7 +556,7 @@ def router_preview(request: HttpRequest, slug: WorkspaceSlug, payload: RouterPre
             return {"output": None, "rule": None, "problems": [problem]}
         if matched:
             return {"output": rule.output, "rule": index + 1, "problems": []}
-    return {"output": params.default_output, "rule": None, "problems": []}  # type: ignore[attr-defined]
+    return {"output": params.default_output, "rule": None, "problems": []}
 
 
 def _flow_detail(flow: Flow) -> dict[str, Any]:

@@ -419,8 +419,9 @@ def _validate(graph: Any, workspace: Workspace, env: BuildEnv) -> _Validated:
                 )
             )
             continue
-        values = [raw_edge.get(k) for k in ("source", "source_port", "target", "target_port")]
-        if not all(isinstance(v, str) for v in values):
+        keys = ("source", "source_port", "target", "target_port")
+        values = [v for v in (raw_edge.get(k) for k in keys) if isinstance(v, str)]
+        if len(values) != len(keys):
             problems.append(
                 Problem(None, where, "invalid_edge", "Edge ends and ports must be strings.")
             )

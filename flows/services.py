@@ -547,22 +547,27 @@ def _policy_changed(
 ) -> None:
     """The history row of a whitelist change (the platform's, or `workspace`'s) and its audit
     entry; call inside the change's transaction, after its row locks."""
-    states = {
-        "before": None if before is None else {"enabled": before},
-        "after": None if after is None else {"enabled": after},
-    }
+    before_state = None if before is None else {"enabled": before}
+    after_state = None if after is None else {"enabled": after}
     if workspace is None:
-        ComponentPolicyChange.objects.create(key=key, changed_by=acting, **states)
+        ComponentPolicyChange.objects.create(
+            key=key, changed_by=acting, before=before_state, after=after_state
+        )
     else:
         WorkspaceComponentPolicyChange.objects.create(
-            workspace=workspace, key=key, changed_by=acting, **states
+            workspace=workspace,
+            key=key,
+            changed_by=acting,
+            before=before_state,
+            after=after_state,
         )
     record(
         action="whitelist.workspace_change" if workspace else "whitelist.platform_change",
         workspace=workspace,
         actor=acting,
         target=f"component:{key}",
-        **states,
+        before=before_state,
+        after=after_state,
     )
 
 
@@ -593,7 +598,8 @@ def workspace_policy_set(
         if before == enabled:
             continue
         if enabled:
-            row.delete()  # type: ignore[union-attr]  # back to the platform's word
+            assert row is not None  # `before` differs from `enabled`: a row disabled it
+            row.delete()  # back to the platform's word
         else:
             WorkspaceComponentPolicy.objects.update_or_create(
                 workspace=workspace,

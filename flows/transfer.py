@@ -131,6 +131,7 @@ def flow_export(*, workspace: Workspace, acting: Membership, flow: Flow) -> dict
     """The flow's file: its latest version (or, with none yet, its draft); recorded."""
     require_role(acting, Role.VIEWER)
     version = latest_version(flow)
+    source: dict[str, int | None]  # where the graph came from, for the audit entry
     if version is not None:
         graph, source = version.graph, {"version": version.number}
     else:
@@ -251,9 +252,9 @@ def _clear_credentials(report: ImportReport, graph: dict) -> None:
     for node in graph["nodes"] if isinstance(graph["nodes"], list) else []:
         component = get_component(node.get("component")) if isinstance(node, dict) else None
         params = node.get("params") if component is not None else None
-        if not isinstance(params, dict):
+        if component is None or not isinstance(params, dict):
             continue
-        properties = component.params_schema().get("properties", {})  # type: ignore[union-attr]
+        properties = component.params_schema().get("properties", {})
         for param, schema in properties.items():
             reason = WORKSPACE_BOUND.get(schema.get("format"))
             if reason is not None and params.get(param) is not None:

@@ -37,7 +37,7 @@ def _with_last_runs(workspace: Workspace, flows: QuerySet[Flow]) -> list[Flow]:
     listed = list(flows)
     summaries = run_selectors.last_runs(workspace, [flow.pk for flow in listed])
     for flow in listed:
-        flow.last_run = summaries.get(flow.pk)  # type: ignore[attr-defined]  # for the template
+        flow.last_run = summaries.get(flow.pk)  # type: ignore[attr-defined]  # display-only, for the template; not a model field
     return listed
 
 
@@ -330,11 +330,12 @@ class ConnectionsView(WorkspaceMixin, View):
 
     def post(self, request: HttpRequest, slug: str) -> HttpResponse:
         action, form = request.POST.get("action"), request.POST
-        common = {"workspace": self.workspace, "acting": self.membership}
+        workspace, acting = self.workspace, self.membership
         try:
             if action == "create":
                 created = services.credential_create(
-                    **common,
+                    workspace=workspace,
+                    acting=acting,
                     name=form.get("name", ""),
                     provider=form.get("provider", ""),
                     base_url=form.get("base_url", ""),
@@ -344,7 +345,8 @@ class ConnectionsView(WorkspaceMixin, View):
             elif action == "edit":
                 credential = access_credential(self.membership, _int(form.get("credential")))
                 services.credential_update(
-                    **common,
+                    workspace=workspace,
+                    acting=acting,
                     credential=credential,
                     name=form.get("name", ""),
                     base_url=form.get("base_url", ""),
@@ -354,12 +356,16 @@ class ConnectionsView(WorkspaceMixin, View):
                 messages.success(request, f"Connection “{credential.name}” saved.")
             elif action == "test":
                 credential = access_credential(self.membership, _int(form.get("credential")))
-                check = services.credential_test(**common, credential=credential)
+                check = services.credential_test(
+                    workspace=workspace, acting=acting, credential=credential
+                )
                 report = messages.success if check.ok else messages.error
                 report(request, f"{credential.name}: {check.message}")
             elif action == "delete":
                 credential = access_credential(self.membership, _int(form.get("credential")))
-                services.credential_delete(**common, credential=credential)
+                services.credential_delete(
+                    workspace=workspace, acting=acting, credential=credential
+                )
                 messages.success(request, f"Connection “{credential.name}” deleted.")
             else:
                 messages.error(request, "Unknown action.")

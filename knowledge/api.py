@@ -75,7 +75,7 @@ class ProgressOut(Schema):
     total: int
 
 
-class DocumentOut(Schema):
+class KnowledgeDocumentOut(Schema):
     id: int
     knowledge_base: int
     name: str
@@ -94,7 +94,7 @@ class DocumentOut(Schema):
 class UploadItemOut(Schema):
     name: str
     created: bool = Field(..., description="False: the same bytes were here already.")
-    document: DocumentOut | None = None
+    document: KnowledgeDocumentOut | None = None
     code: str | None = Field(None, description="Why this file was refused (then no document).")
     message: str | None = None
 
@@ -147,17 +147,12 @@ class SearchOut(Schema):
     context: str
 
 
-class RetryOut(DocumentOut):
+class RetryOut(KnowledgeDocumentOut):
     pass
 
 
 class ReindexOut(Schema):
     queued: int
-
-
-class RefusedOut(Schema):
-    code: str
-    detail: str
 
 
 # --- helpers ----------------------------------------------------------------------------------
@@ -275,7 +270,7 @@ def kb_reindex(request: HttpRequest, slug: WorkspaceSlug, kb_id: DbInt) -> dict[
 
 @router.post(
     "knowledge-bases/{kb_id}/search",
-    response={200: SearchOut, 400: RefusedOut},
+    response=SearchOut,
     summary="Search a knowledge base (keyword, vector or hybrid)",
 )
 @minimum_role(Role.VIEWER)
@@ -304,7 +299,7 @@ def kb_search(request: HttpRequest, slug: WorkspaceSlug, kb_id: DbInt, payload: 
 
 
 # --- documents ----------------------------------------------------------------------------------
-@router.get("knowledge-bases/{kb_id}/documents", response=list[DocumentOut])
+@router.get("knowledge-bases/{kb_id}/documents", response=list[KnowledgeDocumentOut])
 @minimum_role(Role.VIEWER)
 def documents_list(request: HttpRequest, slug: WorkspaceSlug, kb_id: DbInt) -> list[dict]:
     kb = access_knowledge_base(context(request).membership, kb_id)
@@ -370,7 +365,7 @@ def documents_upload(
     return Status(201 if created_any else 200, {"results": results})
 
 
-@router.get("knowledge-bases/{kb_id}/documents/{doc_id}", response=DocumentOut)
+@router.get("knowledge-bases/{kb_id}/documents/{doc_id}", response=KnowledgeDocumentOut)
 @minimum_role(Role.VIEWER)
 def documents_detail(
     request: HttpRequest, slug: WorkspaceSlug, kb_id: DbInt, doc_id: DbInt

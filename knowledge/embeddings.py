@@ -12,6 +12,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from pydantic import SecretStr
+
 from flows.components.base import DecryptedCredential
 from flows.endpoints import EndpointRefused, check_model_endpoint
 from flows.selectors import credential_row, decrypted
@@ -44,12 +46,12 @@ def embeddings_for(credential: DecryptedCredential, model: str) -> Any:
 
         return OpenAIEmbeddings(
             model=model,
-            base_url=credential.base_url or None,
-            api_key=credential.api_key or "not-needed",  # type: ignore[arg-type]
+            openai_api_base=credential.base_url or None,
+            openai_api_key=SecretStr(credential.api_key or "not-needed"),
             # Other OpenAI-compatible servers take text, not tiktoken's token ids.
             check_embedding_ctx_length=False,
             max_retries=1,
-            timeout=60,
+            request_timeout=60,
             chunk_size=BATCH_SIZE,
         )
     if credential.provider == "ollama":

@@ -18,7 +18,9 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
+from functools import partial
 from typing import Any
 
 from django.conf import settings
@@ -88,7 +90,7 @@ def _hold(document_id: int, token: str, **changes: Any) -> KnowledgeDocument:
     document.lease_expires_at = _lease_until()
     for name, value in changes.items():
         setattr(document, name, value)
-    document.save()
+    document.save(update_fields=["lease_expires_at", "updated_at", *changes])
     return document
 
 
@@ -262,17 +264,25 @@ def _embed(document_id: int, token: str, store: VectorStore) -> None:
     if kb.embedding_dimensions:
         store.ensure_index(kb)
     client = embeddings_for_kb(kb)
-    batch = max(1, _config()["EMBED_BATCH"])
-    while True:
-        pending = list(
-            Chunk.objects.filter(document_id=document_id, embedding__isnull=True)
-            .order_by("index")
-            .values_list("pk", "text")[:batch]
-        )
-        if not pending:
-            return
-        vectors = embed_documents(client, [text for _, text in pending])
-        _store_batch(document_id, token, store, pending, vectors)
+    size = max(1, _config()["EMBED_BATCH"])
+    pending = list(
+        Chunk.objects.filter(document_id=document_id, embedding__isnull=True)
+        .order_by("index")
+        .values_list("pk", "text")
+    )
+    batches = [pending[i : i + size] for i in range(0, len(pending), size)]
+    if not batches:
+        return
+    # The next batch is being embedded while this one is written: the endpoint, not the
+    # database, sets the pace. At most one request is ahead of what is stored.
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="embed") as ahead:
+        future = ahead.submit(embed_documents, client, [text for _, text in batches[0]])
+        for number, batch in enumerate(batches):
+            vectors = future.result()
+            if number + 1 < len(batches):
+                texts = [text for _, text in batches[number + 1]]
+                future = ahead.submit(embed_documents, client, texts)
+            _store_batch(document_id, token, store, batch, vectors)
 
 
 def _store_batch(
@@ -285,14 +295,17 @@ def _store_batch(
     dims = len(vectors[0])
     with transaction.atomic():
         document = _hold(document_id, token)
-        kb = KnowledgeBase.objects.select_for_update().get(pk=document.knowledge_base_id)
+        kb = KnowledgeBase.objects.get(pk=document.knowledge_base_id)
         if kb.embedding_fingerprint != document.embedding_fingerprint:
             raise LeaseLost(document_id)  # settings changed meanwhile: a re-index follows
         if kb.embedding_dimensions is None:
-            kb.embedding_dimensions = dims
-            kb.save(update_fields=["embedding_dimensions", "updated_at"])
-            store.ensure_index(kb)
-        elif kb.embedding_dimensions != dims:
+            # The first vectors of this knowledge base: its dimensions and its index.
+            kb = KnowledgeBase.objects.select_for_update().get(pk=kb.pk)
+            if kb.embedding_dimensions is None:
+                kb.embedding_dimensions = dims
+                kb.save(update_fields=["embedding_dimensions", "updated_at"])
+                store.ensure_index(kb)
+        if kb.embedding_dimensions != dims:
             raise EmbeddingError(
                 "embedding_dimensions",
                 f"The embeddings model answered with {dims} dimensions; this knowledge base "
@@ -300,8 +313,9 @@ def _store_batch(
                 "to re-index it with the new model.",
             )
         store.add(kb, [(pk, vector) for (pk, _), vector in zip(pending, vectors, strict=True)])
-        done = Chunk.objects.filter(document_id=document_id, embedding__isnull=False).count()
-        document = _hold(document_id, token, progress_done=done)
+        # Under the lease nobody else writes these rows: the batch's chunks are now done.
+        document.progress_done += len(pending)
+        document.save(update_fields=["progress_done", "updated_at"])
         _publish(document)
 
 
@@ -309,7 +323,10 @@ def requeue_stale(dispatch: Callable[[int], None] | None = None) -> list[int]:
     """Documents whose worker is gone (lease ran out mid-ingestion) or whose task never
     arrived (queued long ago, no lease): queue them again. Returns their ids."""
     if dispatch is None:
-        from knowledge.tasks import dispatch_ingestion as dispatch
+        from knowledge.tasks import dispatch_ingestion
+
+        dispatch = dispatch_ingestion
+    send: Callable[[int], None] = dispatch
     now = timezone.now()
     with transaction.atomic():
         stale = list(
@@ -340,5 +357,5 @@ def requeue_stale(dispatch: Callable[[int], None] | None = None) -> list[int]:
         if lost:  # touched, so each is sent again once a minute at most
             KnowledgeDocument.objects.filter(pk__in=lost).update(updated_at=now)
         for document_id in [*stale, *lost]:
-            transaction.on_commit(lambda d=document_id: dispatch(d))
+            transaction.on_commit(partial(send, document_id))
     return [*stale, *lost]

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import PurePath
 
 __all__ = [
+    "ERROR_CODES",
     "FORMATS",
     "MAX_ZIP_MEMBERS",
     "MAX_ZIP_RATIO",
@@ -100,6 +101,10 @@ class ParseError(Exception):
         self.code = code
         self.message = message
 
+    def __reduce__(self) -> tuple[type[ParseError], tuple[str, str]]:
+        # Picklable (a Celery result, a process pool) though __init__ takes two arguments.
+        return (type(self), (self.code, self.message))
+
 
 # --- sniffing ------------------------------------------------------------------------------
 
@@ -114,19 +119,23 @@ _BINARY_MAGIC: tuple[tuple[bytes, str], ...] = (
     (b"\x1f\x8b", "a gzip archive"),
     (b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1", "an old Office (OLE) document"),
     (b"\x7fELF", "a program"),
-    (b"MZ", "a Windows program"),
-    (b"Rar!", "a RAR archive"),
+    (b"MZ\x90\x00", "a Windows program"),
+    (b"Rar!\x1a\x07", "a RAR archive"),
     (b"7z\xbc\xaf\x27\x1c", "a 7-Zip archive"),
 )
 _PDF_SEARCH = 1024  # the PDF spec lets `%PDF-` start anywhere in the first kilobyte
+_TEXT_SNIFF = 64 * 1024
 
 
 def _extension(name: str) -> str:
     return PurePath(name).suffix.lower().lstrip(".")
 
 
-def _what_binary(head: bytes) -> str | None:
-    if b"%PDF-" in head[:_PDF_SEARCH]:
+def _what_binary(head: bytes, *, pdf_anywhere: bool = False) -> str | None:
+    """What binary format `head` starts with, if any. `pdf_anywhere` looks for `%PDF-` in
+    the whole first kilobyte (for a .pdf: some writers put junk first); a text file that
+    merely mentions %PDF- is not a PDF."""
+    if pdf_anywhere and b"%PDF-" in head[:_PDF_SEARCH]:
         return "a PDF document"
     for magic, what in _BINARY_MAGIC:
         if head.startswith(magic):
@@ -135,8 +144,9 @@ def _what_binary(head: bytes) -> str | None:
 
 
 def _decode_head(head: bytes) -> str | None:
-    """The text of `head` (possibly cut mid-character), or None if it is not text."""
-    for encoding, data in _encodings(head):
+    """The text of `head`'s first 64 KiB (possibly cut mid-character), or None if it is not
+    text. The rest of a file is decoded, strictly, when it is parsed."""
+    for encoding, data in _encodings(head[:_TEXT_SNIFF]):
         try:
             text = codecs.getincrementaldecoder(encoding)().decode(data, final=False)
         except UnicodeDecodeError:
@@ -190,7 +200,7 @@ def sniff(name: str, head: bytes) -> str:
         )
     if not head:
         raise ParseError("empty_file", f"“{name}” is empty.")
-    binary = _what_binary(head)
+    binary = _what_binary(head, pdf_anywhere=fmt == "pdf")
     if fmt == "pdf":
         if binary != "a PDF document":
             found = binary or ("text" if _decode_head(head) is not None else "not a PDF")

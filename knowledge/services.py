@@ -15,6 +15,7 @@ import re
 import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from django.conf import settings
@@ -303,7 +304,7 @@ def _requeue(kb: KnowledgeBase, documents: Iterable[KnowledgeDocument]) -> list[
     from knowledge.tasks import dispatch_ingestion
 
     for document_id in ids:
-        transaction.on_commit(lambda d=document_id: dispatch_ingestion(d))
+        transaction.on_commit(partial(dispatch_ingestion, document_id))
     progress.publish_documents_after_commit(kb, ids)
     return ids
 
@@ -484,7 +485,7 @@ def document_upload(
         created_by=acting.user,
     )
     document.file.save(content_hash, data, save=False)
-    stored = document.file.name
+    stored = str(document.file.name)
     try:
         with transaction.atomic():
             document.save()

@@ -22,14 +22,16 @@ from __future__ import annotations
 
 import struct
 import threading
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from django.db import connection, transaction
+from django.db import connection
 from django.db.models import Q, QuerySet
 from django.db.models.functions import Cast
+from pgvector import Vector
 from pgvector.django import CosineDistance, VectorField
 
 from knowledge.models import Chunk, KnowledgeBase
@@ -119,6 +121,22 @@ def hnsw_index_name(kb_id: int) -> str:
 
 def store_in_rows(items: Sequence[tuple[int, Sequence[float]]]) -> None:
     """Write each chunk's vector into its row (`Chunk.embedding`)."""
+    if connection.vendor == "postgresql":
+        # One UPDATE ... FROM (VALUES ...) per batch: Django's bulk_update writes a CASE
+        # per row, several times slower for a batch of vectors.
+        for start in range(0, len(items), 500):
+            part = items[start : start + 500]
+            values = ", ".join(["(%s::bigint, %s::vector)"] * len(part))
+            params: list[Any] = []
+            for chunk_id, vector in part:
+                params += [int(chunk_id), Vector._to_db(list(vector))]
+            with connection.cursor() as cursor:
+                cursor.execute(
+                    "UPDATE knowledge_chunk AS c SET embedding = v.e "  # noqa: S608 (placeholders)
+                    f"FROM (VALUES {values}) AS v(id, e) WHERE c.id = v.id",
+                    params,
+                )
+        return
     rows = [Chunk(pk=chunk_id, embedding=list(vector)) for chunk_id, vector in items]
     Chunk.objects.bulk_update(rows, ["embedding"], batch_size=500)
 
@@ -176,19 +194,37 @@ class PgVectorStore:
         )
         if threshold is not None:
             query = query.filter(distance__lte=1.0 - threshold)
-        with transaction.atomic():
-            with connection.cursor() as cursor:
-                # An HNSW scan returns ef_search candidates before the other conditions
-                # (searchable, the filter) apply; pgvector >= 0.8 scans on until k pass.
-                cursor.execute("SET LOCAL hnsw.ef_search = %s", [max(40, min(1000, k * 2))])
-                if _iterative_scan_supported():
-                    cursor.execute("SET LOCAL hnsw.iterative_scan = relaxed_order")
-            rows = list(query[:k])
+        _tune_hnsw(k)
+        rows = list(query[:k])
         rows.sort(key=lambda row: (row[1], row[0]))  # relaxed order: sort the k found
         return [(pk, _similarity(d)) for pk, d in rows]
 
 
 _pg_version: dict[str, tuple[int, ...]] = {}
+# Raw connections whose session already has the HNSW settings (-> its ef_search).
+_tuned: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()
+
+
+def _tune_hnsw(k: int) -> None:
+    """An HNSW scan returns ef_search candidates before the other conditions (searchable,
+    the filter) apply; pgvector >= 0.8 scans on until k pass (iterative scan). Set once per
+    pooled connection in autocommit (a session setting then outlives the call: no extra
+    round trip per query); inside a transaction, for that transaction only (a rollback
+    would undo a session setting)."""
+    ef = max(40, min(1000, k * 2))
+    connection.ensure_connection()
+    raw = connection.connection
+    in_transaction = connection.in_atomic_block
+    if not in_transaction and _tuned.get(raw) == ef:
+        return
+    local = "true" if in_transaction else "false"
+    settings_sql = f"SELECT set_config('hnsw.ef_search', %s, {local})"
+    if _iterative_scan_supported():
+        settings_sql += f", set_config('hnsw.iterative_scan', 'relaxed_order', {local})"
+    with connection.cursor() as cursor:
+        cursor.execute(settings_sql, [str(ef)])
+    if not in_transaction:
+        _tuned[raw] = ef
 
 
 def _iterative_scan_supported() -> bool:

@@ -16,10 +16,11 @@ from typing import Any
 
 from django.contrib import admin
 from django.db.models import QuerySet
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse, StreamingHttpResponse
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
 
+from accounts.tenancy import signed_in_user
 from runs import selectors
 from runs.export import export_response, load_run_for_export, record_export
 from runs.models import Run
@@ -157,9 +158,9 @@ class RunAdmin(admin.ModelAdmin):
         }
         return TemplateResponse(request, "admin/runs/run_page.html", context)
 
-    def export_view(self, request: HttpRequest, run_id: uuid.UUID) -> HttpResponse:
+    def export_view(self, request: HttpRequest, run_id: uuid.UUID) -> StreamingHttpResponse:
         run = load_run_for_export(self._run(request, run_id))
-        record_export(action="admin.export", run=run, actor=request.user)  # type: ignore[arg-type]
+        record_export(action="admin.export", run=run, actor=signed_in_user(request))
         return export_response(request, run)
 
     def compare_view(

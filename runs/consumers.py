@@ -193,17 +193,23 @@ class ExecConsumer(AsyncJsonWebsocketConsumer):
 
     async def receive_json(self, content: Any, **kwargs: Any) -> None:
         message = schemas.parse_message(content)
-        handler = {
-            schemas.RunMessage: self._run,
-            schemas.GraphMessage: self._run,
-            schemas.ResumeMessage: self._resume,
-            schemas.CancelMessage: self._cancel,
-            schemas.RerunMessage: self._rerun,
-            schemas.ReplayMessage: self._replay,
-            schemas.ReplayPauseMessage: self._replay_pause,
-            schemas.ReplayPlayMessage: self._replay_play,
-        }[type(message)]
-        await handler(message)
+        match message:
+            case schemas.RunMessage() | schemas.GraphMessage():
+                await self._run(message)
+            case schemas.ResumeMessage():
+                await self._resume(message)
+            case schemas.CancelMessage():
+                await self._cancel(message)
+            case schemas.RerunMessage():
+                await self._rerun(message)
+            case schemas.ReplayMessage():
+                await self._replay(message)
+            case schemas.ReplayPauseMessage():
+                await self._replay_pause(message)
+            case schemas.ReplayPlayMessage():
+                await self._replay_play(message)
+            case _:
+                raise TypeError(f"no handler for {type(message).__name__}")
 
     async def _run(self, message: schemas.RunMessage | schemas.GraphMessage) -> None:
         try:

@@ -23,11 +23,11 @@ from asgiref.sync import sync_to_async
 from django.core.handlers.asgi import ASGIRequest
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import transaction
-from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
+from django.http import HttpRequest, StreamingHttpResponse
 from django.views import View
 
 from accounts.models import Role, User
-from accounts.tenancy import WorkspaceMixin, scoped
+from accounts.tenancy import WorkspaceMixin, scoped, signed_in_user
 from audit.services import record
 from runs.access import access_run
 from runs.models import Run, RunEvent
@@ -91,7 +91,7 @@ def _event_page(run: Run, after: int) -> tuple[str, int, int]:
         .order_by("seq")
         .values_list(*EVENT_FIELDS, named=True)[:EXPORT_PAGE]
     )
-    text = "".join(_line(RunEvent.as_message(row)) for row in rows)  # type: ignore[arg-type]
+    text = "".join(_line(RunEvent.as_message(row)) for row in rows)
     return text, len(rows), rows[-1].seq if rows else after
 
 
@@ -160,7 +160,7 @@ class RunExportView(WorkspaceMixin, View):
 
     role_map = {"GET": Role.VIEWER}
 
-    def get(self, request: HttpRequest, slug: str, run_id: str) -> HttpResponse:
+    def get(self, request: HttpRequest, slug: str, run_id: str) -> StreamingHttpResponse:
         run = load_run_for_export(access_run(self.membership, run_id))
-        record_export(action="run.export", run=run, actor=request.user)  # type: ignore[arg-type]
+        record_export(action="run.export", run=run, actor=signed_in_user(request))
         return export_response(request, run)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -159,7 +160,7 @@ def run_timeline(run: Run) -> Timeline:
         return Timeline([], [], 0.0, False)
     origin = min(r["first"] for r in rows)
     end_of_run = max(r["last"] for r in rows)
-    by_node: dict[str, dict[str, dict]] = {}
+    by_node: dict[str, dict[str, Mapping[str, Any]]] = {}
     for r in rows:
         if r["node_id"]:
             by_node.setdefault(r["node_id"], {})[r["event"]] = r

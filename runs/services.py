@@ -190,11 +190,12 @@ def run_start(
             raise RunRefused("invalid_request", "Name a flow or send a graph.")
         versions = scoped(FlowVersion, workspace).filter(flow=flow)
         if version_number is not None:
-            version = versions.filter(number=version_number).first()
+            found = versions.filter(number=version_number).first()
         else:
-            version = versions.order_by("-number").first()
-        if version is None:
+            found = versions.order_by("-number").first()
+        if found is None:
             raise RunRefused("not_found", "That flow has no such version.")
+        version = found
         plan = _checked_plan(version.graph, workspace)  # the whitelist may have changed
     cleaned = _clean_inputs(inputs, list(plan.input_node_ids))
     _check_limits(workspace, acting)
@@ -274,7 +275,7 @@ def _broker_queue_length() -> int | None:
         with celery_app.connection_for_write() as connection:
             queue = settings.CELERY_TASK_DEFAULT_QUEUE
             try:
-                declared = connection.default_channel.queue_declare(queue, passive=True)
+                declared = connection.default_channel.queue_declare(queue, passive=True)  # type: ignore[attr-defined]  # celery-types' StdChannel lacks queue_declare, which every kombu transport's channel has
             except ChannelError:
                 return 0  # no such queue: a broker that restarted empty holds nothing
             return int(declared.message_count)
@@ -408,7 +409,7 @@ def run_cancel(*, workspace: Workspace, acting: Membership, run: Run) -> Run:
     return run
 
 
-def _end_run(run: Run, status: str, reason: str) -> Run:
+def _end_run(run: Run, status: RunStatus, reason: str) -> Run:
     """End a run that no live writer holds (call inside a transaction, row locked).
 
     Bumps the fencing token first, so a writer that wakes up later cannot append.

@@ -16,7 +16,12 @@ from collections.abc import AsyncIterator, Callable
 from asgiref.sync import sync_to_async
 from channels.layers import get_channel_layer
 from django.conf import settings
-from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
+from django.http import (
+    HttpRequest,
+    HttpResponseBase,
+    JsonResponse,
+    StreamingHttpResponse,
+)
 
 from accounts.api_auth import WorkspaceAuth, context, declared_role, minimum_role
 from accounts.models import Role
@@ -70,7 +75,7 @@ def _start_after(request: HttpRequest) -> int:
 
 
 @minimum_role(Role.VIEWER)  # viewers watch runs
-async def stream(request: HttpRequest, slug: str, run_id: str) -> HttpResponse:
+async def stream(request: HttpRequest, slug: str, run_id: str) -> HttpResponseBase:
     run = await sync_to_async(_authorise_and_load)(request, slug, run_id)
     if run is None:
         return JsonResponse({"detail": "Unauthorized"}, status=401)

@@ -16,7 +16,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import pytest
 from django.conf import settings
@@ -82,7 +82,7 @@ class LiveStack:
     port: int
     env: dict[str, str]
     procs: dict[str, subprocess.Popen] = field(default_factory=dict)
-    logs: dict[str, object] = field(default_factory=dict)
+    logs: dict[str, IO[bytes]] = field(default_factory=dict)
 
     @property
     def http_url(self) -> str:
@@ -158,7 +158,7 @@ class LiveStack:
                 proc.kill()
                 proc.wait()
         for log in self.logs.values():
-            log.close()  # type: ignore[attr-defined]
+            log.close()
         self.procs.clear()
 
 

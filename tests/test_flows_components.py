@@ -412,7 +412,7 @@ def test_agent_gives_up_after_max_iterations(workspace_a):
         # every answer asks for the tool again (the last message is never a tool result
         # from the server's point of view once it is answered... so script a loop)
         server.tool_calls = server.tool_calls  # always the same call
-        server._tool_calls_for = lambda body: server.tool_calls  # type: ignore[method-assign]
+        server._tool_calls_for = lambda body: server.tool_calls  # type: ignore[method-assign]  # the test scripts the fake's answer
         cred = make_credential(workspace_a, server.base_url)
         calculator, _ = execute(workspace_a, "tool.calculator", {}, {})
         with pytest.raises(NodeError, match="2 steps"):

@@ -28,8 +28,11 @@ from tests.knowledge_helpers import FAQ_ZH, api, ingest_queued, make_kb, members
 
 
 @pytest.fixture(autouse=True)
-def _media(settings: Any, tmp_path: Path) -> None:
+def _media(settings: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     settings.MEDIA_ROOT = tmp_path / "media"
+    # Ingestion runs here, eagerly: a live worker of the session (other tests start one)
+    # must not take these documents (it would not even see this media directory).
+    monkeypatch.setattr("knowledge.tasks.dispatch_ingestion", lambda document_id: None)
 
 
 @pytest.fixture

@@ -27,8 +27,11 @@ pytestmark = pytest.mark.django_db(transaction=True)  # the component reads in a
 
 
 @pytest.fixture(autouse=True)
-def _media(settings: Any, tmp_path: Path) -> None:
+def _media(settings: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     settings.MEDIA_ROOT = tmp_path / "media"
+    # Ingestion runs here, eagerly: a live worker of the session (other tests start one)
+    # must not take these documents (it would not even see this media directory).
+    monkeypatch.setattr("knowledge.tasks.dispatch_ingestion", lambda document_id: None)
 
 
 @pytest.fixture

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 
 import pytest
 from rank_bm25 import BM25Okapi
@@ -43,8 +44,8 @@ QUERIES: dict[str, int] = {
 }
 
 
-def hits_at_1(search: object) -> int:
-    return sum(1 for query, expected in QUERIES.items() if search(query) == expected)  # type: ignore[operator]
+def hits_at_1(search: Callable[[str], int | None]) -> int:
+    return sum(1 for query, expected in QUERIES.items() if search(query) == expected)
 
 
 @pytest.fixture(scope="module")
@@ -167,18 +168,18 @@ def test_cache_builds_once_per_key_and_evicts_the_least_recently_used() -> None:
     cache = IndexCache(maxsize=2)
     loads: list[str] = []
 
-    def loader(name: str) -> object:
+    def loader(name: str) -> Callable[[], list[tuple[int, str]]]:
         def load() -> list[tuple[int, str]]:
             loads.append(name)
             return [(1, f"{name} text")]
 
         return load
 
-    a = cache.get_or_build(("kb", 1), loader("a"))  # type: ignore[arg-type]
-    assert cache.get_or_build(("kb", 1), loader("a")) is a  # type: ignore[arg-type]
-    cache.get_or_build(("kb", 2), loader("b"))  # type: ignore[arg-type]
-    cache.get_or_build(("kb", 1), loader("a"))  # type: ignore[arg-type]  # a is now the newest
-    cache.get_or_build(("kb", 3), loader("c"))  # type: ignore[arg-type]  # evicts b
+    a = cache.get_or_build(("kb", 1), loader("a"))
+    assert cache.get_or_build(("kb", 1), loader("a")) is a
+    cache.get_or_build(("kb", 2), loader("b"))
+    cache.get_or_build(("kb", 1), loader("a"))  # a is now the newest
+    cache.get_or_build(("kb", 3), loader("c"))  # evicts b
     assert loads == ["a", "b", "c"]
     assert ("kb", 1) in cache and ("kb", 2) not in cache and len(cache) == 2
     cache.discard(("kb", 1))

@@ -3,6 +3,7 @@ a ParseError with its code, and no library exception escapes."""
 
 from __future__ import annotations
 
+import pickle
 import zipfile
 from io import BytesIO
 
@@ -121,6 +122,13 @@ def test_chinese_text_files_decode_in_the_common_encodings(encoding: str) -> Non
     assert parsed == Parsed(format="text", sections=[Section(text=text)], pages=None)
 
 
+def test_text_that_mentions_magic_numbers_is_still_text() -> None:
+    text = b"MZ and %PDF- are how programs and PDFs start.\n\n# Notes\nRar! GIF is fine."
+    assert sniff("notes.md", text) == "markdown"
+    assert sniff("notes.txt", b"\n" * 10 + b"%PDF-1.7 is a header") == "text"
+    assert sniff("odd.pdf", b"junk before the header\n" + make_pdf(["x"])) == "pdf"
+
+
 def test_formats_cover_the_supported_extensions() -> None:
     assert set(FORMATS) == {"pdf", "docx", "html", "htm", "md", "markdown", "txt", "csv"}
     assert sniff("A.PDF", make_pdf(["x"])) == "pdf"
@@ -217,6 +225,8 @@ def test_too_much_text() -> None:
     assert error_code("big.pdf", make_pdf(["x" * 40, "y" * 40]), max_chars=50) == "too_large"
 
 
-def test_parse_error_codes_are_checked() -> None:
+def test_parse_error_codes_are_checked_and_errors_survive_pickling() -> None:
     with pytest.raises(ValueError):
         ParseError("whatever", "A message.")
+    copy = pickle.loads(pickle.dumps(ParseError("no_text", "Nothing to read.")))
+    assert (copy.code, str(copy)) == ("no_text", "Nothing to read.")

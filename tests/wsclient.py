@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import websockets
+from websockets.typing import Origin
 
 from runs.models import RunEvent
 
@@ -47,7 +48,7 @@ async def connect(
     ws = await websockets.connect(
         url,
         additional_headers=headers,
-        origin=origin,  # type: ignore[arg-type]
+        origin=Origin(origin) if origin is not None else None,
         open_timeout=10,
         **kwargs,
     )

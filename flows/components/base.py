@@ -33,7 +33,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterable, AsyncIterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, Protocol, TypeVar
 
 from pydantic import BaseModel, ConfigDict
 
@@ -123,10 +123,13 @@ def types_compatible(source: str, target: str) -> bool:
 
 
 # --- parameters ---------------------------------------------------------------------------
-class Params(BaseModel):
+class ComponentParams(BaseModel):
     """Base of every component's parameters: unknown keys are refused, values are strict."""
 
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+P = TypeVar("P", bound=BaseModel)
 
 
 def credential_field_schema() -> dict[str, Any]:
@@ -193,8 +196,13 @@ class ParamProblem:
 
 
 # --- the component ------------------------------------------------------------------------
-class Component:
-    """One kind of node. Subclasses set the class attributes and implement `execute`."""
+class Component(Generic[P]):
+    """One kind of node. Subclasses set the class attributes and implement `execute`.
+
+    `P` is the component's params model: `class Echo(Component["Echo.Params"])` with a
+    nested `class Params(ComponentParams)`, so `check`, `build` and `execute` see the
+    component's own fields.
+    """
 
     key: ClassVar[str]
     label: ClassVar[str]
@@ -202,26 +210,28 @@ class Component:
     description: ClassVar[str] = ""
     inputs: ClassVar[list[Port]] = []
     outputs: ClassVar[list[Port]] = []
-    Params: ClassVar[type[BaseModel]] = Params
+    # Every component sets it as a class attribute (a nested class); not a ClassVar only
+    # because a ClassVar may not mention a type variable.
+    Params: type[P]
     # Platform default when no ComponentPolicy row exists for the key.
     default_enabled: ClassVar[bool] = True
 
     # --- declared shape ---------------------------------------------------------------------
-    def ports_for(self, params: BaseModel | None) -> tuple[list[Port], list[Port]]:
+    def ports_for(self, params: P | None) -> tuple[list[Port], list[Port]]:
         """(inputs, outputs) for these params; dynamic for prompt.template and logic.router."""
         return list(self.inputs), list(self.outputs)
 
-    def input_ports(self, params: BaseModel | None) -> list[Port]:
+    def input_ports(self, params: P | None) -> list[Port]:
         return self.ports_for(params)[0]
 
-    def output_ports(self, params: BaseModel | None) -> list[Port]:
+    def output_ports(self, params: P | None) -> list[Port]:
         return self.ports_for(params)[1]
 
     @classmethod
     def params_schema(cls) -> dict[str, Any]:
         return cls.Params.model_json_schema()
 
-    def default_params(self) -> BaseModel | None:
+    def default_params(self) -> P | None:
         """The params a new node starts with, or None when some are required."""
         try:
             return self.Params.model_validate({})
@@ -241,15 +251,15 @@ class Component:
         }
 
     # --- validation, build, execution -------------------------------------------------------
-    def check(self, params: BaseModel, env: BuildEnv) -> list[ParamProblem]:
+    def check(self, params: P, env: BuildEnv) -> list[ParamProblem]:
         """Component-specific validation beyond the Params model (no side effects)."""
         return []
 
-    def build(self, params: BaseModel, env: BuildEnv) -> Any:
+    def build(self, params: P, env: BuildEnv) -> Any:
         """The LangChain object (or plain helper) this node runs with; None if it needs none."""
         return None
 
     async def execute(
-        self, built: Any, params: BaseModel, inputs: dict[str, Any], ctx: RunContext
+        self, built: Any, params: P, inputs: dict[str, Any], ctx: RunContext
     ) -> dict[str, Any]:
         raise NotImplementedError

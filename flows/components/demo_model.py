@@ -15,7 +15,13 @@ from typing import Any
 
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
 from langchain_core.language_models import BaseChatModel
-from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, ToolMessage
+from langchain_core.messages import (
+    AIMessage,
+    AIMessageChunk,
+    BaseMessage,
+    ToolCallChunk,
+    ToolMessage,
+)
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 
 from flows.components.patterns import compile_trusted
@@ -78,7 +84,7 @@ class DemoChatModel(BaseChatModel):
     def _llm_type(self) -> str:
         return "flowdeck-demo"
 
-    def bind_tools(self, tools: Sequence[Any], **kwargs: Any) -> DemoChatModel:  # type: ignore[override]
+    def bind_tools(self, tools: Sequence[Any], **kwargs: Any) -> DemoChatModel:
         """A copy that knows the tools' names: its first answer to a task may be a call."""
         names = tuple(str(getattr(tool, "name", tool)) for tool in tools)
         return self.model_copy(update={"tool_names": names})
@@ -92,7 +98,12 @@ class DemoChatModel(BaseChatModel):
         if planned is None:
             return None
         name, args = planned
-        call = {"name": name, "args": json.dumps(args), "id": "demo_call_1", "index": 0}
+        call: ToolCallChunk = {
+            "name": name,
+            "args": json.dumps(args),
+            "id": "demo_call_1",
+            "index": 0,
+        }
         return AIMessageChunk(content="", tool_call_chunks=[call])
 
     def _text(self, messages: list[BaseMessage]) -> str:

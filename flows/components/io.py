@@ -4,34 +4,34 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import Field
 
-from flows.components.base import Component, Params, Port, RunContext
+from flows.components.base import Component, ComponentParams, Port, RunContext
 from flows.components.util import as_text
 
 
-class ChatInput(Component):
+class ChatInput(Component["ChatInput.Params"]):
     """The run's input for this node arrives as `inputs["value"]` (see base.py)."""
 
     key = "io.chat_input"
     label = "Chat input"
     category = "Input / output"
     description = "Text given when the flow is run (the chat message)."
-    inputs: list[Port] = []
+    inputs = []
     outputs = [Port("text", "text", label="Message")]
 
-    class Params(Params):
+    class Params(ComponentParams):
         default: str = Field("", max_length=20_000, description="Used when the run gives no text.")
 
     async def execute(
-        self, built: Any, params: BaseModel, inputs: dict[str, Any], ctx: RunContext
+        self, built: Any, params: ChatInput.Params, inputs: dict[str, Any], ctx: RunContext
     ) -> dict[str, Any]:
         value = inputs.get("value")
-        text = as_text(value) if value not in (None, "") else params.default  # type: ignore[attr-defined]
+        text = as_text(value) if value not in (None, "") else params.default
         return {"text": text}
 
 
-class TextOutput(Component):
+class TextOutput(Component["TextOutput.Params"]):
     key = "io.text_output"
     label = "Text output"
     category = "Input / output"
@@ -39,10 +39,10 @@ class TextOutput(Component):
     inputs = [Port("text", "any", label="Text")]
     outputs = [Port("text", "text", label="Text")]
 
-    class Params(Params):
+    class Params(ComponentParams):
         max_chars: int = Field(100_000, ge=1, le=200_000)
 
     async def execute(
-        self, built: Any, params: BaseModel, inputs: dict[str, Any], ctx: RunContext
+        self, built: Any, params: TextOutput.Params, inputs: dict[str, Any], ctx: RunContext
     ) -> dict[str, Any]:
-        return {"text": as_text(inputs.get("text"))[: params.max_chars]}  # type: ignore[attr-defined]
+        return {"text": as_text(inputs.get("text"))[: params.max_chars]}

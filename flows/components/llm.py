@@ -3,18 +3,18 @@
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from typing import Any, TypeVar
 
 from langchain_core.messages import BaseMessage, HumanMessage, SystemMessage
-from pydantic import BaseModel, Field
+from pydantic import Field, SecretStr
 
 from flows.components.base import (
     BuildEnv,
     Component,
+    ComponentParams,
     DecryptedCredential,
     NodeError,
     ParamProblem,
-    Params,
     Port,
     RunContext,
     credential_field_schema,
@@ -64,9 +64,9 @@ def chat_model_for(
         return ChatOpenAI(
             model=model,
             temperature=temperature,
-            max_tokens=max_tokens,
+            max_completion_tokens=max_tokens,  # the field's alias (it is `max_tokens` within)
             base_url=credential.base_url or None,
-            api_key=credential.api_key or "not-needed",
+            api_key=SecretStr(credential.api_key or "not-needed"),
             streaming=True,
             max_retries=1,
             timeout=120,
@@ -78,14 +78,14 @@ def chat_model_for(
         from langchain_anthropic import ChatAnthropic
 
         return ChatAnthropic(
-            model_name=model,
+            model=model,
             temperature=temperature,
             max_tokens_to_sample=max_tokens or 1024,
             base_url=credential.base_url or None,
-            api_key=credential.api_key or "not-needed",
+            api_key=SecretStr(credential.api_key or "not-needed"),
             streaming=True,
             max_retries=1,
-            default_request_timeout=120,
+            timeout=120,  # the alias of its `default_request_timeout`
         )
     if credential.provider == "ollama":
         from langchain_ollama import ChatOllama
@@ -121,7 +121,7 @@ def warm_up_model_clients() -> None:
             getattr(model, attribute, None)  # clients some SDKs create on first access
 
 
-class ModelParams(Params):
+class ModelParams(ComponentParams):
     credential: int = Field(
         ...,
         ge=1,
@@ -134,17 +134,20 @@ class ModelParams(Params):
     system_prompt: str = Field("", max_length=20_000, json_schema_extra={"x-widget": "textarea"})
 
 
-class ChatModelComponent(Component):
-    """Base for provider chat models: prompt in, streamed text out."""
+MP = TypeVar("MP", bound=ModelParams)
+
+
+class ChatModelComponent(Component[MP]):
+    """Base for provider chat models (and the agent): prompt in, streamed text out. `MP` is
+    the params model, ModelParams or one that extends it."""
 
     category = "Models"
     provider: str = ""
     inputs = [Port("prompt", "any", label="Prompt")]
     outputs = [Port("text", "text", label="Reply")]
-    Params = ModelParams
 
-    def check(self, params: BaseModel, env: BuildEnv) -> list[ParamProblem]:
-        provider = env.credential_provider(params.credential)  # type: ignore[attr-defined]
+    def check(self, params: MP, env: BuildEnv) -> list[ParamProblem]:
+        provider = env.credential_provider(params.credential)
         if provider is None:
             return [
                 ParamProblem(
@@ -161,49 +164,52 @@ class ChatModelComponent(Component):
             ]
         return []
 
-    def credential(self, params: BaseModel, env: BuildEnv) -> Any:
-        credential = env.credential(params.credential)  # type: ignore[attr-defined]
+    def credential(self, params: MP, env: BuildEnv) -> Any:
+        credential = env.credential(params.credential)
         if credential is None or credential.provider != self.provider:
             raise NodeError("No such credential in this workspace.")
         return credential
 
-    def build(self, params: BaseModel, env: BuildEnv) -> Any:
+    def build(self, params: MP, env: BuildEnv) -> Any:
         return chat_model_for(
             self.credential(params, env),
-            model=params.model,  # type: ignore[attr-defined]
-            temperature=params.temperature,  # type: ignore[attr-defined]
-            max_tokens=params.max_tokens,  # type: ignore[attr-defined]
+            model=params.model,
+            temperature=params.temperature,
+            max_tokens=params.max_tokens,
         )
 
     async def execute(
-        self, built: Any, params: BaseModel, inputs: dict[str, Any], ctx: RunContext
+        self, built: Any, params: MP, inputs: dict[str, Any], ctx: RunContext
     ) -> dict[str, Any]:
-        messages = messages_for(as_text(inputs.get("prompt")), params.system_prompt)  # type: ignore[attr-defined]
+        messages = messages_for(as_text(inputs.get("prompt")), params.system_prompt)
         return {"text": await streamed_reply(built, messages, ctx)}
 
 
-class OpenAIChat(ChatModelComponent):
+class OpenAIChat(ChatModelComponent[ModelParams]):
     key = "llm.openai_chat"
     label = "OpenAI-compatible chat"
     description = "Any OpenAI-compatible endpoint (OpenAI, vLLM, Ollama, LM Studio...)."
     provider = "openai"
+    Params = ModelParams
 
 
-class AnthropicChat(ChatModelComponent):
+class AnthropicChat(ChatModelComponent[ModelParams]):
     key = "llm.anthropic"
     label = "Anthropic chat"
     description = "Claude models through the Anthropic Messages API (langchain-anthropic)."
     provider = "anthropic"
+    Params = ModelParams
 
 
-class OllamaChat(ChatModelComponent):
+class OllamaChat(ChatModelComponent[ModelParams]):
     key = "llm.ollama"
     label = "Ollama chat"
     description = "A model served by Ollama's native API (langchain-ollama)."
     provider = "ollama"
+    Params = ModelParams
 
 
-class DemoChat(Component):
+class DemoChat(Component["DemoChat.Params"]):
     key = "llm.demo"
     label = "Demo model (offline)"
     category = "Models"
@@ -214,7 +220,7 @@ class DemoChat(Component):
     inputs = [Port("prompt", "any", label="Prompt")]
     outputs = [Port("text", "text", label="Reply")]
 
-    class Params(Params):
+    class Params(ComponentParams):
         reply: str = Field(
             "",
             max_length=100_000,
@@ -224,11 +230,11 @@ class DemoChat(Component):
         delay_ms: int = Field(30, ge=0, le=5_000, description="Pause between tokens.")
         system_prompt: str = Field("", max_length=20_000)
 
-    def build(self, params: BaseModel, env: BuildEnv) -> DemoChatModel:
-        return DemoChatModel(reply=params.reply, delay_ms=params.delay_ms)  # type: ignore[attr-defined]
+    def build(self, params: DemoChat.Params, env: BuildEnv) -> DemoChatModel:
+        return DemoChatModel(reply=params.reply, delay_ms=params.delay_ms)
 
     async def execute(
-        self, built: Any, params: BaseModel, inputs: dict[str, Any], ctx: RunContext
+        self, built: Any, params: DemoChat.Params, inputs: dict[str, Any], ctx: RunContext
     ) -> dict[str, Any]:
-        messages = messages_for(as_text(inputs.get("prompt")), params.system_prompt)  # type: ignore[attr-defined]
+        messages = messages_for(as_text(inputs.get("prompt")), params.system_prompt)
         return {"text": await streamed_reply(built, messages, ctx)}

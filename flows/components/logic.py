@@ -7,7 +7,14 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from flows.components.base import BuildEnv, Component, ParamProblem, Params, Port, RunContext
+from flows.components.base import (
+    BuildEnv,
+    Component,
+    ComponentParams,
+    ParamProblem,
+    Port,
+    RunContext,
+)
 from flows.components.patterns import PatternError, compile_keywords, compile_user_pattern
 from flows.components.util import as_text
 
@@ -50,7 +57,7 @@ def rule_matches(rule: Rule, text: str) -> bool:
     )
 
 
-class Router(Component):
+class Router(Component["Router.Params"]):
     key = "logic.router"
     label = "Router"
     category = "Logic"
@@ -62,24 +69,24 @@ class Router(Component):
     inputs = [Port("input", "any", label="Input")]
     outputs = [Port("default", "text", label="Default")]
 
-    class Params(Params):
+    class Params(ComponentParams):
         rules: list[Rule] = Field(default_factory=list, max_length=20)
         default_output: str = Field("default", pattern=PORT_PATTERN)
 
-    def ports_for(self, params: BaseModel | None) -> tuple[list[Port], list[Port]]:
+    def ports_for(self, params: Router.Params | None) -> tuple[list[Port], list[Port]]:
         if params is None:
             return list(self.inputs), list(self.outputs)
         names: list[str] = []
-        for rule in params.rules:  # type: ignore[attr-defined]
+        for rule in params.rules:
             if rule.output not in names:
                 names.append(rule.output)
-        if params.default_output not in names:  # type: ignore[attr-defined]
-            names.append(params.default_output)  # type: ignore[attr-defined]
+        if params.default_output not in names:
+            names.append(params.default_output)
         return list(self.inputs), [Port(n, "text", label=n) for n in names]
 
-    def check(self, params: BaseModel, env: BuildEnv) -> list[ParamProblem]:
+    def check(self, params: Router.Params, env: BuildEnv) -> list[ParamProblem]:
         problems = []
-        for i, rule in enumerate(params.rules):  # type: ignore[attr-defined]
+        for i, rule in enumerate(params.rules):
             if rule.match != "regex":
                 continue
             try:
@@ -91,11 +98,11 @@ class Router(Component):
         return problems
 
     async def execute(
-        self, built: Any, params: BaseModel, inputs: dict[str, Any], ctx: RunContext
+        self, built: Any, params: Router.Params, inputs: dict[str, Any], ctx: RunContext
     ) -> dict[str, Any]:
         text = as_text(inputs.get("input"))
         probe = text[:MAX_MATCH_CHARS]
-        for rule in params.rules:  # type: ignore[attr-defined]
+        for rule in params.rules:
             if rule_matches(rule, probe):
                 return {rule.output: text}
-        return {params.default_output: text}  # type: ignore[attr-defined]
+        return {params.default_output: text}

@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import Field
 
-from flows.components.base import BuildEnv, Component, Params, Port, RunContext
+from flows.components.base import BuildEnv, Component, ComponentParams, Port, RunContext
 from flows.components.util import as_text, run_db
 
 MAX_MESSAGE_CHARS = 50_000
@@ -52,7 +52,7 @@ class ConversationStore:
         return "\n".join(f"{ROLE_LABELS.get(r, r)}: {c}" for r, c in before)
 
 
-class ConversationMemory(Component):
+class ConversationMemory(Component["ConversationMemory.Params"]):
     key = "memory.conversation"
     label = "Conversation memory"
     category = "Memory"
@@ -67,16 +67,16 @@ class ConversationMemory(Component):
         Port("message", "text", label="Message"),
     ]
 
-    class Params(Params):
+    class Params(ComponentParams):
         conversation: str = Field("default", pattern=r"^[A-Za-z0-9_-]{1,64}$")
         role: Literal["user", "assistant"] = "user"
         max_messages: int = Field(20, ge=1, le=200)
 
-    def build(self, params: BaseModel, env: BuildEnv) -> ConversationStore:
-        return ConversationStore(env.workspace_id, params.conversation)  # type: ignore[attr-defined]
+    def build(self, params: ConversationMemory.Params, env: BuildEnv) -> ConversationStore:
+        return ConversationStore(env.workspace_id, params.conversation)
 
     async def execute(
-        self, built: Any, params: BaseModel, inputs: dict[str, Any], ctx: RunContext
+        self, built: Any, params: ConversationMemory.Params, inputs: dict[str, Any], ctx: RunContext
     ) -> dict[str, Any]:
         if built.workspace_id != ctx.workspace_id:
             raise RuntimeError("memory built for another workspace")
@@ -84,8 +84,8 @@ class ConversationMemory(Component):
         history = await run_db(
             built.exchange,
             ctx.session_id,
-            params.role,  # type: ignore[attr-defined]
+            params.role,
             message,
-            params.max_messages,  # type: ignore[attr-defined]
+            params.max_messages,
         )
         return {"history": history, "message": message}

@@ -16,14 +16,14 @@ from functools import lru_cache
 from typing import Any
 
 from langchain_core.prompts import PromptTemplate
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from flows.components.base import (
     BuildEnv,
     Component,
+    ComponentParams,
     NodeError,
     ParamProblem,
-    Params,
     Port,
     RunContext,
 )
@@ -87,15 +87,15 @@ def safe_format(template: str, values: dict[str, Any]) -> str:
     ).format(**{name: as_text(values.get(name, "")) for name in names})
 
 
-class PromptTemplateComponent(Component):
+class PromptTemplateComponent(Component["PromptTemplateComponent.Params"]):
     key = "prompt.template"
     label = "Prompt template"
     category = "Prompts"
     description = "Fills {placeholders} in a text template; each placeholder is an input."
-    inputs: list[Port] = []
+    inputs = []
     outputs = [Port("prompt", "text", label="Prompt")]
 
-    class Params(Params):
+    class Params(ComponentParams):
         template: str = Field(
             "{input}",
             min_length=1,
@@ -104,24 +104,26 @@ class PromptTemplateComponent(Component):
             json_schema_extra={"x-widget": "textarea"},
         )
 
-    def ports_for(self, params: BaseModel | None) -> tuple[list[Port], list[Port]]:
+    def ports_for(
+        self, params: PromptTemplateComponent.Params | None
+    ) -> tuple[list[Port], list[Port]]:
         if params is None:
             return [], list(self.outputs)
         try:
-            names = template_variables(params.template)  # type: ignore[attr-defined]
+            names = template_variables(params.template)
         except TemplateRejected:
             names = []
         return [Port(n, "any", label=n) for n in names], list(self.outputs)
 
-    def check(self, params: BaseModel, env: BuildEnv) -> list[ParamProblem]:
+    def check(self, params: PromptTemplateComponent.Params, env: BuildEnv) -> list[ParamProblem]:
         try:
-            template_variables(params.template)  # type: ignore[attr-defined]
+            template_variables(params.template)
         except TemplateRejected as exc:
             return [ParamProblem("template", "template_rejected", str(exc))]
         return []
 
-    def build(self, params: BaseModel, env: BuildEnv) -> PromptTemplate:
-        template = params.template  # type: ignore[attr-defined]
+    def build(self, params: PromptTemplateComponent.Params, env: BuildEnv) -> PromptTemplate:
+        template = params.template
         return PromptTemplate(
             template=template,
             input_variables=template_variables(template),
@@ -129,9 +131,13 @@ class PromptTemplateComponent(Component):
         )
 
     async def execute(
-        self, built: Any, params: BaseModel, inputs: dict[str, Any], ctx: RunContext
+        self,
+        built: Any,
+        params: PromptTemplateComponent.Params,
+        inputs: dict[str, Any],
+        ctx: RunContext,
     ) -> dict[str, Any]:
-        template = params.template  # type: ignore[attr-defined]
+        template = params.template
         try:
             names = template_variables(template)
         except TemplateRejected as exc:

@@ -28,9 +28,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from flows.components.base import (
     BuildEnv,
     Component,
+    ComponentParams,
     NodeError,
     ParamProblem,
-    Params,
     Port,
     RunContext,
 )
@@ -219,7 +219,7 @@ class CorpusLoader:
         )
 
 
-class CorpusParams(Params):
+class CorpusParams(ComponentParams):
     collection: str = Field(
         "default",
         pattern=COLLECTION_PATTERN,
@@ -234,33 +234,33 @@ class CorpusParams(Params):
     max_documents: int = Field(500, ge=1, le=5_000)
 
 
-class DocsCorpus(Component):
+class DocsCorpus(Component[CorpusParams]):
     key = "docs.corpus"
     label = "Document corpus"
     category = "Retrieval"
     description = "The indexed text of one of this workspace's knowledge bases."
-    inputs: list[Port] = []
+    inputs = []
     outputs = [Port("documents", "documents", label="Documents")]
     Params = CorpusParams
 
-    def check(self, params: BaseModel, env: BuildEnv) -> list[ParamProblem]:
-        return knowledge_base_problems(env, params.knowledge_base)[1]  # type: ignore[attr-defined]
+    def check(self, params: CorpusParams, env: BuildEnv) -> list[ParamProblem]:
+        return knowledge_base_problems(env, params.knowledge_base)[1]
 
-    def build(self, params: BaseModel, env: BuildEnv) -> CorpusLoader:
-        p: Any = params
+    def build(self, params: CorpusParams, env: BuildEnv) -> CorpusLoader:
+        p = params
         return CorpusLoader(
             KnowledgeRef(env.workspace_id, p.knowledge_base, p.collection), p.max_documents
         )
 
     async def execute(
-        self, built: Any, params: BaseModel, inputs: dict[str, Any], ctx: RunContext
+        self, built: Any, params: CorpusParams, inputs: dict[str, Any], ctx: RunContext
     ) -> dict[str, Any]:
         if built.workspace_id != ctx.workspace_id:
             raise RuntimeError("corpus built for another workspace")
         return {"documents": await run_db(built.load)}
 
 
-class Bm25Retriever(Component):
+class Bm25Retriever(Component["Bm25Retriever.Params"]):
     key = "retriever.bm25"
     label = "BM25 retriever"
     category = "Retrieval"
@@ -274,20 +274,20 @@ class Bm25Retriever(Component):
         Port("context", "text", label="Context text"),
     ]
 
-    class Params(Params):
+    class Params(ComponentParams):
         k: int = Field(3, ge=1, le=50)
 
-    def build(self, params: BaseModel, env: BuildEnv) -> Any:
+    def build(self, params: Bm25Retriever.Params, env: BuildEnv) -> Any:
         return None  # the retriever is built per run from the documents that arrive
 
     async def execute(
-        self, built: Any, params: BaseModel, inputs: dict[str, Any], ctx: RunContext
+        self, built: Any, params: Bm25Retriever.Params, inputs: dict[str, Any], ctx: RunContext
     ) -> dict[str, Any]:
         arriving = inputs.get("documents") or []
         docs = [d for d in arriving if isinstance(d, LCDocument)]
         cache_key = arriving.cache_key if isinstance(arriving, DocumentSet) else None
         query = as_text(inputs.get("query"))
-        retriever = BM25Retriever(docs=docs, k=params.k, cache_key=cache_key)  # type: ignore[attr-defined]
+        retriever = BM25Retriever(docs=docs, k=params.k, cache_key=cache_key)
         # Indexing is pure Python proportional to the corpus: in a thread, not on the run loop.
         ranked = await asyncio.to_thread(retriever.ranked, query)
         ctx.emit(
@@ -315,7 +315,7 @@ class KnowledgeFilter(BaseModel):
     page_to: int | None = Field(None, ge=1, le=1_000_000)
 
 
-class KnowledgeParams(Params):
+class KnowledgeParams(ComponentParams):
     knowledge_base: int = Field(
         ...,
         ge=1,
@@ -364,7 +364,7 @@ class KnowledgeSearch:
             raise NodeError(exc.message) from exc
 
 
-class KnowledgeRetriever(Component):
+class KnowledgeRetriever(Component[KnowledgeParams]):
     key = "retriever.knowledge"
     label = "Knowledge retrieval"
     category = "Retrieval"
@@ -379,19 +379,19 @@ class KnowledgeRetriever(Component):
     ]
     Params = KnowledgeParams
 
-    def check(self, params: BaseModel, env: BuildEnv) -> list[ParamProblem]:
+    def check(self, params: KnowledgeParams, env: BuildEnv) -> list[ParamProblem]:
         from knowledge.retrieval import NO_EMBEDDINGS
 
-        p: Any = params
+        p = params
         kb, problems = knowledge_base_problems(env, p.knowledge_base)
         if kb is not None and p.mode == "vector" and not kb.has_embeddings:
             problems.append(ParamProblem("mode", "no_embeddings", NO_EMBEDDINGS))
         return problems
 
-    def build(self, params: BaseModel, env: BuildEnv) -> KnowledgeSearch:
+    def build(self, params: KnowledgeParams, env: BuildEnv) -> KnowledgeSearch:
         from knowledge.vectorstore import ChunkFilter
 
-        p: Any = params
+        p = params
         return KnowledgeSearch(
             KnowledgeRef(env.workspace_id, p.knowledge_base, None),
             p.mode,
@@ -406,7 +406,7 @@ class KnowledgeRetriever(Component):
         )
 
     async def execute(
-        self, built: Any, params: BaseModel, inputs: dict[str, Any], ctx: RunContext
+        self, built: Any, params: KnowledgeParams, inputs: dict[str, Any], ctx: RunContext
     ) -> dict[str, Any]:
         from knowledge.retrieval import context_text
 

@@ -15,9 +15,10 @@ from pydantic import BaseModel, Field
 from flows.components.base import (
     BuildEnv,
     Component,
+    ComponentParams,
     NodeError,
+    P,
     ParamProblem,
-    Params,
     Port,
     RunContext,
 )
@@ -27,6 +28,7 @@ from flows.components.retrieval import (
     COLLECTION_PATTERN,
     KnowledgeRef,
     knowledge_base_field_schema,
+    knowledge_base_problems,
 )
 from flows.components.safe_http import FetchRefused, safe_get
 from flows.components.util import as_text, run_db
@@ -42,18 +44,20 @@ class ToolHandle:
         return f"tool:{self.tool.name}"
 
 
-class ToolComponent(Component):
+class ToolComponent(Component[P]):
+    """A tool node: its `tool` output feeds an agent; an `input` runs it directly."""
+
     category = "Tools"
     input_name = "input"
 
-    def ports_for(self, params: BaseModel | None) -> tuple[list[Port], list[Port]]:
+    def ports_for(self, params: P | None) -> tuple[list[Port], list[Port]]:
         return (
             [Port(self.input_name, "any", required=False, label=self.input_name)],
             [Port("tool", "tool", label="Tool"), Port("result", "text", label="Result")],
         )
 
     async def execute(
-        self, built: Any, params: BaseModel, inputs: dict[str, Any], ctx: RunContext
+        self, built: Any, params: P, inputs: dict[str, Any], ctx: RunContext
     ) -> dict[str, Any]:
         outputs: dict[str, Any] = {"tool": ToolHandle(built)}
         if self.input_name in inputs:
@@ -100,16 +104,16 @@ async def _calculator_text(expression: str) -> str:
         return f"Error: {exc}"
 
 
-class Calculator(ToolComponent):
+class Calculator(ToolComponent["Calculator.Params"]):
     key = "tool.calculator"
     label = "Calculator tool"
     description = "Evaluates arithmetic (+ - * / // % ** and abs, round, min, max, sqrt)."
     input_name = "expression"
 
-    class Params(Params):
+    class Params(ComponentParams):
         pass
 
-    def build(self, params: BaseModel, env: BuildEnv) -> BaseTool:
+    def build(self, params: Calculator.Params, env: BuildEnv) -> BaseTool:
         return StructuredTool.from_function(
             coroutine=_calculator_text,
             name="calculator",
@@ -129,7 +133,7 @@ class HttpGetArgs(BaseModel):
     url: str = Field(..., max_length=2048, description="An http(s) URL on the allowlist.")
 
 
-class HttpGet(ToolComponent):
+class HttpGet(ToolComponent["HttpGet.Params"]):
     key = "tool.http_get"
     label = "HTTP GET tool"
     description = (
@@ -138,17 +142,17 @@ class HttpGet(ToolComponent):
     )
     input_name = "url"
 
-    class Params(Params):
+    class Params(ComponentParams):
         max_bytes: int = Field(256 * 1024, ge=1, le=1024 * 1024)
         timeout_seconds: float = Field(10.0, ge=0.5, le=30.0)
         max_chars: int = Field(20_000, ge=100, le=200_000)
 
-    def build(self, params: BaseModel, env: BuildEnv) -> BaseTool:
+    def build(self, params: HttpGet.Params, env: BuildEnv) -> BaseTool:
         allowlist = [str(h) for h in (env.workspace.http_allowlist or []) if isinstance(h, str)]
         max_bytes, timeout, max_chars = (
-            params.max_bytes,  # type: ignore[attr-defined]
-            params.timeout_seconds,  # type: ignore[attr-defined]
-            params.max_chars,  # type: ignore[attr-defined]
+            params.max_bytes,
+            params.timeout_seconds,
+            params.max_chars,
         )
 
         async def fetch(url: str) -> str:
@@ -182,13 +186,13 @@ class DocSearchArgs(BaseModel):
     query: str = Field(..., max_length=2000, description="What to look for in the documents.")
 
 
-class DocSearch(ToolComponent):
+class DocSearch(ToolComponent["DocSearch.Params"]):
     key = "tool.doc_search"
     label = "Document search tool"
-    description = "Searches one of this workspace's document collections (BM25)."
+    description = "Searches one of this workspace's knowledge bases (BM25 keyword search)."
     input_name = "query"
 
-    class Params(Params):
+    class Params(ComponentParams):
         collection: str = Field(
             "default",
             pattern=COLLECTION_PATTERN,
@@ -202,15 +206,12 @@ class DocSearch(ToolComponent):
         )
         k: int = Field(3, ge=1, le=20)
 
-    def check(self, params: BaseModel, env: BuildEnv) -> list[ParamProblem]:
-        from flows.components.retrieval import knowledge_base_problems
+    def check(self, params: DocSearch.Params, env: BuildEnv) -> list[ParamProblem]:
+        return knowledge_base_problems(env, params.knowledge_base)[1]
 
-        return knowledge_base_problems(env, params.knowledge_base)[1]  # type: ignore[attr-defined]
-
-    def build(self, params: BaseModel, env: BuildEnv) -> BaseTool:
-        p: Any = params
-        ref = KnowledgeRef(env.workspace_id, p.knowledge_base, p.collection)
-        k = p.k
+    def build(self, params: DocSearch.Params, env: BuildEnv) -> BaseTool:
+        ref = KnowledgeRef(env.workspace_id, params.knowledge_base, params.collection)
+        k = params.k
 
         def find(query: str) -> str:
             from knowledge import retrieval

@@ -268,7 +268,7 @@ class _Start:
     run: Run
     writer: RunWriter
     runner: PlanRunner | None = None
-    failure: tuple[str, str] | None = None
+    failure: tuple[RunStatus, str] | None = None
 
 
 def execute_queued_run(*, run_id: str, task_id: str, worker: str) -> None:

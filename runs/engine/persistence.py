@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import enum
 from datetime import datetime, timedelta
+from typing import Any
 
 from django.conf import settings
 from django.db import connection, transaction
@@ -99,8 +100,10 @@ def _persist_statement(batch: Batch, lease_until: datetime) -> set[str]:
     """PostgreSQL: one statement (so one implicit transaction) that extends the leases
     still held (fencing token in the UPDATE's WHERE), finalises the runs that finish, and
     inserts the events of exactly those runs; it returns the runs it wrote."""
-    run_rows, run_params = [], []
-    event_rows, event_params = [], []
+    run_rows: list[str] = []
+    run_params: list[Any] = []
+    event_rows: list[str] = []
+    event_params: list[Any] = []
     for writer, events, final in batch:
         run_rows.append(
             "(%s::uuid, %s::integer, %s::integer, %s::varchar, %s::jsonb, %s::text,"

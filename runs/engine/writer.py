@@ -91,7 +91,7 @@ class RunWriter:
         self.closed = False
         self.fenced = False
         self.cancel_requested = False
-        self._on_stop: Callable[[], None] | None = None
+        self._on_stop: Callable[[], object] | None = None
         self._publish_waiters: list[Callable[[], None]] = []
         self.done = threading.Event()
 
@@ -163,7 +163,7 @@ class RunWriter:
     def should_stop(self) -> bool:
         return self.cancel_requested or self.fenced
 
-    def on_stop(self, callback: Callable[[], None]) -> None:
+    def on_stop(self, callback: Callable[[], object]) -> None:
         """Call `callback` (from the sink thread) when the run must stop: cancelled or
         fenced. The executor uses it instead of polling, so idle runs cost no wake-ups."""
         self._on_stop = callback

@@ -283,7 +283,7 @@ class _Handler(BaseHTTPRequestHandler):
         model = str(body.get("model") or "fake")
         tokens = fake._tokens_for(body)
         now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-        final = {
+        final: dict[str, Any] = {
             "model": model,
             "created_at": now,
             "message": {"role": "assistant", "content": ""},
@@ -395,7 +395,7 @@ class _Handler(BaseHTTPRequestHandler):
             return f"event: {name}\ndata: {json.dumps({'type': name, **data})}\n\n"
 
         self._start_stream("text/event-stream")
-        start = {
+        start: dict[str, Any] = {
             "id": mid,
             "type": "message",
             "role": "assistant",

@@ -46,11 +46,11 @@ class WebServer:
         self.host = host
         self._httpd = ThreadingHTTPServer((host, 0), _Handler)
         self._httpd.daemon_threads = True
-        self._httpd.hits = []  # type: ignore[attr-defined]
+        self._httpd.hits = []  # type: ignore[attr-defined]  # the handler appends to its server's list
 
     @property
     def hits(self) -> list[dict]:
-        return self._httpd.hits  # type: ignore[attr-defined]
+        return self._httpd.hits  # type: ignore[attr-defined]  # set in __init__ on the stdlib server
 
     @property
     def port(self) -> int:

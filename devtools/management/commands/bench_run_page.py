@@ -28,8 +28,9 @@ from pathlib import Path
 from typing import Any
 
 from django.conf import settings
-from django.core.management.base import BaseCommand, CommandParser
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import connection
+from django.http import StreamingHttpResponse
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
@@ -72,7 +73,8 @@ def _client(user: User) -> Client:
     if settings.SECURE_PROXY_SSL_HEADER:  # behind the TLS proxy, as in production
         header, value = settings.SECURE_PROXY_SSL_HEADER
         environ[header] = value
-    client = Client(**environ)
+    client = Client()
+    client.defaults.update(environ)  # the WSGI environ of every request it makes
     client.force_login(user, backend="django.contrib.auth.backends.ModelBackend")
     return client
 
@@ -130,7 +132,7 @@ class Command(BaseCommand):
             ("node_finished", "input", {"data": "benchmark", "duration_ms": 1}),
             ("node_started", "model", {"data": {"component": "llm.demo"}}),
         ]
-        tail = [
+        tail: list[tuple[str, str, dict]] = [
             ("node_finished", "model", {"data": "bench", "duration_ms": n}),
             ("node_started", "output", {"data": {"component": "io.text_output"}}),
             ("node_finished", "output", {"data": "bench", "duration_ms": 1}),
@@ -212,10 +214,12 @@ class Command(BaseCommand):
 
         member = _client(owner)
         export_url = reverse("run_export", args=[workspace.slug, run.pk])
-        exports = []
+        exports: list[tuple[float, int, int]] = []
         for _ in range(options["export_repeat"]):
             began = time.perf_counter()
             response = member.get(export_url)
+            if not isinstance(response, StreamingHttpResponse):
+                raise CommandError(f"the export answered {response.status_code} without a stream")
             size = lines = 0
             for chunk in response.streaming_content:
                 size += len(chunk)

@@ -302,9 +302,12 @@ class BenchFixture:
 async def _raw(base_url: str) -> tuple[float, float, int]:
     """(ttft seconds, tokens/s, tokens) of ChatOpenAI.stream in this process."""
     from langchain_openai import ChatOpenAI
+    from pydantic import SecretStr
 
     def go() -> tuple[float, float, int]:
-        model = ChatOpenAI(base_url=base_url, api_key="bench", model="fake", max_retries=0)
+        model = ChatOpenAI(
+            base_url=base_url, api_key=SecretStr("bench"), model="fake", max_retries=0
+        )
         start = time.perf_counter()
         first = last = None
         count = 0
@@ -325,12 +328,13 @@ async def _pipeline(
 ) -> tuple[float, float, int, str]:
     """(ttft seconds, tokens/s, tokens, run id) measured at a WebSocket client."""
     import websockets
+    from websockets.typing import Origin
 
     url = f"{ws_url}/ws/w/{fixture.workspace.slug}/exec"
     async with websockets.connect(
         url,
         additional_headers={"Authorization": f"Bearer {fixture.token}"},
-        origin=ws_url.replace("ws://", "http://"),  # type: ignore[arg-type]
+        origin=Origin(ws_url.replace("ws://", "http://")),
         max_size=None,
     ) as ws:
         json.loads(await ws.recv())  # session
@@ -432,6 +436,7 @@ async def _concurrent(
     wall-clock time the fake server sent it, so the client measures delivery latency."""
     import websockets
     from asgiref.sync import sync_to_async
+    from websockets.typing import Origin
 
     latencies: list[float] = []
     # Where the time goes: upstream send -> the worker's event (model client, coalescing),
@@ -446,7 +451,7 @@ async def _concurrent(
         async with websockets.connect(
             url,
             additional_headers={"Authorization": f"Bearer {fixture.token}"},
-            origin=ws_url.replace("ws://", "http://"),  # type: ignore[arg-type]
+            origin=Origin(ws_url.replace("ws://", "http://")),
             max_size=None,
         ) as ws:
             json.loads(await ws.recv())

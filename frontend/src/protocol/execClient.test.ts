@@ -1,5 +1,6 @@
 // The protocol client against a scripted socket: replies matched by request_id, events
-// delivered once and in order, a gap answered by a resume, and the one retry after 4401.
+// delivered once and in order, a gap answered by a resume, reconnects backing off, and the
+// one retry after 4401.
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 
 import { ExecClient, RunRejected, type RunEvent } from "./execClient";
@@ -75,6 +76,7 @@ beforeEach(() => {
 });
 
 afterEach(() => {
+  vi.restoreAllMocks();
   vi.useRealTimers();
   vi.unstubAllGlobals();
 });
@@ -131,6 +133,53 @@ describe("events", () => {
     latest().accept();
     expect(latest().sent).toContainEqual({ action: "resume", run_id: "run-1", after_seq: 2 });
     expect(client.state).toBe("open");
+  });
+});
+
+describe("reconnect backoff", () => {
+  // The longest wait each attempt may take (Math.random pinned just under 1): the delay
+  // doubles from minDelayMs per failed attempt, is capped at maxDelayMs, and starts over
+  // once a socket opens.
+  function reconnectsAfter(ms: number): boolean {
+    const before = FakeSocket.all.length;
+    vi.advanceTimersByTime(ms);
+    return FakeSocket.all.length > before;
+  }
+
+  it("doubles per failed attempt up to the cap and starts over after an open", () => {
+    vi.spyOn(Math, "random").mockReturnValue(0.999);
+    const client = new ExecClient({ url: "ws://test/ws/w/acme/exec", minDelayMs: 100, maxDelayMs: 400 });
+    client.connect();
+    latest().accept();
+
+    const waits: number[] = [];
+    for (let attempt = 0; attempt < 4; attempt += 1) {
+      latest().end(1006); // the server went away, or the handshake failed
+      expect(client.state).toBe("reconnecting");
+      let waited = 0;
+      while (!reconnectsAfter(10)) waited += 10;
+      waits.push(waited + 10);
+    }
+    // base/2 + random*base/2 with random ~1: about 100, 200, 400, then capped at 400.
+    expect(waits).toEqual([100, 200, 400, 400]);
+
+    latest().accept(); // an open resets the schedule
+    latest().end(1006);
+    let waited = 0;
+    while (!reconnectsAfter(10)) waited += 10;
+    expect(waited + 10).toBe(100);
+    client.close();
+  });
+
+  it("waits at least half the base delay (jitter never reconnects at once)", () => {
+    vi.spyOn(Math, "random").mockReturnValue(0);
+    const client = new ExecClient({ url: "ws://test/ws/w/acme/exec", minDelayMs: 100, maxDelayMs: 400 });
+    client.connect();
+    latest().accept();
+    latest().end(1006);
+    expect(reconnectsAfter(49)).toBe(false);
+    expect(reconnectsAfter(1)).toBe(true);
+    client.close();
   });
 });
 
