@@ -64,20 +64,20 @@ def document_summaries(workspace: Workspace) -> dict[int, DocumentSummary]:
         .values("knowledge_base_id")
         .annotate(
             documents=Count("pk"),
-            chunks=Sum("chunk_count"),
+            chunk_total=Sum("chunk_count"),
             indexed=Count("pk", filter=Q(status=DocumentStatus.INDEXED)),
             failed=Count("pk", filter=Q(status=DocumentStatus.FAILED)),
-            updated_at=Max("updated_at"),
+            last_change=Max("updated_at"),
         )
         .order_by()
     )
     return {
         row["knowledge_base_id"]: DocumentSummary(
             documents=row["documents"],
-            chunks=row["chunks"] or 0,
+            chunks=row["chunk_total"] or 0,
             indexed=row["indexed"],
             failed=row["failed"],
-            updated_at=row["updated_at"],
+            updated_at=row["last_change"],
         )
         for row in rows
     }
