@@ -12,7 +12,7 @@ NODE_STAMP := frontend/node_modules/.installed-stamp
 NODE_DEPS := $(wildcard frontend/package.json frontend/package-lock.json)
 FRONTEND_SRC := $(shell find frontend/src frontend/public frontend/index.html frontend/vite.config.* frontend/tsconfig*.json -type f 2>/dev/null)
 
-.PHONY: run test setup frontend browser lint bench clean
+.PHONY: run test setup frontend browser pgvector lint bench clean
 
 setup: $(STAMP) frontend
 
@@ -50,11 +50,17 @@ browser:
 		else echo "chromium or a CJK font missing: run 'sudo apt-get install chromium fonts-wqy-zenhei'"; fi; \
 	fi
 
+# pgvector (the knowledge bases' vector store) in a PostgreSQL on this machine: installed and
+# enabled in template1 and the app's database when DATABASE_URL points at localhost and we
+# are root; otherwise it says what to run. Nothing to do on the embedded default (SQLite).
+pgvector:
+	@bash platform/install-pgvector.sh --if-local
+
 # serve --prepare: migrate, collectstatic and seed_demo (prints the demo login), then serve.
-run: setup
+run: setup pgvector
 	exec $(PY) manage.py serve --prepare --host $(HOST) --port $(PORT)
 
-test: setup browser
+test: setup browser pgvector
 	$(PY) -m ruff check .
 	cd frontend && npm test --silent
 	$(PY) -m mypy

@@ -62,6 +62,17 @@ ACTIONS: Final[dict[str, str]] = {
     # documents (the docs.corpus collections)
     "document.create": "Added a document to a collection.",
     "document.delete": "Deleted a document.",
+    # knowledge bases (knowledge/)
+    "knowledge_base.create": "Created a knowledge base.",
+    "knowledge_base.update": (
+        "Renamed a knowledge base or changed its chunking or embedding settings (a settings "
+        "change re-indexes its documents)."
+    ),
+    "knowledge_base.reindex": "Asked for every document of a knowledge base to be indexed again.",
+    "knowledge_base.delete": "Deleted a knowledge base with its documents and chunks.",
+    "knowledge_document.upload": "Uploaded a document to a knowledge base.",
+    "knowledge_document.delete": "Deleted a document of a knowledge base (and its chunks).",
+    "knowledge_document.retry": "Queued a failed document of a knowledge base again.",
     # runs
     "run.start": "Started a run.",
     "run.rerun": "Started a re-run of an earlier run (same version, same inputs).",

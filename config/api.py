@@ -18,6 +18,7 @@ from accounts.tenancy import require_role
 from chat.api import router as chat_router
 from config.jsontext import UnstorableText, check_text
 from flows.api import router as flows_router
+from knowledge.api import router as knowledge_router
 from runs.api import router as runs_router
 from runs.services import RunRefused
 
@@ -128,5 +129,6 @@ api.add_router("/w/{slug}/", accounts_router)
 api.add_router("/w/{slug}/", flows_router)
 api.add_router("/w/{slug}/", runs_router)
 api.add_router("/w/{slug}/", chat_router)
+api.add_router("/w/{slug}/", knowledge_router)
 _document_errors()
 enforce_roles(api)

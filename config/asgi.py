@@ -19,11 +19,12 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 
 from accounts.ws_auth import BearerOrSessionAuthMiddlewareStack  # noqa: E402
 from config.ws_origin import SameOriginValidator  # noqa: E402
+from knowledge.uploads import RequestSizeLimit  # noqa: E402
 from runs.routing import websocket_urlpatterns  # noqa: E402
 
 application = ProtocolTypeRouter(
     {
-        "http": django_asgi_app,
+        "http": RequestSizeLimit(django_asgi_app),
         "websocket": SameOriginValidator(
             BearerOrSessionAuthMiddlewareStack(URLRouter(websocket_urlpatterns))
         ),

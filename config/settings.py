@@ -133,6 +133,7 @@ INSTALLED_APPS = [
     "flows",
     "runs",
     "chat",
+    "knowledge",
     "audit",
     "ops",
 ]
@@ -153,6 +154,8 @@ if _checkout_app("devtools"):  # the benchmarks (`manage.py bench_stream`, `benc
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # Before anything reads a body: oversized uploads are refused unread (knowledge.uploads).
+    "knowledge.uploads.UploadSizeMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -272,6 +275,10 @@ CELERY_TASK_DEFAULT_QUEUE = f"{CHANNEL_PREFIX}.runs"
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_BEAT_SCHEDULE: dict[str, dict[str, Any]] = {
     "reap-stale-runs": {"task": "runs.tasks.reap_stale_runs", "schedule": 5.0},
+    "requeue-stale-documents": {
+        "task": "knowledge.tasks.requeue_stale_documents",
+        "schedule": 5.0,
+    },
 }
 
 # --- Auth ---------------------------------------------------------------------------------
@@ -393,6 +400,21 @@ FLOWDECK = {
     "REDISPATCH_SECONDS": env_int("FLOWDECK_REDISPATCH_SECONDS", 20),
 }
 DATA_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024
+# Knowledge bases (knowledge/): per-workspace limits, checked before anything is stored.
+FLOWDECK_KNOWLEDGE = {
+    "MAX_FILE_BYTES": env_int("FLOWDECK_KNOWLEDGE_MAX_FILE_MB", 50) * 1024 * 1024,
+    "MAX_FILES_PER_UPLOAD": env_int("FLOWDECK_KNOWLEDGE_MAX_FILES_PER_UPLOAD", 20),
+    "MAX_DOCUMENTS_PER_WORKSPACE": env_int("FLOWDECK_KNOWLEDGE_MAX_DOCUMENTS", 1000),
+    "MAX_CHUNKS_PER_DOCUMENT": env_int("FLOWDECK_KNOWLEDGE_MAX_CHUNKS", 50_000),
+    "EMBED_BATCH": env_int("FLOWDECK_KNOWLEDGE_EMBED_BATCH", 64),
+    "LEASE_SECONDS": env_int("FLOWDECK_KNOWLEDGE_LEASE_SECONDS", 120),
+}
+# Uploaded files: through Django's storage API (STORAGES["default"]): the data directory
+# here; an S3 bucket with django-storages is a change of STORAGES only (README).
+MEDIA_ROOT = Path(os.environ.get("FLOWDECK_MEDIA_ROOT") or DATA_DIR / "media")
+MEDIA_URL = "/media/"  # never served: documents are read by the workers, not downloaded
+# Files in an upload go to a temporary file beyond this (never into memory).
+FILE_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024
 # Loopback/private networks a credential's base URL may point at (flows.endpoints): a
 # platform admin's decision. Default: none in production ("none" also says so); loopback
 # and private networks on a developer's machine and the embedded default (a local Ollama,

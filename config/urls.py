@@ -22,6 +22,7 @@ urlpatterns = [
     path("api/", api.urls),
     path("", include("accounts.urls")),
     path("", include("flows.urls")),
+    path("", include("knowledge.urls")),
     path("", include("runs.urls")),
     path("", include("audit.urls")),
 ]

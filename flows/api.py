@@ -32,8 +32,9 @@ from flows.components.patterns import PatternError
 from flows.components.registry import all_components
 from flows.diff import graph_diff
 from flows.messages import param_message
-from flows.models import Credential, Document, Flow, FlowDraft, FlowVersion
+from flows.models import Credential, Flow, FlowDraft, FlowVersion
 from flows.starters import STARTERS
+from knowledge.models import KnowledgeDocument
 
 router = Router(tags=["flows"])
 
@@ -769,13 +770,13 @@ def whitelist_put(request: HttpRequest, slug: WorkspaceSlug, payload: WhitelistI
     return selectors.whitelist_for(context(request).workspace)
 
 
-# --- documents ------------------------------------------------------------------------------------
-def _document_out(document: Document) -> dict[str, Any]:
+# --- documents: the older door onto knowledge bases (a collection is a knowledge base) ----------
+def _document_out(document: KnowledgeDocument) -> dict[str, Any]:
     return {
         "id": document.pk,
-        "title": document.title,
-        "collection": document.collection,
-        "chars": len(document.content),
+        "title": document.name,
+        "collection": document.knowledge_base.name,
+        "chars": document.size,
         "created_at": document.created_at,
     }
 
@@ -783,12 +784,14 @@ def _document_out(document: Document) -> dict[str, Any]:
 @router.get("documents", response=list[DocumentOut])
 @minimum_role(Role.VIEWER)
 def documents_list(request: HttpRequest, slug: WorkspaceSlug) -> list[dict]:
-    return [_document_out(d) for d in selectors.documents_of(context(request).workspace)[:1000]]
+    documents = selectors.documents_of(context(request).workspace).select_related("knowledge_base")
+    return [_document_out(d) for d in documents[:1000]]
 
 
 @router.post("documents", response={201: DocumentOut})
 @minimum_role(Role.EDITOR)
 def documents_create(request: HttpRequest, slug: WorkspaceSlug, payload: DocumentIn) -> Any:
+    """A text document in the knowledge base named `collection` (made if missing)."""
     document = services.document_create(
         workspace=context(request).workspace,
         acting=context(request).membership,
@@ -802,7 +805,7 @@ def documents_create(request: HttpRequest, slug: WorkspaceSlug, payload: Documen
 @router.delete("documents/{document_id}", response={204: None})
 @minimum_role(Role.EDITOR)
 def documents_delete(request: HttpRequest, slug: WorkspaceSlug, document_id: DbInt) -> Any:
-    document = get_scoped(Document, context(request).workspace, pk=document_id)
+    document = get_scoped(KnowledgeDocument, context(request).workspace, pk=document_id)
     services.document_delete(
         workspace=context(request).workspace,
         acting=context(request).membership,

@@ -245,11 +245,7 @@ def _annotation_problems(annotations: Any, node_ids: set[str]) -> list[Problem]:
 
 
 def _finite(value: Any) -> bool:
-    return (
-        isinstance(value, int | float)
-        and not isinstance(value, bool)
-        and math.isfinite(value)
-    )
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _short(value: Any, limit: int = 60) -> str:

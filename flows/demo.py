@@ -12,7 +12,8 @@ from django.db import transaction
 
 from accounts.models import Membership, User, Workspace
 from flows import services
-from flows.models import Document, Flow
+from flows.models import Flow
+from flows.selectors import documents_of
 
 FAQ_COLLECTION = "faq"
 FAQ = [
@@ -153,7 +154,7 @@ def _edge(source: str, source_port: str, target: str, target_port: str) -> dict:
 def seed_demo_flow(*, workspace: Workspace, user: User) -> list[Flow]:
     """Create the FAQ documents and the two demo flows in `workspace` (owned by `user`)."""
     acting = Membership.objects.get(workspace=workspace, user=user)
-    if not Document.objects.filter(workspace=workspace, collection=FAQ_COLLECTION).exists():
+    if not documents_of(workspace, FAQ_COLLECTION).exists():
         for title, content in FAQ:
             services.document_create(
                 workspace=workspace,

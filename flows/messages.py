@@ -75,13 +75,17 @@ def param_message(error: dict[str, Any], titles: dict[str, str] | None = None) -
         return f"{label} is not allowed: {rule}."
     if kind in {"greater_than_equal", "greater_than"}:
         bound = ctx.get("ge", ctx.get("gt"))
-        return f"{label} must be at least {bound}." if kind.endswith("equal") else (
-            f"{label} must be more than {bound}."
+        return (
+            f"{label} must be at least {bound}."
+            if kind.endswith("equal")
+            else (f"{label} must be more than {bound}.")
         )
     if kind in {"less_than_equal", "less_than"}:
         bound = ctx.get("le", ctx.get("lt"))
-        return f"{label} must be at most {bound}." if kind.endswith("equal") else (
-            f"{label} must be less than {bound}."
+        return (
+            f"{label} must be at most {bound}."
+            if kind.endswith("equal")
+            else (f"{label} must be less than {bound}.")
         )
     if kind in {"int_type", "int_parsing", "int_from_float"}:
         return f"{label} must be a whole number."
@@ -114,8 +118,10 @@ _RE2_REASONS: list[tuple[str, str]] = [
     ("unexpected )", "there is a “)” without a matching “(”"),
     ("missing ]", "a “[” is never closed"),
     ("invalid perl operator", "lookaround such as (?=…), (?!…) or (?<=…) is not supported"),
-    ("invalid escape sequence", "it uses an escape RE2 does not know (backreferences like \\1 "
-     "are not supported)"),
+    (
+        "invalid escape sequence",
+        "it uses an escape RE2 does not know (backreferences like \\1 are not supported)",
+    ),
     ("trailing \\", "it ends with a lone backslash"),
     ("missing argument to repetition operator", "a *, + or ? has nothing before it to repeat"),
     ("bad repetition operator", "two repetition operators follow each other (like a**)"),

@@ -1,5 +1,5 @@
 """Flows and their immutable versions, credentials, the component whitelist, and the data
-that components read (conversation memory, documents)."""
+that components read (conversation memory; documents are knowledge bases now: knowledge/)."""
 
 from __future__ import annotations
 
@@ -247,25 +247,3 @@ class ConversationMessage(models.Model):
 
     def __str__(self) -> str:
         return f"{self.role}: {self.content[:40]}"
-
-
-class Document(models.Model):
-    """A text document uploaded to a workspace, in a named collection (docs.corpus)."""
-
-    workspace = models.ForeignKey(
-        Workspace, on_delete=models.CASCADE, db_index=True, related_name="+"
-    )
-    collection = models.CharField(max_length=64, default="default")
-    title = models.CharField(max_length=200)
-    content = models.TextField()
-    created_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, related_name="+"
-    )
-    created_at = models.DateTimeField(auto_now_add=True)
-
-    class Meta:
-        ordering = ["collection", "title", "pk"]
-        indexes = [models.Index(fields=["workspace", "collection"])]
-
-    def __str__(self) -> str:
-        return self.title

@@ -12,12 +12,12 @@ from flows.crypto import decrypt
 from flows.models import (
     ComponentPolicy,
     Credential,
-    Document,
     Flow,
     FlowDraft,
     FlowVersion,
     WorkspaceComponentPolicy,
 )
+from knowledge.models import KnowledgeDocument
 
 
 def flows_of(workspace: Workspace) -> QuerySet[Flow]:
@@ -144,6 +144,11 @@ def whitelist_for(workspace: Workspace) -> list[dict]:
     ]
 
 
-def documents_of(workspace: Workspace, collection: str | None = None) -> QuerySet[Document]:
-    documents = scoped(Document, workspace)
-    return documents.filter(collection=collection) if collection is not None else documents
+def documents_of(
+    workspace: Workspace, collection: str | None = None
+) -> QuerySet[KnowledgeDocument]:
+    """The workspace's knowledge documents (in the knowledge base named `collection`)."""
+    documents = scoped(KnowledgeDocument, workspace).order_by("knowledge_base__name", "name", "pk")
+    if collection is not None:
+        documents = documents.filter(knowledge_base__name=collection)
+    return documents

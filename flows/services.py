@@ -30,7 +30,6 @@ from flows.models import (
     ComponentPolicy,
     ComponentPolicyChange,
     Credential,
-    Document,
     Flow,
     FlowDraft,
     FlowVersion,
@@ -40,6 +39,7 @@ from flows.models import (
 )
 from flows.providers import ConnectionCheck, check_connection
 from flows.selectors import decrypted, platform_policy
+from knowledge.models import KnowledgeDocument
 
 log = logging.getLogger(__name__)
 
@@ -254,9 +254,7 @@ def flow_version_create(
     problems = validate_graph(graph, flow.workspace)
     if problems:
         raise GraphInvalid(problems)
-    return _add_version(
-        flow=flow, graph=graph, acting=acting, note=note, is_draft=is_draft
-    )
+    return _add_version(flow=flow, graph=graph, acting=acting, note=note, is_draft=is_draft)
 
 
 def latest_saved_version(flow: Flow) -> FlowVersion | None:
@@ -613,7 +611,7 @@ def workspace_policy_set(
         _policy_changed(workspace, key=key, before=before, after=enabled, acting=acting.user)
 
 
-# --- documents --------------------------------------------------------------------------------
+# --- documents (now knowledge bases: the older door onto knowledge/) ---------------------------
 DOCUMENT_MAX_CHARS = 200_000
 COLLECTION_RE = r"^[A-Za-z0-9_-]{1,64}$"
 
@@ -626,37 +624,50 @@ def document_create(
     title: str,
     content: str,
     collection: str = "default",
-) -> Document:
-    """A text document in one of the workspace's collections (for docs.corpus)."""
+) -> KnowledgeDocument:
+    """A text document in the knowledge base named `collection` (made if missing), indexed
+    at once when it has no embeddings model: what docs.corpus and the older documents API
+    call a collection is a knowledge base now."""
+    from knowledge.services import UploadRefused, collection_document_add
+
     require_role(acting, Role.EDITOR)
     if not re.match(COLLECTION_RE, collection or ""):
         raise ValidationError({"collection": ["1-64 letters, digits, '-' or '_'."]})
     if not content or len(content) > DOCUMENT_MAX_CHARS:
         raise ValidationError({"content": [f"1 to {DOCUMENT_MAX_CHARS} characters."]})
-    document = Document.objects.create(
-        workspace=workspace,
-        collection=collection,
-        title=_clean_name(title, what="title"),
-        content=content,
-        created_by=acting.user,
-    )
+    try:
+        upload = collection_document_add(
+            workspace=workspace,
+            acting=acting,
+            collection=collection,
+            title=_clean_name(title, what="title"),
+            text=content,
+        )
+    except UploadRefused as exc:
+        raise ValidationError({"content": [exc.message]}) from exc
+    document = upload.document
     record(
         action="document.create",
         workspace=workspace,
         actor=acting.user,
         target=f"document:{document.pk}",
-        after={"title": document.title, "collection": collection, "chars": len(content)},
+        after={"title": document.name, "collection": collection, "chars": len(content)},
     )
     return document
 
 
 @transaction.atomic
-def document_delete(*, workspace: Workspace, acting: Membership, document: Document) -> None:
+def document_delete(
+    *, workspace: Workspace, acting: Membership, document: KnowledgeDocument
+) -> None:
+    """Delete a document of a collection (a knowledge base) with its chunks."""
+    from knowledge.services import document_delete as knowledge_document_delete
+
     require_role(acting, Role.EDITOR)
     _same_workspace(workspace, document)
-    before = {"title": document.title, "collection": document.collection}
+    before = {"title": document.name, "collection": document.knowledge_base.name}
     label = f"document:{document.pk}"
-    document.delete()
+    knowledge_document_delete(workspace=workspace, acting=acting, document=document)
     record(
         action="document.delete",
         workspace=workspace,

@@ -149,8 +149,7 @@ def memory_chatbot_graph() -> dict:
 
 def document_qa_graph() -> dict:
     template = (
-        "Answer the question from the handbook only.\n\nContext:\n{context}\n\n"
-        "Question: {question}"
+        "Answer the question from the handbook only.\n\nContext:\n{context}\n\nQuestion: {question}"
     )
     return {
         "nodes": [

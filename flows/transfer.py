@@ -9,7 +9,7 @@ A flow file is the graph the API speaks plus a versioned envelope (docs/protocol
 An import is checked before anything is written. What cannot work here is refused, each
 node named: a component this platform does not have or this workspace has disabled, and a
 file that is not a flow graph at all. What cannot carry across workspaces is cleared and
-listed: credential ids (a credential belongs to the workspace it was made in). A flow
+listed: credential and knowledge-base ids (each belongs to the workspace it was made in). A flow
 whose graph is then incomplete lands as a draft, to be fixed in the editor; a complete
 one lands as version 1.
 """
@@ -29,8 +29,8 @@ from audit.services import record
 from flows import services
 from flows.builder import Problem, shape_problems, validate_graph
 from flows.components.registry import get_component
-from flows.models import Document, Flow, FlowDraft
-from flows.selectors import enabled_keys, latest_version
+from flows.models import Flow, FlowDraft
+from flows.selectors import documents_of, enabled_keys, latest_version
 from flows.starters import get_starter
 
 FORMAT = "flowdeck.flow"
@@ -63,6 +63,12 @@ CREDENTIAL_REASON = (
     "A credential belongs to the workspace it was made in: pick one of this workspace's "
     "credentials in the node."
 )
+KNOWLEDGE_BASE_REASON = (
+    "A knowledge base belongs to the workspace it was made in: pick one of this workspace's "
+    "knowledge bases in the node."
+)
+# Params whose values name a row of the exporting workspace (by JSON Schema `format`).
+WORKSPACE_BOUND = {"credential": CREDENTIAL_REASON, "knowledge_base": KNOWLEDGE_BASE_REASON}
 
 
 @dataclass
@@ -250,11 +256,10 @@ def _clear_credentials(report: ImportReport, graph: dict) -> None:
             continue
         properties = component.params_schema().get("properties", {})
         for param, schema in properties.items():
-            if schema.get("format") == "credential" and params.get(param) is not None:
+            reason = WORKSPACE_BOUND.get(schema.get("format"))
+            if reason is not None and params.get(param) is not None:
                 params = {k: v for k, v in params.items() if k != param}
-                report.cleared.append(
-                    {"node_id": node.get("id"), "param": param, "reason": CREDENTIAL_REASON}
-                )
+                report.cleared.append({"node_id": node.get("id"), "param": param, "reason": reason})
         node["params"] = params
 
 
@@ -272,8 +277,8 @@ def _note_missing_collections(report: ImportReport, workspace: Workspace, graph:
             wanted.add(value)
     if not wanted:
         return
-    documents = scoped(Document, workspace).filter(collection__in=wanted)
-    present = set(documents.values_list("collection", flat=True))
+    documents = documents_of(workspace).filter(knowledge_base__name__in=wanted)
+    present = set(documents.values_list("knowledge_base__name", flat=True))
     for collection in sorted(wanted - present):
         report.notes.append(
             f"The document collection “{collection}” is empty in this workspace: add documents "
@@ -320,7 +325,7 @@ def flow_from_starter(
     if starter is None:
         raise ValidationError({"template": ["No such template."]})
     for collection, documents in starter.documents:
-        if scoped(Document, workspace).filter(collection=collection).exists():
+        if documents_of(workspace, collection).exists():
             continue
         for title, content in documents:
             services.document_create(

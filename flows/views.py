@@ -242,6 +242,7 @@ class FlowEditorView(WorkspaceMixin, View):
             draft=_draft_config(draft) if _draft_is_newer(draft, latest, wanted) else None,
             draftRevision=draft.revision if draft is not None else 0,
             credentialsUrl=reverse("connections", args=[slug]),
+            knowledgeUrl=reverse("knowledge_list", args=[slug]),
         )
         return render(
             request,

@@ -93,7 +93,10 @@ EVENTS: tuple[EventType, ...] = (
     ),
     EventType(
         "on_retrieval",
-        "a retriever returned documents: {data: {query, hits: [{id, title, score}]}}",
+        (
+            "a retriever returned documents: {data: {query, mode, used?, notes?, hits: [{id, "
+            "title, score, document_id, document, page, chunk, chunk_id?, heading?, excerpt?}]}}"
+        ),
         "component",
     ),
 )

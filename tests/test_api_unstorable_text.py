@@ -14,7 +14,8 @@ from accounts.models import Membership
 from audit.models import AuditEntry
 from config.api import api
 from flows import services as flow_services
-from flows.models import Credential, Document, Flow, FlowVersion
+from flows.models import Credential, Flow, FlowVersion
+from knowledge.models import KnowledgeDocument
 from runs.models import Run
 
 pytestmark = pytest.mark.django_db
@@ -46,7 +47,8 @@ def _url(path: str, flow_id: int) -> str:
 
 def _counts() -> tuple[int, ...]:
     return tuple(
-        m.objects.count() for m in (Flow, FlowVersion, Credential, Document, Run, AuditEntry)
+        m.objects.count()
+        for m in (Flow, FlowVersion, Credential, KnowledgeDocument, Run, AuditEntry)
     )
 
 

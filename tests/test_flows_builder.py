@@ -10,7 +10,8 @@ from accounts.models import Membership
 from flows import services
 from flows.builder import GraphInvalid, build_plan, validate_graph
 from flows.demo import hello_graph, seed_demo_flow, support_bot_graph
-from flows.models import Document, Flow, FlowVersion
+from flows.models import Flow, FlowVersion
+from knowledge.models import KnowledgeDocument
 from tests.fakes.runner import run_plan
 
 pytestmark = pytest.mark.django_db
@@ -97,9 +98,7 @@ def test_an_unconnected_required_input_is_reported(workspace_a):
 def test_version_numbers_checksums_and_immutability(workspace_a):
     acting = owner(workspace_a)
     flow = services.flow_create(workspace=workspace_a, acting=acting, name="f", graph=hello_graph())
-    second = services.flow_version_create(
-        flow=flow, graph=diamond(), acting=acting.user, note="n"
-    )
+    second = services.flow_version_create(flow=flow, graph=diamond(), acting=acting.user, note="n")
     draft = services.flow_version_create(
         flow=flow, graph=diamond(), acting=acting.user, is_draft=True
     )
@@ -146,7 +145,10 @@ def test_viewer_cannot_use_flow_services(workspace_a, bob_viewer):
 def test_demo_support_bot_answers_from_the_faq_offline(workspace_a, alice_owner):
     flows = seed_demo_flow(workspace=workspace_a, user=alice_owner)
     assert [f.name for f in flows] == ["Support bot", "Hello demo"]
-    assert Document.objects.filter(workspace=workspace_a, collection="faq").count() == 5
+    assert (  # the FAQ collection is a knowledge base now
+        KnowledgeDocument.objects.filter(workspace=workspace_a, knowledge_base__name="faq").count()
+        == 5
+    )
     version = FlowVersion.objects.get(flow=flows[0])
     assert version.graph == support_bot_graph()
     plan = build_plan(version.graph, workspace_a)

@@ -13,8 +13,9 @@ from audit.models import AuditEntry
 from flows import services, transfer
 from flows.builder import build_plan, validate_graph
 from flows.demo import support_bot_graph
-from flows.models import Document, Flow, FlowDraft, FlowVersion
+from flows.models import Flow, FlowDraft, FlowVersion
 from flows.starters import STARTERS
+from knowledge.models import KnowledgeDocument
 from tests.fakes.runner import run_plan
 
 pytestmark = pytest.mark.django_db
@@ -133,14 +134,21 @@ def test_credentials_are_cleared_and_listed_and_the_flow_lands_as_a_draft(
                 "params": {"credential": 4242, "model": "gpt-4o-mini"},
                 "position": {"x": 250, "y": 0},
             },
-            {"id": "out", "component": "io.text_output", "params": {}, "position": {"x": 500, "y": 0}},
+            {
+                "id": "out",
+                "component": "io.text_output",
+                "params": {},
+                "position": {"x": 500, "y": 0},
+            },
         ],
         "edges": [
             {"source": "in", "source_port": "text", "target": "gpt", "target_port": "prompt"},
             {"source": "gpt", "source_port": "text", "target": "out", "target_port": "text"},
         ],
     }
-    checked = post(client_for(erin_editor), api("flows/import/check"), {"document": document(graph)})
+    checked = post(
+        client_for(erin_editor), api("flows/import/check"), {"document": document(graph)}
+    )
     assert checked.status_code == 200 and checked.json()["lands_as"] == "draft"
     assert not Flow.objects.filter(name="Bot").exists()  # a check writes nothing
 
@@ -184,9 +192,13 @@ def test_the_flow_list_imports_a_file_or_shows_why_not(client_for, erin_editor):
     assert not Flow.objects.filter(name="Refused").exists()
 
 
-def test_export_and_import_respect_tenancy(client_for, mallory_owner, bob_viewer, workspace_a, erin_editor):
+def test_export_and_import_respect_tenancy(
+    client_for, mallory_owner, bob_viewer, workspace_a, erin_editor
+):
     flow = services.flow_create(
-        workspace=workspace_a, acting=acting(workspace_a, erin_editor), name="Ours",
+        workspace=workspace_a,
+        acting=acting(workspace_a, erin_editor),
+        name="Ours",
         graph=support_bot_graph(),
     )
     assert client_for(mallory_owner).get(api(f"flows/{flow.pk}/export")).status_code == 404
@@ -211,9 +223,9 @@ def test_each_template_is_valid_and_runs_offline(workspace_a, erin_editor, key):
     assert version.graph == starter.graph() and not version.is_draft
     for collection, documents in starter.documents:
         titles = set(
-            Document.objects.filter(workspace=workspace_a, collection=collection).values_list(
-                "title", flat=True
-            )
+            KnowledgeDocument.objects.filter(
+                workspace=workspace_a, knowledge_base__name=collection
+            ).values_list("name", flat=True)
         )
         assert titles == {title for title, _ in documents}
     graph = starter.graph()
@@ -222,10 +234,14 @@ def test_each_template_is_valid_and_runs_offline(workspace_a, erin_editor, key):
             node["params"]["delay_ms"] = 0
     plan = build_plan(graph, workspace_a)
     assert all(
-        not node.component.key.startswith(("llm.openai", "llm.anthropic", "llm.ollama", "agent.tools"))
+        not node.component.key.startswith(
+            ("llm.openai", "llm.anthropic", "llm.ollama", "agent.tools")
+        )
         for node in plan.nodes.values()
     ), "templates run offline"
-    results, contexts = run_plan(plan, {plan.input_node_ids[0]: starter.try_input}, workspace_id=workspace_a.pk)
+    results, contexts = run_plan(
+        plan, {plan.input_node_ids[0]: starter.try_input}, workspace_id=workspace_a.pk
+    )
     answers = [results[n] for n in plan.output_node_ids if results[n] is not None]
     assert answers and all(a["text"].strip() for a in answers), results
     if key == "tool-agent":
@@ -250,7 +266,9 @@ def test_templates_through_the_api_and_the_list_page(client_for, erin_editor, bo
     )
     assert page.status_code == 302
     graph = Flow.objects.get(name="My bot").versions.get().graph
-    assert graph == STARTERS["support-bot"].graph() and graph["nodes"] == support_bot_graph()["nodes"]
+    assert (
+        graph == STARTERS["support-bot"].graph() and graph["nodes"] == support_bot_graph()["nodes"]
+    )
     unknown = client_for(erin_editor).post(
         "/w/acme/flows/", {"action": "create", "template": "../../etc"}
     )
@@ -274,7 +292,9 @@ def test_router_preview_uses_the_servers_matcher_including_chinese_keywords(
     }
 
     def preview(text: str, params: dict = rules) -> dict:
-        response = post(client_for(erin_editor), api("router/preview"), {"params": params, "text": text})
+        response = post(
+            client_for(erin_editor), api("router/preview"), {"params": params, "text": text}
+        )
         assert response.status_code == 200, response.content
         return response.json()
 
@@ -288,7 +308,10 @@ def test_router_preview_uses_the_servers_matcher_including_chinese_keywords(
     assert bad["problems"][0]["message"].startswith("Rule 1: The regular expression can't be used")
     assert "lookaround" in bad["problems"][0]["message"]
     shape = preview("x", {"rules": [{"output": "no spaces!", "pattern": "a"}]})
-    assert shape["output"] is None and "“Rule 1 output” is not allowed" in shape["problems"][0]["message"]
+    assert (
+        shape["output"] is None
+        and "“Rule 1 output” is not allowed" in shape["problems"][0]["message"]
+    )
 
     # And a run routes exactly as previewed.
     graph = support_bot_graph()

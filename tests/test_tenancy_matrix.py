@@ -58,6 +58,7 @@ class Rule:
     minimum: str
     ok: frozenset[int] = field(default=frozenset())
     data: dict[str, Any] | Callable[[], dict[str, Any]] | None = None
+    multipart: bool = False  # an API write sent as multipart/form-data (file uploads)
 
     def body(self) -> dict[str, Any]:
         return (self.data() if callable(self.data) else self.data) or {}
@@ -69,6 +70,7 @@ class Request:
 
     ok: frozenset[int] = field(default=frozenset())
     data: Any = None
+    multipart: bool = False
 
 
 _serial = itertools.count(1)
@@ -118,6 +120,11 @@ REQUESTS: dict[str, Request] = {
     # accounts API
     # pages around the editor (flows/views.py, runs/views.py)
     "POST /w/<slug>/flows/": Request(data={"action": "create", "name": "matrix"}),
+    # knowledge pages (knowledge/views.py): editors create and change settings
+    "POST /w/<slug>/knowledge/": Request(data=lambda: {"action": "create", "name": unique("kb")}),
+    "POST /w/<slug>/knowledge/<kb_id>/": Request(
+        data=lambda: {"action": "settings", "name": unique("kb"), "chunk_size": "800"}
+    ),
     # flows API: viewers read; editors build; admins hold credentials and the whitelist
     "POST /api/w/<slug>/flows/validate": Request(data={"graph": DEMO_GRAPH}),
     "POST /api/w/<slug>/flows": Request(data={"name": "new", "graph": DEMO_GRAPH}),
@@ -169,6 +176,15 @@ REQUESTS: dict[str, Request] = {
             "stream": True,
         }
     ),
+    # knowledge API: viewers list, read and search; editors manage and upload
+    "POST /api/w/<slug>/knowledge-bases": Request(data=lambda: {"name": unique("kb")}),
+    "PUT /api/w/<slug>/knowledge-bases/<kb_id>": Request(data=lambda: {"name": unique("kb")}),
+    "POST /api/w/<slug>/knowledge-bases/<kb_id>/search": Request(
+        data={"query": "refund", "mode": "keyword"}
+    ),
+    "POST /api/w/<slug>/knowledge-bases/<kb_id>/documents": Request(
+        data=lambda: {"files": _text_file()}, multipart=True
+    ),
 }
 
 
@@ -182,12 +198,17 @@ def _published_model(slug: str) -> str:
     return flow_publish(
         workspace=workspace, acting=owner, flow=flow, version_number=1
     ).model_name
+def _text_file() -> Any:
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    return SimpleUploadedFile("faq.txt", f"Refunds take {unique('n')} days.".encode())
 
 
 # WebSocket routes (from config.asgi's URLRouter): the minimum role that may connect.
 # Below it, anonymous, other tenants and other workspaces' tokens: the handshake is refused.
 WS_ROLE_TABLE: dict[str, str] = {
     "WS /ws/w/<slug>/exec": VIEWER,  # viewers watch and replay; running is checked per message
+    "WS /ws/w/<slug>/knowledge": VIEWER,  # ingestion progress; the knowledge base per message
 }
 
 
@@ -268,12 +289,38 @@ def _credential_id(workspace: Workspace, owner: User) -> int:
     ).pk
 
 
+def _kb_id(workspace: Workspace, owner: User) -> int:
+    from knowledge.services import kb_create
+
+    return kb_create(workspace=workspace, acting=_acting(workspace, owner), name=unique("kb")).pk
+
+
 def _document_id(workspace: Workspace, owner: User) -> int:
     from flows.services import document_create
 
     return document_create(
         workspace=workspace, acting=_acting(workspace, owner), title="doc", content="text"
     ).pk
+
+
+def _knowledge_document_id(workspace: Workspace, owner: User) -> int:
+    """A knowledge document (queued: its ingestion is never dispatched in this test) in the
+    workspace's newest knowledge base: the one `<kb_id>` made just before, when the path
+    has both."""
+    from knowledge.models import KnowledgeBase
+    from knowledge.services import document_create_text
+
+    kb = KnowledgeBase.objects.filter(workspace=workspace).order_by("-pk").first()
+    if kb is None:
+        kb = KnowledgeBase.objects.get(pk=_kb_id(workspace, owner))
+    upload = document_create_text(
+        workspace=workspace,
+        acting=_acting(workspace, owner),
+        kb=kb,
+        name="doc",
+        text=f"text {unique('doc')}",
+    )
+    return upload.document.pk
 
 
 PARAM_FACTORIES: dict[str, ParamFactory] = {
@@ -286,6 +333,8 @@ PARAM_FACTORIES: dict[str, ParamFactory] = {
     "number": lambda workspace, owner: 1,  # a version number: every factory flow has version 1
     "credential_id": _credential_id,
     "document_id": _document_id,
+    "kb_id": _kb_id,
+    "doc_id": _knowledge_document_id,
 }
 
 
@@ -398,7 +447,7 @@ def rule_for(route: Route) -> Rule:
         )
     entry = REQUESTS.get(route.key, Request())
     ok = entry.ok or (frozenset({200}) if route.method == "GET" else WRITE_OK)
-    return Rule(minimum, ok, entry.data)
+    return Rule(minimum, ok, entry.data, entry.multipart)
 
 
 # --- Callers -----------------------------------------------------------------------------
@@ -450,7 +499,7 @@ def _call(
     headers = {"Authorization": f"Bearer {bearer}"} if bearer else {}
     kwargs: dict[str, Any] = {"headers": headers}
     if route.method != "GET":
-        if route.is_api:
+        if route.is_api and not rule.multipart:
             kwargs.update(data=rule.body(), content_type="application/json")
         else:
             kwargs["data"] = rule.body()

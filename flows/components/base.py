@@ -69,7 +69,8 @@ class RunContext(Protocol):
 
         `event` is one the registry (runs.events) lets components emit: `on_tool_call`
         (data: {tool_name, tool_input, call_id}), `on_tool_result` (data: {call_id,
-        tool_name, output}), `on_retrieval` (data: {query, hits: [{id, title, score}]}),
+        tool_name, output}), `on_retrieval` (data: {query, mode, hits: [{id, title, score, document_id,
+        document, page, chunk}]}),
         `on_token` (data: text; a model's tokens come from `model_stream`). Any other
         name is refused.
         """

@@ -13,7 +13,7 @@ from flows.components.logic import Router
 from flows.components.memory import ConversationMemory
 from flows.components.parsers import JsonParser, TextParser
 from flows.components.prompt import PromptTemplateComponent
-from flows.components.retrieval import Bm25Retriever, DocsCorpus
+from flows.components.retrieval import Bm25Retriever, DocsCorpus, KnowledgeRetriever
 from flows.components.tools import Calculator, DocSearch, HttpGet
 
 _CLASSES: list[type[Component]] = [
@@ -29,6 +29,7 @@ _CLASSES: list[type[Component]] = [
     ConversationMemory,
     DocsCorpus,
     Bm25Retriever,
+    KnowledgeRetriever,
     ToolAgent,
     DemoToolAgent,
     Calculator,

@@ -18,6 +18,7 @@ from flows.components.base import (
     ComponentParams,
     NodeError,
     P,
+    ParamProblem,
     Port,
     RunContext,
 )
@@ -25,8 +26,9 @@ from flows.components.calculator import CalculatorError, calculate
 from flows.components.cpu import CpuLimitExceeded, cpu_bound
 from flows.components.retrieval import (
     COLLECTION_PATTERN,
-    BM25Retriever,
-    CorpusLoader,
+    KnowledgeRef,
+    knowledge_base_field_schema,
+    knowledge_base_problems,
 )
 from flows.components.safe_http import FetchRefused, safe_get
 from flows.components.util import as_text, run_db
@@ -187,23 +189,43 @@ class DocSearchArgs(BaseModel):
 class DocSearch(ToolComponent["DocSearch.Params"]):
     key = "tool.doc_search"
     label = "Document search tool"
-    description = "Searches one of this workspace's document collections (BM25)."
+    description = "Searches one of this workspace's knowledge bases (BM25 keyword search)."
     input_name = "query"
 
     class Params(ComponentParams):
-        collection: str = Field("default", pattern=COLLECTION_PATTERN)
+        collection: str = Field(
+            "default",
+            pattern=COLLECTION_PATTERN,
+            description="Older graphs: the knowledge base of this name (use knowledge_base).",
+        )
+        knowledge_base: int | None = Field(
+            None,
+            ge=1,
+            description="The knowledge base to search.",
+            json_schema_extra=knowledge_base_field_schema(),
+        )
         k: int = Field(3, ge=1, le=20)
 
+    def check(self, params: DocSearch.Params, env: BuildEnv) -> list[ParamProblem]:
+        return knowledge_base_problems(env, params.knowledge_base)[1]
+
     def build(self, params: DocSearch.Params, env: BuildEnv) -> BaseTool:
-        loader = CorpusLoader(env.workspace_id, params.collection, 5_000)
+        ref = KnowledgeRef(env.workspace_id, params.knowledge_base, params.collection)
         k = params.k
 
-        async def search(query: str) -> str:
-            docs = await run_db(loader.load)
-            found = BM25Retriever(docs=docs, k=k).invoke(query)
-            if not found:
+        def find(query: str) -> str:
+            from knowledge import retrieval
+
+            kb = ref.resolve()
+            if kb is None:
                 return "No matching documents."
-            return "\n\n".join(f"{d.metadata.get('title', '')}: {d.page_content}" for d in found)
+            hits = retrieval.search(kb, query, mode="keyword", k=k).hits
+            if not hits:
+                return "No matching documents."
+            return "\n\n".join(f"{hit.document}: {hit.text}" for hit in hits)
+
+        async def search(query: str) -> str:
+            return await run_db(find, query)
 
         def search_sync(query: str) -> str:
             raise NotImplementedError("doc_search runs asynchronously")

@@ -10,6 +10,14 @@ langchain-ollama, langchain-anthropic) runs end to end without a network or a mo
   a `chat.completion` object otherwise; `GET /v1/models`.
 - Ollama, `POST /api/chat`: newline-delimited JSON chunks.
 - Anthropic messages, `POST /v1/messages`: the `message_start` ... `message_stop` SSE events.
+- Embeddings: OpenAI `POST /v1/embeddings` (`input`: a string, a list of strings, or token
+  arrays; `dimensions` honoured; `encoding_format` float or base64) and Ollama
+  `POST /api/embed` (and the older `POST /api/embeddings`). The vectors are deterministic
+  and meaningful: `fake_embedding(text)` hashes the terms of `knowledge.keyword.tokenize`
+  into the dimensions (signed feature hashing) and normalises, so texts that share words
+  are close and 订单 in a query is close to 我想查询订单状态. `embed_fail_after=N` answers
+  500 to every embedding request after the first N (an endpoint failing halfway);
+  `embedding_requests` and `embedded_inputs` count what was embedded.
 
 The reply is streamed token by token (`tokens`, or the words of `reply` with their leading
 space), sleeping `delay` seconds between chunks. Scripted tool calls: with `tool_calls`, a
@@ -30,7 +38,11 @@ As a separate process, from the repository root (the `bench_stream` command does
 from __future__ import annotations
 
 import argparse
+import base64
+import hashlib
 import json
+import math
+import struct
 import threading
 import time
 import uuid
@@ -41,11 +53,35 @@ from typing import Any
 # The demo model's tokenizer (product code): the fake streams a reply exactly as `llm.demo`
 # would. Re-exported for the tests that split replies the same way.
 from flows.components.tokens import split_tokens
+from knowledge.keyword import tokenize as embedding_terms
 
-__all__ = ["DEFAULT_REPLY", "FakeOpenAIServer", "split_tokens"]
+__all__ = [
+    "DEFAULT_EMBEDDING_DIMENSIONS",
+    "DEFAULT_REPLY",
+    "FakeOpenAIServer",
+    "fake_embedding",
+    "split_tokens",
+]
 
 DEFAULT_REPLY = "Hello from the fake model."
+DEFAULT_EMBEDDING_DIMENSIONS = 64
 Reply = str | Callable[[dict], str]
+
+
+def fake_embedding(text: str, dimensions: int = DEFAULT_EMBEDDING_DIMENSIONS) -> list[float]:
+    """The fake server's vector for `text`: each term of `knowledge.keyword.tokenize` adds
+    +1 or -1 (from its hash) to one dimension (from its hash), then the vector is scaled to
+    length 1. Shared terms point the same way; unrelated terms cancel out on average. A text
+    without terms gets a fixed unit vector (never the zero vector: cosine needs a length)."""
+    vector = [0.0] * dimensions
+    for term in embedding_terms(text) or ["\x00empty"]:
+        digest = int.from_bytes(hashlib.blake2b(term.encode(), digest_size=8).digest(), "big")
+        vector[digest % dimensions] += 1.0 if digest >> 63 else -1.0
+    norm = math.sqrt(sum(x * x for x in vector))
+    if norm == 0:  # every term cancelled out: still a deterministic unit vector
+        vector[len(text) % dimensions] = 1.0
+        return vector
+    return [x / norm for x in vector]
 
 
 class _Server(ThreadingHTTPServer):
@@ -140,7 +176,9 @@ class _Handler(BaseHTTPRequestHandler):
         if self._refused():
             return
         try:
-            if self.path.endswith("/chat/completions"):
+            if self.path.endswith(("/embeddings", "/api/embed")):
+                self._embeddings(body)
+            elif self.path.endswith("/chat/completions"):
                 self._openai(body)
             elif self.path.endswith("/api/chat"):
                 self._ollama(body)
@@ -271,6 +309,65 @@ class _Handler(BaseHTTPRequestHandler):
             fake._pause()
         self._write(json.dumps(final) + "\n")
 
+    # --- Embeddings (OpenAI and Ollama) -----------------------------------------------------
+    def _embeddings(self, body: dict) -> None:
+        fake = self.server.fake
+        ollama = "/api/" in self.path
+        legacy_ollama = self.path.endswith("/api/embeddings")
+        raw = body.get("prompt") if legacy_ollama else body.get("input")
+        texts = _embedding_texts(raw)
+        dimensions = body.get("dimensions") or fake.embedding_dimensions
+        if texts is None or not isinstance(dimensions, int) or not 1 <= dimensions <= 4096:
+            self._json(
+                400,
+                {
+                    "error": {
+                        "message": "'input' must be a string, a list of strings or token arrays",
+                        "type": "invalid_request_error",
+                        "code": None,
+                    }
+                },
+            )
+            return
+        if not fake._admit_embedding(len(texts)):
+            self._json(
+                500,
+                {"error": {"message": "fake embedding failure", "type": "server_error"}},
+            )
+            return
+        if fake.embed_delay > 0:
+            time.sleep(fake.embed_delay)
+        model = str(body.get("model") or "fake-embed")
+        vectors = [fake_embedding(text, dimensions) for text in texts]
+        terms = sum(max(1, len(embedding_terms(text))) for text in texts)
+        if legacy_ollama:
+            self._json(200, {"embedding": vectors[0]})
+        elif ollama:
+            self._json(200, {"model": model, "embeddings": vectors, "prompt_eval_count": terms})
+        else:
+            as_base64 = body.get("encoding_format") == "base64"
+            data = [
+                {
+                    "object": "embedding",
+                    "index": i,
+                    "embedding": (
+                        base64.b64encode(struct.pack(f"<{len(v)}f", *v)).decode()
+                        if as_base64
+                        else v
+                    ),
+                }
+                for i, v in enumerate(vectors)
+            ]
+            self._json(
+                200,
+                {
+                    "object": "list",
+                    "data": data,
+                    "model": model,
+                    "usage": {"prompt_tokens": terms, "total_tokens": terms},
+                },
+            )
+
     # --- Anthropic --------------------------------------------------------------------------
     def _anthropic(self, body: dict) -> None:
         fake = self.server.fake
@@ -331,6 +428,26 @@ class _Handler(BaseHTTPRequestHandler):
         self._write(event("message_stop", {}))
 
 
+def _embedding_texts(raw: Any) -> list[str] | None:
+    """The texts of an embeddings request's `input`, or None if it has no valid shape. A
+    token array (what OpenAI's client sends after tokenizing) is embedded as its token ids."""
+    if isinstance(raw, str):
+        return [raw]
+    if not isinstance(raw, list) or not raw:
+        return None
+    if all(isinstance(item, int) for item in raw):
+        return [" ".join(f"t{token}" for token in raw)]
+    texts = []
+    for item in raw:
+        if isinstance(item, str):
+            texts.append(item)
+        elif isinstance(item, list) and all(isinstance(token, int) for token in item):
+            texts.append(" ".join(f"t{token}" for token in item))
+        else:
+            return None
+    return texts
+
+
 class FakeOpenAIServer:
     """A real local HTTP server that streams a scripted reply (see the module docstring).
 
@@ -343,6 +460,12 @@ class FakeOpenAIServer:
     api_key: when set, a request without this key (`Authorization: Bearer` or `x-api-key`)
         gets the provider's 401 "invalid_api_key" answer.
     models: what the model lists (`GET /v1/models`, Ollama's `GET /api/tags`) name.
+    embedding_dimensions: the vectors' length when a request names no `dimensions`.
+    embed_fail_after: answer 500 to every embedding request after this many succeeded
+        (None: never); settable while the server runs.
+    embed_delay: seconds each embedding request takes (a slow endpoint).
+    embedding_requests / embedded_inputs: embedding requests answered with vectors, and the
+        texts they embedded in all.
     """
 
     def __init__(
@@ -355,6 +478,9 @@ class FakeOpenAIServer:
         fail_status: int = 0,
         api_key: str | None = None,
         models: tuple[str, ...] = ("fake",),
+        embedding_dimensions: int = DEFAULT_EMBEDDING_DIMENSIONS,
+        embed_fail_after: int | None = None,
+        embed_delay: float = 0.0,
         host: str = "127.0.0.1",
         port: int = 0,
     ) -> None:
@@ -368,6 +494,11 @@ class FakeOpenAIServer:
         self.fail_status = fail_status
         self.api_key = api_key
         self.models = models
+        self.embedding_dimensions = embedding_dimensions
+        self.embed_fail_after = embed_fail_after
+        self.embed_delay = embed_delay
+        self.embedding_requests = 0
+        self.embedded_inputs = 0
         self.requests: list[dict] = []
         self.paths: list[str] = []
         self.headers: list[dict[str, str]] = []  # per request, lower-cased names
@@ -422,6 +553,16 @@ class FakeOpenAIServer:
             self.paths.append(path)
             self.headers.append(headers)
 
+    def _admit_embedding(self, inputs: int) -> bool:
+        """Count an embedding request about to be answered; False if it must fail instead."""
+        with self._lock:
+            limit = self.embed_fail_after
+            if limit is not None and self.embedding_requests >= limit:
+                return False
+            self.embedding_requests += 1
+            self.embedded_inputs += inputs
+            return True
+
     def _pause(self) -> None:
         if self.delay > 0:
             time.sleep(self.delay)
@@ -451,10 +592,24 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--tokens", type=int, default=0, help="stream N tokens ' tok0' ...")
     parser.add_argument("--reply", default=DEFAULT_REPLY)
     parser.add_argument("--delay", type=float, default=0.0, help="seconds between chunks")
+    parser.add_argument("--embedding-dimensions", type=int, default=DEFAULT_EMBEDDING_DIMENSIONS)
+    parser.add_argument(
+        "--embed-fail-after", type=int, default=None, help="500 after N embedding requests"
+    )
+    parser.add_argument(
+        "--embed-delay", type=float, default=0.0, help="seconds per embedding request"
+    )
     args = parser.parse_args(argv)
     tokens = [f" tok{i}" for i in range(args.tokens)] if args.tokens else None
     server = FakeOpenAIServer(
-        reply=args.reply, tokens=tokens, delay=args.delay, host=args.host, port=args.port
+        reply=args.reply,
+        tokens=tokens,
+        delay=args.delay,
+        embedding_dimensions=args.embedding_dimensions,
+        embed_fail_after=args.embed_fail_after,
+        embed_delay=args.embed_delay,
+        host=args.host,
+        port=args.port,
     )
     server.start()
     print(f"fake LLM server listening on {server.base_url}", flush=True)

@@ -49,7 +49,7 @@ import { CatalogContext, ProblemsContext, RunViewContext } from "./contexts";
 import { ImportReportDialog, exportFlowFile, type ImportReport } from "./FlowFile";
 import { NodeCard } from "./NodeCard";
 import { DRAG_TYPE, Palette } from "./Palette";
-import { ParamPanel, type Credential } from "./ParamPanel";
+import { ParamPanel, type Credential, type KnowledgeBaseOption } from "./ParamPanel";
 import { AnnotationPanel, ProblemsPanel } from "./SidePanels";
 import { useDraft } from "./useDraft";
 import { VersionsPanel, type VersionDiff, type VersionInfo } from "./VersionsPanel";
@@ -120,6 +120,7 @@ function Editor({ config }: EditorProps) {
   const [components, setComponents] = useState<Component[]>([]);
   const [catalogError, setCatalogError] = useState<string | null>(null);
   const [credentials, setCredentials] = useState<Credential[]>([]);
+  const [knowledgeBases, setKnowledgeBases] = useState<KnowledgeBaseOption[]>([]);
   const [problems, setProblems] = useState<Problem[]>([]);
   const [tab, setTab] = useState<Tab>(watchOnly ? "run" : "node");
   const [selected, setSelected] = useState<string | null>(null);
@@ -236,6 +237,10 @@ function Editor({ config }: EditorProps) {
         .get<unknown>("credentials")
         .then((data) => setCredentials(asList<Credential>(data, "credentials")))
         .catch(() => setCredentials([]));
+      api
+        .get<unknown>("knowledge-bases")
+        .then((data) => setKnowledgeBases(asList<KnowledgeBaseOption>(data, "knowledge bases")))
+        .catch(() => setKnowledgeBases([]));
     }
   }, [api, readOnly]);
 
@@ -1007,6 +1012,8 @@ function Editor({ config }: EditorProps) {
                             readOnly={readOnly}
                             credentials={credentials}
                             credentialsUrl={config.credentialsUrl}
+                            knowledgeBases={knowledgeBases}
+                            knowledgeUrl={config.knowledgeUrl}
                             problems={byNode[selectedNode.id] ?? []}
                             onChange={(p) => setParams(selectedNode.id, p)}
                             onConnect={() => setConnecting(selectedNode.id)}

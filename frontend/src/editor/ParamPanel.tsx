@@ -4,6 +4,8 @@ import { RouterRules } from "./RouterRules";
 import type { Api } from "../lib/api";
 
 export type Credential = { id: number | string; name?: string; provider: string; base_url?: string };
+/** A knowledge base as GET knowledge-bases lists it (what the picker needs of it). */
+export type KnowledgeBaseOption = { id: number; name: string; modes?: string[]; document_count?: number };
 
 /** Text longer than this in a field with no limit of its own is refused: typing in a
  * multi-megabyte textarea is no way to write a prompt, and it stalls the page. */
@@ -13,6 +15,7 @@ function widgetOf(key: string, prop: JsonSchema, componentKey: string): string {
   if (componentKey === "logic.router" && key === "rules") return "router-rules";
   const explicit = (prop["x-widget"] ?? prop.widget ?? prop.format) as string | undefined;
   if (explicit === "credential" || key === "credential" || key === "credential_id") return "credential";
+  if (explicit === "knowledge_base") return "knowledge-base";
   // A prompt template (by widget or by name) shows the variables it will take.
   if (explicit === "prompt" || explicit === "template" || key === "template" || key === "prompt") return "prompt";
   if (explicit === "textarea" || explicit === "multiline") return "multiline";
@@ -165,6 +168,8 @@ export function ParamPanel({
   readOnly,
   credentials,
   credentialsUrl,
+  knowledgeBases = [],
+  knowledgeUrl,
   problems,
   api,
   onChange,
@@ -176,6 +181,8 @@ export function ParamPanel({
   readOnly: boolean;
   credentials: Credential[];
   credentialsUrl?: string;
+  knowledgeBases?: KnowledgeBaseOption[];
+  knowledgeUrl?: string;
   problems: string[];
   api: Api;
   onChange: (params: Record<string, unknown>) => void;
@@ -290,6 +297,34 @@ export function ParamPanel({
               {credentialsUrl && (
                 <a className="field-link" href={credentialsUrl} target="_blank" rel="noopener" data-testid="manage-credentials">
                   {credentials.length ? "Manage credentials" : "Add a credential"}
+                </a>
+              )}
+            </>
+          );
+        } else if (widget === "knowledge-base") {
+          // Picked from this workspace's knowledge bases: no typed names or ids.
+          const known = knowledgeBases.some((kb) => kb.id === value);
+          field = (
+            <>
+              <select
+                {...common}
+                value={value === undefined || value === null ? "" : String(value)}
+                onChange={(e) => set(key, e.target.value === "" ? undefined : Number(e.target.value))}
+              >
+                <option value="">— choose a knowledge base —</option>
+                {value !== undefined && value !== null && !known && (
+                  <option value={String(value)}>#{String(value)} (not in this workspace)</option>
+                )}
+                {knowledgeBases.map((kb) => (
+                  <option key={kb.id} value={String(kb.id)}>
+                    {kb.name}
+                    {kb.modes && !kb.modes.includes("vector") ? " (keyword only)" : ""}
+                  </option>
+                ))}
+              </select>
+              {knowledgeUrl && (
+                <a className="field-link" href={knowledgeUrl} target="_blank" rel="noopener" data-testid="manage-knowledge">
+                  {knowledgeBases.length ? "Manage knowledge bases" : "Add a knowledge base"}
                 </a>
               )}
             </>

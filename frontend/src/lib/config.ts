@@ -20,6 +20,8 @@ export type IslandConfig = {
   draftRevision?: number;
   /** Where the workspace's provider credentials are managed. */
   credentialsUrl?: string;
+  /** Where the workspace's knowledge bases are managed (the picker links there). */
+  knowledgeUrl?: string;
 };
 
 export type DraftConfig = {

@@ -32,6 +32,38 @@ function answersOf(s: RunSnapshot, nodes: GraphNode[], edges: GraphEdge[]): Answ
   return answers;
 }
 
+/** What the answer was drawn from: each retriever's citations (document, page, score),
+ * right under the answer. */
+function Sources({ s }: { s: RunSnapshot }) {
+  const cited = s.retrievals.filter((r) => r.hits.length > 0 || r.notes.length > 0);
+  if (!cited.length) return null;
+  return (
+    <section className="sources" aria-label="Sources" data-testid="sources">
+      <h3>Sources</h3>
+      {cited.map((r) => (
+        <div key={r.seq} className="sources-of" data-testid={`sources-${r.node_id ?? "run"}`}>
+          {cited.length > 1 && <code className="answer-from">{r.node_id}</code>}
+          {r.notes.map((note, i) => (
+            <p key={i} className="muted">
+              {note}
+            </p>
+          ))}
+          <ol>
+            {r.hits.map((h, i) => (
+              <li key={i} data-testid="citation" title={h.excerpt ?? ""}>
+                <strong>{h.document ?? h.title}</strong>
+                {h.page ? <span>, p. {h.page}</span> : null}
+                {typeof h.chunk === "number" ? <small className="muted"> · chunk {h.chunk + 1}</small> : null}
+                <small className="muted"> · score {h.score.toFixed(3)}</small>
+              </li>
+            ))}
+          </ol>
+        </div>
+      ))}
+    </section>
+  );
+}
+
 /** The answer, pinned above everything else and kept scrolled to its end while it grows
  * (unless the reader scrolled up to read). */
 function AnswerPanel({ s, answers }: { s: RunSnapshot; answers: Answer[] }) {
@@ -208,6 +240,7 @@ export function RunPanel({
         </p>
       )}
       <AnswerPanel s={s} answers={answersOf(s, nodes, edges)} />
+      <Sources s={s} />
       {ordered.length > 0 && (
         <details className="run-details" open data-testid="run-details">
           <summary>

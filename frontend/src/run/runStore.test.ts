@@ -57,6 +57,28 @@ describe("applyEvent: the fold", () => {
     expect(s.order).toEqual([]); // none has started
   });
 
+  it("on_retrieval keeps each retriever's citations in order, older hits ({id, title, score}) too", () => {
+    const e = script();
+    const s = fold([
+      e("run_started"),
+      e("on_retrieval", "retrieve", {
+        data: {
+          query: "订单",
+          mode: "hybrid",
+          used: "keyword",
+          notes: ["Hybrid search ran as keyword search: this knowledge base has no embeddings model."],
+          hits: [{ id: 7, title: "订单状态.txt", score: 0.91, document: "订单状态.txt", document_id: 7, page: 2, chunk: 0 }],
+        },
+      }),
+      e("on_retrieval", "bm25", { data: { query: "refund", hits: [{ id: 3, title: "Refunds", score: 1.5 }] } }),
+    ]);
+    expect(s.retrievals.map((r) => [r.node_id, r.used, r.hits.map((h) => [h.title, h.page ?? null])])).toEqual([
+      ["retrieve", "keyword", [["订单状态.txt", 2]]],
+      ["bm25", undefined, [["Refunds", null]]],
+    ]);
+    expect(s.retrievals[0].notes[0]).toContain("keyword");
+  });
+
   it("node_started marks the node running with its component, in the order nodes start", () => {
     const e = script();
     const s = fold([
@@ -189,13 +211,19 @@ describe("applyEvent: the fold", () => {
     ]);
   });
 
-  it("retrievals and unknown events change nothing but the last seq", () => {
+  it("retrievals change only the citations, unknown events nothing but the last seq", () => {
     const e = script();
     const before = fold([e("run_started"), e("node_started", "retriever")]);
     const after = structuredClone(before);
     applyEvent(after, e("on_retrieval", "retriever", { data: { query: "q", hits: [{ title: "d1" }] } }));
     applyEvent(after, e("from_the_future", "retriever", { data: 1 }));
-    expect(after).toEqual({ ...before, lastSeq: 4 });
+    expect(after).toEqual({
+      ...before,
+      lastSeq: 4,
+      retrievals: [
+        { node_id: "retriever", query: "q", mode: undefined, used: undefined, notes: [], hits: [{ title: "d1", score: 0 }], seq: 3 },
+      ],
+    });
   });
 
   it("outputText shows strings as they are, a text field of an object, else JSON", () => {

@@ -19,6 +19,28 @@ export type ToolCall = {
   seq: number;
 };
 
+/** One passage a retriever cited (the `on_retrieval` event's hit). */
+export type Citation = {
+  id: unknown;
+  title: string;
+  score: number;
+  document?: string;
+  document_id?: unknown;
+  page?: number | null;
+  chunk?: number | null;
+  excerpt?: string;
+};
+
+export type Retrieval = {
+  node_id: string | null;
+  query: string;
+  mode?: string;
+  used?: string;
+  notes: string[];
+  hits: Citation[];
+  seq: number;
+};
+
 export type NodeRun = {
   status: NodeStatus;
   component?: string;
@@ -37,6 +59,7 @@ export type RunSnapshot = {
   nodes: Record<string, NodeRun>;
   order: string[]; // node ids in the order they started
   toolCalls: ToolCall[];
+  retrievals: Retrieval[]; // what retrievers cited, in order (shown under the answer)
   errors: { node_id: string | null; message: string; seq: number }[];
   outputs: Record<string, unknown>;
   startedTs?: string;
@@ -52,6 +75,7 @@ export function emptySnapshot(): RunSnapshot {
     nodes: {},
     order: [],
     toolCalls: [],
+    retrievals: [],
     errors: [],
     outputs: {},
     typing: false,
@@ -127,6 +151,20 @@ export function applyEvent(s: RunSnapshot, e: RunEvent, queuedNodes: string[] = 
           output: d.output ?? d,
           seq: e.seq,
         });
+      break;
+    }
+    case "on_retrieval": {
+      const d = (e.data ?? {}) as Partial<Retrieval> & { hits?: unknown };
+      const hits = Array.isArray(d.hits) ? (d.hits as Citation[]) : [];
+      s.retrievals.push({
+        node_id: nodeId,
+        query: String(d.query ?? ""),
+        mode: d.mode,
+        used: d.used,
+        notes: Array.isArray(d.notes) ? d.notes.map(String) : [],
+        hits: hits.map((h) => ({ ...h, title: String(h.title ?? h.document ?? ""), score: Number(h.score ?? 0) })),
+        seq: e.seq,
+      });
       break;
     }
     case "node_finished": {
