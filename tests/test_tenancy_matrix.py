@@ -162,6 +162,9 @@ REQUESTS: dict[str, Request] = {
     "POST /api/w/<slug>/flows/<flow_id>/run": Request(
         data={"inputs": {"input": "hi"}, "version": 1, "stream": True}
     ),
+    # conversations: viewers read them; editors start, rename and delete them
+    "POST /api/w/<slug>/flows/<flow_id>/conversations": Request(data={"title": "matrix"}),
+    "PATCH /api/w/<slug>/conversations/<conversation_id>": Request(data={"title": "renamed"}),
     "POST /api/w/<slug>/v1/chat/completions": Request(
         data=lambda: {
             "model": _published_model("acme"),
@@ -276,6 +279,18 @@ def _document_id(workspace: Workspace, owner: User) -> int:
     ).pk
 
 
+def _conversation_id(workspace: Workspace, owner: User) -> str:
+    from chat.services import conversation_create
+
+    return str(
+        conversation_create(
+            workspace=workspace,
+            acting=_acting(workspace, owner),
+            flow=_flow(workspace, owner),
+        ).pk
+    )
+
+
 PARAM_FACTORIES: dict[str, ParamFactory] = {
     "token_id": _token_id,
     "membership_id": _membership_id,
@@ -286,6 +301,7 @@ PARAM_FACTORIES: dict[str, ParamFactory] = {
     "number": lambda workspace, owner: 1,  # a version number: every factory flow has version 1
     "credential_id": _credential_id,
     "document_id": _document_id,
+    "conversation_id": _conversation_id,
 }
 
 
