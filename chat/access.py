@@ -5,7 +5,7 @@ and another workspace's, recorded as `access.denied`)."""
 from __future__ import annotations
 
 from accounts.models import Membership, Role
-from accounts.tenancy import get_scoped, require_role
+from accounts.tenancy import get_scoped, require_flow_in_scope, require_role
 from chat.models import Conversation
 
 
@@ -14,4 +14,6 @@ def access_conversation(
 ) -> Conversation:
     """The conversation `conversation_id` of the member's workspace."""
     require_role(membership, minimum)
-    return get_scoped(Conversation, membership.workspace, pk=conversation_id)
+    conversation = get_scoped(Conversation, membership.workspace, pk=conversation_id)
+    require_flow_in_scope(membership, conversation.flow_id, f"conversation:{conversation.pk}")
+    return conversation

@@ -11,7 +11,7 @@ from typing import Any, cast
 from django.http import HttpRequest
 from ninja import Field, Query, Router, Schema, Status
 
-from accounts.api_auth import DbInt, WorkspaceSlug, context, minimum_role
+from accounts.api_auth import DbInt, WorkspaceSlug, context, for_flow_keys, minimum_role
 from accounts.models import Role
 from chat import selectors, services
 from chat.access import access_conversation
@@ -167,12 +167,15 @@ def _answer(outputs: Any) -> str | None:
 
 def _listed(request: HttpRequest, flow_id: int | None, q: ConversationsQuery) -> list[Any]:
     found = selectors.conversations(context(request).workspace, flow_id=flow_id, text=q.q)
+    if (scope := context(request).membership.flow_scope) is not None:
+        found = found.filter(flow_id__in=scope)
     # turn_count: annotated by the selector (its type is not known to the model).
     return [_conversation_out(c, cast(Any, c).turn_count) for c in found[: q.limit]]
 
 
 @router.get("conversations", response=list[ConversationOut])
 @minimum_role(Role.VIEWER)
+@for_flow_keys  # a key scoped to named flows lists their conversations
 def conversation_list(
     request: HttpRequest, slug: WorkspaceSlug, q: Query[WorkspaceConversationsQuery]
 ) -> Any:
