@@ -157,9 +157,12 @@ def test_a_flow_scoped_key_on_the_run_api_and_the_openai_endpoint(two_flows):
         assert response.status_code == 404, response.content
         assert response.json()["error"]["code"] == "model_not_found"
     assert Run.objects.count() == runs_before
-    assert AuditEntry.objects.filter(
-        action="access.denied", target=f"flow:{other.pk}", after__reason="key_scope"
-    ).count() == 3
+    assert (
+        AuditEntry.objects.filter(
+            action="access.denied", target=f"flow:{other.pk}", after__reason="key_scope"
+        ).count()
+        == 3
+    )
 
     # Its own flow starts (queued here; the live test runs it to the end).
     started = client.post(
@@ -209,8 +212,7 @@ def test_a_keys_rate_limit_counts_its_requests_per_minute(workspace_a, erin_edit
     for _attempt in range(3):  # a minute boundary mid-way restarts the count: try again
         minute = int(time.time() // 60)
         statuses = [
-            client.get("/api/w/acme/flows", **_bearer(issued.secret)).status_code
-            for _ in range(3)
+            client.get("/api/w/acme/flows", **_bearer(issued.secret)).status_code for _ in range(3)
         ]
         models = client.get("/api/w/acme/v1/models", **_bearer(issued.secret))
         if int(time.time() // 60) == minute:
