@@ -34,7 +34,7 @@ ACTIONS: Final[dict[str, str]] = {
     "member.add": "Platform staff added a member to the workspace directly (admin).",
     "member.role_change": "Changed a member's role.",
     "member.remove": "Removed a member (or left the workspace).",
-    "token.create": "Created an API token.",
+    "token.create": "Created an API token (with its flows, expiry and rate limit when it has them).",
     "token.revoke": "Revoked an API token.",
     # provider credentials (secrets never appear: only `has_api_key`)
     "credential.create": "Created a provider credential.",
