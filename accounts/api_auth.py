@@ -2,6 +2,12 @@
 
 The workspace comes from the URL (`/api/w/<slug>/...`); a token only opens the workspace
 it was issued for. Resolves the membership once; handlers read it with `context(request)`.
+
+A key scoped to named flows (ApiToken.flow_scope) reaches a route only when the route is
+about one flow, run or conversation (its path names it, and the access_* helpers refuse
+those outside the scope with 404) or declares `@for_flow_keys` (a list that it filters to
+the key's flows). Every other route refuses it (403, recorded): a new workspace-wide route
+is closed to such keys until it says otherwise.
 """
 
 from __future__ import annotations
@@ -10,7 +16,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated, Any, TypeVar
 
+from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest
+from django.utils import timezone
 from ninja import Path
 from ninja.errors import HttpError
 from ninja.security import HttpBearer
@@ -20,8 +28,12 @@ from pydantic import Field
 from accounts.models import ApiToken, Membership, User, Workspace
 from accounts.services import api_token_authenticate
 from accounts.tenancy import resolve_membership, token_used_elsewhere
+from audit.services import access_denied
+from config.counters import count_up
 
 SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
+# Path parameters naming one object of a flow: the access_* helpers check the key's scope.
+FLOW_SCOPED_PARAMS = frozenset({"flow_id", "run_id", "conversation_id"})
 
 
 def token_for_bearer(header: str, slug: str | None) -> ApiToken | None:
@@ -61,12 +73,30 @@ class WorkspaceAuth(HttpBearer):
         if slug is None:
             return None
         membership = resolve_membership(user, slug)
+        if token is not None:
+            membership.flow_scope = token.flow_scope
+            check_key_rate(token)
         request.workspace_context = WorkspaceContext(membership, token)  # type: ignore[attr-defined]  # HttpRequest declares no such slot; context() reads it back, typed
         request.user = user
         return membership
 
     def authenticate(self, request: HttpRequest, token: str) -> Any:  # pragma: no cover
         raise NotImplementedError  # __call__ does it all
+
+
+def check_key_rate(token: ApiToken) -> None:
+    """429 once a key with a rate limit has made that many requests this minute (counted
+    where the run-start counters are, shared by every web process)."""
+    if token.rate_limit_per_minute is None:
+        return
+    minute = int(timezone.now().timestamp() // 60)
+    (count,) = count_up([f"keyrate:{token.pk}:{minute}"])
+    if count > token.rate_limit_per_minute:
+        raise HttpError(
+            429,
+            f"This API key allows {token.rate_limit_per_minute} requests a minute; "
+            "wait for the next minute.",
+        )
 
 
 @dataclass(frozen=True)
@@ -116,6 +146,33 @@ def minimum_role(role: str) -> Callable[[ViewFunc], ViewFunc]:
 
 def declared_role(view: Callable[..., Any]) -> str | None:
     return getattr(view, "minimum_role", None)
+
+
+def for_flow_keys(view: ViewFunc) -> ViewFunc:
+    """Declare that a route without a flow, run or conversation in its path serves keys
+    scoped to named flows, because it limits what it answers to their flows itself (a
+    list filtered with `membership.flow_scope`)."""
+    view.for_flow_keys = True  # type: ignore[attr-defined]  # a marker, read by check_key_scope
+    return view
+
+
+def check_key_scope(request: HttpRequest, view: Callable[..., Any]) -> None:
+    """Refuse (403, recorded) a flow-scoped key on a route that does not serve it."""
+    ctx = context(request)
+    if ctx.token is None or ctx.token.flow_scope is None:
+        return
+    match = request.resolver_match
+    if getattr(view, "for_flow_keys", False) or FLOW_SCOPED_PARAMS & set(
+        match.kwargs if match else ()
+    ):
+        return
+    access_denied(
+        actor=ctx.user,
+        workspace=ctx.workspace,
+        target=f"token:{ctx.token.pk}",
+        after={"reason": "key_scope", "path": request.path[:200]},
+    )
+    raise PermissionDenied("This API key is scoped to named flows; it cannot use this route.")
 
 
 # Every route under /api/w/{slug}/ declares `slug: WorkspaceSlug` (the slug sits in the router

@@ -132,6 +132,10 @@ class Membership(models.Model):
     def __str__(self) -> str:
         return f"{self.user} in {self.workspace} ({self.role})"
 
+    # Not a column: the flows the request's API key is scoped to (None: the whole
+    # workspace), set by WorkspaceAuth for the request; the access_* helpers honour it.
+    flow_scope: frozenset[int] | None = None
+
     def has_role(self, minimum: str) -> bool:
         return role_at_least(self.role, minimum)
 
@@ -166,8 +170,16 @@ class Invitation(models.Model):
         )
 
 
+class TokenScope(models.TextChoices):
+    WORKSPACE = "workspace", "Whole workspace"
+    FLOWS = "flows", "Named flows"
+
+
 class ApiToken(models.Model):
-    """A per-workspace bearer token. Only its SHA-256 is stored; the secret is shown once."""
+    """A per-workspace bearer token. Only its SHA-256 is stored; the secret is shown once.
+
+    A key scoped to named flows (`scope` = flows) reaches only those flows, their runs and
+    conversations; it has no other route. An expired key is refused like a revoked one."""
 
     workspace = models.ForeignKey(
         Workspace, on_delete=models.CASCADE, db_index=True, related_name="api_tokens"
@@ -179,6 +191,12 @@ class ApiToken(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     last_used_at = models.DateTimeField(null=True, blank=True)
     revoked_at = models.DateTimeField(null=True, blank=True)
+    scope = models.CharField(max_length=10, choices=TokenScope.choices, default=TokenScope.WORKSPACE)
+    # Flow ids (flows of this workspace), for scope = flows. Ids, not a relation: accounts
+    # sits below flows; a deleted flow's id just stops matching anything.
+    flow_ids = models.JSONField(default=list, blank=True)
+    expires_at = models.DateTimeField(null=True, blank=True)
+    rate_limit_per_minute = models.PositiveIntegerField(null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at"]
@@ -187,5 +205,16 @@ class ApiToken(models.Model):
         return f"{self.prefix}… ({self.name})"
 
     @property
+    def is_expired(self) -> bool:
+        return self.expires_at is not None and self.expires_at <= timezone.now()
+
+    @property
     def is_active(self) -> bool:
-        return self.revoked_at is None
+        return self.revoked_at is None and not self.is_expired
+
+    @property
+    def flow_scope(self) -> frozenset[int] | None:
+        """The flows this key reaches, or None for the whole workspace."""
+        if self.scope != TokenScope.FLOWS:
+            return None
+        return frozenset(int(i) for i in self.flow_ids if isinstance(i, int))

@@ -35,6 +35,17 @@ def tokens_of(workspace: Workspace, user: User) -> QuerySet[ApiToken]:
     return scoped(ApiToken, workspace).filter(user=user)
 
 
+def flow_names(workspace: Workspace) -> dict[int, str]:
+    """The workspace's live flows, id -> name by name: what a key can be scoped to (read
+    through the workspace's reverse relation, as accounts sits below flows)."""
+    rows = (
+        workspace.flows.filter(deleted_at__isnull=True, is_scratch=False)
+        .order_by("name", "pk")
+        .values_list("pk", "name")
+    )
+    return dict(rows)
+
+
 def session_signs_in(session_key: str | None, user: User) -> bool:
     """Whether the stored session `session_key` still signs in `user`: not flushed (logout),
     not another user's, and made with the user's current password (Django's session

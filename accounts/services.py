@@ -5,7 +5,9 @@ from __future__ import annotations
 import hashlib
 import logging
 import secrets
+from collections.abc import Collection
 from dataclasses import dataclass
+from datetime import datetime
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
@@ -13,7 +15,7 @@ from django.core.mail import send_mail
 from django.db import transaction
 from django.utils import timezone
 
-from accounts.models import ApiToken, Invitation, Membership, Role, User, Workspace
+from accounts.models import ApiToken, Invitation, Membership, Role, TokenScope, User, Workspace
 from accounts.tenancy import get_scoped, require_role, scoped
 from audit.services import record
 
@@ -226,12 +228,46 @@ class IssuedToken:
     secret: str
 
 
+MAX_KEY_RATE_PER_MINUTE = 100_000
+
+
 @transaction.atomic
-def api_token_create(*, workspace: Workspace, user: User, name: str) -> IssuedToken:
-    """A new token for `user` in `workspace`; the secret is returned once and never stored."""
+def api_token_create(
+    *,
+    workspace: Workspace,
+    user: User,
+    name: str,
+    flow_ids: Collection[int] | None = None,
+    expires_at: datetime | None = None,
+    rate_limit_per_minute: int | None = None,
+) -> IssuedToken:
+    """A new token for `user` in `workspace`; the secret is returned once and never stored.
+
+    `flow_ids`: scope it to those flows of the workspace (None: the whole workspace);
+    `expires_at`: refused from then on; `rate_limit_per_minute`: requests a minute."""
     if not Membership.objects.filter(workspace=workspace, user=user).exists():
         raise ValidationError("Only members can hold tokens for a workspace.")
     name = (name or "").strip() or "API token"
+    scope = TokenScope.WORKSPACE
+    ids: list[int] = []
+    if flow_ids is not None:
+        ids = sorted(set(flow_ids))
+        live = set(
+            workspace.flows.filter(
+                pk__in=ids, deleted_at__isnull=True, is_scratch=False
+            ).values_list("pk", flat=True)
+        )
+        if not ids or live != set(ids):
+            raise ValidationError({"flows": ["Name one or more flows of this workspace."]})
+        scope = TokenScope.FLOWS
+    if expires_at is not None and expires_at <= timezone.now():
+        raise ValidationError({"expires_at": ["An expiry must be in the future."]})
+    if rate_limit_per_minute is not None and not (
+        1 <= rate_limit_per_minute <= MAX_KEY_RATE_PER_MINUTE
+    ):
+        raise ValidationError(
+            {"rate_limit": [f"A rate limit is 1 to {MAX_KEY_RATE_PER_MINUTE} a minute."]}
+        )
     secret = TOKEN_PREFIX + secrets.token_urlsafe(32)
     token = ApiToken(
         workspace=workspace,
@@ -239,6 +275,10 @@ def api_token_create(*, workspace: Workspace, user: User, name: str) -> IssuedTo
         name=name[:100],
         prefix=secret[: len(TOKEN_PREFIX) + 6],
         token_hash=hash_secret(secret),
+        scope=scope,
+        flow_ids=ids,
+        expires_at=expires_at,
+        rate_limit_per_minute=rate_limit_per_minute,
     )
     token.full_clean()
     token.save()
@@ -247,9 +287,21 @@ def api_token_create(*, workspace: Workspace, user: User, name: str) -> IssuedTo
         workspace=workspace,
         actor=user,
         target=f"token:{token.pk}",
-        after={"name": token.name, "prefix": token.prefix},
+        after=_token_summary(token),
     )
     return IssuedToken(token, secret)
+
+
+def _token_summary(token: ApiToken) -> dict[str, object]:
+    """What the trail keeps of a token: never its secret; its limits when it has them."""
+    summary: dict[str, object] = {"name": token.name, "prefix": token.prefix}
+    if token.flow_scope is not None:
+        summary["flows"] = sorted(token.flow_scope)
+    if token.expires_at is not None:
+        summary["expires_at"] = token.expires_at.isoformat()
+    if token.rate_limit_per_minute is not None:
+        summary["rate_limit_per_minute"] = token.rate_limit_per_minute
+    return summary
 
 
 @transaction.atomic
@@ -272,7 +324,8 @@ def api_token_revoke(*, workspace: Workspace, acting: Membership, token_id: int)
 
 
 def api_token_authenticate(secret: str) -> ApiToken | None:
-    """The active token behind a bearer secret (with user and workspace), or None.
+    """The active token behind a bearer secret (with user and workspace), or None: revoked
+    and expired tokens are None alike.
 
     Records last use at most once a minute so a busy client does not write on every call.
     """
@@ -283,9 +336,9 @@ def api_token_authenticate(secret: str) -> ApiToken | None:
         .filter(token_hash=hash_secret(secret), revoked_at__isnull=True, user__is_active=True)
         .first()
     )
-    if token is None:
-        return None
     now = timezone.now()
+    if token is None or (token.expires_at is not None and token.expires_at <= now):
+        return None
     if token.last_used_at is None or (now - token.last_used_at).total_seconds() > 60:
         ApiToken.objects.filter(pk=token.pk).update(last_used_at=now)
         token.last_used_at = now

@@ -70,6 +70,31 @@ def require_role(membership: Membership, minimum: str) -> None:
         raise PermissionDenied(f"This needs the {Role(minimum).label.lower()} role or higher.")
 
 
+def in_flow_scope(membership: Membership, flow_id: object) -> bool:
+    """Whether the request's API key reaches flow `flow_id` (always, without a flow-scoped
+    key: session callers and workspace keys reach every flow)."""
+    scope = membership.flow_scope
+    if scope is None:
+        return True
+    try:
+        return int(str(flow_id)) in scope
+    except ValueError:
+        return False
+
+
+def require_flow_in_scope(membership: Membership, flow_id: object, target: str) -> None:
+    """404 (recorded as `access.denied`) for an object of a flow the request's key is not
+    scoped to: the same answer as for another workspace's object."""
+    if not in_flow_scope(membership, flow_id):
+        access_denied(
+            actor=membership.user,
+            workspace=membership.workspace,
+            target=target,
+            after={"reason": "key_scope"},
+        )
+        raise Http404("Not found")
+
+
 def token_used_elsewhere(user: User, token_id: int, slug: str) -> None:
     """`access.denied` for a valid token presented on another workspace's URL."""
     access_denied(

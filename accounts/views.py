@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, date, datetime, time
 from typing import Any
 
 from django import forms
@@ -129,18 +130,28 @@ def _int(value: str | None) -> int:
 
 
 class TokensView(WorkspaceMixin, View):
-    """The member's own API tokens for this workspace; a new secret is shown once."""
+    """The member's own API tokens for this workspace; a new secret is shown once. A token
+    may be scoped to named flows, expire, and have a rate limit."""
 
     role_map = {"GET": Role.VIEWER, "POST": Role.VIEWER}
 
     def get(self, request: HttpRequest, slug: str, secret: str = "") -> HttpResponse:
+        names = selectors.flow_names(self.workspace)
+        tokens = list(selectors.tokens_of(self.workspace, signed_in_user(request)))
+        scopes = {
+            t.pk: [names.get(i, f"deleted flow {i}") for i in sorted(t.flow_scope)]
+            if t.flow_scope is not None
+            else None
+            for t in tokens
+        }
         return render(
             request,
             "accounts/tokens.html",
             {
                 "workspace": self.workspace,
                 "membership": self.membership,
-                "tokens": selectors.tokens_of(self.workspace, signed_in_user(request)),
+                "tokens": [(t, scopes[t.pk]) for t in tokens],
+                "flows": names.items(),
                 "secret": secret,
             },
         )
@@ -154,12 +165,37 @@ class TokensView(WorkspaceMixin, View):
             )
             messages.success(request, "Token revoked.")
             return redirect("tokens", slug=self.workspace.slug)
-        issued = services.api_token_create(
-            workspace=self.workspace,
-            user=signed_in_user(request),
-            name=request.POST.get("name", ""),
-        )
+        try:
+            issued = services.api_token_create(
+                workspace=self.workspace,
+                user=signed_in_user(request),
+                name=request.POST.get("name", ""),
+                **_token_options(request),
+            )
+        except ValidationError as exc:
+            messages.error(request, _errors(exc))
+            return redirect("tokens", slug=self.workspace.slug)
         return self.get(request, slug, secret=issued.secret)
+
+
+def _token_options(request: HttpRequest) -> dict[str, Any]:
+    """The new token's scope, expiry and rate limit from the form (ValidationError when one
+    is not readable)."""
+    options: dict[str, Any] = {}
+    if request.POST.get("scope") == "flows":
+        options["flow_ids"] = [_int(v) for v in request.POST.getlist("flows")]
+    if expires := request.POST.get("expires_on", "").strip():
+        try:
+            day = date.fromisoformat(expires)
+        except ValueError as exc:
+            raise ValidationError({"expires_at": ["The expiry is not a date."]}) from exc
+        # Valid until that day starts (UTC): a whole number of days, whatever the zone.
+        options["expires_at"] = datetime.combine(day, time.min, tzinfo=UTC)
+    if limit := request.POST.get("rate_limit", "").strip():
+        if not limit.isdigit() or len(limit) > 9:
+            raise ValidationError({"rate_limit": ["The rate limit is a whole number."]})
+        options["rate_limit_per_minute"] = int(limit)
+    return options
 
 
 class AcceptInvitationForm(SetPasswordForm):

@@ -7,6 +7,7 @@ from typing import Any
 from channels.auth import AuthMiddlewareStack
 from channels.db import database_sync_to_async
 from channels.middleware import BaseMiddleware
+from django.contrib.auth.models import AnonymousUser
 
 from accounts.services import api_token_authenticate
 
@@ -19,8 +20,9 @@ def _token(secret: str) -> Any:
 class BearerTokenMiddleware(BaseMiddleware):
     """Puts the token's user and workspace in the scope when a bearer token is presented.
 
-    A presented but invalid token leaves the connection anonymous: it never falls back to
-    the cookie, so a revoked token cannot ride on a browser session.
+    A presented but invalid token (or one scoped to named flows) leaves the connection
+    anonymous: it never falls back to the cookie, so a revoked token cannot ride on a
+    browser session.
     """
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> Any:
@@ -29,13 +31,15 @@ class BearerTokenMiddleware(BaseMiddleware):
         if raw:
             scheme, _, secret = raw.partition(" ")
             token = await _token(secret.strip()) if scheme.lower() == "bearer" else None
+            if token is not None and token.flow_scope is not None:
+                # The exec socket runs any graph (the editor's unsaved ones too): a key
+                # scoped to named flows has no place there, so it is refused like a bad one.
+                token = None
             scope = dict(scope)
             scope["auth_token"] = token
             if token is not None:
                 scope["user"] = token.user
             else:
-                from django.contrib.auth.models import AnonymousUser
-
                 scope["user"] = AnonymousUser()
         return await super().__call__(scope, receive, send)
 

@@ -34,7 +34,7 @@ ACTIONS: Final[dict[str, str]] = {
     "member.add": "Platform staff added a member to the workspace directly (admin).",
     "member.role_change": "Changed a member's role.",
     "member.remove": "Removed a member (or left the workspace).",
-    "token.create": "Created an API token.",
+    "token.create": "Created an API token (with its flows, expiry and rate limit when it has them).",
     "token.revoke": "Revoked an API token.",
     # provider credentials (secrets never appear: only `has_api_key`)
     "credential.create": "Created a provider credential.",
@@ -59,6 +59,11 @@ ACTIONS: Final[dict[str, str]] = {
         "run); publishing an older version is a rollback."
     ),
     "flow.unpublish": "Took a flow's published version down (callers then get 409 / 404).",
+    # conversations (a thread of runs with one flow; creating one and its turns are runs)
+    "conversation.rename": "Renamed a conversation.",
+    "conversation.delete": (
+        "Deleted a conversation and its memory (its turns' runs and their logs stay)."
+    ),
     # documents (the docs.corpus collections)
     "document.create": "Added a document to a collection.",
     "document.delete": "Deleted a document.",

@@ -18,7 +18,13 @@ from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpRequest
 from ninja.errors import HttpError
 
-from accounts.api_auth import WorkspaceAuth, WorkspaceContext, context, declared_role
+from accounts.api_auth import (
+    WorkspaceAuth,
+    WorkspaceContext,
+    check_key_scope,
+    context,
+    declared_role,
+)
 from accounts.tenancy import require_role
 from config.jsontext import UnstorableText, check_text
 
@@ -38,11 +44,13 @@ class CallError(Exception):
 def authorise(request: HttpRequest, view: Callable[..., Any]) -> WorkspaceContext:
     """The caller's workspace context, with the role `view` declares (sync: call it through
     sync_to_async). A bad or missing credential is 401, a non-member 404, a member below
-    the role 403 (recorded), as on every API route."""
+    the role 403 (recorded), a flow-scoped key on a route not for it 403 (recorded), a key
+over its rate limit 429, as on every API route."""
     try:
         membership = WorkspaceAuth()(request)
-    except HttpError as exc:  # the session cookie without its CSRF token
-        raise CallError(exc.status_code, "csrf_failed", str(exc)) from exc
+    except HttpError as exc:  # a key over its rate limit; the session cookie without CSRF
+        code = "rate_limited" if exc.status_code == 429 else "csrf_failed"
+        raise CallError(exc.status_code, code, str(exc)) from exc
     except Http404 as exc:
         raise CallError(404, "not_found", "Not found.") from exc
     if membership is None:
@@ -52,6 +60,7 @@ def authorise(request: HttpRequest, view: Callable[..., Any]) -> WorkspaceContex
         raise CallError(403, "forbidden", "This route declares no role.")
     try:
         require_role(membership, minimum)
+        check_key_scope(request, view)
     except PermissionDenied as exc:
         raise CallError(403, "forbidden", str(exc)) from exc
     return context(request)

@@ -6,6 +6,10 @@ Without `stream` the call waits for the run's end and answers its outputs; with
 Last-Event-ID. Either way the run is an ordinary run: queued to the workers, logged,
 audited, listed.
 
+With `conversation_id` the run is the conversation's next turn (chat.services.flow_call):
+it runs in the conversation's session, so the flow's conversation memory holds the turns
+before it.
+
 Timeout: a waiting call that outlives its `timeout` answers 504 naming the run, and the
 run keeps going (it is already paid for, and the caller can collect it with
 `GET runs/<id>` or follow it with its stream); cancelling is `POST runs/<id>/cancel`.
@@ -28,6 +32,7 @@ from accounts.api_auth import WorkspaceContext, minimum_role
 from accounts.models import Role, Workspace
 from accounts.tenancy import scoped
 from chat import services
+from chat.access import access_conversation
 from chat.calling import CallError, authorise, json_body
 from flows.access import access_flow
 from runs.models import Run
@@ -51,7 +56,7 @@ def refused_status(exc: RunRefused) -> int:
     """The HTTP status of a refused run start."""
     if exc.code in RATE_CODES:
         return 429
-    if isinstance(exc, services.NotPublished):
+    if isinstance(exc, services.NotPublished) or exc.code == "conversation_busy":
         return 409
     if exc.code == "not_found":
         return 404
@@ -80,6 +85,11 @@ def _open(request: HttpRequest, flow_id: int) -> tuple[WorkspaceContext, CallIn,
     ctx = authorise(request, run_flow)
     call = _parse(json_body(request))
     flow = access_flow(ctx.membership, flow_id)
+    if call.conversation_id is not None:
+        try:  # another workspace's: recorded as access.denied, like any scoped lookup
+            access_conversation(ctx.membership, call.conversation_id)
+        except Http404 as exc:
+            raise CallError(404, "not_found", "No such conversation with this flow.") from exc
     run = services.flow_call(
         workspace=ctx.workspace,
         acting=ctx.membership,

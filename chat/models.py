@@ -1,9 +1,12 @@
 """A flow as others call it: the published version (the production pointer) and the model
 name under which the OpenAI-compatible endpoint lists it.
 
-Conversations, embeds, keys scoped to flows and usage will live here too (issue 16)."""
+Conversations: a thread of turns with one flow, each turn a run (issue 16). Embeds and
+usage will live here too."""
 
 from __future__ import annotations
+
+import uuid
 
 from django.conf import settings
 from django.db import models
@@ -43,3 +46,56 @@ class Publication(models.Model):
 
     def __str__(self) -> str:
         return f"{self.model_name} -> v{self.version.number}"
+
+
+class Conversation(models.Model):
+    """A thread of turns with one flow; each turn is a run (ConversationTurn), in order.
+
+    Every turn runs in the conversation's own session (`session_id`), and the flow's
+    `memory.conversation` nodes key their memory by session: so the conversation's memory
+    is its turns so far, stored in the database, whichever worker runs the next turn.
+    Deleting a conversation deletes it, its turns' links and its memory; the runs stay.
+    """
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    workspace = models.ForeignKey(
+        Workspace, on_delete=models.CASCADE, db_index=True, related_name="+"
+    )
+    flow = models.ForeignKey("flows.Flow", on_delete=models.CASCADE, related_name="+")
+    title = models.CharField(max_length=200, blank=True)
+    session_id = models.CharField(max_length=64, unique=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True, db_index=True)
+
+    class Meta:
+        ordering = ["-updated_at", "-created_at"]
+        indexes = [models.Index(fields=["workspace", "flow", "-updated_at"])]
+
+    def __str__(self) -> str:
+        return self.title or str(self.pk)
+
+
+class ConversationTurn(models.Model):
+    """Turn `number` (1, 2, ...) of a conversation: one run. Here, not on runs.Run, so runs
+    knows nothing of conversations (dependencies point chat -> runs)."""
+
+    workspace = models.ForeignKey(
+        Workspace, on_delete=models.CASCADE, db_index=True, related_name="+"
+    )
+    conversation = models.ForeignKey(Conversation, on_delete=models.CASCADE, related_name="turns")
+    number = models.PositiveIntegerField()
+    run = models.OneToOneField("runs.Run", on_delete=models.CASCADE, related_name="+")
+
+    class Meta:
+        ordering = ["conversation", "number"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["conversation", "number"], name="conversation_turn_unique_number"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.conversation_id} #{self.number}"

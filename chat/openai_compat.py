@@ -31,9 +31,10 @@ from django.http.response import HttpResponseBase
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_http_methods
 
-from accounts.api_auth import WorkspaceContext, minimum_role
-from accounts.models import Role, Workspace
-from accounts.tenancy import scoped
+from accounts.api_auth import WorkspaceContext, for_flow_keys, minimum_role
+from accounts.models import Membership, Role, Workspace
+from accounts.tenancy import in_flow_scope, scoped
+from audit.services import access_denied
 from chat import selectors, services
 from chat.calling import CallError, authorise, json_body
 from chat.graphs import AnswerSource, answer_sources, answer_text, chat_inputs
@@ -81,9 +82,11 @@ def openai_error(
 
 
 def _call_error(exc: CallError) -> JsonResponse:
-    code = {"unauthorized": "invalid_api_key", "forbidden": "insufficient_role"}.get(
-        exc.code, exc.code
-    )
+    code = {
+        "unauthorized": "invalid_api_key",
+        "forbidden": "insufficient_role",
+        "rate_limited": "rate_limit_exceeded",
+    }.get(exc.code, exc.code)
     return openai_error(exc.status, exc.message, code=code, param=exc.param)
 
 
@@ -214,6 +217,14 @@ class Started:
 
 def _start(ctx: WorkspaceContext, completion: Completion) -> Started:
     publication = selectors.publication_for_model(ctx.workspace, completion.model)
+    if publication is not None and not in_flow_scope(ctx.membership, publication.flow_id):
+        access_denied(
+            actor=ctx.user,
+            workspace=ctx.workspace,
+            target=f"flow:{publication.flow_id}",
+            after={"reason": "key_scope"},
+        )
+        publication = None  # a flow outside the key's scope is not there for it
     if publication is None:
         raise CallError(
             404,
@@ -394,6 +405,7 @@ def _completion(run: Run, model: str, sources: list[AnswerSource]) -> dict[str, 
 @csrf_exempt  # the session cookie's CSRF token is checked by WorkspaceAuth, as in the API
 @require_http_methods(["POST"])
 @minimum_role(Role.EDITOR)  # it starts a run
+@for_flow_keys  # runs only the key's flows (another model is not found)
 async def chat_completions(request: HttpRequest, slug: str) -> HttpResponseBase:
     try:
         ctx, completion, started = await sync_to_async(_open)(request)
@@ -420,7 +432,11 @@ async def chat_completions(request: HttpRequest, slug: str) -> HttpResponseBase:
     return response
 
 
-def _models(workspace: Workspace) -> dict[str, Any]:
+def _models(membership: Membership) -> dict[str, Any]:
+    workspace = membership.workspace
+    publications = selectors.published(workspace)
+    if membership.flow_scope is not None:  # a key scoped to named flows lists only those
+        publications = publications.filter(flow_id__in=membership.flow_scope)
     return {
         "object": "list",
         "data": [
@@ -430,16 +446,17 @@ def _models(workspace: Workspace) -> dict[str, Any]:
                 "created": int(publication.published_at.timestamp()),
                 "owned_by": workspace.slug,
             }
-            for publication in selectors.published(workspace)[:1000]
+            for publication in publications[:1000]
         ],
     }
 
 
 @require_http_methods(["GET"])
 @minimum_role(Role.VIEWER)  # the names of published flows; running one needs an editor
+@for_flow_keys  # lists only the key's flows
 async def models(request: HttpRequest, slug: str) -> HttpResponse:
     try:
         ctx = await sync_to_async(authorise)(request, models)
     except CallError as exc:
         return _call_error(exc)
-    return JsonResponse(await sync_to_async(_models)(ctx.workspace))
+    return JsonResponse(await sync_to_async(_models)(ctx.membership))

@@ -1,15 +1,16 @@
 """Reads for publishing and calling flows: a flow's publication, the published flows of a
-workspace (the OpenAI-compatible model list), a model name back to its publication."""
+workspace (the OpenAI-compatible model list), a model name back to its publication; and
+conversations (listed, searched, read with their turns)."""
 
 from __future__ import annotations
 
 import re
 
-from django.db.models import QuerySet
+from django.db.models import Count, Q, QuerySet
 
 from accounts.models import Workspace
 from accounts.tenancy import scoped
-from chat.models import Publication
+from chat.models import Conversation, ConversationTurn, Publication
 from flows.models import Flow
 
 # `flow-<id>` names any published flow by its id, whatever its model name (docs/api.md).
@@ -42,3 +43,38 @@ def publication_for_model(workspace: Workspace, model: str) -> Publication | Non
     if found is None and (alias := FLOW_ID_ALIAS.match(model)):
         found = published(workspace).filter(flow_id=int(alias.group(1))).first()
     return found
+
+
+def conversations(
+    workspace: Workspace, *, flow_id: int | None = None, text: str = ""
+) -> QuerySet[Conversation]:
+    """The workspace's conversations (of one flow), latest first, with their turn counts.
+
+    `text` searches, case-insensitively, the titles and what the turns' runs store as
+    inputs and outputs (their JSON as text): a plain scan of what is stored, so callers
+    bound it (the API caps the text and the page)."""
+    found = scoped(Conversation, workspace)
+    if flow_id is not None:
+        found = found.filter(flow_id=flow_id)
+    if text:
+        matching = scoped(ConversationTurn, workspace).filter(
+            Q(run__inputs__icontains=text) | Q(run__outputs__icontains=text)
+        )
+        found = found.filter(
+            Q(title__icontains=text) | Q(pk__in=matching.values("conversation_id"))
+        )
+    return (
+        found.select_related("created_by")
+        .annotate(turn_count=Count("turns"))
+        .order_by("-updated_at", "-created_at")
+    )
+
+
+def turns(conversation: Conversation) -> QuerySet[ConversationTurn]:
+    """The conversation's turns in order, with their runs."""
+    return (
+        scoped(ConversationTurn, conversation.workspace)
+        .filter(conversation=conversation)
+        .select_related("run")
+        .order_by("number")
+    )

@@ -1,5 +1,5 @@
-"""Writes for publishing flows and for calling them from outside (the one-call run API and
-the OpenAI-compatible endpoint)."""
+"""Writes for publishing flows, for calling them from outside (the one-call run API and
+the OpenAI-compatible endpoint) and for conversations (threads of such calls)."""
 
 from __future__ import annotations
 
@@ -15,18 +15,19 @@ from django.utils.text import slugify
 from accounts.models import Membership, Role, Workspace
 from accounts.tenancy import require_role, scoped
 from audit.services import record
-from chat.models import Publication
+from chat.models import Conversation, ConversationTurn, Publication
 from chat.selectors import FLOW_ID_ALIAS
 from flows.builder import GraphInvalid, validate_graph
 from flows.components.memory import MAX_MESSAGE_CHARS
 from flows.models import ConversationMessage, Flow, FlowVersion
 from runs import services as run_services
-from runs.models import Run
+from runs.models import Run, RunStatus
 from runs.services import RunRefused
 
 MEMORY_COMPONENT = "memory.conversation"
 HISTORY_ROLES = ("system", "user", "assistant")
 MAX_HISTORY_MESSAGES = 500
+TITLE_CHARS = 80  # a conversation's default title: its first message, cut here
 
 
 @transaction.atomic
@@ -162,32 +163,78 @@ def flow_call(
     conversation_id: str | None = None,
 ) -> Run:
     """Start a run of a flow called from outside: the version it names or the published
-    one, in a session of its own.
+    one, in a session of its own, or as the next turn of conversation `conversation_id`.
 
     `history` (earlier chat messages) is put in that session's conversation memory before
     the run starts, for each `memory.conversation` node of the graph, so a flow with memory
-    sees the chat so far (a flow without memory ignores it). `conversation_id` is where a
-    conversation will plug in (its session and memory); refused until conversations exist.
+    sees the chat so far (a flow without memory ignores it). A conversation's turns share
+    its session, so its memory already holds the turns before (history is refused with it).
     """
-    if conversation_id is not None:
-        raise RunRefused(
-            "invalid_request", "`conversation_id` is reserved: conversations are not available yet."
-        )
     if len(history) > MAX_HISTORY_MESSAGES:
         raise RunRefused(
             "invalid_request", f"At most {MAX_HISTORY_MESSAGES} earlier messages are taken."
         )
+    conversation = None
+    if conversation_id is not None:
+        if history:
+            raise RunRefused(
+                "invalid_request", "A conversation holds its own history: send one or the other."
+            )
+        conversation = _conversation_for_turn(workspace, flow, conversation_id)
     number = called_version(workspace, flow, version_number)
     run = run_services.run_start(
         workspace=workspace,
         acting=acting,
-        session_id=run_services.new_session_id(),
+        session_id=conversation.session_id if conversation else run_services.new_session_id(),
         flow=flow,
         version_number=number,
         inputs=inputs,
     )
+    if conversation is not None:
+        _add_turn(conversation, run)
     _seed_history(workspace, run, history)
     return run
+
+
+def _conversation_for_turn(workspace: Workspace, flow: Flow, conversation_id: str) -> Conversation:
+    """The conversation, locked so two turns of it take turns; another flow's or another
+    workspace's is missing (404), and one whose last turn has not ended is busy (409)."""
+    try:
+        conversation = (
+            scoped(Conversation, workspace).select_for_update().get(pk=conversation_id, flow=flow)
+        )
+    except (Conversation.DoesNotExist, ValidationError, ValueError) as exc:
+        raise RunRefused("not_found", "No such conversation with this flow.") from exc
+    active = scoped(ConversationTurn, workspace).filter(
+        conversation=conversation, run__status__in=[RunStatus.QUEUED, RunStatus.RUNNING]
+    )
+    if active.exists():
+        raise RunRefused(
+            "conversation_busy",
+            "This conversation's last turn has not finished yet: wait for it (or cancel it).",
+        )
+    return conversation
+
+
+def _add_turn(conversation: Conversation, run: Run) -> None:
+    last = conversation.turns.order_by("-number").values_list("number", flat=True).first()
+    ConversationTurn.objects.create(
+        workspace_id=conversation.workspace_id,
+        conversation=conversation,
+        number=(last or 0) + 1,
+        run=run,
+    )
+    if not conversation.title:
+        conversation.title = default_title(run.inputs)
+    conversation.save(update_fields=["title", "updated_at"])
+
+
+def default_title(inputs: object) -> str:
+    """The first message of a conversation, on one line and cut: its default title."""
+    values = inputs.values() if isinstance(inputs, dict) else [inputs]
+    text = next((v for v in values if isinstance(v, str) and v.strip()), "")
+    line = " ".join(text.split())
+    return line if len(line) <= TITLE_CHARS else line[: TITLE_CHARS - 1].rstrip() + "…"
 
 
 def _seed_history(workspace: Workspace, run: Run, history: Sequence[HistoryMessage]) -> None:
@@ -211,3 +258,72 @@ def _seed_history(workspace: Workspace, run: Run, history: Sequence[HistoryMessa
         for message in history
     ]
     ConversationMessage.objects.bulk_create(rows)
+
+
+# --- conversations ------------------------------------------------------------------------
+@transaction.atomic
+def conversation_create(
+    *, workspace: Workspace, acting: Membership, flow: Flow, title: str = ""
+) -> Conversation:
+    """A new, empty conversation with `flow` (its first turn titles it unless `title`).
+    Not audited itself: each of its turns is a run, and starting a run is."""
+    require_role(acting, Role.EDITOR)
+    return Conversation.objects.create(
+        workspace=workspace,
+        flow=flow,
+        title=_clean_title(title) if title else "",
+        session_id=f"conv-{run_services.new_session_id()}",
+        created_by=acting.user,
+    )
+
+
+@transaction.atomic
+def conversation_rename(
+    *, workspace: Workspace, acting: Membership, conversation: Conversation, title: str
+) -> Conversation:
+    require_role(acting, Role.EDITOR)
+    conversation = scoped(Conversation, workspace).select_for_update().get(pk=conversation.pk)
+    before = conversation.title
+    conversation.title = _clean_title(title)
+    conversation.save(update_fields=["title", "updated_at"])
+    record(
+        action="conversation.rename",
+        workspace=workspace,
+        actor=acting.user,
+        target=f"conversation:{conversation.pk}",
+        before={"title": before},
+        after={"title": conversation.title},
+    )
+    return conversation
+
+
+@transaction.atomic
+def conversation_delete(
+    *, workspace: Workspace, acting: Membership, conversation: Conversation
+) -> None:
+    """Delete the conversation, its turns' links and its memory; the runs stay (they are
+    the workspace's record of what ran)."""
+    require_role(acting, Role.EDITOR)
+    conversation = scoped(Conversation, workspace).select_for_update().get(pk=conversation.pk)
+    record(
+        action="conversation.delete",
+        workspace=workspace,
+        actor=acting.user,
+        target=f"conversation:{conversation.pk}",
+        before={
+            "title": conversation.title,
+            "flow": conversation.flow_id,
+            "turns": conversation.turns.count(),
+        },
+    )
+    scoped(ConversationMessage, workspace).filter(session_id=conversation.session_id).delete()
+    conversation.delete()
+
+
+def _clean_title(title: str) -> str:
+    line = " ".join(title.split())
+    if not line:
+        raise ValidationError({"title": ["A title cannot be empty."]})
+    if len(line) > 200:
+        raise ValidationError({"title": ["A title is at most 200 characters."]})
+    return line

@@ -13,7 +13,7 @@ from ninja.errors import HttpError
 from ninja.parser import Parser
 
 from accounts.api import router as accounts_router
-from accounts.api_auth import WorkspaceAuth, context, declared_role
+from accounts.api_auth import WorkspaceAuth, check_key_scope, context, declared_role
 from accounts.tenancy import require_role
 from chat.api import router as chat_router
 from config.jsontext import UnstorableText, check_text
@@ -120,6 +120,7 @@ def _role_checked(view: Any, minimum: str) -> Any:
     @functools.wraps(view)
     def checked(request: HttpRequest, *args: Any, **kwargs: Any) -> Any:
         require_role(context(request).membership, minimum)
+        check_key_scope(request, view)
         return view(request, *args, **kwargs)
 
     return checked

@@ -9,7 +9,7 @@ recorded as `access.denied`), then the row is looked up in the member's workspac
 from __future__ import annotations
 
 from accounts.models import Membership, Role
-from accounts.tenancy import get_scoped, require_role
+from accounts.tenancy import get_scoped, require_flow_in_scope, require_role
 from flows.models import Credential, Flow
 
 
@@ -23,6 +23,7 @@ def access_flow(
     """The flow `flow_id` of the member's workspace, for a member with `minimum` or more.
     A deleted flow is missing unless `include_deleted` (its runs and versions stay readable)."""
     require_role(membership, minimum)
+    require_flow_in_scope(membership, flow_id, f"flow:{flow_id}")
     lookup: dict[str, object] = {"pk": flow_id}
     if not include_deleted:
         lookup["deleted_at__isnull"] = True

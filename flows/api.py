@@ -20,7 +20,7 @@ from ninja import Field, Router, Schema, Status
 from ninja.errors import HttpError
 from pydantic import ValidationError as PydanticError
 
-from accounts.api_auth import DbInt, WorkspaceSlug, context, minimum_role
+from accounts.api_auth import DbInt, WorkspaceSlug, context, for_flow_keys, minimum_role
 from accounts.models import Role
 from accounts.tenancy import get_scoped
 from flows import selectors, services, transfer
@@ -439,8 +439,11 @@ def credentials_test(request: HttpRequest, slug: WorkspaceSlug, credential_id: D
 # --- flows and versions -------------------------------------------------------------------------
 @router.get("flows", response=list[FlowOut])
 @minimum_role(Role.VIEWER)
+@for_flow_keys  # a key scoped to named flows lists those
 def flows_list(request: HttpRequest, slug: WorkspaceSlug) -> list[dict[str, Any]]:
     flows = selectors.flows_of(context(request).workspace).annotate(latest=Max("versions__number"))
+    if (scope := context(request).membership.flow_scope) is not None:
+        flows = flows.filter(pk__in=scope)
     return [
         {
             "id": flow.pk,

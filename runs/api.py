@@ -12,7 +12,7 @@ from django.http import HttpRequest
 from ninja import Query, Router, Schema, Status
 from ninja.errors import HttpError
 
-from accounts.api_auth import DbInt, WorkspaceSlug, context, minimum_role
+from accounts.api_auth import DbInt, WorkspaceSlug, context, for_flow_keys, minimum_role
 from accounts.models import Role
 from flows.access import access_flow
 from runs import selectors, services
@@ -89,9 +89,12 @@ def start_run(request: HttpRequest, slug: WorkspaceSlug, flow_id: DbInt, body: R
 
 @router.get("runs", response=list[RunOut])
 @minimum_role(Role.VIEWER)
+@for_flow_keys  # a key scoped to named flows lists their runs
 def list_runs(request: HttpRequest, slug: WorkspaceSlug, flow: DbInt | None = None) -> Any:
-    runs = selectors.runs_for_workspace(context(request).workspace, flow_id=flow)[:200]
-    return [run_out(r) for r in runs]
+    runs = selectors.runs_for_workspace(context(request).workspace, flow_id=flow)
+    if (scope := context(request).membership.flow_scope) is not None:
+        runs = runs.filter(flow_id__in=scope)
+    return [run_out(r) for r in runs[:200]]
 
 
 @router.get("runs/{run_id}", response=RunOut)

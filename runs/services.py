@@ -6,12 +6,9 @@ import logging
 import re
 import secrets
 from datetime import timedelta
-from functools import lru_cache
 from typing import Any
 
-import redis
 from django.conf import settings
-from django.core.cache import cache
 from django.db import transaction
 from django.db.models import F, Q
 from django.utils import timezone
@@ -21,6 +18,7 @@ from accounts.models import Membership, Role, Workspace
 from accounts.tenancy import get_scoped, require_role, scoped
 from audit.services import record
 from config.celery import app as celery_app
+from config.counters import count_up
 from config.errors import SERVICE_UNAVAILABLE
 from flows import services as flow_services
 from flows.builder import GraphInvalid, build_plan
@@ -77,7 +75,7 @@ def _check_limits(workspace: Workspace, acting: Membership) -> None:
             "in progress; wait for one to finish.",
         )
     minute = int(timezone.now().timestamp() // 60)
-    counts = _count_up(
+    counts = count_up(
         [f"runrate:u:{acting.user_id}:{minute}", f"runrate:w:{workspace.pk}:{minute}"]
     )
     if (
@@ -85,51 +83,6 @@ def _check_limits(workspace: Workspace, acting: Membership) -> None:
         or counts[1] > limits["RUNS_PER_MINUTE_PER_WORKSPACE"]
     ):
         raise RunRefused("rate_limited", "Too many runs started in the last minute.")
-
-
-COUNTER_SECONDS = 120
-REDIS_CACHE = "django.core.cache.backends.redis.RedisCache"
-
-
-def _count_up(keys: list[str]) -> list[int]:
-    """Increment two-minute counters, where the cache lives. On Redis: one round trip for
-    all of them (a pipeline of SET NX EX + INCR per key; the cache API's `add` + `incr`
-    would cost three per key, on every run start); elsewhere through the cache API."""
-    client = _counter_redis()
-    if client is None:
-        return [_count_up_portable(key) for key in keys]
-    pipe = client.pipeline(transaction=False)
-    for key in keys:
-        name = f"{settings.CHANNEL_PREFIX}:{key}"
-        pipe.set(name, 0, ex=COUNTER_SECONDS, nx=True)  # (not EXPIRE NX: Redis 7 only)
-        pipe.incr(name)
-    return [int(count) for count in pipe.execute()[1::2]]
-
-
-def _counter_redis() -> redis.Redis | None:
-    """A redis-py client for the default cache's server when that cache is Redis (its
-    first LOCATION: the one Django's RedisCache writes to), else None."""
-    config = settings.CACHES["default"]
-    if config.get("BACKEND") != REDIS_CACHE:
-        return None
-    location = config["LOCATION"]
-    servers = location if isinstance(location, list | tuple) else re.split("[;,]", location)
-    return _redis_client(servers[0].strip())
-
-
-@lru_cache(maxsize=8)
-def _redis_client(url: str) -> redis.Redis:
-    """One client (a connection pool) per server URL and process."""
-    return redis.Redis.from_url(url, socket_connect_timeout=5, socket_timeout=5)
-
-
-def _count_up_portable(key: str) -> int:
-    try:
-        return cache.incr(key)
-    except ValueError:  # the first start this minute
-        if cache.add(key, 1, timeout=COUNTER_SECONDS):
-            return 1
-        return cache.incr(key)  # another process added it meanwhile
 
 
 def _clean_inputs(inputs: Any, input_node_ids: list[str]) -> dict[str, str]:

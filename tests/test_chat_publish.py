@@ -204,8 +204,9 @@ def test_one_call_refuses_unpublished_bad_bodies_and_other_workspaces(
     assert not_an_input.status_code == 400 and not_an_input.json()["code"] == "invalid_inputs"
     no_version = _call(token, flow.pk, {"inputs": {"input": "hi"}, "version": 7})
     assert no_version.status_code == 404
-    reserved = _call(token, flow.pk, {"inputs": {"input": "hi"}, "conversation_id": "c1"})
-    assert reserved.status_code == 400 and "reserved" in reserved.json()["message"]
+    no_conversation = _call(token, flow.pk, {"inputs": {"input": "hi"}, "conversation_id": "c1"})
+    assert no_conversation.status_code == 404
+    assert no_conversation.json()["code"] == "not_found"
     not_json = Client().post(f"/api/w/acme/flows/{flow.pk}/run", "{nope", **_bearer(token))
     assert not_json.status_code == 400
 

@@ -169,6 +169,9 @@ REQUESTS: dict[str, Request] = {
     "POST /api/w/<slug>/flows/<flow_id>/run": Request(
         data={"inputs": {"input": "hi"}, "version": 1, "stream": True}
     ),
+    # conversations: viewers read them; editors start, rename and delete them
+    "POST /api/w/<slug>/flows/<flow_id>/conversations": Request(data={"title": "matrix"}),
+    "PATCH /api/w/<slug>/conversations/<conversation_id>": Request(data={"title": "renamed"}),
     "POST /api/w/<slug>/v1/chat/completions": Request(
         data=lambda: {
             "model": _published_model("acme"),
@@ -323,6 +326,18 @@ def _knowledge_document_id(workspace: Workspace, owner: User) -> int:
     return upload.document.pk
 
 
+def _conversation_id(workspace: Workspace, owner: User) -> str:
+    from chat.services import conversation_create
+
+    return str(
+        conversation_create(
+            workspace=workspace,
+            acting=_acting(workspace, owner),
+            flow=_flow(workspace, owner),
+        ).pk
+    )
+
+
 PARAM_FACTORIES: dict[str, ParamFactory] = {
     "token_id": _token_id,
     "membership_id": _membership_id,
@@ -335,6 +350,7 @@ PARAM_FACTORIES: dict[str, ParamFactory] = {
     "document_id": _document_id,
     "kb_id": _kb_id,
     "doc_id": _knowledge_document_id,
+    "conversation_id": _conversation_id,
 }
 
 
@@ -448,6 +464,17 @@ def rule_for(route: Route) -> Rule:
     entry = REQUESTS.get(route.key, Request())
     ok = entry.ok or (frozenset({200}) if route.method == "GET" else WRITE_OK)
     return Rule(minimum, ok, entry.data, entry.multipart)
+
+
+def serves_flow_keys(route: Route) -> bool:
+    """Whether the route declares @for_flow_keys (a list it filters to a key's flows)."""
+    callback = route.pattern.callback
+    path_view = _closure(callback, "self")
+    if path_view is not None and hasattr(path_view, "operations"):
+        view = next(o.view_func for o in path_view.operations if route.method in o.methods)
+    else:
+        view = callback
+    return bool(getattr(view, "for_flow_keys", False))
 
 
 # --- Callers -----------------------------------------------------------------------------
@@ -670,3 +697,49 @@ async def test_websocket_refuses_strangers_and_admits_by_role(key: str) -> None:
             ("token", await _ws_connects(path, bearer=token)),
         ):
             assert connects == (rank >= minimum_rank), f"{role} ({how}) {key}: {connects}"
+
+
+# --- Keys scoped to named flows ------------------------------------------------------------
+FLOW_OBJECT_PARAMS = {"flow_id", "run_id", "other_id", "conversation_id", "number"}
+API_ROUTES = [route for route in ROUTES if route.is_api]
+
+
+@pytest.mark.parametrize("route", API_ROUTES, ids=[route.key for route in API_ROUTES])
+def test_a_flow_scoped_key_reaches_no_other_flow(route: Route, world: World) -> None:
+    """The owner's key scoped to one flow, on every API route with objects of other flows:
+    a route about one flow, run or conversation answers 404; a route declaring
+    @for_flow_keys answers (its list filtered: test_api_keys.py checks the content) or 404
+    (a model outside the scope); every other route refuses it with 403."""
+    rule = rule_for(route)
+    owner = world.members[OWNER]
+    scope = _flow(world.workspace_a, owner)
+    key = api_token_create(
+        workspace=world.workspace_a, user=owner, name="scoped", flow_ids=[scope.pk]
+    ).secret
+    response = _call(route, _path_for(route, world.workspace_a, owner), rule, owner, bearer=key)
+    if serves_flow_keys(route):
+        expected = rule.ok | {404}
+    elif set(route.params) & FLOW_OBJECT_PARAMS:
+        expected = frozenset({404})
+    else:
+        expected = frozenset({403})
+    assert response.status_code in expected, f"flow key {route.key}: {_describe(response)}"
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_the_websocket_refuses_a_flow_scoped_key() -> None:
+    from asgiref.sync import sync_to_async
+
+    def make() -> tuple[str, str]:
+        world = build_world()
+        owner = world.members[OWNER]
+        flow = _flow(world.workspace_a, owner)
+        scoped = api_token_create(
+            workspace=world.workspace_a, user=owner, name="scoped", flow_ids=[flow.pk]
+        ).secret
+        whole = api_token_create(workspace=world.workspace_a, user=owner, name="whole").secret
+        return scoped, whole
+
+    scoped, whole = await sync_to_async(make)()
+    assert await _ws_connects("/ws/w/acme/exec", bearer=whole)
+    assert not await _ws_connects("/ws/w/acme/exec", bearer=scoped)

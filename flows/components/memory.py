@@ -1,4 +1,8 @@
-"""memory.conversation: conversation history persisted per workspace and run session."""
+"""memory.conversation: conversation history persisted per workspace and run session.
+
+A session is the editor's (its socket), a single call's from outside (its own), or a
+conversation's (chat.Conversation: all its turns run in its session), so the memory of a
+conversation's turn holds the turns before it, whichever worker runs it."""
 
 from __future__ import annotations
 
