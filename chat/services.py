@@ -196,6 +196,32 @@ def flow_call(
     return run
 
 
+@transaction.atomic
+def conversation_turn_start(
+    *,
+    workspace: Workspace,
+    acting: Membership,
+    flow: Flow,
+    version_number: int | None,
+    inputs: object,
+    conversation_id: str,
+) -> Run:
+    """Start the next turn of a conversation from the playground: a run of the version it
+    names, else the newest saved one (what the editor runs, published or not), in the
+    conversation's session so its memory holds the turns before."""
+    conversation = _conversation_for_turn(workspace, flow, conversation_id)
+    run = run_services.run_start(
+        workspace=workspace,
+        acting=acting,
+        session_id=conversation.session_id,
+        flow=flow,
+        version_number=version_number,
+        inputs=inputs,
+    )
+    _add_turn(conversation, run)
+    return run
+
+
 def _conversation_for_turn(workspace: Workspace, flow: Flow, conversation_id: str) -> Conversation:
     """The conversation, locked so two turns of it take turns; another flow's or another
     workspace's is missing (404), and one whose last turn has not ended is busy (409)."""

@@ -32,6 +32,7 @@ from accounts.models import ApiToken, Membership
 from accounts.selectors import access_still_valid
 from accounts.tenancy import resolve_membership, scoped, token_used_elsewhere
 from audit import context as audit_context
+from chat import services as chat_services
 from config.errors import SERVICE_UNAVAILABLE, UNAVAILABLE_MESSAGE
 from config.jsontext import UnstorableText, check_text
 from flows.access import access_flow
@@ -222,14 +223,25 @@ class ExecConsumer(AsyncJsonWebsocketConsumer):
             raise Rejected("forbidden", str(exc)) from exc
         except Http404 as exc:
             raise Rejected("not_found", "No such flow in this workspace.") from exc
-        await self._accepted(str(run.pk))
+        await self._accepted(str(run.pk), run.session_id)
 
-    async def _accepted(self, run_id: str) -> None:
-        """Follow a run this connection started from seq 1, and say it was accepted."""
-        self.follows.setdefault(run_id, RunFollow(run_id, self.workspace.pk, self.session_id, 0))
+    async def _accepted(self, run_id: str, session_id: str | None = None) -> None:
+        """Follow a run this connection started from seq 1, and say it was accepted.
+
+        A conversation's turn runs in the conversation's session, not this socket's: its
+        group is joined before the reply, so no event of it can be missed."""
+        follow = self.follows.setdefault(
+            run_id, RunFollow(run_id, self.workspace.pk, session_id or self.session_id, 0)
+        )
+        joined = follow.group in self.groups_joined
+        if not joined:
+            await self._join(follow.group)
         await self.send_json(
             with_request_id({"event": "accepted", "run_id": run_id, "session_id": self.session_id})
         )
+        if not joined:  # events sent before the join are in the log: send them now
+            async with follow.lock:
+                await self._fill(follow, upto=None)
 
     @in_db_thread
     def _start(self, message: schemas.RunMessage | schemas.GraphMessage) -> Run:
@@ -240,6 +252,15 @@ class ExecConsumer(AsyncJsonWebsocketConsumer):
             version = None
         else:
             graph, version = None, message.version
+            if message.conversation is not None and flow is not None:
+                return chat_services.conversation_turn_start(
+                    workspace=self.workspace,
+                    acting=self.membership,
+                    flow=flow,
+                    version_number=version,
+                    inputs=message.inputs,
+                    conversation_id=message.conversation,
+                )
         return services.run_start(
             workspace=self.workspace,
             acting=self.membership,

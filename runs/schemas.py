@@ -87,10 +87,12 @@ class Message(Schema):
 
 
 class RunMessage(Message, RunRequest):
-    """`{"action": "run", "flow", "version"?, "inputs"?}`."""
+    """`{"action": "run", "flow", "version"?, "inputs"?, "conversation"?}`: with a
+    conversation id, the run is that conversation's next turn (in its session)."""
 
     action: Literal["run"]
     flow: FlowId
+    conversation: str | None = Field(None, max_length=64)
 
 
 class GraphMessage(Message):

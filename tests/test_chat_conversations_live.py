@@ -134,3 +134,87 @@ def test_turn_three_remembers_turn_one_and_another_conversation_does_not(
         assert detail["turn_list"][2]["run_id"] == third["run_id"]
         found = api.get("/conversations", params={"q": "your name is sam"}).json()
         assert [c["id"] for c in found] == [sam]
+
+
+def test_turns_started_over_the_socket_are_the_conversations_and_stream_exactly(
+    live_stack, workspace_a, erin_editor, token_for
+):
+    """The playground's path: `{"action": "run", "conversation"}` on the exec socket runs
+    the next turn in the conversation's session (memory holds turn 1 at turn 2), and the
+    socket that started it receives exactly its log, though the run is in another session."""
+    import asyncio
+    import json
+
+    from flows import crypto
+    from flows.models import Credential
+    from tests.wsclient import (
+        Received,
+        assert_exactly_the_log,
+        collect_until_completed,
+        connect,
+        start_run,
+    )
+
+    with FakeOpenAIServer(reply=_reply) as fake:
+        credential = Credential.objects.create(
+            workspace=workspace_a,
+            name="fake",
+            provider="openai",
+            base_url=fake.base_url,
+            api_key_encrypted=crypto.encrypt("sk-test"),
+            created_by=erin_editor,
+        )
+        flow = save_flow(workspace_a, erin_editor, _memory_chatbot(credential.pk), name="Bot")
+        token = token_for(workspace_a, erin_editor)
+        api = httpx.Client(
+            base_url=f"{live_stack.http_url}/api/w/acme",
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=120,
+        )
+        created = api.post(f"/flows/{flow.pk}/conversations", json={})
+        assert created.status_code == 201, created.text
+        conversation = str(created.json()["id"])
+
+        async def turns() -> list[str]:
+            ws, _session = await connect(live_stack.ws_url, "acme", token=token)
+            run_ids = []
+            try:
+                for text in ["My name is Ada.", "What is my name?"]:
+                    run_id = await start_run(
+                        ws,
+                        {
+                            "action": "run",
+                            "flow": flow.pk,
+                            "inputs": {"input": text},
+                            "conversation": conversation,
+                        },
+                    )
+                    received = Received()
+                    await collect_until_completed(ws, run_id, received)
+                    await asyncio.to_thread(assert_exactly_the_log, received, run_id)
+                    run_ids.append(run_id)
+                # Another flow's conversation id is refused, nothing runs.
+                missing = "00000000-0000-0000-0000-000000000000"
+                await ws.send(
+                    json.dumps(
+                        {
+                            "action": "run",
+                            "flow": flow.pk,
+                            "inputs": {"input": "x"},
+                            "conversation": missing,
+                        }
+                    )
+                )
+                while (reply := json.loads(await ws.recv()))["event"] != "rejected":
+                    pass
+                assert reply["code"] == "not_found", reply
+            finally:
+                await ws.close()
+            return run_ids
+
+        run_ids = asyncio.run(turns())
+        detail = api.get(f"/conversations/{conversation}").json()
+        assert [(t["run_id"], t["answer"]) for t in detail["turn_list"]] == [
+            (run_ids[0], "Noted."),
+            (run_ids[1], "Your name is Ada."),
+        ]
