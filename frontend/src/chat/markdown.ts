@@ -1,0 +1,35 @@
+/**
+ * A model's answer as HTML: Markdown (GitHub flavour: code blocks, tables) rendered by
+ * `marked`, then sanitised by DOMPurify, because the text is whatever the model (or a
+ * prompt injected into it) wrote: scripts, event handlers, `javascript:` links and
+ * embedded frames never reach the page.
+ */
+import DOMPurify from "dompurify";
+import { Marked } from "marked";
+
+const markdown = new Marked({ gfm: true, breaks: false, async: false });
+
+let hooked = false;
+
+function purifier(): typeof DOMPurify {
+  if (!hooked) {
+    // Links open elsewhere and tell the target nothing about this page.
+    DOMPurify.addHook("afterSanitizeAttributes", (node) => {
+      if (node.tagName === "A" && node.getAttribute("href")) {
+        node.setAttribute("target", "_blank");
+        node.setAttribute("rel", "noopener noreferrer nofollow");
+      }
+    });
+    hooked = true;
+  }
+  return DOMPurify;
+}
+
+export function renderMarkdown(text: string): string {
+  const html = markdown.parse(text) as string;
+  return purifier().sanitize(html, {
+    USE_PROFILES: { html: true },
+    FORBID_TAGS: ["style", "form", "input", "button", "textarea", "select", "iframe", "object", "embed"],
+    FORBID_ATTR: ["style"],
+  });
+}
