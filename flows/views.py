@@ -33,6 +33,9 @@ from runs import selectors as run_selectors
 SEARCH_MAX = 100
 
 
+CHAT_INPUT = "io.chat_input"  # the node a chat message goes to
+
+
 def _with_last_runs(workspace: Workspace, flows: QuerySet[Flow]) -> list[Flow]:
     """The flows, each with `last_run` (a runs.selectors.RunSummary, or None)."""
     listed = list(flows)
@@ -243,6 +246,7 @@ class FlowEditorView(WorkspaceMixin, View):
             draftRevision=draft.revision if draft is not None else 0,
             credentialsUrl=reverse("connections", args=[slug]),
             knowledgeUrl=reverse("knowledge_list", args=[slug]),
+            chatUrl=reverse("flow_chat", args=[slug, flow.pk]),
         )
         return render(
             request,
@@ -253,6 +257,40 @@ class FlowEditorView(WorkspaceMixin, View):
                 "flow": flow,
                 "config": config,
             },
+        )
+
+
+class FlowChatView(WorkspaceMixin, View):
+    """The chat playground as a page: the flow's conversations and one of them, each turn
+    a run of the newest saved version. Viewers read the conversations; editors chat."""
+
+    role_map = {"GET": Role.VIEWER}
+
+    def get(self, request: HttpRequest, slug: str, flow_id: int) -> HttpResponse:
+        flow = access_flow(self.membership, flow_id)
+        latest = selectors.latest_version(flow)
+        nodes = latest.graph.get("nodes", []) if latest and isinstance(latest.graph, dict) else []
+        can_edit = self.membership.has_role(Role.EDITOR)
+        config = island_config(
+            request,
+            self.workspace,
+            can_edit=can_edit,
+            can_run=can_edit and latest is not None,
+            mode="chat",
+            flowId=flow.pk,
+            flowName=flow.name,
+            version=latest.number if latest else None,
+            chatInputs=[
+                str(n.get("id"))
+                for n in nodes
+                if isinstance(n, dict) and n.get("component") == CHAT_INPUT
+            ],
+            runsUrl=reverse("flow_runs", args=[slug, flow.pk]),
+        )
+        return render(
+            request,
+            "flows/chat.html",
+            {"workspace": self.workspace, "flow": flow, "latest": latest, "config": config},
         )
 
 

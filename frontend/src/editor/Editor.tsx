@@ -42,6 +42,7 @@ import { autoLayout, frameAround, membersOf } from "../lib/layout";
 import { useColorMode } from "../lib/theme";
 import { ConnectionBadge } from "../run/ConnectionBadge";
 import { RunPanel } from "../run/RunPanel";
+import { Playground } from "../chat/Playground";
 import { useRun } from "../run/useRun";
 import { AnnotationContext, GroupFrame, NoteCard, type AnnotationEditing } from "./AnnotationNodes";
 import { ConnectDialog } from "./ConnectDialog";
@@ -62,7 +63,7 @@ const nodeTypes = { component: NodeCard, note: NoteCard, frame: GroupFrame };
  * shows its start (the inputs) instead of shrinking it further; the map shows the rest. */
 export const MIN_READABLE_ZOOM = 0.75;
 
-type Tab = "node" | "run" | "versions";
+type Tab = "node" | "run" | "versions" | "chat";
 type Panels = { palette: boolean; dock: boolean; minimap: boolean };
 const PANELS_KEY = "flowdeck:panels";
 
@@ -123,6 +124,9 @@ function Editor({ config }: EditorProps) {
   const [knowledgeBases, setKnowledgeBases] = useState<KnowledgeBaseOption[]>([]);
   const [problems, setProblems] = useState<Problem[]>([]);
   const [tab, setTab] = useState<Tab>(watchOnly ? "run" : "node");
+  const [chatConversation, setChatConversation] = useState<string | null>(null);
+  const chatOpened = useRef(false);
+  if (tab === "chat") chatOpened.current = true;
   const [selected, setSelected] = useState<string | null>(null);
   const selectedRef = useRef<string | null>(null);
   const [version, setVersion] = useState<number | null>(config.version);
@@ -975,7 +979,7 @@ function Editor({ config }: EditorProps) {
                   <aside className="dock" aria-label="Details">
                     <div className="tabs" role="tablist">
                       {!watchOnly &&
-                        (["node", "run", "versions"] as Tab[]).map((t) => (
+                        ((config.flowId ? ["node", "run", "chat", "versions"] : ["node", "run", "versions"]) as Tab[]).map((t) => (
                           <button
                             key={t}
                             type="button"
@@ -985,7 +989,7 @@ function Editor({ config }: EditorProps) {
                             data-testid={`tab-${t}`}
                             onClick={() => setTab(t)}
                           >
-                            {t === "node" ? "Node" : t === "run" ? "Run" : "Versions"}
+                            {{ node: "Node", run: "Run", chat: "Chat", versions: "Versions" }[t]}
                           </button>
                         ))}
                       {watchOnly && <span className="tab active">Run</span>}
@@ -1041,6 +1045,25 @@ function Editor({ config }: EditorProps) {
                           watchedRunId={config.runId}
                         />
                       </div>
+                      {/* Mounted once opened: the conversation and its socket survive tab switches. */}
+                      {(tab === "chat" || chatOpened.current) && config.flowId && (
+                        <div hidden={tab !== "chat"} className="dock-chat">
+                          <p className="muted small-note">
+                            Chats with the newest saved version{version ? ` (v${version})` : ""}.{" "}
+                            {config.chatUrl && (
+                              <a href={config.chatUrl} data-testid="chat-page-link">
+                                Open the chat page
+                              </a>
+                            )}
+                          </p>
+                          <Playground
+                            config={config}
+                            inputIds={graph.nodes.filter((n) => n.component === "io.chat_input").map((n) => n.id)}
+                            conversationId={chatConversation}
+                            onConversation={setChatConversation}
+                          />
+                        </div>
+                      )}
                       {tab === "versions" && config.flowId && (
                         <VersionsPanel
                           versions={versions}

@@ -1,6 +1,6 @@
 /** What the Django template hands the island (a json_script element). */
 export type IslandConfig = {
-  mode: "editor" | "run";
+  mode: "editor" | "run" | "chat";
   slug: string;
   apiBase: string; // "/api/w/<slug>/"
   wsPath: string; // "/ws/w/<slug>/exec"
@@ -22,6 +22,10 @@ export type IslandConfig = {
   credentialsUrl?: string;
   /** Where the workspace's knowledge bases are managed (the picker links there). */
   knowledgeUrl?: string;
+  /** The chat page: the chat input nodes of the version it runs (the newest saved). */
+  chatInputs?: string[];
+  /** The flow's chat page (the editor's Chat tab links there). */
+  chatUrl?: string;
 };
 
 export type DraftConfig = {

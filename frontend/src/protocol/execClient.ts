@@ -132,10 +132,18 @@ export class ExecClient {
     version?: number;
     graph?: { nodes: unknown[]; edges: unknown[] };
     inputs: Record<string, string>;
+    /** A conversation id: the run is its next turn (the playground). */
+    conversation?: string;
   }): Promise<string> {
     const frame = request.graph
       ? { ...request.graph, flow: request.flow, inputs: request.inputs }
-      : { action: "run", flow: request.flow, version: request.version, inputs: request.inputs };
+      : {
+          action: "run",
+          flow: request.flow,
+          version: request.version,
+          inputs: request.inputs,
+          ...(request.conversation ? { conversation: request.conversation } : {}),
+        };
     return this.start(frame);
   }
 
