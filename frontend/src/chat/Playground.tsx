@@ -74,7 +74,7 @@ function Answer({ m, runUrl }: { m: Extract<ChatMessage, { role: "assistant" }>;
     <div className="chat-msg chat-assistant" data-testid="chat-answer" data-run={m.runId ?? ""} data-status={m.status}>
       <ToolSteps calls={m.toolCalls} />
       {m.text ? (
-        <div className="chat-md" data-testid="chat-answer-text" dangerouslySetInnerHTML={{ __html: html }} />
+        <div className="chat-md" data-testid="chat-answer-text" data-chars={m.text.length} dangerouslySetInnerHTML={{ __html: html }} />
       ) : active ? (
         <p className="muted">Thinking…</p>
       ) : null}

@@ -1,13 +1,31 @@
 /**
  * A model's answer as HTML: Markdown (GitHub flavour: code blocks, tables) rendered by
- * `marked`, then sanitised by DOMPurify, because the text is whatever the model (or a
- * prompt injected into it) wrote: scripts, event handlers, `javascript:` links and
- * embedded frames never reach the page.
+ * `marked` with raw HTML escaped, then sanitised by DOMPurify, because the text is
+ * whatever the model (or a prompt injected into it) wrote: scripts, event handlers,
+ * `javascript:` links and embedded frames never reach the page.
  */
 import DOMPurify from "dompurify";
 import { Marked } from "marked";
 
-const markdown = new Marked({ gfm: true, breaks: false, async: false });
+const ESCAPES: Record<string, string> = { "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" };
+
+function escapeHtml(text: string): string {
+  return text.replace(/[&<>"']/g, (c) => ESCAPES[c]);
+}
+
+// Raw HTML in the model's Markdown is shown as the text it is, never parsed as markup:
+// an answer that talks about HTML reads right, and what DOMPurify gets holds no foreign
+// tags at all (it still cleans what Markdown itself makes: links, images).
+const markdown = new Marked({
+  gfm: true,
+  breaks: false,
+  async: false,
+  renderer: {
+    html(token) {
+      return escapeHtml(token.text);
+    },
+  },
+});
 
 let hooked = false;
 

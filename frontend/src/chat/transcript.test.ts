@@ -55,13 +55,21 @@ describe("foldTranscript", () => {
     expect(m.map((x) => x.text)).toEqual(["first", "Streaming"]);
   });
 
-  it("takes the outputs once the run ended and the text caught up", () => {
-    const s = running("r1", "Hi **there**");
+  it("shows all the streamed text once the run ended and the typewriter caught up", () => {
+    const s = running("r1", "Hi **there**", 2);
     s.status = "success";
     s.outputs = { output: "Hi **there**" };
-    expect(liveAnswer(s)).toEqual({ text: "Hi **there**", streaming: false });
-    s.nodes.model.shown = 2;
     expect(liveAnswer(s)).toEqual({ text: "Hi", streaming: true });
+    s.nodes.model.shown = s.nodes.model.text.length;
+    expect(liveAnswer(s)).toEqual({ text: "Hi **there**", streaming: false });
+  });
+
+  it("answers with the outputs when nothing streamed", () => {
+    const s = emptySnapshot();
+    s.runId = "r1";
+    s.status = "success";
+    s.outputs = { output: "Plain" };
+    expect(liveAnswer(s)).toEqual({ text: "Plain", streaming: false });
   });
 
   it("regenerates the last thing the user said", () => {

@@ -49,16 +49,17 @@ export function outputsText(outputs: unknown): string {
   return values.map((v) => outputText(v)).join("\n\n");
 }
 
-/** The answer so far: while the typewriter reveals it, the streamed text of the node
- * streaming last; once the run ended and the text caught up, its outputs. */
+/** The answer so far: the streamed text of the node streaming last, as far as the
+ * typewriter revealed it (once the run ended and it caught up: all of it, exactly what
+ * came over the socket); a run that streamed nothing answers with its outputs. */
 export function liveAnswer(s: RunSnapshot): { text: string; streaming: boolean } {
   const streamer = [...s.order].reverse().map((id) => s.nodes[id]).find((n) => n && n.text);
   const ended = s.status === "success" || s.status === "error" || s.status === "cancelled";
-  if (streamer && (!ended || streamer.shown < streamer.text.length)) {
-    return { text: streamer.text.slice(0, streamer.shown), streaming: true };
+  if (streamer) {
+    return { text: streamer.text.slice(0, streamer.shown), streaming: !ended || streamer.shown < streamer.text.length };
   }
-  if (ended && Object.keys(s.outputs).length) return { text: outputsText(s.outputs), streaming: false };
-  return { text: streamer?.text ?? "", streaming: !ended };
+  if (ended) return { text: outputsText(s.outputs), streaming: false };
+  return { text: "", streaming: true };
 }
 
 function recordedAnswer(turn: RecordedTurn): string {
