@@ -150,3 +150,34 @@ def test_send_stream_markdown_resume_stop_regenerate(
     page.screenshot(path=str(SCREENSHOTS / "playground-reloaded.png"))
     errors = [e for e in chat.console_errors if "WebSocket" not in e]
     assert errors == [], errors[:3]
+
+
+def test_the_editor_has_a_chat_tab_that_runs_turns_of_a_conversation(
+    open_page, live_stack, workspace_a, erin_editor
+):
+    flow = demo_flow(workspace_a, erin_editor, reply="Hello from **the editor**.", delay_ms=20)
+    editor = open_page(erin_editor)
+    page = editor.page
+    page.set_viewport_size({"width": 1280, "height": 800})
+    editor.goto(f"/w/acme/flows/{flow.pk}/")
+    page.click(tid("tab-chat"))
+    page.fill(tid("chat-input-chat_input_1"), "Hi")
+    page.click(tid("chat-send"))
+    page.wait_for_selector(f"{ANSWER}[data-status='success'] strong:has-text('the editor')")
+    # Switching tabs keeps the conversation: the second message is its second turn.
+    page.click(tid("tab-run"))
+    page.click(tid("tab-chat"))
+    page.fill(tid("chat-input-chat_input_1"), "Again")
+    page.click(tid("chat-send"))
+    page.wait_for_function(
+        "() => [...document.querySelectorAll(\"[data-testid='chat-answer']\")]"
+        ".filter((a) => a.getAttribute('data-status') === 'success').length === 2"
+    )
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / "playground-editor-tab.png"))
+    conversation = Conversation.objects.get(workspace=workspace_a, flow=flow)
+    assert conversation.turns.count() == 2
+    assert page.locator(tid("chat-page-link")).get_attribute("href") == (
+        f"/w/acme/flows/{flow.pk}/chat/"
+    )
+    assert [e for e in editor.console_errors if "WebSocket" not in e] == []

@@ -84,7 +84,7 @@ export function ChatPage({ config }: { config: IslandConfig }) {
                   <button type="button" className="link" onClick={() => void rename(row)} data-testid="conversation-rename">
                     Rename
                   </button>
-                  <button type="button" className="link danger" onClick={() => void remove(row)} data-testid="conversation-delete">
+                  <button type="button" className="link chat-delete" onClick={() => void remove(row)} data-testid="conversation-delete">
                     Delete
                   </button>
                 </span>

@@ -202,7 +202,7 @@ export function Playground({ config, inputIds, conversationId, onConversation, o
             Stop
           </button>
         ) : (
-          <button type="button" onClick={regenerate} disabled={!canRegenerate || !config.canRun} data-testid="chat-regenerate">
+          <button type="button" className="secondary" onClick={regenerate} disabled={!canRegenerate || !config.canRun} data-testid="chat-regenerate">
             Regenerate
           </button>
         )}

@@ -27,6 +27,7 @@ function running(runId: string, text: string, shown = text.length): RunSnapshot 
 describe("foldTranscript", () => {
   it("lists recorded turns in order, a question then its answer", () => {
     const m = foldTranscript([turn(2, "r2", "second", "B"), turn(1, "r1", "first", "A")], null);
+    expect(m[1]).toMatchObject({ status: "success", streaming: false });
     expect(m.map((x) => [x.role, x.text])).toEqual([
       ["user", "first"],
       ["assistant", "A"],

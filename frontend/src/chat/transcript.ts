@@ -62,6 +62,9 @@ export function liveAnswer(s: RunSnapshot): { text: string; streaming: boolean }
   return { text: "", streaming: true };
 }
 
+/** A recorded run's status in the run store's words, so both kinds of answer read alike. */
+const RECORDED_STATUS: Record<string, string> = { succeeded: "success", failed: "error", queued: "starting" };
+
 function recordedAnswer(turn: RecordedTurn): string {
   if (turn.answer !== null && turn.answer !== undefined) return turn.answer;
   return turn.outputs && typeof turn.outputs === "object" && Object.keys(turn.outputs).length
@@ -99,7 +102,7 @@ export function foldTranscript(recorded: RecordedTurn[], live: LiveTurn | null):
         key: `a-${turn.run_id}`,
         runId: turn.run_id,
         text: recordedAnswer(turn),
-        status: turn.status,
+        status: RECORDED_STATUS[turn.status] ?? turn.status,
         streaming: false,
         toolCalls: [],
         retrievals: [],
