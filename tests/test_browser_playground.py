@@ -173,6 +173,9 @@ def test_the_editor_has_a_chat_tab_that_runs_turns_of_a_conversation(
         "() => [...document.querySelectorAll(\"[data-testid='chat-answer']\")]"
         ".filter((a) => a.getAttribute('data-status') === 'success').length === 2"
     )
+    page.wait_for_function(
+        "() => document.querySelectorAll(\"[data-testid='chat-answer-text'] strong\").length === 2"
+    )
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SCREENSHOTS / "playground-editor-tab.png"))
     conversation = Conversation.objects.get(workspace=workspace_a, flow=flow)
