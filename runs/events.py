@@ -56,7 +56,8 @@ EVENTS: tuple[EventType, ...] = (
     ),
     EventType(
         "node_finished",
-        "a node finished: {data: <its output>, duration_ms?, skipped?, recorded_from?}",
+        "a node finished: {data: <its output>, duration_ms?, skipped?, recorded_from?,"
+        " usage?: {input_tokens, output_tokens, model}}",
         "engine",
         lifecycle=True,
         lazy=True,

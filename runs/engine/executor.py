@@ -31,6 +31,7 @@ from runs.engine.runloop import fairly, get_run_loop
 from runs.engine.sink import EventSink, get_sink
 from runs.engine.writer import RunWriter
 from runs.events import PROTOCOL_VERSION, event_type
+from runs.finished import announce_finished
 from runs.models import COMPLETED_STATUS, Run, RunStatus
 from runs.selectors import node_outcomes
 from runs.services import run_claim
@@ -52,6 +53,10 @@ class NodeContext:
         self.run_id = run.pk
         self.session_id = run.session_id
         self._first_token_sent = False
+        # The provider's reported usage of this node's model calls, summed (an agent
+        # calls its model several times); None until a call reports any.
+        self.usage: dict[str, Any] | None = None
+        self._model_name = ""
 
     def emit(self, event: str, data: Any) -> None:
         if event_type(event).emitted_by != "component":
@@ -88,6 +93,7 @@ class NodeContext:
             except Exception as exc:
                 raise model_error(exc) from exc
             self.check_cancelled()
+            self._count_usage(chunk)
             text = chunk_text(chunk)
             if text:
                 self._writer.emit("on_token", self.node_id, {"data": text})
@@ -95,6 +101,27 @@ class NodeContext:
                     self._first_token_sent = True
                     await self.deliver_now()
             yield chunk
+
+    def _count_usage(self, chunk: Any) -> None:
+        """Add a chunk's `usage_metadata` (LangChain puts the provider's counts on one
+        chunk of a stream, usually the last) to the node's usage. The model's name comes
+        on another chunk (OpenAI: the one with `finish_reason`), so it is looked for on
+        every chunk until found."""
+        if not self._model_name:
+            metadata = getattr(chunk, "response_metadata", None)
+            if metadata:
+                name = metadata.get("model_name") or metadata.get("model") or ""
+                self._model_name = str(name)[:200]
+                if self.usage is not None:
+                    self.usage["model"] = self._model_name
+        reported = getattr(chunk, "usage_metadata", None)
+        if not reported:
+            return
+        usage = self.usage or {"input_tokens": 0, "output_tokens": 0, "model": ""}
+        usage["input_tokens"] += int(reported.get("input_tokens") or 0)
+        usage["output_tokens"] += int(reported.get("output_tokens") or 0)
+        usage["model"] = self._model_name
+        self.usage = usage
 
     async def deliver_now(self) -> None:
         """Wait until the writer's next batch has been published (bounded), so what this
@@ -192,14 +219,13 @@ class PlanRunner:
                 return
             outputs = outputs or {}
             self.results[node_id] = outputs
-            self.writer.emit(
-                "node_finished",
-                node_id,
-                {
-                    "data": node_data(planned, outputs),
-                    "duration_ms": round((time.monotonic() - started) * 1000, 1),
-                },
-            )
+            finished: dict[str, Any] = {
+                "data": node_data(planned, outputs),
+                "duration_ms": round((time.monotonic() - started) * 1000, 1),
+            }
+            if ctx.usage is not None:
+                finished["usage"] = ctx.usage
+            self.writer.emit("node_finished", node_id, finished)
         finally:
             self.done[node_id].set()
 
@@ -360,4 +386,5 @@ def _execute(start: _Start) -> None:
     writer.finish(
         status=status, completed_status=COMPLETED_STATUS[status], outputs=outputs, error=error
     )
-    writer.done.wait(timeout=60)
+    if writer.done.wait(timeout=60) and not writer.fenced:
+        announce_finished(str(run.pk))
