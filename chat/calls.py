@@ -39,7 +39,7 @@ from runs.models import Run
 from runs.services import RunRefused
 from runs.sse import access_check, event_stream_response, wait_for_end
 
-RATE_CODES = {"rate_limited", "too_many_runs"}
+RATE_CODES = {"rate_limited", "too_many_runs", "budget_exceeded"}
 
 
 class CallIn(BaseModel):

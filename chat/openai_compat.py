@@ -253,6 +253,8 @@ def _start(ctx: WorkspaceContext, completion: Completion) -> Started:
             history=completion.history,
         )
     except RunRefused as exc:
+        if exc.code == "budget_exceeded":  # OpenAI's code for a spent quota
+            raise CallError(429, "insufficient_quota", exc.message) from exc
         if exc.code in {"rate_limited", "too_many_runs"}:
             raise CallError(429, "rate_limit_exceeded", exc.message) from exc
         raise CallError(400, exc.code, exc.message, "messages") from exc

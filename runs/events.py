@@ -77,6 +77,16 @@ EVENTS: tuple[EventType, ...] = (
         lifecycle=True,
     ),
     EventType(
+        "budget_exceeded",
+        (
+            "the run's spend crossed its workspace's budget; the run ends (failed) and no "
+            "further model is called: {message, usage?: {input_tokens, output_tokens, model,"
+            " estimated}} (usage: what the stopped call had streamed, counted by chunks)"
+        ),
+        "engine",
+        lifecycle=True,
+    ),
+    EventType(
         "completed",
         "the final event, exactly once: {status: success | error | cancelled}",
         "engine",

@@ -340,7 +340,8 @@ def last_runs(workspace: Workspace, flow_ids: list[int]) -> dict[int, RunSummary
 
 @dataclass(frozen=True)
 class RunUsage:
-    """A run's model usage as its log reports it (each node's `node_finished` usage)."""
+    """A run's model usage as its log reports it: each node's `node_finished` usage, or
+    the `budget_exceeded` usage of a node the budget stopped."""
 
     nodes: dict[str, dict[str, Any]]
     input_tokens: int
@@ -351,7 +352,9 @@ def run_usage(run: Run) -> RunUsage:
     """The usage each node of `run` reported, and the totals. Only counts that are
     non-negative integers count (the log is JSON: nothing else is trusted to add up)."""
     nodes: dict[str, dict[str, Any]] = {}
-    finished = RunEvent.objects.filter(run=run, event="node_finished").order_by("seq")
+    finished = RunEvent.objects.filter(
+        run=run, event__in=("node_finished", "budget_exceeded")
+    ).order_by("seq")
     for node_id, payload in finished.values_list("node_id", "payload"):
         usage = payload.get("usage") if isinstance(payload, dict) else None
         if not isinstance(usage, dict):

@@ -23,6 +23,7 @@ from config.errors import SERVICE_UNAVAILABLE
 from flows import services as flow_services
 from flows.builder import GraphInvalid, build_plan
 from flows.models import Flow, FlowVersion
+from runs.budgets import tokens_left
 from runs.engine.publisher import publish_committed
 from runs.engine.rerun import RerunImpossible, recorded_for_rerun
 from runs.events import session_group
@@ -73,6 +74,12 @@ def _check_limits(workspace: Workspace, acting: Membership) -> None:
             "too_many_runs",
             f"This workspace already has {limits['MAX_CONCURRENT_RUNS_PER_WORKSPACE']} runs "
             "in progress; wait for one to finish.",
+        )
+    left = tokens_left(workspace.pk)
+    if left is not None and left <= 0:
+        raise RunRefused(
+            "budget_exceeded",
+            "This workspace has used its monthly budget; an admin can raise it.",
         )
     minute = int(timezone.now().timestamp() // 60)
     counts = count_up(

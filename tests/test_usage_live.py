@@ -8,6 +8,7 @@ import time
 from decimal import Decimal
 from typing import Any
 
+import httpx
 import openai
 import pytest
 
@@ -17,7 +18,7 @@ from runs.models import Run, RunStatus
 from tests import flowgraphs
 from tests.fakes.fake_openai import FakeOpenAIServer
 from tests.wsclient import stored_log
-from usage.models import ModelPrice, UsageDay, UsageRecord
+from usage.models import ModelPrice, UsageDay, UsageRecord, WorkspaceBudget
 from usage.services import record_run_usage
 
 pytestmark = [pytest.mark.processes, pytest.mark.django_db(transaction=True)]
@@ -128,3 +129,71 @@ def test_usage_rows_equal_what_the_provider_reported(
     assert record_run_usage(run_id=str(first.pk)) == 0
     day.refresh_from_db()
     assert day.calls == 2 and UsageRecord.objects.count() == 2
+
+
+def test_a_budget_that_runs_out_mid_stream_ends_the_run_and_nothing_else_is_charged(
+    live_stack, workspace_a, erin_editor, alice_owner, token_for, fake_llm
+):
+    flow = flowgraphs.openai_flow(workspace_a, erin_editor, fake_llm.base_url)
+    acting = Membership.objects.get(workspace=workspace_a, user=alice_owner)
+    model = flow_publish(
+        workspace=workspace_a, acting=acting, flow=flow, version_number=1
+    ).model_name
+    client = _client(live_stack, token_for(workspace_a, erin_editor))
+    ask = [{"role": "user", "content": "spend some tokens"}]
+
+    completion = client.chat.completions.create(model=model, messages=ask)
+    first = Run.objects.get(pk=completion.id.removeprefix("chatcmpl-"))
+    (row,) = _recorded(first)
+    spent = row.input_tokens + row.output_tokens
+    # 20 tokens left: the next reply (40 chunks) crosses it halfway.
+    WorkspaceBudget.objects.create(workspace=workspace_a, monthly_tokens=spent + 20)
+
+    with pytest.raises(openai.APIStatusError) as failed:
+        client.chat.completions.create(model=model, messages=ask)
+    assert "budget_exceeded" in str(failed.value)
+    second = Run.objects.exclude(pk=first.pk).get()
+    assert second.status == RunStatus.FAILED and second.error.startswith("budget_exceeded")
+    log = stored_log(str(second.pk))
+    tokens = "".join(e["data"] for e in log if e["event"] == "on_token")
+    assert tokens == "".join(TOKENS[:20])  # the 21st crossed the budget and was not sent
+    (stopped,) = [e for e in log if e["event"] == "budget_exceeded"]
+    assert stopped["node_id"] == "model"
+    assert stopped["usage"] == {
+        "input_tokens": 0,
+        "output_tokens": 21,
+        "model": "fake",
+        "estimated": True,
+    }
+    assert [(e["event"], e["node_id"], e.get("skipped")) for e in log[-3:]] == [
+        ("budget_exceeded", "model", None),
+        ("node_finished", "output", True),  # nothing downstream ran
+        ("completed", None, None),
+    ]
+    assert log[-1]["status"] == "error"
+    assert not [e for e in log if e["event"] == "node_finished" and e["node_id"] == "model"]
+
+    # The stopped call is charged what it streamed; nothing after it.
+    (partial,) = _recorded(second)
+    assert (partial.input_tokens, partial.output_tokens) == (0, 21)
+    (day,) = UsageDay.objects.filter(workspace=workspace_a)
+    assert day.input_tokens + day.output_tokens == spent + 21 and day.calls == 2
+
+    # Spent: the next call is refused before anything runs (no run, no provider request).
+    requests = len(fake_llm.requests)
+    with pytest.raises(openai.RateLimitError) as refused:
+        client.chat.completions.create(model=model, messages=ask)
+    assert refused.value.code == "insufficient_quota"
+    assert Run.objects.count() == 2 and len(fake_llm.requests) == requests == 2
+    day.refresh_from_db()
+    assert day.input_tokens + day.output_tokens == spent + 21 and day.calls == 2
+
+    # The one-call run API refuses it too, with the same code.
+    answer = httpx.post(
+        f"{live_stack.http_url}/api/w/acme/flows/{flow.pk}/run",
+        headers={"Authorization": f"Bearer {token_for(workspace_a, erin_editor)}"},
+        json={"inputs": {"input": "hi"}},
+        timeout=60,
+    )
+    assert answer.status_code == 429 and answer.json()["code"] == "budget_exceeded"
+    assert Run.objects.count() == 2

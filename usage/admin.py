@@ -6,7 +6,7 @@ from django.contrib import admin
 from django.http import HttpRequest
 
 from audit.admin_mixins import AuditedAdmin, changed, record_admin
-from usage.models import ModelPrice
+from usage.models import ModelPrice, WorkspaceBudget
 
 
 def _storable(values: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -32,3 +32,25 @@ class ModelPriceAdmin(AuditedAdmin):
         else:
             old, new = changed(before, after)
             record_admin(request, action="model_price.update", target=target, before=old, after=new)
+
+
+@admin.register(WorkspaceBudget)
+class WorkspaceBudgetAdmin(AuditedAdmin):
+    list_display = ["workspace", "monthly_tokens", "monthly_cost", "updated_at"]
+    search_fields = ["workspace__slug", "workspace__name"]
+    autocomplete_fields = ["workspace"]
+    audit_fields = ("monthly_tokens", "monthly_cost")
+
+    def audit_change(self, request: HttpRequest, obj: Any, before: Any, after: Any) -> None:
+        target = f"workspace:{obj.workspace.slug}"
+        before, after = _storable(before), _storable(after)
+        if before is None:
+            action, old, new = "budget.set", None, after
+        elif after is None:
+            action, old, new = "budget.remove", before, None
+        else:
+            action = "budget.set"
+            old, new = changed(before, after)
+        record_admin(
+            request, action=action, workspace=obj.workspace, target=target, before=old, after=new
+        )

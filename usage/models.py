@@ -95,3 +95,25 @@ class UsageDay(models.Model):
 
     def __str__(self) -> str:
         return f"{self.day} {self.workspace_id} {self.model}"
+
+
+class WorkspaceBudget(models.Model):
+    """A workspace's monthly budget (UTC calendar month): tokens, cost, or both; a run is
+    refused once either is spent and stopped mid-run when it crosses one."""
+
+    workspace = models.OneToOneField(Workspace, on_delete=models.CASCADE, related_name="budget")
+    monthly_tokens = models.PositiveBigIntegerField(
+        null=True, blank=True, help_text="Input plus output tokens per month; empty: no limit."
+    )
+    monthly_cost = models.DecimalField(
+        max_digits=14,
+        decimal_places=4,
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(Decimal(0))],
+        help_text="Cost per month, in the price table's currency; empty: no limit.",
+    )
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return f"budget of {self.workspace_id}"

@@ -1,0 +1,82 @@
+"""Reading usage: a workspace's spend this month, what its budget leaves, and the
+totals the usage page shows."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, timedelta
+from decimal import Decimal
+from typing import Any
+
+from django.db.models import Max, Sum
+from django.utils import timezone
+
+from accounts.models import Workspace
+from usage.models import ModelPrice, UsageDay, WorkspaceBudget
+
+
+@dataclass(frozen=True)
+class Spend:
+    tokens: int
+    cost: Decimal
+
+
+def month_start(today: date | None = None) -> date:
+    return (today or timezone.now().date()).replace(day=1)
+
+
+def spend_this_month(workspace_id: int) -> Spend:
+    totals = UsageDay.objects.filter(workspace_id=workspace_id, day__gte=month_start()).aggregate(
+        i=Sum("input_tokens"), o=Sum("output_tokens"), c=Sum("cost")
+    )
+    return Spend(tokens=(totals["i"] or 0) + (totals["o"] or 0), cost=totals["c"] or Decimal(0))
+
+
+def tokens_left(workspace_id: int) -> int | None:
+    """What the workspace's budget leaves this month, in tokens (None: no budget). A cost
+    budget becomes tokens at the dearest price in the table (so a run stops no later than
+    the money runs out); with no prices, a cost budget only stops runs once spent."""
+    budget = WorkspaceBudget.objects.filter(workspace_id=workspace_id).first()
+    if budget is None or (budget.monthly_tokens is None and budget.monthly_cost is None):
+        return None
+    spent = spend_this_month(workspace_id)
+    left: list[int] = []
+    if budget.monthly_tokens is not None:
+        left.append(budget.monthly_tokens - spent.tokens)
+    if budget.monthly_cost is not None:
+        money = budget.monthly_cost - spent.cost
+        if money <= 0:
+            left.append(0)
+        else:
+            prices = ModelPrice.objects.aggregate(
+                i=Max("input_per_million"), o=Max("output_per_million")
+            )
+            dearest = max(prices["i"] or Decimal(0), prices["o"] or Decimal(0))
+            if dearest > 0:
+                left.append(int(money * 1_000_000 / dearest))
+    return max(min(left), 0) if left else None
+
+
+def daily_totals(workspace: Workspace, days: int = 30) -> list[dict[str, Any]]:
+    """One entry per day of the last `days` (UTC), oldest first, days without use as 0."""
+    today = timezone.now().date()
+    first = today - timedelta(days=days - 1)
+    rows = (
+        UsageDay.objects.filter(workspace=workspace, day__gte=first)
+        .values("day")
+        .annotate(i=Sum("input_tokens"), o=Sum("output_tokens"), c=Sum("cost"))
+    )
+    by_day = {r["day"]: r for r in rows}
+    result = []
+    for n in range(days):
+        day = first + timedelta(days=n)
+        row = by_day.get(day, {})
+        result.append(
+            {
+                "day": day,
+                "input_tokens": row.get("i") or 0,
+                "output_tokens": row.get("o") or 0,
+                "cost": row.get("c") or Decimal(0),
+            }
+        )
+    return result
