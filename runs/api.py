@@ -22,7 +22,6 @@ from runs.schemas import MAX_EVENT_PAGE, EventsQuery, RerunIn, RunStartIn
 
 router = Router(tags=["runs"])
 
-
 class RunStartedOut(Schema):
     run_id: str
     session_id: str

@@ -78,7 +78,5 @@ class RunComparePickView(WorkspaceMixin, View):
         if len(picked) != 2:
             messages.error(request, "Pick exactly two runs to compare.")
             return redirect(back if back.startswith(f"/w/{slug}/") else f"/w/{slug}/runs/")
-        runs = sorted(
-            (access_run(self.membership, pk) for pk in picked), key=lambda r: r.created_at
-        )
+        runs = sorted((access_run(self.membership, pk) for pk in picked), key=lambda r: r.created_at)
         return redirect("run_compare", slug=slug, run_id=runs[0].pk, other_id=runs[1].pk)
