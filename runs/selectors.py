@@ -362,7 +362,7 @@ def run_usage(run: Run) -> RunUsage:
         nodes[node_id] = {
             "input_tokens": _count(usage.get("input_tokens")),
             "output_tokens": _count(usage.get("output_tokens")),
-            "model": str(usage.get("model") or "")[:200],
+            "model": model[:200] if isinstance(model := usage.get("model"), str) else "",
         }
     return RunUsage(
         nodes=nodes,

@@ -35,6 +35,7 @@ def test_every_event_set_is_derived_from_the_registry():
         "on_retrieval",
         "node_finished",
         "error",
+        "budget_exceeded",
         "completed",
     }
     assert {"on_token", "on_tool_call", "on_tool_result", "on_retrieval"} == events.COMPONENT_EVENTS

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Any
 
 from django.contrib import admin
@@ -13,7 +14,17 @@ def _storable(values: dict[str, Any] | None) -> dict[str, Any] | None:
     """Prices as strings: the trail is JSON, and a Decimal's digits are the record."""
     if values is None:
         return None
-    return {k: str(v) for k, v in values.items()}
+    return {k: _text(v) for k, v in values.items()}
+
+
+def _text(value: Any) -> str | None:
+    """A value as the trail shows it; a Decimal without trailing zeros (2.500000 as the
+    database gives it back and 2.5 as it was typed are the same price)."""
+    if value is None:
+        return None
+    if isinstance(value, Decimal):
+        return format(value.normalize(), "f")
+    return str(value)
 
 
 @admin.register(ModelPrice)

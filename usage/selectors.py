@@ -80,3 +80,53 @@ def daily_totals(workspace: Workspace, days: int = 30) -> list[dict[str, Any]]:
             }
         )
     return result
+
+
+# The chart's drawing box (SVG user units; the SVG scales to its container's width).
+CHART_WIDTH, CHART_HEIGHT = 600, 160
+
+
+def chart_bars(days: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each day's bar (x, y, width, height in the chart's box), scaled to the busiest day."""
+    most = max((d["input_tokens"] + d["output_tokens"] for d in days), default=0) or 1
+    step = CHART_WIDTH / max(len(days), 1)
+    bars = []
+    for n, d in enumerate(days):
+        total = d["input_tokens"] + d["output_tokens"]
+        height = round(total * (CHART_HEIGHT - 10) / most, 1)
+        bars.append(
+            {
+                **d,
+                "total": total,
+                "x": round(n * step + 1, 1),
+                "width": round(max(step - 2, 1), 1),
+                "y": round(CHART_HEIGHT - height, 1),
+                "height": height,
+            }
+        )
+    return bars
+
+
+def breakdown(workspace: Workspace, by: str, days: int = 30) -> list[dict[str, Any]]:
+    """The last `days`' totals per `by` ("flow__name", "user__email" or "model"),
+    largest first."""
+    first = timezone.now().date() - timedelta(days=days - 1)
+    rows = (
+        UsageDay.objects.filter(workspace=workspace, day__gte=first)
+        .values(by)
+        .annotate(
+            input_tokens=Sum("input_tokens"),
+            output_tokens=Sum("output_tokens"),
+            cost=Sum("cost"),
+            calls=Sum("calls"),
+        )
+        .order_by("-output_tokens", by)
+    )
+    return [
+        {"name": r[by], **{k: r[k] for k in ("input_tokens", "output_tokens", "cost", "calls")}}
+        for r in rows
+    ]
+
+
+def budget_of(workspace: Workspace) -> WorkspaceBudget | None:
+    return WorkspaceBudget.objects.filter(workspace=workspace).first()
