@@ -16,7 +16,7 @@ from django.db import models
 
 from accounts.models import Workspace
 
-COST_DIGITS = {"max_digits": 20, "decimal_places": 8}
+# Cost columns: 20 digits, 8 after the point (a token of a cheap model costs 1e-8 or so).
 
 
 class ModelPrice(models.Model):
@@ -54,7 +54,9 @@ class UsageRecord(models.Model):
     model = models.CharField(max_length=200, blank=True)
     input_tokens = models.PositiveBigIntegerField()
     output_tokens = models.PositiveBigIntegerField()
-    cost = models.DecimalField(null=True, blank=True, **COST_DIGITS)  # None: no price known
+    cost = models.DecimalField(
+        null=True, blank=True, max_digits=20, decimal_places=8
+    )  # None: no price known
     currency = models.CharField(max_length=3, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
@@ -80,7 +82,7 @@ class UsageDay(models.Model):
     model = models.CharField(max_length=200, blank=True)
     input_tokens = models.PositiveBigIntegerField(default=0)
     output_tokens = models.PositiveBigIntegerField(default=0)
-    cost = models.DecimalField(default=Decimal(0), **COST_DIGITS)
+    cost = models.DecimalField(default=Decimal(0), max_digits=20, decimal_places=8)
     calls = models.PositiveIntegerField(default=0)
 
     class Meta:

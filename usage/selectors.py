@@ -66,7 +66,7 @@ def daily_totals(workspace: Workspace, days: int = 30) -> list[dict[str, Any]]:
         .values("day")
         .annotate(i=Sum("input_tokens"), o=Sum("output_tokens"), c=Sum("cost"))
     )
-    by_day = {r["day"]: r for r in rows}
+    by_day: dict[date, dict[str, Any]] = {r["day"]: dict(r) for r in rows}
     result = []
     for n in range(days):
         day = first + timedelta(days=n)

@@ -94,7 +94,7 @@ def _add_to_day(
         day=day,
         workspace_id=run.workspace_id,
         flow_id=run.flow_id,
-        user_id=run.started_by_id,
+        user=run.started_by,
         model=model,
     )
     UsageDay.objects.filter(pk=row.pk).update(
