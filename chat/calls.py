@@ -97,6 +97,7 @@ def _open(request: HttpRequest, flow_id: int) -> tuple[WorkspaceContext, CallIn,
         version_number=call.version,
         inputs=call.inputs,
         conversation_id=call.conversation_id,
+        api_token=ctx.token,
     )
     return ctx, call, run
 

@@ -251,6 +251,7 @@ def _start(ctx: WorkspaceContext, completion: Completion) -> Started:
             version_number=completion.version or publication.version.number,
             inputs={inputs[0]: completion.text},
             history=completion.history,
+            api_token=ctx.token,
         )
     except RunRefused as exc:
         if exc.code == "budget_exceeded":  # OpenAI's code for a spent quota

@@ -12,8 +12,8 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 
-# workspace id -> tokens left this month (None: no budget).
-AllowanceFunction = Callable[[int], int | None]
+# (workspace id, API key id or None) -> tokens left this month (None: no budget).
+AllowanceFunction = Callable[[int, int | None], int | None]
 _functions: list[AllowanceFunction] = []
 
 
@@ -26,9 +26,10 @@ def register_allowance(function: AllowanceFunction) -> None:
         _functions.append(function)
 
 
-def tokens_left(workspace_id: int) -> int | None:
-    """The fewest tokens any registered budget leaves the workspace (None: unlimited)."""
-    left = [n for n in (f(workspace_id) for f in _functions) if n is not None]
+def tokens_left(workspace_id: int, api_token_id: int | None = None) -> int | None:
+    """The fewest tokens any registered budget leaves the workspace, or a run started with
+    that API key (None: unlimited)."""
+    left = [n for n in (f(workspace_id, api_token_id) for f in _functions) if n is not None]
     return min(left) if left else None
 
 

@@ -14,7 +14,7 @@ from django.db.models import F, Q
 from django.utils import timezone
 from kombu.exceptions import ChannelError
 
-from accounts.models import Membership, Role, Workspace
+from accounts.models import ApiToken, Membership, Role, Workspace
 from accounts.tenancy import get_scoped, require_role, scoped
 from audit.services import record
 from config.celery import app as celery_app
@@ -66,7 +66,9 @@ def clean_session_id(value: Any) -> str:
 # --- starting ---------------------------------------------------------------------------
 
 
-def _check_limits(workspace: Workspace, acting: Membership) -> None:
+def _check_limits(
+    workspace: Workspace, acting: Membership, api_token: ApiToken | None = None
+) -> None:
     limits = settings.FLOWDECK
     active = scoped(Run, workspace).filter(status__in=[RunStatus.QUEUED, RunStatus.RUNNING])
     if active.count() >= limits["MAX_CONCURRENT_RUNS_PER_WORKSPACE"]:
@@ -75,11 +77,11 @@ def _check_limits(workspace: Workspace, acting: Membership) -> None:
             f"This workspace already has {limits['MAX_CONCURRENT_RUNS_PER_WORKSPACE']} runs "
             "in progress; wait for one to finish.",
         )
-    left = tokens_left(workspace.pk)
+    left = tokens_left(workspace.pk, api_token.pk if api_token else None)
     if left is not None and left <= 0:
         raise RunRefused(
             "budget_exceeded",
-            "This workspace has used its monthly budget; an admin can raise it.",
+            "This workspace or API key has used its monthly budget; an admin can raise it.",
         )
     minute = int(timezone.now().timestamp() // 60)
     counts = count_up(
@@ -134,6 +136,7 @@ def run_start(
     inputs: Any = None,
     rerun_of: Run | None = None,
     rerun_from_node: str = "",
+    api_token: ApiToken | None = None,
 ) -> Run:
     """Queue a run of a saved version, or of an unsaved graph (saved as a draft version)."""
     require_role(acting, Role.EDITOR)
@@ -158,7 +161,7 @@ def run_start(
         version = found
         plan = _checked_plan(version.graph, workspace)  # the whitelist may have changed
     cleaned = _clean_inputs(inputs, list(plan.input_node_ids))
-    _check_limits(workspace, acting)
+    _check_limits(workspace, acting, api_token)
     run = Run.objects.create(
         workspace=workspace,
         flow_id=version.flow_id,
@@ -168,6 +171,7 @@ def run_start(
         inputs=cleaned,
         rerun_of=rerun_of,
         rerun_from_node=rerun_from_node,
+        api_token=api_token,
     )
     record(
         action="run.rerun" if rerun_of else "run.start",

@@ -121,6 +121,9 @@ def test_usage_rows_equal_what_the_provider_reported(
 
     (day,) = UsageDay.objects.filter(workspace=workspace_a)
     assert (day.flow_id, day.user_id, day.model, day.calls) == (flow.pk, erin_editor.pk, "fake", 2)
+    # Both runs were started with the key: the day's row is the key's.
+    assert first.api_token is not None and first.api_token.name == "test"
+    assert day.api_token_id == first.api_token_id == second.api_token_id
     assert day.input_tokens == reported["prompt_tokens"] + again["prompt_tokens"]
     assert day.output_tokens == reported["completion_tokens"] + again["completion_tokens"]
     assert day.cost == sum(r.cost for r in UsageRecord.objects.filter(workspace=workspace_a))

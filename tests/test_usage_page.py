@@ -10,11 +10,15 @@ from decimal import Decimal
 import pytest
 from django.utils import timezone
 
+from accounts.models import Membership
+from accounts.services import api_token_create
 from audit.models import AuditEntry
+from chat.services import flow_call
 from flows.models import Flow
 from runs.models import Run, RunEvent, RunStatus
+from runs.services import RunRefused
 from tests import flowgraphs
-from usage.models import ModelPrice, UsageDay, UsageRecord, WorkspaceBudget
+from usage.models import KeyBudget, ModelPrice, UsageDay, UsageRecord, WorkspaceBudget
 from usage.selectors import tokens_left
 from usage.services import record_run_usage
 
@@ -181,3 +185,36 @@ def test_the_price_table_is_audited_in_the_admin(staff_client):
     assert bad.status_code == 200
     price.refresh_from_db()
     assert price.input_per_million == Decimal("3")
+
+
+def test_a_keys_budget_counts_only_its_own_runs(workspace_a, alice_owner):
+    flow = flowgraphs.demo_flow(workspace_a, alice_owner, reply="hi", delay_ms=0)
+    acting = Membership.objects.get(workspace=workspace_a, user=alice_owner)
+    key = api_token_create(workspace=workspace_a, user=alice_owner, name="app").token
+    other = api_token_create(workspace=workspace_a, user=alice_owner, name="other").token
+    KeyBudget.objects.create(api_token=key, monthly_tokens=50)
+    run = _finished_run(flow, alice_owner, _usage(10, 20))
+    run.api_token = key
+    run.save()
+    record_run_usage(run_id=str(run.pk))
+    record_run_usage(run_id=str(_finished_run(flow, alice_owner, _usage(500, 500)).pk))
+    assert tokens_left(workspace_a.pk, key.pk) == 20  # the key's own 30, not the 1,030
+    assert tokens_left(workspace_a.pk, other.pk) is None and tokens_left(workspace_a.pk) is None
+    keyed = UsageDay.objects.get(api_token=key)
+    assert (keyed.input_tokens, keyed.output_tokens) == (10, 20)
+    # A workspace budget still applies to every key; the fewer tokens left wins.
+    WorkspaceBudget.objects.create(workspace=workspace_a, monthly_tokens=1040)
+    assert tokens_left(workspace_a.pk, key.pk) == 10
+    # The run API refuses a spent key before anything runs.
+    KeyBudget.objects.filter(api_token=key).update(monthly_tokens=30)
+    with pytest.raises(RunRefused) as refused:
+        flow_call(
+            workspace=workspace_a,
+            acting=acting,
+            flow=flow,
+            version_number=1,
+            inputs={},
+            api_token=key,
+        )
+    assert refused.value.code == "budget_exceeded"
+    assert Run.objects.count() == 2

@@ -7,7 +7,7 @@ from django.contrib import admin
 from django.http import HttpRequest
 
 from audit.admin_mixins import AuditedAdmin, changed, record_admin
-from usage.models import ModelPrice, WorkspaceBudget
+from usage.models import KeyBudget, ModelPrice, WorkspaceBudget
 
 
 def _storable(values: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -64,4 +64,27 @@ class WorkspaceBudgetAdmin(AuditedAdmin):
             old, new = changed(before, after)
         record_admin(
             request, action=action, workspace=obj.workspace, target=target, before=old, after=new
+        )
+
+
+@admin.register(KeyBudget)
+class KeyBudgetAdmin(AuditedAdmin):
+    list_display = ["api_token", "monthly_tokens", "monthly_cost", "updated_at"]
+    search_fields = ["api_token__name", "api_token__prefix", "api_token__workspace__slug"]
+    raw_id_fields = ["api_token"]
+    audit_fields = ("monthly_tokens", "monthly_cost")
+
+    def audit_change(self, request: HttpRequest, obj: Any, before: Any, after: Any) -> None:
+        token = obj.api_token
+        target = f"token:{token.pk}"
+        before, after = _storable(before), _storable(after)
+        if before is None:
+            action, old, new = "budget.set", None, after
+        elif after is None:
+            action, old, new = "budget.remove", before, None
+        else:
+            action = "budget.set"
+            old, new = changed(before, after)
+        record_admin(
+            request, action=action, workspace=token.workspace, target=target, before=old, after=new
         )

@@ -70,7 +70,7 @@ class UsageRecord(models.Model):
 
 
 class UsageDay(models.Model):
-    """The day's totals of one workspace x flow x user x model (UTC days)."""
+    """The day's totals of one workspace x flow x user x API key x model (UTC days)."""
 
     day = models.DateField()
     workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="usage_days")
@@ -78,6 +78,10 @@ class UsageDay(models.Model):
     flow = models.ForeignKey("flows.Flow", on_delete=models.SET_NULL, null=True, blank=True)
     user = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True
+    )
+    # The API key the runs were started with; empty: from a page or the WebSocket.
+    api_token = models.ForeignKey(
+        "accounts.ApiToken", on_delete=models.SET_NULL, null=True, blank=True
     )
     model = models.CharField(max_length=200, blank=True)
     input_tokens = models.PositiveBigIntegerField(default=0)
@@ -89,7 +93,7 @@ class UsageDay(models.Model):
         ordering = ["-day"]
         constraints = [
             models.UniqueConstraint(
-                fields=["day", "workspace", "flow", "user", "model"],
+                fields=["day", "workspace", "flow", "user", "api_token", "model"],
                 name="usageday_key",
                 nulls_distinct=False,
             )
@@ -119,3 +123,26 @@ class WorkspaceBudget(models.Model):
 
     def __str__(self) -> str:
         return f"budget of {self.workspace_id}"
+
+
+class KeyBudget(models.Model):
+    """An API key's own monthly budget (as a workspace's, counting only its runs)."""
+
+    api_token = models.OneToOneField(
+        "accounts.ApiToken", on_delete=models.CASCADE, related_name="budget"
+    )
+    monthly_tokens = models.PositiveBigIntegerField(
+        null=True, blank=True, help_text="Input plus output tokens per month; empty: no limit."
+    )
+    monthly_cost = models.DecimalField(
+        max_digits=14,
+        decimal_places=4,
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(Decimal(0))],
+        help_text="Cost per month, in the price table's currency; empty: no limit.",
+    )
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return f"budget of key {self.api_token_id}"

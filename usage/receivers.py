@@ -18,10 +18,10 @@ def _record(*, run_id: str, **_: Any) -> None:
     record_run_usage(run_id=run_id)
 
 
-def _tokens_left(workspace_id: int) -> int | None:
+def _tokens_left(workspace_id: int, api_token_id: int | None) -> int | None:
     from usage.selectors import tokens_left
 
-    return tokens_left(workspace_id)
+    return tokens_left(workspace_id, api_token_id)
 
 
 register_allowance(_tokens_left)

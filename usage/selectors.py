@@ -12,7 +12,7 @@ from django.db.models import Max, Sum
 from django.utils import timezone
 
 from accounts.models import Workspace
-from usage.models import ModelPrice, UsageDay, WorkspaceBudget
+from usage.models import KeyBudget, ModelPrice, UsageDay, WorkspaceBudget
 
 
 @dataclass(frozen=True)
@@ -25,26 +25,24 @@ def month_start(today: date | None = None) -> date:
     return (today or timezone.now().date()).replace(day=1)
 
 
-def spend_this_month(workspace_id: int) -> Spend:
-    totals = UsageDay.objects.filter(workspace_id=workspace_id, day__gte=month_start()).aggregate(
-        i=Sum("input_tokens"), o=Sum("output_tokens"), c=Sum("cost")
-    )
+def spend_this_month(workspace_id: int, api_token_id: int | None = None) -> Spend:
+    """The month's spend of the workspace, or of one of its API keys."""
+    days = UsageDay.objects.filter(workspace_id=workspace_id, day__gte=month_start())
+    if api_token_id is not None:
+        days = days.filter(api_token_id=api_token_id)
+    totals = days.aggregate(i=Sum("input_tokens"), o=Sum("output_tokens"), c=Sum("cost"))
     return Spend(tokens=(totals["i"] or 0) + (totals["o"] or 0), cost=totals["c"] or Decimal(0))
 
 
-def tokens_left(workspace_id: int) -> int | None:
-    """What the workspace's budget leaves this month, in tokens (None: no budget). A cost
-    budget becomes tokens at the dearest price in the table (so a run stops no later than
-    the money runs out); with no prices, a cost budget only stops runs once spent."""
-    budget = WorkspaceBudget.objects.filter(workspace_id=workspace_id).first()
-    if budget is None or (budget.monthly_tokens is None and budget.monthly_cost is None):
-        return None
-    spent = spend_this_month(workspace_id)
+def _left(limit_tokens: int | None, limit_cost: Decimal | None, spent: Spend) -> int | None:
+    """What one budget leaves, in tokens. A cost budget becomes tokens at the dearest
+    price in the table (so a run stops no later than the money runs out); with no prices,
+    a cost budget only stops runs once spent."""
     left: list[int] = []
-    if budget.monthly_tokens is not None:
-        left.append(budget.monthly_tokens - spent.tokens)
-    if budget.monthly_cost is not None:
-        money = budget.monthly_cost - spent.cost
+    if limit_tokens is not None:
+        left.append(limit_tokens - spent.tokens)
+    if limit_cost is not None:
+        money = limit_cost - spent.cost
         if money <= 0:
             left.append(0)
         else:
@@ -55,6 +53,27 @@ def tokens_left(workspace_id: int) -> int | None:
             if dearest > 0:
                 left.append(int(money * 1_000_000 / dearest))
     return max(min(left), 0) if left else None
+
+
+def tokens_left(workspace_id: int, api_token_id: int | None = None) -> int | None:
+    """What the workspace's budget, and the API key's when a key started the run, leave
+    this month, in tokens (the fewer; None: no budget)."""
+    left: list[int] = []
+    budget = WorkspaceBudget.objects.filter(workspace_id=workspace_id).first()
+    if budget is not None:
+        n = _left(budget.monthly_tokens, budget.monthly_cost, spend_this_month(workspace_id))
+        if n is not None:
+            left.append(n)
+    if api_token_id is not None:
+        key = KeyBudget.objects.filter(
+            api_token_id=api_token_id, api_token__workspace_id=workspace_id
+        ).first()
+        if key is not None:
+            spent = spend_this_month(workspace_id, api_token_id)
+            n = _left(key.monthly_tokens, key.monthly_cost, spent)
+            if n is not None:
+                left.append(n)
+    return min(left) if left else None
 
 
 def daily_totals(workspace: Workspace, days: int = 30) -> list[dict[str, Any]]:

@@ -15,9 +15,9 @@ from runs.selectors import run_usage
 from usage.models import ModelPrice, UsageDay, UsageRecord
 
 UPSERT_DAY_SQL = """
-INSERT INTO {table} (day, workspace_id, flow_id, user_id, model,
+INSERT INTO {table} (day, workspace_id, flow_id, user_id, api_token_id, model,
                      input_tokens, output_tokens, cost, calls)
-VALUES (%s, %s, %s, %s, %s, %s, %s, %s, 1)
+VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, 1)
 ON CONFLICT ON CONSTRAINT usageday_key DO UPDATE SET
     input_tokens = {table}.input_tokens + EXCLUDED.input_tokens,
     output_tokens = {table}.output_tokens + EXCLUDED.output_tokens,
@@ -80,6 +80,7 @@ def _add_to_day(
         run.workspace_id,
         run.flow_id,
         run.started_by_id,
+        run.api_token_id,
         model,
         input_tokens,
         output_tokens,
@@ -95,6 +96,7 @@ def _add_to_day(
         workspace_id=run.workspace_id,
         flow_id=run.flow_id,
         user=run.started_by,
+        api_token_id=run.api_token_id,
         model=model,
     )
     UsageDay.objects.filter(pk=row.pk).update(

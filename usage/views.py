@@ -34,6 +34,7 @@ class UsageView(WorkspaceMixin, View):
                 "by_flow": selectors.breakdown(workspace, "flow__name"),
                 "by_user": selectors.breakdown(workspace, "user__email"),
                 "by_model": selectors.breakdown(workspace, "model"),
+                "by_key": selectors.breakdown(workspace, "api_token__name"),
                 "budget": budget,
                 "has_budget": budget is not None
                 and (budget.monthly_tokens is not None or budget.monthly_cost is not None),

@@ -418,7 +418,7 @@ def _start(run: Run, sink: EventSink) -> _Start:
         return _Start(
             run, writer, failure=(RunStatus.FAILED, f"Internal error: {type(exc).__name__}")
         )
-    allowance = Allowance(tokens_left(run.workspace_id))
+    allowance = Allowance(tokens_left(run.workspace_id, run.api_token_id))
     return _Start(run, writer, runner=PlanRunner(run, plan, writer, recorded, allowance))
 
 
