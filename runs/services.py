@@ -27,6 +27,7 @@ from runs.budgets import tokens_left
 from runs.engine.publisher import publish_committed
 from runs.engine.rerun import RerunImpossible, recorded_for_rerun
 from runs.events import session_group
+from runs.finished import announce_finished
 from runs.models import COMPLETED_STATUS, TERMINAL_STATUSES, Run, RunEvent, RunStatus
 from runs.selectors import node_outcomes
 
@@ -459,6 +460,9 @@ def reap_stale_runs() -> list[str]:
     reaped = [str(pk) for pk in candidates if reap_run(pk)]
     if reaped:
         log.warning("reaped stale runs", extra={"runs": reaped})
+    for run_id in reaped:
+        # What the lost worker had logged is charged (its nodes' usage), as for any end.
+        announce_finished(run_id)
     return reaped
 
 

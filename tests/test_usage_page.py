@@ -218,3 +218,19 @@ def test_a_keys_budget_counts_only_its_own_runs(workspace_a, alice_owner):
         )
     assert refused.value.code == "budget_exceeded"
     assert Run.objects.count() == 2
+
+
+def test_a_reaped_run_is_charged_what_its_log_holds(workspace_a, alice_owner):
+    from runs.services import reap_stale_runs
+
+    flow = flowgraphs.demo_flow(workspace_a, alice_owner, reply="hi", delay_ms=0)
+    run = _finished_run(flow, alice_owner, _usage(3, 4))
+    Run.objects.filter(pk=run.pk).update(
+        status=RunStatus.RUNNING,
+        finished_at=None,
+        last_seq=1,
+        lease_expires_at=timezone.now() - timedelta(minutes=1),
+    )
+    assert reap_stale_runs() == [str(run.pk)]
+    (record,) = UsageRecord.objects.filter(run=run)
+    assert (record.input_tokens, record.output_tokens) == (3, 4)
