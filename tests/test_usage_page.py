@@ -234,3 +234,20 @@ def test_a_reaped_run_is_charged_what_its_log_holds(workspace_a, alice_owner):
     assert reap_stale_runs() == [str(run.pk)]
     (record,) = UsageRecord.objects.filter(run=run)
     assert (record.input_tokens, record.output_tokens) == (3, 4)
+
+
+def test_a_workspace_budget_is_set_in_the_admin_and_audited(staff_client, workspace_a):
+    response = staff_client.post(
+        "/admin/usage/workspacebudget/add/",
+        {"workspace": workspace_a.pk, "monthly_tokens": "5000", "monthly_cost": ""},
+    )
+    assert response.status_code == 302, response.content[:500]
+    entry = AuditEntry.objects.get(action="budget.set")
+    assert entry.workspace_id == workspace_a.pk
+    assert entry.after == {"monthly_tokens": "5000", "monthly_cost": None}
+    assert tokens_left(workspace_a.pk) == 5000
+    bad = staff_client.post(
+        "/admin/usage/workspacebudget/add/",
+        {"workspace": workspace_a.pk, "monthly_tokens": "-1", "monthly_cost": ""},
+    )
+    assert bad.status_code == 200 and WorkspaceBudget.objects.count() == 1
