@@ -85,6 +85,12 @@ ACTIONS: Final[dict[str, str]] = {
     "run.replay": "Replayed a finished run from its stored log.",
     "run.watch": "Watched another member's run live.",
     "run.export": "Exported a run (graph, inputs, events, outputs).",
+    # usage (platform admins, in the Django admin)
+    "model_price.create": "Platform staff set the price of a model's tokens.",
+    "model_price.update": "Platform staff changed the price of a model's tokens.",
+    "model_price.delete": "Platform staff removed the price of a model's tokens.",
+    "budget.set": "Platform staff set or changed a workspace's or an API key's monthly budget.",
+    "budget.remove": "Platform staff removed a workspace's or an API key's monthly budget.",
     # exports of the trail and of admin data
     "audit.export": "Exported the workspace audit trail (JSONL or CSV).",
     "admin.export": "Platform staff exported data from the admin.",

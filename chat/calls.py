@@ -39,7 +39,7 @@ from runs.models import Run
 from runs.services import RunRefused
 from runs.sse import access_check, event_stream_response, wait_for_end
 
-RATE_CODES = {"rate_limited", "too_many_runs"}
+RATE_CODES = {"rate_limited", "too_many_runs", "budget_exceeded"}
 
 
 class CallIn(BaseModel):
@@ -97,6 +97,7 @@ def _open(request: HttpRequest, flow_id: int) -> tuple[WorkspaceContext, CallIn,
         version_number=call.version,
         inputs=call.inputs,
         conversation_id=call.conversation_id,
+        api_token=ctx.token,
     )
     return ctx, call, run
 

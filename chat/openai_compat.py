@@ -40,6 +40,7 @@ from chat.calling import CallError, authorise, json_body
 from chat.graphs import AnswerSource, answer_sources, answer_text, chat_inputs
 from chat.models import Publication
 from runs.models import Run, RunStatus
+from runs.selectors import run_usage
 from runs.services import RunRefused
 from runs.sse import access_check, follow_run, sse_response, wait_for_end
 
@@ -59,7 +60,6 @@ MESSAGE_ROLES = {
     "user": "user",
     "assistant": "assistant",
 }
-ZERO_USAGE = {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
 
 
 def error_body(message: str, *, type: str, param: str | None, code: str | None) -> dict:  # noqa: A002
@@ -251,8 +251,11 @@ def _start(ctx: WorkspaceContext, completion: Completion) -> Started:
             version_number=completion.version or publication.version.number,
             inputs={inputs[0]: completion.text},
             history=completion.history,
+            api_token=ctx.token,
         )
     except RunRefused as exc:
+        if exc.code == "budget_exceeded":  # OpenAI's code for a spent quota
+            raise CallError(429, "insufficient_quota", exc.message) from exc
         if exc.code in {"rate_limited", "too_many_runs"}:
             raise CallError(429, "rate_limit_exceeded", exc.message) from exc
         raise CallError(400, exc.code, exc.message, "messages") from exc
@@ -292,6 +295,16 @@ def _finished(workspace: Workspace, run_id: Any) -> Run:
 
 
 # --- the answer --------------------------------------------------------------------------
+def openai_usage(run: Run) -> dict[str, int]:
+    """OpenAI's `usage` object for a finished run: the totals its log reports."""
+    usage = run_usage(run)
+    return {
+        "prompt_tokens": usage.input_tokens,
+        "completion_tokens": usage.output_tokens,
+        "total_tokens": usage.input_tokens + usage.output_tokens,
+    }
+
+
 def _completion_id(run: Run) -> str:
     return f"chatcmpl-{run.pk.hex}"
 
@@ -322,8 +335,8 @@ class ChunkWriter:
             body["usage"] = None
         return f"data: {json.dumps(body, ensure_ascii=False)}\n\n"
 
-    def usage(self) -> str:
-        body = {**self.base, "choices": [], "usage": ZERO_USAGE}
+    def usage(self, usage: dict[str, int]) -> str:
+        body = {**self.base, "choices": [], "usage": usage}
         return f"data: {json.dumps(body)}\n\n"
 
     @staticmethod
@@ -374,11 +387,13 @@ async def _stream(
         yield writer.chunk({"content": answer[len(so_far) :]})
     yield writer.chunk({}, finish_reason="stop")
     if completion.include_usage:
-        yield writer.usage()
+        yield writer.usage(await sync_to_async(openai_usage)(finished))
     yield "data: [DONE]\n\n"
 
 
-def _completion(run: Run, model: str, sources: list[AnswerSource]) -> dict[str, Any]:
+def _completion(
+    run: Run, model: str, sources: list[AnswerSource], usage: dict[str, int]
+) -> dict[str, Any]:
     return {
         "id": _completion_id(run),
         "object": "chat.completion",
@@ -397,7 +412,7 @@ def _completion(run: Run, model: str, sources: list[AnswerSource]) -> dict[str, 
                 "finish_reason": "stop",
             }
         ],
-        "usage": ZERO_USAGE,
+        "usage": usage,
     }
 
 
@@ -427,7 +442,10 @@ async def chat_completions(request: HttpRequest, slug: str) -> HttpResponseBase:
             if finished.status != RunStatus.SUCCEEDED:
                 response = openai_error(502, _failure(finished), code="flow_failed")
             else:
-                response = JsonResponse(_completion(finished, completion.model, started.sources))
+                usage = await sync_to_async(openai_usage)(finished)
+                response = JsonResponse(
+                    _completion(finished, completion.model, started.sources, usage)
+                )
     response["X-Flowdeck-Run-Id"] = str(run.pk)
     return response
 

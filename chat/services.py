@@ -12,7 +12,7 @@ from django.db import transaction
 from django.utils import timezone
 from django.utils.text import slugify
 
-from accounts.models import Membership, Role, Workspace
+from accounts.models import ApiToken, Membership, Role, Workspace
 from accounts.tenancy import require_role, scoped
 from audit.services import record
 from chat.models import Conversation, ConversationTurn, Publication
@@ -161,6 +161,7 @@ def flow_call(
     inputs: object,
     history: Sequence[HistoryMessage] = (),
     conversation_id: str | None = None,
+    api_token: ApiToken | None = None,
 ) -> Run:
     """Start a run of a flow called from outside: the version it names or the published
     one, in a session of its own, or as the next turn of conversation `conversation_id`.
@@ -189,6 +190,7 @@ def flow_call(
         flow=flow,
         version_number=number,
         inputs=inputs,
+        api_token=api_token,
     )
     if conversation is not None:
         _add_turn(conversation, run)

@@ -65,7 +65,7 @@ def validation_error(request: HttpRequest, exc: ValidationError) -> HttpResponse
 
 @api.exception_handler(RunRefused)
 def run_refused(request: HttpRequest, exc: RunRefused) -> HttpResponse:
-    status = 429 if exc.code in {"rate_limited", "too_many_runs"} else 400
+    status = 429 if exc.code in {"rate_limited", "too_many_runs", "budget_exceeded"} else 400
     return api.create_response(request, exc.as_dict(), status=status)
 
 

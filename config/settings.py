@@ -133,6 +133,7 @@ INSTALLED_APPS = [
     "flows",
     "runs",
     "chat",
+    "usage",
     "knowledge",
     "audit",
     "ops",

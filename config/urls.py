@@ -25,4 +25,5 @@ urlpatterns = [
     path("", include("knowledge.urls")),
     path("", include("runs.urls")),
     path("", include("audit.urls")),
+    path("", include("usage.urls")),
 ]

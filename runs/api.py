@@ -83,6 +83,7 @@ def start_run(request: HttpRequest, slug: WorkspaceSlug, flow_id: DbInt, body: R
         flow=flow,
         version_number=body.version,
         inputs=body.inputs,
+        api_token=context(request).token,
     )
     return Status(202, {"run_id": str(run.pk), "session_id": run.session_id})
 

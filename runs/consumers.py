@@ -269,6 +269,7 @@ class ExecConsumer(AsyncJsonWebsocketConsumer):
             version_number=version,
             graph=graph,
             inputs=message.inputs,
+            api_token=self.scope.get("auth_token"),
         )
 
     @in_db_thread

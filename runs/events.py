@@ -56,7 +56,8 @@ EVENTS: tuple[EventType, ...] = (
     ),
     EventType(
         "node_finished",
-        "a node finished: {data: <its output>, duration_ms?, skipped?, recorded_from?}",
+        "a node finished: {data: <its output>, duration_ms?, skipped?, recorded_from?,"
+        " usage?: {input_tokens, output_tokens, model}}",
         "engine",
         lifecycle=True,
         lazy=True,
@@ -73,6 +74,16 @@ EVENTS: tuple[EventType, ...] = (
         "on_tool_call",
         "a tool was called: {data: {tool_name, tool_input, call_id}}",
         "component",
+        lifecycle=True,
+    ),
+    EventType(
+        "budget_exceeded",
+        (
+            "the run's spend crossed its workspace's budget; the run ends (failed) and no "
+            "further model is called: {message, usage?: {input_tokens, output_tokens, model,"
+            " estimated}} (usage: what the stopped call had streamed, counted by chunks)"
+        ),
+        "engine",
         lifecycle=True,
     ),
     EventType(

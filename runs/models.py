@@ -64,6 +64,10 @@ class Run(models.Model):
     )
     # Re-run from a node: nodes outside this node's downstream reuse `rerun_of`'s outputs.
     rerun_from_node = models.CharField(max_length=100, blank=True)
+    # The API key the run was started with (usage and budgets per key); empty otherwise.
+    api_token = models.ForeignKey(
+        "accounts.ApiToken", on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
     # Execution bookkeeping.
     task_id = models.CharField(max_length=64, blank=True)
     worker = models.CharField(max_length=200, blank=True)

@@ -336,3 +336,40 @@ def last_runs(workspace: Workspace, flow_ids: list[int]) -> dict[int, RunSummary
         .values_list("pk", "run_id", "run_status", "run_at")
     )
     return {pk: RunSummary(run_id, status, at) for pk, run_id, status, at in rows}
+
+
+@dataclass(frozen=True)
+class RunUsage:
+    """A run's model usage as its log reports it: each node's `node_finished` usage, or
+    the `budget_exceeded` usage of a node the budget stopped."""
+
+    nodes: dict[str, dict[str, Any]]
+    input_tokens: int
+    output_tokens: int
+
+
+def run_usage(run: Run) -> RunUsage:
+    """The usage each node of `run` reported, and the totals. Only counts that are
+    non-negative integers count (the log is JSON: nothing else is trusted to add up)."""
+    nodes: dict[str, dict[str, Any]] = {}
+    finished = RunEvent.objects.filter(
+        run=run, event__in=("node_finished", "budget_exceeded")
+    ).order_by("seq")
+    for node_id, payload in finished.values_list("node_id", "payload"):
+        usage = payload.get("usage") if isinstance(payload, dict) else None
+        if not isinstance(usage, dict):
+            continue
+        nodes[node_id] = {
+            "input_tokens": _count(usage.get("input_tokens")),
+            "output_tokens": _count(usage.get("output_tokens")),
+            "model": model[:200] if isinstance(model := usage.get("model"), str) else "",
+        }
+    return RunUsage(
+        nodes=nodes,
+        input_tokens=sum(u["input_tokens"] for u in nodes.values()),
+        output_tokens=sum(u["output_tokens"] for u in nodes.values()),
+    )
+
+
+def _count(value: Any) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0

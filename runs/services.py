@@ -14,7 +14,7 @@ from django.db.models import F, Q
 from django.utils import timezone
 from kombu.exceptions import ChannelError
 
-from accounts.models import Membership, Role, Workspace
+from accounts.models import ApiToken, Membership, Role, Workspace
 from accounts.tenancy import get_scoped, require_role, scoped
 from audit.services import record
 from config.celery import app as celery_app
@@ -23,9 +23,11 @@ from config.errors import SERVICE_UNAVAILABLE
 from flows import services as flow_services
 from flows.builder import GraphInvalid, build_plan
 from flows.models import Flow, FlowVersion
+from runs.budgets import tokens_left
 from runs.engine.publisher import publish_committed
 from runs.engine.rerun import RerunImpossible, recorded_for_rerun
 from runs.events import session_group
+from runs.finished import announce_finished
 from runs.models import COMPLETED_STATUS, TERMINAL_STATUSES, Run, RunEvent, RunStatus
 from runs.selectors import node_outcomes
 
@@ -65,7 +67,9 @@ def clean_session_id(value: Any) -> str:
 # --- starting ---------------------------------------------------------------------------
 
 
-def _check_limits(workspace: Workspace, acting: Membership) -> None:
+def _check_limits(
+    workspace: Workspace, acting: Membership, api_token: ApiToken | None = None
+) -> None:
     limits = settings.FLOWDECK
     active = scoped(Run, workspace).filter(status__in=[RunStatus.QUEUED, RunStatus.RUNNING])
     if active.count() >= limits["MAX_CONCURRENT_RUNS_PER_WORKSPACE"]:
@@ -73,6 +77,12 @@ def _check_limits(workspace: Workspace, acting: Membership) -> None:
             "too_many_runs",
             f"This workspace already has {limits['MAX_CONCURRENT_RUNS_PER_WORKSPACE']} runs "
             "in progress; wait for one to finish.",
+        )
+    left = tokens_left(workspace.pk, api_token.pk if api_token else None)
+    if left is not None and left <= 0:
+        raise RunRefused(
+            "budget_exceeded",
+            "This workspace or API key has used its monthly budget; an admin can raise it.",
         )
     minute = int(timezone.now().timestamp() // 60)
     counts = count_up(
@@ -127,6 +137,7 @@ def run_start(
     inputs: Any = None,
     rerun_of: Run | None = None,
     rerun_from_node: str = "",
+    api_token: ApiToken | None = None,
 ) -> Run:
     """Queue a run of a saved version, or of an unsaved graph (saved as a draft version)."""
     require_role(acting, Role.EDITOR)
@@ -151,7 +162,7 @@ def run_start(
         version = found
         plan = _checked_plan(version.graph, workspace)  # the whitelist may have changed
     cleaned = _clean_inputs(inputs, list(plan.input_node_ids))
-    _check_limits(workspace, acting)
+    _check_limits(workspace, acting, api_token)
     run = Run.objects.create(
         workspace=workspace,
         flow_id=version.flow_id,
@@ -161,6 +172,7 @@ def run_start(
         inputs=cleaned,
         rerun_of=rerun_of,
         rerun_from_node=rerun_from_node,
+        api_token=api_token,
     )
     record(
         action="run.rerun" if rerun_of else "run.start",
@@ -448,6 +460,9 @@ def reap_stale_runs() -> list[str]:
     reaped = [str(pk) for pk in candidates if reap_run(pk)]
     if reaped:
         log.warning("reaped stale runs", extra={"runs": reaped})
+    for run_id in reaped:
+        # What the lost worker had logged is charged (its nodes' usage), as for any end.
+        announce_finished(run_id)
     return reaped
 
 

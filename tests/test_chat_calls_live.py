@@ -82,7 +82,9 @@ def test_the_openai_sdk_gets_the_text_the_flows_log_holds(
     assert completion.choices[0].finish_reason == "stop"
     assert completion.choices[0].message.role == "assistant"
     assert completion.choices[0].message.content == _logged_answer(str(run.pk)) == "".join(TOKENS)
-    assert completion.usage is not None and completion.usage.total_tokens == 0
+    assert completion.usage is not None
+    assert completion.usage.completion_tokens == len(TOKENS)
+    assert completion.usage.prompt_tokens == fake_llm.reported_usage[-1]["prompt_tokens"] > 0
 
     chunks = list(
         client.chat.completions.create(

@@ -34,7 +34,9 @@ def shipped_packages() -> list[str]:
 def test_the_wheel_ships_the_product_and_no_scaffolding():
     packages = shipped_packages()
     tops = {name.split(".")[0] for name in packages}
-    assert tops == {"config", "accounts", "flows", "runs", "chat", "audit", "ops", "knowledge"}
+    assert tops == {
+        "config", "accounts", "flows", "runs", "chat", "usage", "audit", "ops", "knowledge"
+    }
     assert "ops.management.commands" in packages  # `manage.py serve`
 
 

@@ -68,6 +68,9 @@ def chat_model_for(
             base_url=credential.base_url or None,
             api_key=SecretStr(credential.api_key or "not-needed"),
             streaming=True,
+            # Asks for the final usage chunk (`stream_options.include_usage`): a run's token
+            # counts come from the provider, not from counting chunks.
+            stream_usage=True,
             max_retries=1,
             timeout=120,
             # Its async stream wraps every chunk in `asyncio.wait_for` (a Task per chunk: a

@@ -26,17 +26,22 @@ from django.db import connection
 from flows.builder import GraphInvalid, build_plan
 from flows.components.base import NodeError, RunCancelled
 from flows.components.util import chunk_text, model_error
+from runs.budgets import Allowance, BudgetExceeded, tokens_left
 from runs.engine.rerun import RerunImpossible, node_data, recorded_for_rerun
 from runs.engine.runloop import fairly, get_run_loop
 from runs.engine.sink import EventSink, get_sink
 from runs.engine.writer import RunWriter
 from runs.events import PROTOCOL_VERSION, event_type
+from runs.finished import announce_finished
 from runs.models import COMPLETED_STATUS, Run, RunStatus
 from runs.selectors import node_outcomes
 from runs.services import run_claim
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+
+# The run's `error` when its budget stopped it (the log's `budget_exceeded` says where).
+BUDGET_EXCEEDED_ERROR = "budget_exceeded: the workspace's budget ran out during the run."
 
 # The longest a stream waits for its first token to be written and sent.
 DELIVERY_WAIT_SECONDS = 0.02
@@ -45,13 +50,22 @@ DELIVERY_WAIT_SECONDS = 0.02
 class NodeContext:
     """What a component sees of its run (the contract: flows.components.base.RunContext)."""
 
-    def __init__(self, writer: RunWriter, run: Any, node_id: str) -> None:
+    def __init__(
+        self, writer: RunWriter, run: Any, node_id: str, allowance: Allowance | None = None
+    ) -> None:
         self._writer = writer
+        self._allowance = allowance or Allowance(None)
         self.node_id = node_id
         self.workspace_id = run.workspace_id
         self.run_id = run.pk
         self.session_id = run.session_id
         self._first_token_sent = False
+        # The provider's reported usage of this node's model calls, summed (an agent
+        # calls its model several times); None until a call reports any.
+        self.usage: dict[str, Any] | None = None
+        self._model_name = ""
+        self.configured_model = ""
+        self.streamed = 0  # chunks of text of the call streaming now (one token each)
 
     def emit(self, event: str, data: Any) -> None:
         if event_type(event).emitted_by != "component":
@@ -75,26 +89,84 @@ class NodeContext:
           otherwise keep the worker's CPU busy while it waits to be written (measured:
           10 ms of a run's time to first token);
         - a provider failure becomes a NodeError that does not echo the provider's
-          message (which can quote the API key).
+          message (which can quote the API key);
+        - the run's budget: no call starts once it is spent, and a call stops (BudgetExceeded)
+          when its streamed chunks, one token each, or its reported usage cross it.
         """
-        stream = fairly(aiter(chunks))
-        while True:
-            try:
-                chunk = await anext(stream)
-            except StopAsyncIteration:
-                return
-            except (RunCancelled, NodeError):
-                raise
-            except Exception as exc:
-                raise model_error(exc) from exc
-            self.check_cancelled()
-            text = chunk_text(chunk)
-            if text:
-                self._writer.emit("on_token", self.node_id, {"data": text})
-                if not self._first_token_sent:
-                    self._first_token_sent = True
-                    await self.deliver_now()
-            yield chunk
+        if self._allowance.spent:
+            # Before the first `anext`: the model's request has not been sent.
+            raise BudgetExceeded("The workspace's budget is spent.")
+        self.streamed = 0
+        source = aiter(chunks)
+        try:
+            stream = fairly(source)
+            while True:
+                try:
+                    chunk = await anext(stream)
+                except StopAsyncIteration:
+                    return
+                except (RunCancelled, NodeError):
+                    raise
+                except Exception as exc:
+                    raise model_error(exc) from exc
+                self.check_cancelled()
+                self._count_usage(chunk)
+                text = chunk_text(chunk)
+                if text:
+                    self.streamed += 1
+                    if self._allowance.spend(1):
+                        raise BudgetExceeded("The workspace's budget ran out during this call.")
+                    self._writer.emit("on_token", self.node_id, {"data": text})
+                    if not self._first_token_sent:
+                        self._first_token_sent = True
+                        await self.deliver_now()
+                yield chunk
+        except BudgetExceeded:
+            # Close the provider's stream now (not when collected): it stops generating.
+            close = getattr(source, "aclose", None)
+            if close is not None:
+                with contextlib.suppress(Exception):
+                    await close()
+            raise
+
+    def _count_usage(self, chunk: Any) -> None:
+        """Add a chunk's `usage_metadata` (LangChain puts the provider's counts on one
+        chunk of a stream, usually the last) to the node's usage. The model's name comes
+        on another chunk (OpenAI: the one with `finish_reason`), so it is looked for on
+        every chunk until found."""
+        if not self._model_name:
+            metadata = getattr(chunk, "response_metadata", None)
+            if metadata:
+                name = metadata.get("model_name") or metadata.get("model") or ""
+                self._model_name = str(name)[:200]
+                if self.usage is not None:
+                    self.usage["model"] = self._model_name
+        reported = getattr(chunk, "usage_metadata", None)
+        if not reported:
+            return
+        usage = self.usage or {"input_tokens": 0, "output_tokens": 0, "model": ""}
+        usage["input_tokens"] += int(reported.get("input_tokens") or 0)
+        usage["output_tokens"] += int(reported.get("output_tokens") or 0)
+        usage["model"] = self._model_name
+        self.usage = usage
+        # Reconcile: the provider's counts replace this call's chunk count.
+        reported_total = int(reported.get("input_tokens") or 0) + int(
+            reported.get("output_tokens") or 0
+        )
+        counted, self.streamed = self.streamed, 0
+        if self._allowance.spend(reported_total - counted):
+            raise BudgetExceeded("The workspace's budget ran out with this call.")
+
+    def stopped_usage(self) -> dict[str, Any] | None:
+        """What a node stopped by the budget used: its reported usage, plus the chunks the
+        stopped call had streamed (estimated: the provider never reported them)."""
+        if self.usage is None and not self.streamed:
+            return None
+        usage = dict(self.usage or {"input_tokens": 0, "output_tokens": 0, "model": ""})
+        usage["output_tokens"] += self.streamed
+        usage["model"] = usage["model"] or self._model_name or self.configured_model
+        usage["estimated"] = bool(self.streamed)
+        return usage
 
     async def deliver_now(self) -> None:
         """Wait until the writer's next batch has been published (bounded), so what this
@@ -126,8 +198,11 @@ class PlanRunner:
         plan: Any,
         writer: RunWriter,
         recorded: dict[str, dict[str, Any] | None] | None = None,
+        allowance: Allowance | None = None,
     ) -> None:
         self.run = run
+        self.allowance = allowance or Allowance(None)
+        self.budget_exceeded = False
         self.plan = plan
         self.writer = writer
         # Re-run from a node: outputs taken from the original run's log instead of executing.
@@ -176,13 +251,19 @@ class PlanRunner:
                 "node_started", node_id, {"data": {"component": planned.component.key}}
             )
             started = time.monotonic()
-            ctx = NodeContext(self.writer, self.run, node_id)
+            ctx = NodeContext(self.writer, self.run, node_id, self.allowance)
+            # The node's configured model names a call the budget cut off before the
+            # provider said which model answered.
+            ctx.configured_model = str(getattr(planned.params, "model", "") or "")[:200]
             try:
                 outputs = await planned.component.execute(
                     planned.built, planned.params, inputs, ctx
                 )
             except (RunCancelled, asyncio.CancelledError):
                 raise
+            except BudgetExceeded as exc:
+                self._budget_exceeded(node_id, str(exc), ctx.stopped_usage())
+                return
             except NodeError as exc:
                 self._node_failed(node_id, str(exc))
                 return
@@ -192,14 +273,13 @@ class PlanRunner:
                 return
             outputs = outputs or {}
             self.results[node_id] = outputs
-            self.writer.emit(
-                "node_finished",
-                node_id,
-                {
-                    "data": node_data(planned, outputs),
-                    "duration_ms": round((time.monotonic() - started) * 1000, 1),
-                },
-            )
+            finished: dict[str, Any] = {
+                "data": node_data(planned, outputs),
+                "duration_ms": round((time.monotonic() - started) * 1000, 1),
+            }
+            if ctx.usage is not None:
+                finished["usage"] = ctx.usage
+            self.writer.emit("node_finished", node_id, finished)
         finally:
             self.done[node_id].set()
 
@@ -212,6 +292,18 @@ class PlanRunner:
         else:
             payload["data"] = node_data(self.plan.nodes[node_id], outputs)
         self.writer.emit("node_finished", node_id, payload)
+
+    def _budget_exceeded(self, node_id: str, message: str, usage: dict | None) -> None:
+        """The node stopped for the budget: one `budget_exceeded` per run (other nodes
+        stopped by it only end), carrying what each stopped node had used."""
+        self.failed = True
+        self.results[node_id] = None
+        payload: dict[str, Any] = {"message": message}
+        if usage is not None:
+            payload["usage"] = usage
+        if not self.budget_exceeded or usage is not None:
+            self.writer.emit("budget_exceeded", node_id, payload)
+        self.budget_exceeded = True
 
     def _node_failed(self, node_id: str, message: str) -> None:
         self.failed = True
@@ -326,7 +418,8 @@ def _start(run: Run, sink: EventSink) -> _Start:
         return _Start(
             run, writer, failure=(RunStatus.FAILED, f"Internal error: {type(exc).__name__}")
         )
-    return _Start(run, writer, runner=PlanRunner(run, plan, writer, recorded))
+    allowance = Allowance(tokens_left(run.workspace_id, run.api_token_id))
+    return _Start(run, writer, runner=PlanRunner(run, plan, writer, recorded, allowance))
 
 
 def _execute(start: _Start) -> None:
@@ -343,7 +436,9 @@ def _execute(start: _Start) -> None:
                 get_run_loop().run(asyncio.wait_for(runner.execute(), timeout=limit))
             finally:
                 outputs = runner.outputs()
-            if runner.failed:
+            if runner.budget_exceeded:
+                status, error = RunStatus.FAILED, BUDGET_EXCEEDED_ERROR
+            elif runner.failed:
                 status, error = RunStatus.FAILED, "A node failed."
         except RunCancelled:
             status = RunStatus.CANCELLED
@@ -360,4 +455,5 @@ def _execute(start: _Start) -> None:
     writer.finish(
         status=status, completed_status=COMPLETED_STATUS[status], outputs=outputs, error=error
     )
-    writer.done.wait(timeout=60)
+    if writer.done.wait(timeout=60) and not writer.fenced:
+        announce_finished(str(run.pk))

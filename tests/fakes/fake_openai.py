@@ -222,11 +222,7 @@ class _Handler(BaseHTTPRequestHandler):
                             "finish_reason": "tool_calls" if calls else "stop",
                         }
                     ],
-                    "usage": {
-                        "prompt_tokens": 1,
-                        "completion_tokens": len(tokens),
-                        "total_tokens": 1 + len(tokens),
-                    },
+                    "usage": fake._usage_for(body, tokens),
                 },
             )
             return
@@ -268,11 +264,7 @@ class _Handler(BaseHTTPRequestHandler):
                 "created": created,
                 "model": model,
                 "choices": [],
-                "usage": {
-                    "prompt_tokens": 1,
-                    "completion_tokens": len(tokens),
-                    "total_tokens": 1 + len(tokens),
-                },
+                "usage": fake._usage_for(body, tokens),
             }
             self._write(f"data: {json.dumps(usage)}\n\n")
         self._write("data: [DONE]\n\n")
@@ -500,6 +492,8 @@ class FakeOpenAIServer:
         self.embedding_requests = 0
         self.embedded_inputs = 0
         self.requests: list[dict] = []
+        # The `usage` each OpenAI chat answer reported (streams only when asked for it).
+        self.reported_usage: list[dict[str, int]] = []
         self.paths: list[str] = []
         self.headers: list[dict[str, str]] = []  # per request, lower-cased names
         self._lock = threading.Lock()
@@ -572,6 +566,25 @@ class FakeOpenAIServer:
             return list(self.tokens)
         text = self.reply(body) if callable(self.reply) else self.reply
         return split_tokens(str(text))
+
+    def _usage_for(self, body: dict, tokens: list[str]) -> dict[str, int]:
+        """OpenAI's `usage` for a reply, recorded in `reported_usage`: the prompt's tokens
+        are the words of its messages (split as replies are), the completion's the reply's
+        stream chunks (a tool-call reply counts one per call)."""
+        prompt = sum(
+            len(split_tokens(str(m.get("content") or "")))
+            for m in body.get("messages") or []
+            if isinstance(m, dict)
+        )
+        completion = len(tokens) or len(self._tool_calls_for(body))
+        usage = {
+            "prompt_tokens": prompt,
+            "completion_tokens": completion,
+            "total_tokens": prompt + completion,
+        }
+        with self._lock:
+            self.reported_usage.append(usage)
+        return usage
 
     def _tool_calls_for(self, body: dict) -> list[dict[str, Any]]:
         if not self.tool_calls:

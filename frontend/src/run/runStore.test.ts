@@ -152,6 +152,24 @@ describe("applyEvent: the fold", () => {
     expect(s.status).toBe("running"); // the run ends with `completed`, not with the error
   });
 
+  it("a budget that ran out stops its node like an error", () => {
+    const e = script();
+    const s = fold([
+      e("run_started"),
+      e("node_started", "model"),
+      e("on_token", "model", { data: "partial" }),
+      e("budget_exceeded", "model", { message: "The workspace's budget ran out during this call." }),
+      e("completed", null, { status: "error" }),
+    ]);
+    expect(s.nodes.model).toMatchObject({
+      status: "error",
+      error: "The workspace's budget ran out during this call.",
+      text: "partial",
+    });
+    expect(s.errors).toHaveLength(1);
+    expect(s.status).toBe("error");
+  });
+
   it("an error of the run (no node) is listed without inventing a node", () => {
     const e = script();
     const s = fold([

@@ -175,7 +175,9 @@ export function applyEvent(s: RunSnapshot, e: RunEvent, queuedNodes: string[] = 
       else if (n.startedAt) n.durationMs = Date.parse(e.ts) - n.startedAt;
       break;
     }
-    case "error": {
+    case "error":
+    case "budget_exceeded": {
+      // A budget that ran out stops its node like a failure, with its own message.
       const message = String(e.message ?? (e.data as { message?: string })?.message ?? "Error");
       s.errors.push({ node_id: nodeId, message, seq: e.seq });
       if (nodeId) {
