@@ -39,6 +39,7 @@ from chat import selectors, services
 from chat.calling import CallError, authorise, json_body
 from chat.graphs import AnswerSource, answer_sources, answer_text, chat_inputs
 from chat.models import Publication
+from flows.models import FlowVersion
 from runs.models import Run, RunStatus
 from runs.selectors import run_usage
 from runs.services import RunRefused
@@ -265,8 +266,6 @@ def _start(ctx: WorkspaceContext, completion: Completion) -> Started:
 def _graph_of(publication: Publication, version: int | None) -> Any:
     if version is None or version == publication.version.number:
         return publication.version.graph
-    from flows.models import FlowVersion
-
     named = (
         scoped(FlowVersion, publication.workspace)
         .filter(flow=publication.flow_id, number=version)

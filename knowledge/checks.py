@@ -9,6 +9,7 @@ from django.core.checks import Error, Tags, register
 from django.db import connections
 
 from knowledge.dbext import vector_extension_problem
+from knowledge.vectorstore import sqlite_vec_problem
 
 
 @register(Tags.database)
@@ -31,7 +32,5 @@ def vector_extension_check(
 def sqlite_vec_check(app_configs: Any = None, **kwargs: Any) -> list[Error]:
     if connections["default"].vendor == "postgresql":
         return []
-    from knowledge.vectorstore import sqlite_vec_problem
-
     problem = sqlite_vec_problem()
     return [Error(problem, id="knowledge.E002")] if problem else []

@@ -12,6 +12,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from langchain_ollama import OllamaEmbeddings
+from langchain_openai import OpenAIEmbeddings
 from pydantic import SecretStr
 
 from flows.components.base import DecryptedCredential
@@ -42,8 +44,6 @@ def embeddings_for(credential: DecryptedCredential, model: str) -> Any:
             "endpoint_refused", f"The credential's endpoint is not allowed: {exc}"
         ) from exc
     if credential.provider == "openai":
-        from langchain_openai import OpenAIEmbeddings
-
         return OpenAIEmbeddings(
             model=model,
             openai_api_base=credential.base_url or None,
@@ -55,8 +55,6 @@ def embeddings_for(credential: DecryptedCredential, model: str) -> Any:
             chunk_size=BATCH_SIZE,
         )
     if credential.provider == "ollama":
-        from langchain_ollama import OllamaEmbeddings
-
         headers = {"Authorization": f"Bearer {credential.api_key}"} if credential.api_key else {}
         return OllamaEmbeddings(
             model=model,

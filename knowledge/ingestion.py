@@ -31,6 +31,8 @@ from django.utils import timezone
 from knowledge import progress
 from knowledge.embeddings import EmbeddingError, embed_documents, embeddings_for_kb
 from knowledge.models import Chunk, DocumentStatus, KnowledgeBase, KnowledgeDocument
+from knowledge.parsing import FORMATS, ParseError, parse_file
+from knowledge.splitting import split_sections
 from knowledge.vectorstore import VectorStore, get_store
 
 log = logging.getLogger(__name__)
@@ -106,8 +108,6 @@ def _publish(document: KnowledgeDocument) -> None:
 def ingest(document_id: int, *, store: VectorStore | None = None) -> str:
     """Ingest the document if it is ours to; what happened ("indexed", "failed",
     "skipped", "lease_lost")."""
-    from knowledge.parsing import ParseError
-
     token = claim(document_id)
     if token is None:
         return "skipped"
@@ -188,8 +188,6 @@ def _read(document: KnowledgeDocument) -> bytes:
 def _parse_name(document: KnowledgeDocument) -> str:
     """The name to parse by: the document's own, with its format's extension when a
     rename (a text document titled "FAQ") lost it. The format was sniffed at upload."""
-    from knowledge.parsing import FORMATS
-
     extension = document.name.rsplit(".", 1)[-1].lower() if "." in document.name else ""
     if FORMATS.get(extension) == document.format:
         return document.name
@@ -198,9 +196,6 @@ def _parse_name(document: KnowledgeDocument) -> str:
 
 
 def _chunk(document: KnowledgeDocument, token: str, kb: KnowledgeBase) -> None:
-    from knowledge.parsing import ParseError, parse_file
-    from knowledge.splitting import split_sections
-
     with transaction.atomic():
         document = _hold(document.pk, token, status=DocumentStatus.PARSING)
         _publish(document)
@@ -323,6 +318,7 @@ def requeue_stale(dispatch: Callable[[int], None] | None = None) -> list[int]:
     """Documents whose worker is gone (lease ran out mid-ingestion) or whose task never
     arrived (queued long ago, no lease): queue them again. Returns their ids."""
     if dispatch is None:
+        # Here: knowledge.tasks imports this module (its task calls ingest()).
         from knowledge.tasks import dispatch_ingestion
 
         dispatch = dispatch_ingestion

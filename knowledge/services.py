@@ -20,7 +20,8 @@ from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.core.files.base import File
+from django.core.files.base import ContentFile, File
+from django.core.files.storage import default_storage
 from django.db import IntegrityError, transaction
 from django.db.models import F
 
@@ -28,7 +29,7 @@ from accounts.models import Membership, Role, Workspace
 from accounts.tenancy import require_role, scoped
 from audit.services import record
 from flows.models import Credential
-from knowledge import progress
+from knowledge import ingestion, progress
 from knowledge.embeddings import EMBEDDING_PROVIDERS, MAX_DIMENSIONS
 from knowledge.models import (
     Chunk,
@@ -36,6 +37,10 @@ from knowledge.models import (
     KnowledgeBase,
     KnowledgeDocument,
 )
+from knowledge.parsing import ParseError, sniff
+from knowledge.selectors import knowledge_base_named
+from knowledge.tasks import dispatch_ingestion
+from knowledge.vectorstore import get_store
 
 log = logging.getLogger(__name__)
 
@@ -277,8 +282,6 @@ def kb_update(
 
 
 def _drop_vector_index(kb_id: int) -> None:
-    from knowledge.vectorstore import get_store
-
     try:
         get_store().drop_knowledge_base(kb_id)
     except Exception:  # best effort: an unused index only costs space
@@ -301,8 +304,6 @@ def _requeue(kb: KnowledgeBase, documents: Iterable[KnowledgeDocument]) -> list[
         lease_expires_at=None,
     )
     Chunk.objects.filter(document_id__in=ids).update(searchable=False)
-    from knowledge.tasks import dispatch_ingestion
-
     for document_id in ids:
         transaction.on_commit(partial(dispatch_ingestion, document_id))
     progress.publish_documents_after_commit(kb, ids)
@@ -359,8 +360,6 @@ def kb_delete(*, workspace: Workspace, acting: Membership, kb: KnowledgeBase) ->
 
 
 def _delete_files(names: list[str]) -> None:
-    from django.core.files.storage import default_storage
-
     for name in names:
         try:
             default_storage.delete(name)
@@ -444,8 +443,6 @@ def document_upload(
     size, emptiness, the format its bytes show (the extension must not lie), the
     workspace's document limit. The same bytes uploaded again answer the existing
     document (`created` False)."""
-    from knowledge.parsing import ParseError, sniff
-
     _acting_in(workspace, acting, Role.EDITOR)
     _same_workspace(workspace, kb)
     name = clean_document_name(name)
@@ -517,9 +514,7 @@ def document_upload(
     )
     document_id = document.pk
     if dispatch:
-        from knowledge.tasks import dispatch_ingestion
-
-        transaction.on_commit(lambda: dispatch_ingestion(document_id))
+            transaction.on_commit(lambda: dispatch_ingestion(document_id))
     progress.publish_documents_after_commit(kb, [document_id])
     return Upload(document, True)
 
@@ -535,8 +530,6 @@ def document_create_text(
     dispatch: bool = True,
 ) -> Upload:
     """A plain-text document from text (the old documents API and the starters)."""
-    from django.core.files.base import ContentFile
-
     if not text:
         raise UploadRefused("empty_file", "The text is empty.")
     title = clean_document_name(name)
@@ -584,8 +577,6 @@ def document_delete(
 
 
 def _forget_vectors(kb_id: int, chunk_ids: list[int]) -> None:
-    from knowledge.vectorstore import get_store
-
     try:
         get_store().delete_document(kb_id, chunk_ids)
     except Exception:  # rows are gone: a stray vector is never returned (the rows decide)
@@ -628,9 +619,6 @@ def collection_document_add(
     """A text document in the knowledge base named `collection` (made if missing). Without
     an embeddings model it is chunked and indexed at once (pure Python), so a flow can
     search it in the same breath, as with the older document collections."""
-    from knowledge import ingestion
-    from knowledge.selectors import knowledge_base_named
-
     _acting_in(workspace, acting, Role.EDITOR)
     kb = knowledge_base_named(workspace, collection)
     if kb is None:

@@ -34,6 +34,7 @@ from django.db.models.functions import Cast
 from pgvector import Vector
 from pgvector.django import CosineDistance, VectorField
 
+from knowledge.dbext import pgvector_version
 from knowledge.models import Chunk, KnowledgeBase
 
 MAX_CANDIDATES = 4096  # sqlite-vec's largest k
@@ -230,8 +231,6 @@ def _tune_hnsw(k: int) -> None:
 def _iterative_scan_supported() -> bool:
     alias = connection.alias
     if alias not in _pg_version:
-        from knowledge.dbext import pgvector_version
-
         _pg_version[alias] = pgvector_version(connection)
     return _pg_version[alias] >= (0, 8, 0)
 

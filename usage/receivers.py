@@ -9,18 +9,16 @@ from django.dispatch import receiver
 
 from runs.budgets import register_allowance
 from runs.finished import run_finished
+from usage.selectors import tokens_left
+from usage.services import record_run_usage
 
 
 @receiver(run_finished, dispatch_uid="usage.record_run_usage")
 def _record(*, run_id: str, **_: Any) -> None:
-    from usage.services import record_run_usage
-
     record_run_usage(run_id=run_id)
 
 
 def _tokens_left(workspace_id: int, api_token_id: int | None) -> int | None:
-    from usage.selectors import tokens_left
-
     return tokens_left(workspace_id, api_token_id)
 
 
