@@ -29,7 +29,7 @@ from accounts.models import Membership, Role, Workspace
 from accounts.tenancy import require_role, scoped
 from audit.services import record
 from flows.models import Credential
-from knowledge import ingestion, progress
+from knowledge import ingestion, progress, tasks
 from knowledge.embeddings import EMBEDDING_PROVIDERS, MAX_DIMENSIONS
 from knowledge.models import (
     Chunk,
@@ -39,7 +39,6 @@ from knowledge.models import (
 )
 from knowledge.parsing import ParseError, sniff
 from knowledge.selectors import knowledge_base_named
-from knowledge.tasks import dispatch_ingestion
 from knowledge.vectorstore import get_store
 
 log = logging.getLogger(__name__)
@@ -305,7 +304,7 @@ def _requeue(kb: KnowledgeBase, documents: Iterable[KnowledgeDocument]) -> list[
     )
     Chunk.objects.filter(document_id__in=ids).update(searchable=False)
     for document_id in ids:
-        transaction.on_commit(partial(dispatch_ingestion, document_id))
+        transaction.on_commit(partial(tasks.dispatch_ingestion, document_id))
     progress.publish_documents_after_commit(kb, ids)
     return ids
 
@@ -514,7 +513,7 @@ def document_upload(
     )
     document_id = document.pk
     if dispatch:
-            transaction.on_commit(lambda: dispatch_ingestion(document_id))
+            transaction.on_commit(lambda: tasks.dispatch_ingestion(document_id))
     progress.publish_documents_after_commit(kb, [document_id])
     return Upload(document, True)
 
