@@ -33,7 +33,7 @@ from config.counters import count_up
 
 SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
 # Path parameters naming one object of a flow: the access_* helpers check the key's scope.
-FLOW_SCOPED_PARAMS = frozenset({"flow_id", "run_id", "conversation_id"})
+FLOW_SCOPED_PARAMS = frozenset({"flow_id", "run_id", "conversation_id", "embed_id"})
 
 
 def token_for_bearer(header: str, slug: str | None) -> ApiToken | None:

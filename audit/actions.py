@@ -64,6 +64,10 @@ ACTIONS: Final[dict[str, str]] = {
     "conversation.delete": (
         "Deleted a conversation and its memory (its turns' runs and their logs stay)."
     ),
+    # embeds (a published flow as a chat on a website)
+    "embed.create": "Embedded a flow on websites (allowed origins, limits): a public chat.",
+    "embed.update": "Changed an embed (allowed origins, limits, appearance, on or off).",
+    "embed.delete": "Deleted an embed: its token stops working (its conversations' runs stay).",
     # documents (the docs.corpus collections)
     "document.create": "Added a document to a collection.",
     "document.delete": "Deleted a document.",

@@ -1,8 +1,8 @@
 """A flow as others call it: the published version (the production pointer) and the model
 name under which the OpenAI-compatible endpoint lists it.
 
-Conversations: a thread of turns with one flow, each turn a run (issue 16). Embeds and
-usage will live here too."""
+Conversations: a thread of turns with one flow, each turn a run (issue 16); embeds: a
+published flow as a chat on a website, whose visitors have conversations too."""
 
 from __future__ import annotations
 
@@ -67,6 +67,12 @@ class Conversation(models.Model):
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, related_name="+"
     )
+    # A conversation of a website visitor through an embed (chat.embeds); the playground's
+    # own have neither. SET_NULL: deleting the embed keeps its conversations' record.
+    embed = models.ForeignKey(
+        "chat.Embed", on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    visitor = models.CharField(max_length=64, blank=True, db_index=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True, db_index=True)
 
@@ -99,3 +105,41 @@ class ConversationTurn(models.Model):
 
     def __str__(self) -> str:
         return f"{self.conversation_id} #{self.number}"
+
+
+class Embed(models.Model):
+    """A published flow on someone's website: a chat bubble (`<script>`) or an iframe.
+
+    `public_id` is the embed token: it is in the website's page source, so it is not a
+    secret and is not hashed; all it can do is chat with this flow's published version, as
+    a visitor (chat.embeds). The browser enforces `allowed_origins` (the chat page may only
+    be framed by them: CSP frame-ancestors) and the embed API refuses requests from other
+    origins. Runs are started as the member who created the embed (`created_by`): if they
+    are no longer an editor of the workspace, the embed stops answering.
+    """
+
+    workspace = models.ForeignKey(
+        Workspace, on_delete=models.CASCADE, db_index=True, related_name="+"
+    )
+    flow = models.ForeignKey("flows.Flow", on_delete=models.CASCADE, related_name="+")
+    public_id = models.CharField(max_length=40, unique=True)
+    name = models.CharField(max_length=100)
+    allowed_origins = models.JSONField(default=list)
+    title = models.CharField(max_length=100)
+    welcome_message = models.CharField(max_length=500, blank=True)
+    accent_color = models.CharField(max_length=7, default="#2563eb")
+    show_sources = models.BooleanField(default=True)
+    visitor_runs_per_minute = models.PositiveIntegerField(default=5)
+    runs_per_minute = models.PositiveIntegerField(default=60)
+    enabled = models.BooleanField(default=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.public_id})"

@@ -52,8 +52,9 @@ def conversations(
 
     `text` searches, case-insensitively, the titles and what the turns' runs store as
     inputs and outputs (their JSON as text): a plain scan of what is stored, so callers
-    bound it (the API caps the text and the page)."""
-    found = scoped(Conversation, workspace)
+    bound it (the API caps the text and the page). Website visitors' conversations (through
+    an embed) are not among them: they are the visitors', not the team's."""
+    found = scoped(Conversation, workspace).filter(visitor="")
     if flow_id is not None:
         found = found.filter(flow_id=flow_id)
     if text:

@@ -162,6 +162,7 @@ def flow_call(
     history: Sequence[HistoryMessage] = (),
     conversation_id: str | None = None,
     api_token: ApiToken | None = None,
+    rate: tuple[str, int] | None = None,
 ) -> Run:
     """Start a run of a flow called from outside: the version it names or the published
     one, in a session of its own, or as the next turn of conversation `conversation_id`.
@@ -170,6 +171,8 @@ def flow_call(
     the run starts, for each `memory.conversation` node of the graph, so a flow with memory
     sees the chat so far (a flow without memory ignores it). A conversation's turns share
     its session, so its memory already holds the turns before (history is refused with it).
+    `rate`: the per-minute counter the run counts against instead of the member's own
+    (runs.services.run_start).
     """
     if len(history) > MAX_HISTORY_MESSAGES:
         raise RunRefused(
@@ -191,6 +194,7 @@ def flow_call(
         version_number=number,
         inputs=inputs,
         api_token=api_token,
+        rate=rate,
     )
     if conversation is not None:
         _add_turn(conversation, run)

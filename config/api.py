@@ -16,6 +16,7 @@ from accounts.api import router as accounts_router
 from accounts.api_auth import WorkspaceAuth, check_key_scope, context, declared_role
 from accounts.tenancy import require_role
 from chat.api import router as chat_router
+from chat.embed_api import router as embed_router
 from config.jsontext import UnstorableText, check_text
 from flows.api import router as flows_router
 from knowledge.api import router as knowledge_router
@@ -130,6 +131,7 @@ api.add_router("/w/{slug}/", accounts_router)
 api.add_router("/w/{slug}/", flows_router)
 api.add_router("/w/{slug}/", runs_router)
 api.add_router("/w/{slug}/", chat_router)
+api.add_router("/w/{slug}/", embed_router)
 api.add_router("/w/{slug}/", knowledge_router)
 _document_errors()
 enforce_roles(api)

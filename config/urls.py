@@ -26,4 +26,5 @@ urlpatterns = [
     path("", include("runs.urls")),
     path("", include("audit.urls")),
     path("", include("usage.urls")),
+    path("", include("chat.urls")),
 ]

@@ -1,8 +1,9 @@
 import { defineConfig } from "vite";
 import react from "@vitejs/plugin-react";
 
-// One island bundle with fixed names (static/build/editor.js + editor.css): the Django
-// templates reference them through {% static %}, so there is no manifest to read.
+// Two entries with fixed names: the island (static/build/editor.js + editor.css) and the
+// embedded chat (static/build/embed.js, no React: it loads on other people's websites).
+// The Django templates reference them through {% static %}, so there is no manifest to read.
 export default defineConfig({
   plugins: [react()],
   base: "/static/build/",
@@ -14,9 +15,9 @@ export default defineConfig({
     sourcemap: true,
     target: "es2022",
     rollupOptions: {
-      input: "src/main.tsx",
+      input: { editor: "src/main.tsx", embed: "src/embed/main.ts" },
       output: {
-        entryFileNames: "editor.js",
+        entryFileNames: "[name].js",
         chunkFileNames: "editor-[name].js",
         assetFileNames: (info) =>
           (info.names ?? []).some((n) => n.endsWith(".css")) ? "editor.css" : "assets/[name][extname]",

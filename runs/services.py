@@ -68,7 +68,10 @@ def clean_session_id(value: Any) -> str:
 
 
 def _check_limits(
-    workspace: Workspace, acting: Membership, api_token: ApiToken | None = None
+    workspace: Workspace,
+    acting: Membership,
+    api_token: ApiToken | None = None,
+    rate: tuple[str, int] | None = None,
 ) -> None:
     limits = settings.FLOWDECK
     active = scoped(Run, workspace).filter(status__in=[RunStatus.QUEUED, RunStatus.RUNNING])
@@ -85,13 +88,9 @@ def _check_limits(
             "This workspace or API key has used its monthly budget; an admin can raise it.",
         )
     minute = int(timezone.now().timestamp() // 60)
-    counts = count_up(
-        [f"runrate:u:{acting.user_id}:{minute}", f"runrate:w:{workspace.pk}:{minute}"]
-    )
-    if (
-        counts[0] > limits["RUNS_PER_MINUTE_PER_USER"]
-        or counts[1] > limits["RUNS_PER_MINUTE_PER_WORKSPACE"]
-    ):
+    subject, per_minute = rate or (f"u:{acting.user_id}", limits["RUNS_PER_MINUTE_PER_USER"])
+    counts = count_up([f"runrate:{subject}:{minute}", f"runrate:w:{workspace.pk}:{minute}"])
+    if counts[0] > per_minute or counts[1] > limits["RUNS_PER_MINUTE_PER_WORKSPACE"]:
         raise RunRefused("rate_limited", "Too many runs started in the last minute.")
 
 
@@ -138,8 +137,12 @@ def run_start(
     rerun_of: Run | None = None,
     rerun_from_node: str = "",
     api_token: ApiToken | None = None,
+    rate: tuple[str, int] | None = None,
 ) -> Run:
-    """Queue a run of a saved version, or of an unsaved graph (saved as a draft version)."""
+    """Queue a run of a saved version, or of an unsaved graph (saved as a draft version).
+
+    `rate` (counter name, runs per minute) replaces the starting member's own per-minute
+    limit: an embed's runs count against the embed, not against the member who made it."""
     require_role(acting, Role.EDITOR)
     session_id = clean_session_id(session_id)
     if graph is not None:
@@ -162,7 +165,7 @@ def run_start(
         version = found
         plan = _checked_plan(version.graph, workspace)  # the whitelist may have changed
     cleaned = _clean_inputs(inputs, list(plan.input_node_ids))
-    _check_limits(workspace, acting, api_token)
+    _check_limits(workspace, acting, api_token, rate)
     run = Run.objects.create(
         workspace=workspace,
         flow_id=version.flow_id,
