@@ -21,6 +21,7 @@ from config.jsontext import UnstorableText, check_text
 from flows.api import router as flows_router
 from knowledge.api import router as knowledge_router
 from runs.api import router as runs_router
+from runs.approvals import ApprovalRefused
 from runs.services import RunRefused
 
 
@@ -62,6 +63,12 @@ def permission_denied(request: HttpRequest, exc: PermissionDenied) -> HttpRespon
 def validation_error(request: HttpRequest, exc: ValidationError) -> HttpResponse:
     detail = exc.message_dict if hasattr(exc, "error_dict") else {"__all__": exc.messages}
     return api.create_response(request, {"detail": detail}, status=400)
+
+
+@api.exception_handler(ApprovalRefused)
+def approval_refused(request: HttpRequest, exc: ApprovalRefused) -> HttpResponse:
+    status = {"not_found": 404, "already_decided": 409}.get(exc.code, 400)
+    return api.create_response(request, exc.as_dict(), status=status)
 
 
 @api.exception_handler(RunRefused)

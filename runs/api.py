@@ -6,18 +6,18 @@ The Server-Sent Events stream lives in runs/sse.py (a streaming view, not a JSON
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from django.http import HttpRequest
-from ninja import Query, Router, Schema, Status
+from ninja import Field, Query, Router, Schema, Status
 from ninja.errors import HttpError
 
 from accounts.api_auth import DbInt, WorkspaceSlug, context, for_flow_keys, minimum_role
 from accounts.models import Role
 from flows.access import access_flow
-from runs import selectors, services
+from runs import approvals, selectors, services
 from runs.access import access_run
-from runs.models import Run
+from runs.models import Approval, Run
 from runs.schemas import MAX_EVENT_PAGE, EventsQuery, RerunIn, RunStartIn
 
 router = Router(tags=["runs"])
@@ -151,3 +151,86 @@ def rerun(request: HttpRequest, slug: WorkspaceSlug, run_id: str, body: RerunIn)
         from_node=body.from_node,
     )
     return Status(202, {"run_id": str(run.pk), "session_id": run.session_id})
+
+
+# --- human approval (runs.approvals) ------------------------------------------------------
+class ApprovalOut(Schema):
+    run_id: str
+    flow: int
+    node_id: str
+    prompt: str
+    role: str
+    allow_edit: bool
+    value: Any
+    status: str
+    timeout_at: datetime | None
+    decided_value: Any
+    comment: str
+    decided_by: str | None
+    decided_at: datetime | None
+    timed_out: bool
+    created_at: datetime
+
+
+class DecisionIn(Schema):
+    decision: Literal["approve", "reject"]
+    value: Any = Field(None, description="Approve with this value instead (if the node allows).")
+    comment: str = Field("", max_length=2000)
+
+
+def approval_out(approval: Approval) -> dict[str, Any]:
+    return {
+        "run_id": str(approval.run_id),
+        "flow": approval.run.flow_id,
+        "node_id": approval.node_id,
+        "prompt": approval.prompt,
+        "role": approval.role,
+        "allow_edit": approval.allow_edit,
+        "value": approval.value,
+        "status": approval.status,
+        "timeout_at": approval.timeout_at,
+        "decided_value": approval.decided_value,
+        "comment": approval.comment,
+        "decided_by": approval.decided_by.email if approval.decided_by else None,
+        "decided_at": approval.decided_at,
+        "timed_out": approval.timed_out,
+        "created_at": approval.created_at,
+    }
+
+
+@router.get("approvals", response=list[ApprovalOut], summary="Approvals waiting for a decision")
+@minimum_role(Role.VIEWER)
+@for_flow_keys
+def pending_approvals(request: HttpRequest, slug: WorkspaceSlug) -> Any:
+    membership = context(request).membership
+    found = approvals.pending_approvals(context(request).workspace)
+    scope = membership.flow_scope
+    if scope is not None:
+        found = found.filter(run__flow_id__in=scope)
+    return [approval_out(a) for a in found[:200]]
+
+
+@router.get("runs/{run_id}/approvals", response=list[ApprovalOut])
+@minimum_role(Role.VIEWER)
+def run_approvals(request: HttpRequest, slug: WorkspaceSlug, run_id: str) -> Any:
+    run = access_run(context(request).membership, run_id)
+    return [approval_out(a) for a in run.approvals.select_related("run", "decided_by")]
+
+
+@router.post("runs/{run_id}/approvals/{node_id}", response=ApprovalOut, summary="Decide")
+@minimum_role(Role.EDITOR)  # and the node's own role (runs.approvals)
+def decide(
+    request: HttpRequest, slug: WorkspaceSlug, run_id: str, node_id: str, body: DecisionIn
+) -> Any:
+    run = access_run(context(request).membership, run_id)
+    edited = {"value": body.value} if "value" in body.model_fields_set else {}
+    approval = approvals.approval_decide(
+        workspace=context(request).workspace,
+        acting=context(request).membership,
+        run_id=run.pk,
+        node_id=node_id[:100],
+        approve=body.decision == "approve",
+        comment=body.comment,
+        **edited,
+    )
+    return approval_out(approval)

@@ -36,7 +36,7 @@ from chat import services as chat_services
 from config.errors import SERVICE_UNAVAILABLE, UNAVAILABLE_MESSAGE
 from config.jsontext import UnstorableText, check_text
 from flows.access import access_flow
-from runs import schemas, selectors, services
+from runs import approvals, schemas, selectors, services
 from runs.access import access_run
 from runs.events import session_group
 from runs.models import Run, RunStatus
@@ -201,6 +201,8 @@ class ExecConsumer(AsyncJsonWebsocketConsumer):
                 await self._resume(message)
             case schemas.CancelMessage():
                 await self._cancel(message)
+            case schemas.DecideMessage():
+                await self._decide(message)
             case schemas.RerunMessage():
                 await self._rerun(message)
             case schemas.ReplayMessage():
@@ -303,6 +305,35 @@ class ExecConsumer(AsyncJsonWebsocketConsumer):
             )
         except PermissionDenied as exc:
             raise Rejected("forbidden", str(exc)) from exc
+
+    async def _decide(self, message: schemas.DecideMessage) -> None:
+        """Approve or reject a run's waiting approval (runs.approvals)."""
+        run = await self._load_run(message.run_id)
+        edited = {"value": message.value} if "value" in message.model_fields_set else {}
+        try:
+            approval = await in_db_thread(approvals.approval_decide)(
+                workspace=self.workspace,
+                acting=self.membership,
+                run_id=run.pk,
+                node_id=message.node_id,
+                approve=message.decision == "approve",
+                comment=message.comment,
+                **edited,
+            )
+        except approvals.ApprovalRefused as exc:
+            raise Rejected(exc.code, exc.message) from exc
+        except PermissionDenied as exc:
+            raise Rejected("forbidden", str(exc)) from exc
+        await self.send_json(
+            with_request_id(
+                {
+                    "event": "decided",
+                    "run_id": str(run.pk),
+                    "node_id": approval.node_id,
+                    "decision": approval.status,
+                }
+            )
+        )
 
     async def _rerun(self, message: schemas.RerunMessage) -> None:
         """Re-run a run (same version and inputs), optionally from one node onwards."""

@@ -110,6 +110,29 @@ EVENTS: tuple[EventType, ...] = (
         ),
         "component",
     ),
+    EventType(
+        "waiting_for_approval",
+        (
+            "the run pauses at an approval node until a member decides: {data: {prompt, value,"
+            " role, allow_edit, timeout_at}} (the run's status becomes `waiting`)"
+        ),
+        "engine",
+        node_result=True,
+    ),
+    EventType(
+        "approval_decided",
+        (
+            "the decision the run resumed with: {data: {decision: approved | rejected, by,"
+            " comment, edited, timed_out}}"
+        ),
+        "engine",
+        node_result=True,
+    ),
+    EventType(
+        "run_resumed",
+        "a waiting run goes on after a decision: {data: {after: [node ids decided]}}",
+        "engine",
+    ),
 )
 
 EVENT_TYPES: dict[str, EventType] = {event.name: event for event in EVENTS}

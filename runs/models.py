@@ -14,6 +14,8 @@ from runs.events import LIFECYCLE_EVENTS, wire_message
 class RunStatus(models.TextChoices):
     QUEUED = "queued", "Queued"
     RUNNING = "running", "Running"
+    # Paused at a human approval: no lease, no worker, no task (runs.approvals).
+    WAITING = "waiting", "Waiting for approval"
     SUCCEEDED = "succeeded", "Succeeded"
     FAILED = "failed", "Failed"
     CANCELLED = "cancelled", "Cancelled"
@@ -79,6 +81,8 @@ class Run(models.Model):
     dispatch_pending = models.BooleanField(default=False)
     # When its task was last handed to the broker again (empty: only when it was created).
     dispatched_at = models.DateTimeField(null=True, blank=True)
+    # When it was queued again after a human approval (the queue timeout counts from then).
+    resumed_at = models.DateTimeField(null=True, blank=True)
     last_seq = models.PositiveIntegerField(default=0)
 
     class Meta:
@@ -137,3 +141,52 @@ class RunEvent(models.Model):
         return wire_message(
             self.event, str(self.run_id), self.seq, self.node_id, self.ts, self.payload
         )
+
+
+class ApprovalStatus(models.TextChoices):
+    PENDING = "pending", "Pending"
+    APPROVED = "approved", "Approved"
+    REJECTED = "rejected", "Rejected"
+    CANCELLED = "cancelled", "Cancelled"
+
+
+class Approval(models.Model):
+    """What a run's approval node asks (flows.components.approval), and the decision.
+
+    Made when the run reaches the node (pending); decided once, by a member with `role` or
+    above, or by the timeout (`decided_by` empty, `timed_out`); cancelled with its run.
+    `value` is what the node received; `decided_value` what goes on (edited or not).
+    """
+
+    workspace = models.ForeignKey(
+        Workspace, on_delete=models.CASCADE, db_index=True, related_name="+"
+    )
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="approvals")
+    node_id = models.CharField(max_length=100)
+    prompt = models.TextField()
+    role = models.CharField(max_length=10)
+    allow_edit = models.BooleanField(default=True)
+    value = models.JSONField(null=True, blank=True)
+    status = models.CharField(
+        max_length=10, choices=ApprovalStatus.choices, default=ApprovalStatus.PENDING
+    )
+    timeout_at = models.DateTimeField(null=True, blank=True, db_index=True)
+    on_timeout = models.CharField(max_length=10, default="reject")
+    decided_value = models.JSONField(null=True, blank=True)
+    comment = models.TextField(blank=True)
+    decided_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    decided_at = models.DateTimeField(null=True, blank=True)
+    timed_out = models.BooleanField(default=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["created_at"]
+        constraints = [
+            models.UniqueConstraint(fields=["run", "node_id"], name="approval_unique_run_node")
+        ]
+        indexes = [models.Index(fields=["workspace", "status"], name="approval_ws_status")]
+
+    def __str__(self) -> str:
+        return f"approval {self.node_id} of {self.run_id} ({self.status})"

@@ -122,6 +122,20 @@ class CancelMessage(Message):
     run_id: RunId
 
 
+class DecideMessage(Message):
+    """Decide a run's waiting approval: approve (the value as asked, or `value` instead, when
+    the node allows editing) or reject, with an optional comment."""
+
+    action: Literal["decide"]
+    run_id: RunId
+    node_id: NodeId
+    decision: Literal["approve", "reject"] = Field(description='"approve" or "reject"')
+    value: Any = None
+    comment: Annotated[str, StringConstraints(max_length=2000)] = Field(
+        "", description="text of at most 2000 characters"
+    )
+
+
 class RerunMessage(Message, RerunRequest):
     action: Literal["rerun"]
     run_id: RunId
@@ -149,13 +163,23 @@ ClientMessage = Annotated[
     | GraphMessage
     | ResumeMessage
     | CancelMessage
+    | DecideMessage
     | RerunMessage
     | ReplayMessage
     | ReplayPauseMessage
     | ReplayPlayMessage,
     Field(discriminator="action"),
 ]
-ACTIONS = ("run", "resume", "cancel", "rerun", "replay", "replay_pause", "replay_play")
+ACTIONS = (
+    "run",
+    "resume",
+    "cancel",
+    "decide",
+    "rerun",
+    "replay",
+    "replay_pause",
+    "replay_play",
+)
 _client_message: TypeAdapter[Any] = TypeAdapter(ClientMessage)
 _request_id: TypeAdapter[Any] = TypeAdapter(RequestId | None)
 

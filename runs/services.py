@@ -10,7 +10,8 @@ from typing import Any
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import F, Q
+from django.db.models import DateTimeField, F, Q, Value
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 from kombu.exceptions import ChannelError
 
@@ -342,7 +343,8 @@ def run_claim(*, run_id: str, task_id: str, worker: str) -> Run | None:
     now = timezone.now()
     claimed = Run.objects.filter(pk=run_id, status=RunStatus.QUEUED).update(
         status=RunStatus.RUNNING,
-        started_at=now,
+        # A run resumed after an approval keeps the time it first started.
+        started_at=Coalesce(F("started_at"), Value(now, output_field=DateTimeField())),
         lease_expires_at=now + timedelta(seconds=settings.FLOWDECK["RUN_LEASE_SECONDS"]),
         task_id=task_id[:64],
         worker=worker[:200],
@@ -371,6 +373,11 @@ def run_cancel(*, workspace: Workspace, acting: Membership, run: Run) -> Run:
     )
     if run.status == RunStatus.QUEUED:
         return _end_run(run, RunStatus.CANCELLED, "Cancelled before it started.")
+    if run.status == RunStatus.WAITING:  # no worker holds it: it ends here
+        from runs.approvals import cancel_approvals  # runs.approvals imports this module
+
+        cancel_approvals(run)
+        return _end_run(run, RunStatus.CANCELLED, "Cancelled while waiting for approval.")
     if run.status == RunStatus.RUNNING and not run.cancel_requested:
         run.cancel_requested = True
         run.save(update_fields=["cancel_requested"])
@@ -456,7 +463,11 @@ def reap_stale_runs() -> list[str]:
     """End runs whose worker stopped heartbeating, and runs queued for far too long."""
     now = timezone.now()
     stale = Run.objects.filter(status=RunStatus.RUNNING, lease_expires_at__lt=now)
-    queued = Run.objects.filter(status=RunStatus.QUEUED, created_at__lt=now - QUEUE_TIMEOUT)
+    # A run queued again after an approval counts from then (`resumed_at`).
+    cutoff = now - QUEUE_TIMEOUT
+    queued = Run.objects.filter(status=RunStatus.QUEUED, created_at__lt=cutoff).filter(
+        Q(resumed_at__isnull=True) | Q(resumed_at__lt=cutoff)
+    )
     candidates = list(stale.values_list("pk", flat=True)) + list(
         queued.values_list("pk", flat=True)
     )
@@ -480,7 +491,9 @@ def reap_run(pk: Any) -> bool:
             if run.lease_expires_at is None or run.lease_expires_at >= now:
                 return False  # a heartbeat arrived meanwhile
             reason = "The worker running this flow stopped responding (lost or killed)."
-        elif run.created_at < now - QUEUE_TIMEOUT:
+        elif run.status == RunStatus.QUEUED and (run.resumed_at or run.created_at) < (
+            now - QUEUE_TIMEOUT
+        ):
             reason = "No worker picked this run up in time."
         else:
             return False

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from celery import shared_task
 
+from runs.approvals import expire_approvals
 from runs.engine.executor import execute_queued_run
 from runs.services import dispatch_pending_runs, redispatch_lost_runs
 from runs.services import reap_stale_runs as reap
@@ -19,8 +20,10 @@ def execute_run(self, run_id: str) -> None:  # noqa: ANN001 (celery's bound task
 
 @shared_task(ignore_result=True)
 def reap_stale_runs() -> int:
-    """Every few seconds (beat): end runs whose worker was lost, and hand over again the
-    runs the broker refused when they were queued or lost afterwards."""
+    """Every few seconds (beat): end runs whose worker was lost, hand over again the runs
+    the broker refused when they were queued or lost afterwards, and decide the approvals
+    whose timeout has passed."""
+    expire_approvals()
     dispatch_pending_runs()
     redispatch_lost_runs()
     return len(reap())

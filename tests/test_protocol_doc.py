@@ -13,7 +13,7 @@ from runs.events import EVENT_TYPES
 ROOT = Path(__file__).resolve().parent.parent
 DOC = (ROOT / "docs" / "protocol.md").read_text()
 PRODUCT = ("accounts", "audit", "config", "flows", "runs")
-REFUSAL = re.compile(r"\b(?:Rejected|RunRefused|MessageRefused)\(\s*\"([a-z_]+)\"")
+REFUSAL = re.compile(r"\b(?:Rejected|RunRefused|MessageRefused|ApprovalRefused)\(\s*\"([a-z_]+)\"")
 
 
 def _section(title: str) -> str:

@@ -37,12 +37,21 @@ def test_every_event_set_is_derived_from_the_registry():
         "error",
         "budget_exceeded",
         "completed",
+        "waiting_for_approval",
+        "run_resumed",
+        "approval_decided",
     }
     assert {"on_token", "on_tool_call", "on_tool_result", "on_retrieval"} == events.COMPONENT_EVENTS
     assert {"run_started", "node_started", "node_finished"} == events.LAZY_EVENTS
     assert models.LIFECYCLE_EVENTS is events.LIFECYCLE_EVENTS
     assert selectors.NODE_RESULT_EVENTS is events.NODE_RESULT_EVENTS
-    assert set(events.NODE_RESULT_EVENTS) == {"node_started", "node_finished", "error"}
+    assert set(events.NODE_RESULT_EVENTS) == {
+        "node_started",
+        "node_finished",
+        "error",
+        "waiting_for_approval",
+        "approval_decided",
+    }
     assert all(e.payload for e in events.EVENTS)
 
 

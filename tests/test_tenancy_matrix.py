@@ -179,6 +179,27 @@ REQUESTS: dict[str, Request] = {
             "stream": True,
         }
     ),
+    # embeds: viewers list them; editors make, change and delete them (API and page)
+    "POST /api/w/<slug>/flows/<flow_id>/embeds": Request(
+        data={"name": "site", "allowed_origins": ["https://shop.example.com"]}
+    ),
+    "PUT /api/w/<slug>/embeds/<embed_id>": Request(
+        data={"name": "site", "allowed_origins": ["https://shop.example.com"]}
+    ),
+    "POST /w/<slug>/flows/<flow_id>/embeds/": Request(
+        data={
+            "action": "create",
+            "name": "site",
+            "allowed_origins": "https://shop.example.com",
+            "visitor_runs_per_minute": "5",
+            "runs_per_minute": "60",
+        },
+        ok=frozenset({302}),
+    ),
+    # human approval: editors (and the node's role) decide a waiting run's approval
+    "POST /api/w/<slug>/runs/<run_id>/approvals/<node_id>": Request(
+        data={"decision": "reject", "comment": "matrix"}
+    ),
     # knowledge API: viewers list, read and search; editors manage and upload
     "POST /api/w/<slug>/knowledge-bases": Request(data=lambda: {"name": unique("kb")}),
     "PUT /api/w/<slug>/knowledge-bases/<kb_id>": Request(data=lambda: {"name": unique("kb")}),
@@ -198,9 +219,9 @@ def _published_model(slug: str) -> str:
     workspace = Workspace.objects.get(slug=slug)
     owner = Membership.objects.get(workspace=workspace, role=OWNER)
     flow = _flow(workspace, owner.user)
-    return flow_publish(
-        workspace=workspace, acting=owner, flow=flow, version_number=1
-    ).model_name
+    return flow_publish(workspace=workspace, acting=owner, flow=flow, version_number=1).model_name
+
+
 def _text_file() -> Any:
     from django.core.files.uploadedfile import SimpleUploadedFile
 
@@ -338,6 +359,33 @@ def _conversation_id(workspace: Workspace, owner: User) -> str:
     )
 
 
+def _embed_id(workspace: Workspace, owner: User) -> int:
+    from chat.embeds import EmbedSettings, embed_create
+
+    return embed_create(
+        workspace=workspace,
+        acting=_acting(workspace, owner),
+        flow=_flow(workspace, owner),
+        settings=EmbedSettings(name="site", allowed_origins=["https://shop.example.com"]),
+    ).pk
+
+
+def _approval_node_id(workspace: Workspace, owner: User) -> str:
+    """A pending approval of the workspace's newest run (the one `<run_id>` made just
+    before), which then waits for it."""
+    from runs.models import Approval, Run, RunStatus
+
+    run = Run.objects.filter(workspace=workspace).order_by("-created_at").first()
+    if run is None:
+        run = Run.objects.get(pk=_run_id(workspace, owner))
+    Run.objects.filter(pk=run.pk).update(status=RunStatus.WAITING, finished_at=None)
+    node_id = unique("check")
+    Approval.objects.create(
+        workspace=workspace, run=run, node_id=node_id, prompt="ok?", role="editor", value="v"
+    )
+    return node_id
+
+
 PARAM_FACTORIES: dict[str, ParamFactory] = {
     "token_id": _token_id,
     "membership_id": _membership_id,
@@ -351,6 +399,8 @@ PARAM_FACTORIES: dict[str, ParamFactory] = {
     "kb_id": _kb_id,
     "doc_id": _knowledge_document_id,
     "conversation_id": _conversation_id,
+    "embed_id": _embed_id,
+    "node_id": _approval_node_id,
 }
 
 
@@ -700,7 +750,7 @@ async def test_websocket_refuses_strangers_and_admits_by_role(key: str) -> None:
 
 
 # --- Keys scoped to named flows ------------------------------------------------------------
-FLOW_OBJECT_PARAMS = {"flow_id", "run_id", "other_id", "conversation_id", "number"}
+FLOW_OBJECT_PARAMS = {"flow_id", "run_id", "other_id", "conversation_id", "number", "embed_id"}
 API_ROUTES = [route for route in ROUTES if route.is_api]
 
 

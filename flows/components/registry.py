@@ -6,6 +6,7 @@ from __future__ import annotations
 from types import MappingProxyType
 
 from flows.components.agent import DemoToolAgent, ToolAgent
+from flows.components.approval import Approval
 from flows.components.base import Component
 from flows.components.io import ChatInput, TextOutput
 from flows.components.llm import AnthropicChat, DemoChat, OllamaChat, OpenAIChat
@@ -36,6 +37,7 @@ _CLASSES: list[type[Component]] = [
     HttpGet,
     DocSearch,
     Router,
+    Approval,
 ]
 
 REGISTRY: MappingProxyType[str, type[Component]] = MappingProxyType(

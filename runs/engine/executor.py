@@ -25,7 +25,8 @@ from django.db import connection
 
 from flows.builder import GraphInvalid, build_plan
 from flows.components.base import NodeError, RunCancelled
-from flows.components.util import chunk_text, model_error
+from flows.components.util import chunk_text, model_error, run_db
+from runs.approvals import ResumeState, ask_for_approval, requeue_if_decided, resume_state
 from runs.budgets import Allowance, BudgetExceeded, tokens_left
 from runs.engine.rerun import RerunImpossible, node_data, recorded_for_rerun
 from runs.engine.runloop import fairly, get_run_loop
@@ -199,6 +200,7 @@ class PlanRunner:
         writer: RunWriter,
         recorded: dict[str, dict[str, Any] | None] | None = None,
         allowance: Allowance | None = None,
+        resume: ResumeState | None = None,
     ) -> None:
         self.run = run
         self.allowance = allowance or Allowance(None)
@@ -210,6 +212,12 @@ class PlanRunner:
         self.results: dict[str, dict[str, Any] | None] = {}
         self.done = {node_id: asyncio.Event() for node_id in plan.order}
         self.failed = False
+        # Human approval (runs.approvals): what a resumed run's nodes did before it paused,
+        # the decisions it resumes with, and the approvals still waiting for one.
+        self.resume = resume or ResumeState()
+        # Nodes waiting for a decision now, and every node behind one: they do not run.
+        self.waiting: set[str] = set()
+        self.blocked: set[str] = set()
 
     def _inputs_for(self, node_id: str) -> dict[str, Any] | None:
         """The node's inputs from upstream outputs; None when it must be skipped."""
@@ -239,6 +247,13 @@ class PlanRunner:
         try:
             for edge in self.plan.incoming.get(node_id, []):
                 await self.done[edge.source].wait()
+            if node_id in self.resume.done_before:
+                # Finished before the run paused: its outputs, from the run's own log.
+                self.results[node_id] = self.resume.done_before[node_id]
+                return
+            if any(e.source in self.blocked for e in self.plan.incoming.get(node_id, [])):
+                self.blocked.add(node_id)  # behind an approval that is still waiting
+                return
             if node_id in self.recorded:
                 self._replay_recorded(node_id)
                 return
@@ -246,6 +261,9 @@ class PlanRunner:
             if inputs is None:
                 self.results[node_id] = None
                 self.writer.emit("node_finished", node_id, {"data": None, "skipped": True})
+                return
+            if getattr(planned.component, "pauses_for_approval", False):
+                await self._approval(node_id, planned, inputs)
                 return
             self.writer.emit(
                 "node_started", node_id, {"data": {"component": planned.component.key}}
@@ -282,6 +300,32 @@ class PlanRunner:
             self.writer.emit("node_finished", node_id, finished)
         finally:
             self.done[node_id].set()
+
+    async def _approval(self, node_id: str, planned: Any, inputs: dict[str, Any]) -> None:
+        """An approval node: pause here until decided, or go on with the decision."""
+        decision = self.resume.decisions.get(node_id)
+        if decision is None:
+            self.waiting.add(node_id)
+            self.blocked.add(node_id)
+            if node_id in self.resume.pending:
+                return  # asked before this resume: still waiting
+            self.writer.emit(
+                "node_started", node_id, {"data": {"component": planned.component.key}}
+            )
+            # The row first (off the loop), then the event: whoever sees the question can
+            # answer it at once.
+            asked = await run_db(ask_for_approval, self.run, node_id, planned.params, inputs)
+            self.writer.emit("waiting_for_approval", node_id, {"data": asked})
+            return
+        self.writer.emit("approval_decided", node_id, {"data": decision.event_data()})
+        outputs = {decision.port: decision.value}
+        self.results[node_id] = outputs
+        self.writer.emit("node_finished", node_id, {"data": node_data(planned, outputs)})
+
+    @property
+    def paused(self) -> bool:
+        """Whether the run stopped at an approval (nothing failed, something waits)."""
+        return bool(self.waiting) and not self.failed
 
     def _replay_recorded(self, node_id: str) -> None:
         outputs = self.recorded[node_id]
@@ -384,23 +428,30 @@ def execute_claimed_run(run: Run, *, sink: EventSink | None = None) -> None:
 
 
 def _start(run: Run, sink: EventSink) -> _Start:
-    """Open the run's log with `run_started` and plan it (call with `_starting` held)."""
+    """Open the run's log with `run_started` (or, after an approval, `run_resumed`) and
+    plan it (call with `_starting` held)."""
     writer = sink.open(run)
     version = run.flow_version
-    writer.emit(
-        "run_started",
-        "",
-        {
-            "data": {
-                "flow": run.flow_id,
-                "version": version.number,
-                "inputs": run.inputs,
-                "protocol": PROTOCOL_VERSION,
-            }
-        },
-    )
+    resume = resume_state(run) if run.last_seq else None
+    if resume is not None:
+        writer.emit("run_resumed", "", {"data": {"after": sorted(resume.decisions)}})
+    else:
+        writer.emit(
+            "run_started",
+            "",
+            {
+                "data": {
+                    "flow": run.flow_id,
+                    "version": version.number,
+                    "inputs": run.inputs,
+                    "protocol": PROTOCOL_VERSION,
+                }
+            },
+        )
     try:
         plan = build_plan(version.graph, run.workspace)  # re-checks the whitelist, now
+        if resume is not None:
+            resume.read_outputs(plan)
         recorded = None
         if run.rerun_from_node:
             # The original may have been deleted since (rerun_of is then empty).
@@ -419,7 +470,9 @@ def _start(run: Run, sink: EventSink) -> _Start:
             run, writer, failure=(RunStatus.FAILED, f"Internal error: {type(exc).__name__}")
         )
     allowance = Allowance(tokens_left(run.workspace_id, run.api_token_id))
-    return _Start(run, writer, runner=PlanRunner(run, plan, writer, recorded, allowance))
+    return _Start(
+        run, writer, runner=PlanRunner(run, plan, writer, recorded, allowance, resume)
+    )
 
 
 def _execute(start: _Start) -> None:
@@ -436,6 +489,9 @@ def _execute(start: _Start) -> None:
                 get_run_loop().run(asyncio.wait_for(runner.execute(), timeout=limit))
             finally:
                 outputs = runner.outputs()
+            if runner.paused:
+                _pause(run, writer)
+                return
             if runner.budget_exceeded:
                 status, error = RunStatus.FAILED, BUDGET_EXCEEDED_ERROR
             elif runner.failed:
@@ -457,3 +513,12 @@ def _execute(start: _Start) -> None:
     )
     if writer.done.wait(timeout=60) and not writer.fenced:
         announce_finished(str(run.pk))
+
+
+def _pause(run: Run, writer: RunWriter) -> None:
+    """End this execution of a run that waits for a decision: its log written, its status
+    `waiting`, its lease given up; no `completed` (the run has not ended). A decision that
+    came while it was still running queues it again at once."""
+    writer.pause()
+    if writer.done.wait(timeout=60) and not writer.fenced:
+        requeue_if_decided(str(run.pk))

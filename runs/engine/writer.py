@@ -159,6 +159,18 @@ class RunWriter:
             self.closed = True
         self.sink.wake()
 
+    def pause(self) -> None:
+        """End this execution without ending the run: what is buffered is written, the run
+        becomes `waiting` and its lease is given up in the same commit; no `completed`."""
+        final: Final = {"status": "waiting", "outputs": {}, "error": "", "finished_at": None}
+        with self._lock:
+            if self.closed:
+                return
+            self._drain_tokens(None)
+            self._final = final
+            self.closed = True
+        self.sink.wake()
+
     @property
     def should_stop(self) -> bool:
         return self.cancel_requested or self.fenced
