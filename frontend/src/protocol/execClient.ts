@@ -214,6 +214,25 @@ export class ExecClient {
     this.send({ action: "cancel", run_id: runId, request_id: this.nextRequestId() });
   }
 
+  /** Decide a run's waiting approval; a refusal comes to onRejected listeners. */
+  decide(
+    runId: string,
+    nodeId: string,
+    decision: "approve" | "reject",
+    comment: string,
+    value?: unknown,
+  ): void {
+    this.send({
+      action: "decide",
+      run_id: runId,
+      node_id: nodeId,
+      decision,
+      comment,
+      ...(value === undefined ? {} : { value }),
+      request_id: this.nextRequestId(),
+    });
+  }
+
   private send(frame: unknown): void {
     const text = JSON.stringify(frame);
     if (this.socket && this.socket.readyState === WebSocket.OPEN) {

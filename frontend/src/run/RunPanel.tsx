@@ -1,7 +1,7 @@
 import { useEffect, useLayoutEffect, useRef, useState } from "react";
 import type { Component, GraphEdge, GraphNode } from "../lib/graph";
 import { formatDuration } from "../lib/format";
-import { outputText, type NodeRun, type RunSnapshot } from "./runStore";
+import { outputText, type ApprovalAsk, type NodeRun, type RunSnapshot } from "./runStore";
 import type { RunControls } from "./useRun";
 import { ConnectionBadge } from "./ConnectionBadge";
 import { LongText } from "./LongText";
@@ -200,7 +200,13 @@ export function RunPanel({
             <button type="submit" disabled={!canRun || active} data-testid="run-button">
               Run
             </button>
-            <button type="button" className="secondary" disabled={!active || !canRun} onClick={run.cancel} data-testid="cancel-button">
+            <button
+              type="button"
+              className="secondary"
+              disabled={!(active || s.status === "waiting") || !canRun}
+              onClick={run.cancel}
+              data-testid="cancel-button"
+            >
               Cancel
             </button>
           </div>
@@ -239,6 +245,9 @@ export function RunPanel({
           )}
         </p>
       )}
+      {s.approvals.map((ask) => (
+        <ApprovalCard key={ask.seq} ask={ask} runId={s.runId} run={run} canDecide={canRun} />
+      ))}
       <AnswerPanel s={s} answers={answersOf(s, nodes, edges)} />
       <Sources s={s} />
       {ordered.length > 0 && (
@@ -328,6 +337,109 @@ export function RunPanel({
                 </div>
               ))}
         </section>
+      )}
+    </section>
+  );
+}
+
+/** A question the run waits on: what is asked, the value (editable when the node allows),
+ * a comment, Approve / Reject; once decided, who decided what. */
+export function ApprovalCard({
+  ask,
+  runId,
+  run,
+  canDecide,
+}: {
+  ask: ApprovalAsk;
+  runId: string | null;
+  run: RunControls;
+  canDecide: boolean;
+}) {
+  const asText = typeof ask.value === "string" ? ask.value : JSON.stringify(ask.value, null, 2);
+  const [value, setValue] = useState(asText);
+  const [comment, setComment] = useState("");
+  const [sent, setSent] = useState<string | null>(null);
+  // A refusal (the role, or someone decided first) lets the person try again.
+  useEffect(() => setSent(null), [run.rejection]);
+  const decide = (decision: "approve" | "reject") => {
+    if (!runId) return;
+    let edited: unknown = undefined;
+    if (decision === "approve" && ask.allow_edit && value !== asText) {
+      if (typeof ask.value === "string") edited = value;
+      else {
+        try {
+          edited = JSON.parse(value);
+        } catch {
+          edited = value;
+        }
+      }
+    }
+    run.client.decide(runId, ask.node_id, decision, comment, edited);
+    setSent(decision);
+  };
+  const d = ask.decided;
+  return (
+    <section
+      className={`approval${d ? " decided" : ""}`}
+      aria-label="Approval"
+      data-testid={`approval-${ask.node_id}`}
+      data-state={d ? d.decision : "waiting"}
+    >
+      <h3>{d ? (d.decision === "approved" ? "Approved" : "Rejected") : "Waiting for approval"}</h3>
+      <p className="approval-prompt">{ask.prompt}</p>
+      {d ? (
+        <p className="muted">
+          {d.timed_out ? "Decided by its timeout" : `By ${d.by ?? "someone"}`}
+          {d.edited ? ", value edited" : ""}
+          {d.comment ? `: “${d.comment}”` : ""}
+        </p>
+      ) : (
+        <form
+          className="approval-form"
+          onSubmit={(e) => {
+            e.preventDefault();
+            decide("approve");
+          }}
+        >
+          <label htmlFor={`approval-value-${ask.node_id}`}>{ask.allow_edit ? "Value (you may edit it)" : "Value"}</label>
+          <textarea
+            id={`approval-value-${ask.node_id}`}
+            data-testid={`approval-value-${ask.node_id}`}
+            rows={Math.min(8, Math.max(2, value.split("\n").length))}
+            value={value}
+            readOnly={!ask.allow_edit || !canDecide}
+            onChange={(e) => setValue(e.target.value)}
+          />
+          <label htmlFor={`approval-comment-${ask.node_id}`}>Comment</label>
+          <input
+            id={`approval-comment-${ask.node_id}`}
+            data-testid={`approval-comment-${ask.node_id}`}
+            maxLength={2000}
+            value={comment}
+            disabled={!canDecide}
+            onChange={(e) => setComment(e.target.value)}
+          />
+          {ask.timeout_at && <p className="muted">Decides by itself at {new Date(ask.timeout_at).toLocaleString()}.</p>}
+          {canDecide ? (
+            <div className="buttons">
+              <button type="submit" disabled={sent !== null} data-testid={`approve-${ask.node_id}`}>
+                Approve
+              </button>
+              <button
+                type="button"
+                className="danger"
+                disabled={sent !== null}
+                onClick={() => decide("reject")}
+                data-testid={`reject-${ask.node_id}`}
+              >
+                Reject
+              </button>
+              {ask.role !== "editor" && <small className="muted">Needs the {ask.role} role or above.</small>}
+            </div>
+          ) : (
+            <p className="muted">A member with the {ask.role} role or above decides.</p>
+          )}
+        </form>
       )}
     </section>
   );

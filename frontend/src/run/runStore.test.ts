@@ -382,3 +382,33 @@ describe("RunStore", () => {
     expect(calls).toHaveBeenCalledTimes(shown.length); // idle: no more paints
   });
 });
+
+describe("human approval", () => {
+  it("shows the question while the run waits, then the decision as it goes on", () => {
+    const s = emptySnapshot();
+    const ev = (seq: number, event: string, node_id: string | null, extra: Record<string, unknown> = {}) =>
+      ({ seq, event, node_id, run_id: "r1", ts: "2026-12-07T10:00:00Z", ...extra }) as never;
+    applyEvent(s, ev(1, "run_started", null));
+    applyEvent(s, ev(2, "node_started", "check"));
+    applyEvent(
+      s,
+      ev(3, "waiting_for_approval", "check", {
+        data: { prompt: "Send?", value: "退款", role: "admin", allow_edit: true, timeout_at: null },
+      }),
+    );
+    expect(s.status).toBe("waiting");
+    expect(s.nodes.check.status).toBe("waiting");
+    expect(s.approvals).toMatchObject([{ node_id: "check", prompt: "Send?", value: "退款", role: "admin" }]);
+    applyEvent(s, ev(4, "run_resumed", null, { data: { after: ["check"] } }));
+    applyEvent(
+      s,
+      ev(5, "approval_decided", "check", {
+        data: { decision: "approved", by: "carol@example.com", comment: "ok", edited: false, timed_out: false },
+      }),
+    );
+    expect(s.status).toBe("running");
+    expect(s.approvals[0].decided).toMatchObject({ decision: "approved", by: "carol@example.com" });
+    applyEvent(s, ev(6, "node_finished", "check", { data: { approved: "退款" } }));
+    expect(s.nodes.check.status).toBe("done");
+  });
+});

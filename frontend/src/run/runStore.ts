@@ -8,7 +8,20 @@
  */
 import type { RunEvent } from "../protocol/execClient";
 
-export type NodeStatus = "queued" | "running" | "done" | "error" | "skipped";
+export type NodeStatus = "queued" | "running" | "waiting" | "done" | "error" | "skipped";
+
+/** A human approval the run waits for (`waiting_for_approval`), and its decision once made
+ * (`approval_decided`). */
+export type ApprovalAsk = {
+  node_id: string;
+  prompt: string;
+  value: unknown;
+  role: string;
+  allow_edit: boolean;
+  timeout_at: string | null;
+  seq: number;
+  decided?: { decision: string; by: string | null; comment: string; edited: boolean; timed_out: boolean };
+};
 
 export type ToolCall = {
   call_id: string;
@@ -54,13 +67,14 @@ export type NodeRun = {
 
 export type RunSnapshot = {
   runId: string | null;
-  status: "idle" | "starting" | "running" | "success" | "error" | "cancelled";
+  status: "idle" | "starting" | "running" | "waiting" | "success" | "error" | "cancelled";
   lastSeq: number;
   nodes: Record<string, NodeRun>;
   order: string[]; // node ids in the order they started
   toolCalls: ToolCall[];
   retrievals: Retrieval[]; // what retrievers cited, in order (shown under the answer)
   errors: { node_id: string | null; message: string; seq: number }[];
+  approvals: ApprovalAsk[]; // what the run asked people to decide, in order
   outputs: Record<string, unknown>;
   startedTs?: string;
   finishedTs?: string;
@@ -77,6 +91,7 @@ export function emptySnapshot(): RunSnapshot {
     toolCalls: [],
     retrievals: [],
     errors: [],
+    approvals: [],
     outputs: {},
     typing: false,
   };
@@ -188,6 +203,30 @@ export function applyEvent(s: RunSnapshot, e: RunEvent, queuedNodes: string[] = 
       }
       break;
     }
+    case "waiting_for_approval": {
+      const d = (e.data ?? {}) as Partial<ApprovalAsk>;
+      node().status = "waiting";
+      s.status = "waiting";
+      s.approvals.push({
+        node_id: nodeId ?? "",
+        prompt: String(d.prompt ?? ""),
+        value: d.value,
+        role: String(d.role ?? "editor"),
+        allow_edit: Boolean(d.allow_edit),
+        timeout_at: d.timeout_at ?? null,
+        seq: e.seq,
+      });
+      break;
+    }
+    case "run_resumed":
+      s.status = "running";
+      break;
+    case "approval_decided": {
+      const ask = s.approvals.find((a) => a.node_id === nodeId && !a.decided);
+      if (ask) ask.decided = e.data as ApprovalAsk["decided"];
+      node().status = "running";
+      break;
+    }
     case "completed": {
       const status = e.status === "success" || e.status === "cancelled" ? e.status : "error";
       s.status = status;
@@ -270,6 +309,7 @@ export class RunStore {
       order: [...this.snapshot.order],
       toolCalls: this.snapshot.toolCalls.map((c) => ({ ...c })),
       errors: [...this.snapshot.errors],
+      approvals: this.snapshot.approvals.map((a) => ({ ...a })),
     };
     for (const listener of this.listeners) listener();
     if (typing) this.schedule();
