@@ -434,7 +434,7 @@ def _refusal(exc: RunRefused) -> EmbedRefused:
 def visitor_stop(*, embed: Embed, visitor: str, run_id: str) -> None:
     """Stop the visitor's answer in progress (a finished one stays as it is)."""
     run = visitor_run(embed, visitor, run_id)
-    if run.status in (RunStatus.QUEUED, RunStatus.RUNNING):
+    if run.status in (RunStatus.QUEUED, RunStatus.RUNNING, RunStatus.WAITING):
         run_services.run_cancel(workspace=embed.workspace, acting=_owner(embed), run=run)
 
 

@@ -238,7 +238,8 @@ def _conversation_for_turn(workspace: Workspace, flow: Flow, conversation_id: st
     except (Conversation.DoesNotExist, ValidationError, ValueError) as exc:
         raise RunRefused("not_found", "No such conversation with this flow.") from exc
     active = scoped(ConversationTurn, workspace).filter(
-        conversation=conversation, run__status__in=[RunStatus.QUEUED, RunStatus.RUNNING]
+        conversation=conversation,
+        run__status__in=[RunStatus.QUEUED, RunStatus.RUNNING, RunStatus.WAITING],
     )
     if active.exists():
         raise RunRefused(

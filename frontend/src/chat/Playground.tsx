@@ -7,6 +7,7 @@ import { useCallback, useEffect, useLayoutEffect, useMemo, useRef, useState } fr
 import { Api, ApiError } from "../lib/api";
 import type { IslandConfig } from "../lib/config";
 import { ConnectionBadge } from "../run/ConnectionBadge";
+import { ApprovalCard } from "../run/RunPanel";
 import { useRun } from "../run/useRun";
 import type { Retrieval, ToolCall } from "../run/runStore";
 import { renderMarkdown } from "./markdown";
@@ -149,7 +150,7 @@ export function Playground({ config, inputIds, conversationId, onConversation, o
     if (el) el.scrollTop = el.scrollHeight;
   }, [messages]);
 
-  const busy = sending || s.status === "starting" || s.status === "running";
+  const busy = sending || s.status === "starting" || s.status === "running" || s.status === "waiting";
 
   const send = async (inputs: Record<string, string>) => {
     if (!config.flowId || busy) return;
@@ -222,6 +223,10 @@ export function Playground({ config, inputIds, conversationId, onConversation, o
             <Answer key={m.key} m={m} runUrl={runUrl(m.runId)} />
           ),
         )}
+        {live &&
+          s.approvals
+            .filter((ask) => !ask.decided)
+            .map((ask) => <ApprovalCard key={ask.seq} ask={ask} runId={s.runId} run={run} canDecide={config.canRun} />)}
       </div>
       {(error || run.rejection) && (
         <p className="error" role="alert" data-testid="chat-error">
