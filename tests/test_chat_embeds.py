@@ -435,3 +435,22 @@ def test_a_visitor_sees_the_answer_its_sources_and_the_end_but_nothing_else():
         show_sources=False,
     )
     assert hidden is None
+
+
+def test_an_embed_token_opens_no_other_api(workspace_a, erin_editor):
+    flow = _published_flow(workspace_a, erin_editor)
+    embed = _embed(workspace_a, erin_editor, flow)
+    bearer = {"HTTP_AUTHORIZATION": f"Bearer {embed.public_id}"}
+    for path in (
+        "/api/w/acme/flows",
+        f"/api/w/acme/flows/{flow.pk}/embeds",
+        "/api/w/acme/v1/models",
+    ):
+        assert Client().get(path, **bearer).status_code == 401, path
+    run = Client().post(
+        f"/api/w/acme/flows/{flow.pk}/run",
+        json.dumps({"inputs": {"input": "hi"}}),
+        content_type="application/json",
+        **bearer,
+    )
+    assert run.status_code == 401 and not Run.objects.exists()
