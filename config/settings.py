@@ -154,6 +154,8 @@ if _checkout_app("devtools"):  # the benchmarks (`manage.py bench_stream`, `benc
     INSTALLED_APPS.append("devtools")
 
 MIDDLEWARE = [
+    # First: /healthz and /readyz answered before sessions, CSRF, host checks or redirects.
+    "ops.health.HealthMiddleware",
     "django.middleware.security.SecurityMiddleware",
     # Before anything reads a body: oversized uploads are refused unread (knowledge.uploads).
     "knowledge.uploads.UploadSizeMiddleware",
