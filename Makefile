@@ -12,7 +12,7 @@ NODE_STAMP := frontend/node_modules/.installed-stamp
 NODE_DEPS := $(wildcard frontend/package.json frontend/package-lock.json)
 FRONTEND_SRC := $(shell find frontend/src frontend/public frontend/index.html frontend/vite.config.* frontend/tsconfig*.json -type f 2>/dev/null)
 
-.PHONY: run test setup frontend browser pgvector lint bench clean
+.PHONY: run test setup frontend browser pgvector nginx lint bench clean
 
 setup: $(STAMP) frontend
 
@@ -50,6 +50,17 @@ browser:
 		else echo "chromium or a CJK font missing: run 'sudo apt-get install chromium fonts-wqy-zenhei'"; fi; \
 	fi
 
+# Debian's nginx, for tests/test_deploy_files.py: `nginx -t` on the shipped configuration and
+# nginx in front of the live stack. Installed when missing and root, never started as a service
+# (the tests run their own nginx on free ports); otherwise it says what to run.
+nginx:
+	@if [ ! -x /usr/sbin/nginx ]; then \
+		if [ "$$(id -u)" = 0 ]; then \
+			(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nginx >/dev/null) \
+			|| echo "could not install nginx"; \
+		else echo "nginx missing: run 'sudo apt-get install nginx'"; fi; \
+	fi
+
 # pgvector (the knowledge bases' vector store) in a PostgreSQL on this machine: installed and
 # enabled in template1 and the app's database when DATABASE_URL points at localhost and we
 # are root; otherwise it says what to run. Nothing to do on the embedded default (SQLite).
@@ -60,7 +71,7 @@ pgvector:
 run: setup pgvector
 	exec $(PY) manage.py serve --prepare --host $(HOST) --port $(PORT)
 
-test: setup browser pgvector
+test: setup browser pgvector nginx
 	$(PY) -m ruff check .
 	cd frontend && npm test --silent
 	$(PY) -m mypy

@@ -154,6 +154,8 @@ if _checkout_app("devtools"):  # the benchmarks (`manage.py bench_stream`, `benc
     INSTALLED_APPS.append("devtools")
 
 MIDDLEWARE = [
+    # First: /healthz and /readyz answered before sessions, CSRF, host checks or redirects.
+    "ops.health.HealthMiddleware",
     "django.middleware.security.SecurityMiddleware",
     # Before anything reads a body: oversized uploads are refused unread (knowledge.uploads).
     "knowledge.uploads.UploadSizeMiddleware",
@@ -335,7 +337,9 @@ USE_I18N = True
 USE_TZ = True
 
 STATIC_URL = "/static/"
-STATIC_ROOT = DATA_DIR / "staticfiles"
+# collectstatic's output. The container image sets it outside the data directory: the files
+# belong to the image (built with it), not to a volume that outlives it.
+STATIC_ROOT = Path(os.environ.get("FLOWDECK_STATIC_ROOT") or DATA_DIR / "staticfiles")
 STATICFILES_DIRS = [BASE_DIR / "static"]
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},

@@ -1,4 +1,5 @@
-"""Logging pieces for the console: the beat schedule's ticks kept quiet, readable lines.
+"""Logging pieces for the console: the beat schedule's ticks and the health probes kept
+quiet, readable lines.
 
 Celery logs three INFO lines for every scheduled tick: beat's "Scheduler: Sending due task",
 then the worker's "Task ... received" and "Task ... succeeded". The reaper is scheduled
@@ -11,7 +12,7 @@ every run's task lines) still goes out.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 # The loggers, and their messages, of the per-tick lines (celery.beat.Scheduler.apply_entry,
@@ -71,3 +72,21 @@ class PlainFormatter(logging.Formatter):
 def _short(value: Any) -> str:
     text = str(value)
     return text if len(text) <= 200 else text[:199] + "…"
+
+
+# What load balancers and orchestrators poll, every second or so (ops.health).
+PROBE_PATHS = frozenset({"/healthz", "/readyz"})
+
+
+class QuietProbes:
+    """Daphne's access log (its "action logger": one line per request, on stdout at the
+    default verbosity) without the lines of health probes, which would otherwise outnumber
+    every other request of a quiet installation."""
+
+    def __init__(self, action_logger: Callable[[str, str, dict[str, Any]], None]) -> None:
+        self.action_logger = action_logger
+
+    def __call__(self, protocol: str, action: str, details: dict[str, Any]) -> None:
+        if protocol == "http" and details.get("path") in PROBE_PATHS:
+            return
+        self.action_logger(protocol, action, details)

@@ -2,10 +2,11 @@
 
 Three processes make the platform: web (Daphne, through `ops.web`), worker (Celery, a
 thread pool) and beat (Celery beat, which schedules the reaper; exactly one). They are
-started by `manage.py serve` on one machine, by platform/Procfile (and the systemd units
-in platform/README.md) in production, and by the live-stack test fixture (tests/live.py).
-All of them take their command lines from here, and tests/test_ops_processes.py checks that
-each Procfile line is what these functions build, so the three cannot drift apart.
+started by `manage.py serve` on one machine, by platform/Procfile, the systemd units in
+platform/systemd/ and docker-compose.yml in production, and by the live-stack test fixture
+(tests/live.py). All of them take their command lines from here, and tests check that each
+production file says what these functions build (tests/test_ops_processes.py,
+tests/test_deploy_files.py), so they cannot drift apart.
 
 Also here: what a supervisor needs to start children that never outlive it.
 """

@@ -12,15 +12,27 @@ from __future__ import annotations
 
 import os
 import sys
+from typing import Any
 
 import django
 
 # daphne.cli imports daphne.server, which installs Twisted's asyncio reactor: before
 # anything else (the application's imports) can import Twisted.
 from daphne.cli import CommandLineInterface
+from daphne.server import Server
 from daphne.utils import import_by_path
 
 from config.runtime import prepare_server_process
+from ops.logs import QuietProbes
+
+
+class FlowdeckServer(Server):
+    """Daphne's server, its access log without the health probes' lines (ops.logs)."""
+
+    def __init__(self, *args: Any, action_logger: Any = None, **kwargs: Any) -> None:
+        if action_logger is not None:
+            action_logger = QuietProbes(action_logger)
+        super().__init__(*args, action_logger=action_logger, **kwargs)
 
 
 def prepare(argv: list[str]) -> CommandLineInterface:
@@ -29,6 +41,7 @@ def prepare(argv: list[str]) -> CommandLineInterface:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
     django.setup(set_prefix=False)
     cli = CommandLineInterface()
+    cli.server_class = FlowdeckServer
     args = cli.parser.parse_args(argv)
     # Loaded before the freeze, so the application's own modules are in the frozen heap
     # (Daphne imports it again from sys.modules).

@@ -110,8 +110,9 @@ class LiveStack:
         self.procs[name] = proc
         return proc
 
-    def start_daphne(self) -> None:
-        proc = self._spawn("daphne", web_command(host="127.0.0.1", port=self.port))
+    def start_daphne(self, *, proxy_headers: bool = False) -> None:
+        command = web_command(host="127.0.0.1", port=self.port, proxy_headers=proxy_headers)
+        proc = self._spawn("daphne", command)
         wait_for_port(self.port, proc)
 
     def start_worker(

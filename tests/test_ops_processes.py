@@ -1,10 +1,10 @@
 """The web, worker and beat command lines come from one place (ops.processes): the Procfile
-and the systemd units in platform/README.md say exactly what it builds, so `serve`, the
-live-stack tests and production cannot drift apart."""
+says exactly what it builds (and the systemd units, the Dockerfile and docker-compose.yml do
+too: tests/test_deploy_files.py), so `serve`, the live-stack tests and production cannot
+drift apart."""
 
 from __future__ import annotations
 
-import re
 import shlex
 import sys
 from pathlib import Path
@@ -14,7 +14,6 @@ import pytest
 from ops.processes import beat_command, web_command, worker_command
 
 PLATFORM = Path(__file__).resolve().parent.parent / "platform"
-VENV_PYTHON = "/srv/flowdeck/.venv/bin/python"  # the units' virtualenv
 
 
 def procfile() -> dict[str, list[str]]:
@@ -38,19 +37,6 @@ def test_the_procfile_runs_what_ops_processes_builds():
             python="python", schedule="${FLOWDECK_DATA_DIR:-var}/celerybeat-schedule"
         ),
     }
-
-
-def systemd_exec_starts() -> list[list[str]]:
-    text = (PLATFORM / "README.md").read_text()
-    return [shlex.split(m) for m in re.findall(r"^ExecStart=(.+)$", text, flags=re.M)]
-
-
-def test_the_systemd_units_run_what_ops_processes_builds():
-    assert systemd_exec_starts() == [
-        web_command(python=VENV_PYTHON, host="127.0.0.1", port="%i", proxy_headers=True),
-        worker_command(python=VENV_PYTHON, concurrency=32),
-        beat_command(python=VENV_PYTHON, schedule="/var/lib/flowdeck/celerybeat-schedule"),
-    ]
 
 
 @pytest.mark.parametrize(
