@@ -27,7 +27,6 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
-from django.core.exceptions import PermissionDenied
 from django.db import transaction
 from django.utils import timezone
 
@@ -296,15 +295,14 @@ def pending_approvals(workspace: Workspace) -> Any:
     """The workspace's approvals waiting for a decision, oldest first."""
     return (
         scoped(Approval, workspace)
-        .filter(status=ApprovalStatus.PENDING, run__status__in=[RunStatus.WAITING, RunStatus.RUNNING])
+        .filter(
+            status=ApprovalStatus.PENDING, run__status__in=[RunStatus.WAITING, RunStatus.RUNNING]
+        )
         .select_related("run", "run__flow")
         .order_by("created_at")
     )
 
 
 def can_decide(membership: Membership, approval: Approval) -> bool:
-    try:
-        require_role(membership, approval.role)
-    except PermissionDenied:
-        return False
-    return membership.has_role(Role.EDITOR) or approval.role == Role.VIEWER
+    """Whether the member may decide it (the node's role, and at least an editor)."""
+    return membership.has_role(Role.EDITOR) and membership.has_role(approval.role)

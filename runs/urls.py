@@ -4,6 +4,7 @@ from runs import compare, export, views
 
 urlpatterns = [
     path("w/<slug:slug>/runs/", views.RunListView.as_view(), name="run_list"),
+    path("w/<slug:slug>/approvals/", views.ApprovalsView.as_view(), name="approvals"),
     path(
         "w/<slug:slug>/runs/compare/",
         compare.RunComparePickView.as_view(),

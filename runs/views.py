@@ -17,7 +17,7 @@ from accounts.models import Role
 from accounts.tenancy import WorkspaceMixin
 from flows.access import access_flow
 from flows.views import island_config
-from runs import selectors
+from runs import approvals, selectors
 from runs.access import access_run
 from runs.timeline import run_summary
 
@@ -76,5 +76,24 @@ class RunDetailView(WorkspaceMixin, View):
                 "config": config,
                 "previous": selectors.previous_run(run),
                 **(run_summary(run) if run.is_finished else {}),
+            },
+        )
+
+
+class ApprovalsView(WorkspaceMixin, View):
+    """The workspace's runs waiting for a person: what each asks, of which flow, since when,
+    and who may decide (the decision is taken on the run's page)."""
+
+    role_map = {"GET": Role.VIEWER}
+
+    def get(self, request: HttpRequest, slug: str) -> HttpResponse:
+        waiting = approvals.pending_approvals(self.workspace)[:200]
+        return render(
+            request,
+            "runs/approvals.html",
+            {
+                "workspace": self.workspace,
+                "membership": self.membership,
+                "approvals": [(a, approvals.can_decide(self.membership, a)) for a in waiting],
             },
         )

@@ -269,3 +269,34 @@ def test_a_timeout_decides_and_cancelling_a_waiting_run_ends_it(
     asyncio.run(cancel())
     assert Run.objects.get(pk=cancelled).status == RunStatus.CANCELLED
     assert Approval.objects.get(run_id=cancelled).status == ApprovalStatus.CANCELLED
+
+
+@pytest.mark.django_db
+def test_the_approvals_page_lists_waiting_runs_and_who_may_decide(
+    workspace_a, erin_editor, bob_viewer, client_for, workspace_b, mallory_owner
+):
+    from tests.flowgraphs import save_flow
+
+    flow = save_flow(workspace_a, erin_editor, approval_graph(role="admin"), name="Refunds")
+    run = Run.objects.create(
+        workspace=workspace_a,
+        flow=flow,
+        flow_version=flow.versions.get(),
+        session_id="s",
+        started_by=erin_editor,
+        status=RunStatus.WAITING,
+    )
+    Approval.objects.create(
+        workspace=workspace_a,
+        run=run,
+        node_id="check",
+        prompt="退款 120 元？",
+        role="admin",
+        value="x",
+    )
+    page = client_for(bob_viewer).get("/w/acme/approvals/").content.decode()
+    assert "退款 120 元？" in page and "Refunds" in page and f"/w/acme/runs/{run.pk}/" in page
+    assert "Open the run" in page and ">you<" not in page  # a viewer does not decide
+    assert "Open the run" in client_for(erin_editor).get("/w/acme/approvals/").content.decode()
+    other = client_for(mallory_owner).get(f"/w/{workspace_b.slug}/approvals/").content.decode()
+    assert "退款" not in other and "No run is waiting" in other
