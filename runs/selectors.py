@@ -240,6 +240,8 @@ class NodeResult:
     output: Any = None
     duration_ms: float | None = None
     errors: list[str] = field(default_factory=list)
+    # What its policy did (flows.policy): each retry, and an error port or fallback taken.
+    notes: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -267,6 +269,15 @@ def _node_results(events: list[tuple[str, str, dict]]) -> dict[str, NodeResult]:
             result.status = "skipped" if payload.get("skipped") else "finished"
             result.output = payload.get("data")
             result.duration_ms = payload.get("duration_ms")
+            if payload.get("took"):
+                took = "its error port" if payload["took"] == "error_port" else "its fallback"
+                failure = payload.get("failure") or {}
+                result.notes.append(f"took {took} after: {failure.get('message', '')}"[:500])
+        elif event == "node_retry":
+            result.notes.append(
+                f"attempt {payload.get('attempt')} of {payload.get('of')} after: "
+                f"{payload.get('error', '')}"[:500]
+            )
         elif event == "error":
             result.status = "error"
             result.errors.append(str(payload.get("message", ""))[:2000])

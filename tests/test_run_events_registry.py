@@ -35,6 +35,7 @@ def test_every_event_set_is_derived_from_the_registry():
         "on_retrieval",
         "node_finished",
         "error",
+        "node_retry",
         "budget_exceeded",
         "completed",
     }
@@ -42,7 +43,12 @@ def test_every_event_set_is_derived_from_the_registry():
     assert {"run_started", "node_started", "node_finished"} == events.LAZY_EVENTS
     assert models.LIFECYCLE_EVENTS is events.LIFECYCLE_EVENTS
     assert selectors.NODE_RESULT_EVENTS is events.NODE_RESULT_EVENTS
-    assert set(events.NODE_RESULT_EVENTS) == {"node_started", "node_finished", "error"}
+    assert set(events.NODE_RESULT_EVENTS) == {
+        "node_started",
+        "node_finished",
+        "error",
+        "node_retry",
+    }
     assert all(e.payload for e in events.EVENTS)
 
 
