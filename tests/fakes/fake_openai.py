@@ -239,6 +239,7 @@ class _Handler(BaseHTTPRequestHandler):
             return f"data: {json.dumps(payload)}\n\n"
 
         self._start_stream("text/event-stream")
+        stalls = fake._begin_stream()
         self._write(chunk({"role": "assistant", "content": ""}))
         for i, call in enumerate(calls):
             args = json.dumps(call["arguments"])
@@ -256,7 +257,8 @@ class _Handler(BaseHTTPRequestHandler):
             )
         for index, token in enumerate(tokens):
             fake._pause()
-            fake._stall(index)
+            if stalls and index >= (fake.stall_after or 0):
+                fake._stall()
             self._write(chunk({"content": token}))
         self._write(chunk({}, "tool_calls" if calls else "stop"))
         if (body.get("stream_options") or {}).get("include_usage"):
@@ -456,6 +458,7 @@ class FakeOpenAIServer:
         (a provider that recovers); `failed` counts those answered so.
     stall_after: an OpenAI stream sends this many tokens, then nothing more until the server
         stops (a provider that hangs mid-answer); None: never stalls.
+    stall_first: with `stall_after`, only the first N streams stall (0: every one).
     api_key: when set, a request without this key (`Authorization: Bearer` or `x-api-key`)
         gets the provider's 401 "invalid_api_key" answer.
     models: what the model lists (`GET /v1/models`, Ollama's `GET /api/tags`) name.
@@ -478,6 +481,7 @@ class FakeOpenAIServer:
         fail_first: int = 0,
         fail_first_status: int = 503,
         stall_after: int | None = None,
+        stall_first: int = 0,
         api_key: str | None = None,
         models: tuple[str, ...] = ("fake",),
         embedding_dimensions: int = DEFAULT_EMBEDDING_DIMENSIONS,
@@ -498,6 +502,8 @@ class FakeOpenAIServer:
         self.fail_first_status = fail_first_status
         self.failed = 0
         self.stall_after = stall_after
+        self.stall_first = stall_first
+        self.streams = 0  # OpenAI streams begun
         self._stopping = threading.Event()
         self.api_key = api_key
         self.models = models
@@ -582,10 +588,17 @@ class FakeOpenAIServer:
             self.failed += 1
             return self.fail_first_status
 
-    def _stall(self, index: int) -> None:
-        if self.stall_after is not None and index >= self.stall_after:
-            self._stopping.wait()
-            raise ConnectionResetError("the fake server stopped while stalled")
+    def _begin_stream(self) -> bool:
+        """Count an OpenAI stream about to be sent; True if it must stall (`stall_after`)."""
+        with self._lock:
+            self.streams += 1
+            if self.stall_after is None:
+                return False
+            return not self.stall_first or self.streams <= self.stall_first
+
+    def _stall(self) -> None:
+        self._stopping.wait()
+        raise ConnectionResetError("the fake server stopped while stalled")
 
     def _pause(self) -> None:
         if self.delay > 0:
