@@ -1,5 +1,6 @@
 import { useEffect, useId, useRef, useState } from "react";
-import { templateVariables, type Component, type JsonSchema } from "../lib/graph";
+import { templateVariables, type Component, type JsonSchema, type NodePolicy } from "../lib/graph";
+import { PolicySection } from "./PolicySection";
 import { RouterRules } from "./RouterRules";
 import type { Api } from "../lib/api";
 
@@ -174,10 +175,15 @@ export function ParamPanel({
   api,
   onChange,
   onConnect,
+  policy,
+  onPolicyChange,
 }: {
   nodeId: string;
   component: Component;
   params: Record<string, unknown>;
+  /** The node's policy (retries, timeout, on failure); the section is shown with onPolicyChange. */
+  policy?: NodePolicy;
+  onPolicyChange?: (policy: NodePolicy | undefined) => void;
   readOnly: boolean;
   credentials: Credential[];
   credentialsUrl?: string;
@@ -380,6 +386,7 @@ export function ParamPanel({
           </div>
         );
       })}
+      {onPolicyChange && <PolicySection policy={policy} readOnly={readOnly} onChange={onPolicyChange} />}
     </form>
   );
 }
