@@ -8,10 +8,10 @@ from __future__ import annotations
 import pytest
 
 from accounts.models import Membership
-from flows import crypto
-from flows.models import Credential, FlowVersion
+from flows.models import FlowVersion
 from flows.services import flow_create
 from runs.models import RunStatus
+from tests import flowgraphs
 from tests.browser import (  # noqa: F401 (fixtures)
     ROOT,
     browser_fixture,
@@ -37,14 +37,7 @@ def test_a_policy_set_in_the_panel_retries_and_takes_the_wired_error_port(
     open_page, workspace_a, erin_editor
 ):
     with FakeOpenAIServer(fail_status=503) as server:
-        credential = Credential.objects.create(
-            workspace=workspace_a,
-            name="Flaky provider",
-            provider="openai",
-            base_url=server.base_url,
-            api_key_encrypted=crypto.encrypt("sk-test"),
-            created_by=erin_editor,
-        )
+        credential = flowgraphs.openai_credential(workspace_a, erin_editor, server.base_url)
         graph = {
             "nodes": [
                 _node("chat_input_1", "io.chat_input", 0, 80),

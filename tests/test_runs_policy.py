@@ -12,7 +12,6 @@ from typing import Any
 import pytest
 
 from accounts.models import Membership
-from flows import crypto
 from flows.models import Credential
 from flows.policy import MAX_BACKOFF_SECONDS, NodePolicy, backoff_delay
 from runs import services
@@ -29,14 +28,7 @@ REPLY_TOKENS = [" The", " third", " answer"]
 
 
 def _credential(workspace, user, server: FakeOpenAIServer) -> Credential:
-    return Credential.objects.create(
-        workspace=workspace,
-        name="fake",
-        provider="openai",
-        base_url=server.base_url,
-        api_key_encrypted=crypto.encrypt("sk-test-secret"),
-        created_by=user,
-    )
+    return flowgraphs.openai_credential(workspace, user, server.base_url, "sk-test-secret")
 
 
 def _graph(credential: Credential, policy: dict[str, Any] | None) -> dict[str, Any]:

@@ -5,24 +5,14 @@ receives the run's log exactly, failed attempts included."""
 from __future__ import annotations
 
 import asyncio
-import json
 import random
 
 import pytest
 
-from flows import crypto
-from flows.models import Credential
 from runs.models import Run, RunStatus
 from tests import flowgraphs
 from tests.fakes.fake_openai import FakeOpenAIServer
-from tests.wsclient import (
-    Received,
-    assert_exactly_the_log,
-    collect_until_completed,
-    connect,
-    next_message,
-    start_run,
-)
+from tests.wsclient import assert_exactly_the_log, follow_with_drops
 
 pytestmark = [pytest.mark.processes, pytest.mark.django_db(transaction=True)]
 
@@ -35,48 +25,25 @@ def test_resume_across_retries_delivers_every_attempt_exactly(
     """Attempt 1 is answered 503; attempt 2 streams 30 tokens and stalls until its timeout;
     attempt 3 answers. The client drops at 10 random points and resumes each time."""
     token = token_for(workspace_a, erin_editor)
-    rng = random.Random(17)
     with FakeOpenAIServer(
         tokens=TOKENS, delay=0.004, fail_first=1, stall_after=30, stall_first=1
     ) as server:
-        credential = Credential.objects.create(
-            workspace=workspace_a,
-            name="fake",
-            provider="openai",
-            base_url=server.base_url,
-            api_key_encrypted=crypto.encrypt("sk-test"),
-            created_by=erin_editor,
-        )
+        credential = flowgraphs.openai_credential(workspace_a, erin_editor, server.base_url)
         graph = flowgraphs.openai_graph(credential.pk)
         graph["nodes"][1]["policy"] = {"retries": 2, "backoff_seconds": 0.2, "timeout_seconds": 5}
         flow = flowgraphs.save_flow(workspace_a, erin_editor, graph)
 
-        async def scenario() -> tuple[str, Received]:
-            received = Received()
-            ws, session = await connect(live_stack.ws_url, "acme", token=token)
-            run_id = await start_run(
-                ws, {"action": "run", "flow": flow.pk, "inputs": {"input": "hi"}}
+        run_id, received = asyncio.run(
+            follow_with_drops(
+                live_stack.ws_url,
+                "acme",
+                token,
+                {"action": "run", "flow": flow.pk, "inputs": {"input": "hi"}},
+                drops=10,
+                rng=random.Random(17),
+                most=8,
             )
-            for _drop in range(10):
-                for _ in range(rng.randint(1, 8)):
-                    if received.completed:
-                        break
-                    message = await next_message(ws)
-                    if message.get("run_id") == run_id and "seq" in message:
-                        received.add(message)
-                ws.transport.abort()  # an abrupt drop, no closing handshake
-                await ws.close()
-                ws, _ = await connect(live_stack.ws_url, "acme", token=token, session=session)
-                await ws.send(
-                    json.dumps(
-                        {"action": "resume", "run_id": run_id, "after_seq": received.last_seq}
-                    )
-                )
-            await collect_until_completed(ws, run_id, received)
-            await ws.close()
-            return run_id, received
-
-        run_id, received = asyncio.run(scenario())
+        )
     log = assert_exactly_the_log(received, run_id)
     model = [e for e in log if e["node_id"] == "model"]
     retries = [e for e in model if e["event"] == "node_retry"]
