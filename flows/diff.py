@@ -14,8 +14,8 @@ SHOWN_CHARS = 300
 
 @dataclass(frozen=True)
 class ParamChange:
-    # a parameter name, "policy.<field>" for the node's policy (flows.policy), or
-    # "component" when the node's component changed
+    # a parameter name, "policy.<field>" for the node's policy (flows.policy), "pinned"
+    # (flows.pinning), or "component" when the node's component changed
     key: str
     before: str | None  # None: the key was not set
     after: str | None
@@ -79,6 +79,8 @@ def _node_changes(a: dict[str, Any], b: dict[str, Any]) -> list[ParamChange]:
         changes.append(
             ParamChange("component", shown(a.get("component")), shown(b.get("component")))
         )
+    if a.get("pinned") != b.get("pinned"):
+        changes.append(ParamChange("pinned", shown(a.get("pinned")), shown(b.get("pinned"))))
     for part, prefix in (("params", ""), ("policy", "policy.")):
         pa, pb = _mapping(a.get(part)), _mapping(b.get(part))
         for key in sorted(set(pa) | set(pb), key=str):

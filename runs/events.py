@@ -58,7 +58,7 @@ EVENTS: tuple[EventType, ...] = (
         "node_finished",
         "a node finished: {data: <its output>, duration_ms?, skipped?, recorded_from?,"
         " usage?: {input_tokens, output_tokens, model}, attempts?, took?: error_port |"
-        " fallback, failure?: {message, code}}",
+        " fallback, failure?: {message, code}, pinned_from?}",
         "engine",
         lifecycle=True,
         lazy=True,

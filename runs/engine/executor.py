@@ -28,7 +28,13 @@ from flows.components.base import NodeError, RunCancelled
 from flows.components.util import chunk_text, model_error
 from flows.policy import ERROR_PORT, backoff_delay
 from runs.budgets import Allowance, BudgetExceeded, tokens_left
-from runs.engine.rerun import RerunImpossible, node_data, recorded_for_rerun, recorded_outputs
+from runs.engine.rerun import (
+    RerunImpossible,
+    node_data,
+    outputs_of,
+    recorded_for_rerun,
+    recorded_outputs,
+)
 from runs.engine.runloop import fairly, get_run_loop
 from runs.engine.sink import EventSink, get_sink
 from runs.engine.writer import RunWriter
@@ -243,6 +249,9 @@ class PlanRunner:
             if node_id in self.recorded:
                 self._replay_recorded(node_id)
                 return
+            if planned.pinned is not None:
+                self._pinned(planned)
+                return
             inputs = self._inputs_for(node_id)
             if inputs is None:
                 self.results[node_id] = None
@@ -367,6 +376,19 @@ class PlanRunner:
             if set(outputs) == {ERROR_PORT} and self.plan.nodes[node_id].policy.has_error_port:
                 payload["took"] = "error_port"  # so a re-run of this re-run reads it so
         self.writer.emit("node_finished", node_id, payload)
+
+    def _pinned(self, planned: Any) -> None:
+        """A pinned node (flows.pinning): its output as the pinned run's log recorded it."""
+        pinned = planned.pinned
+        outputs = outputs_of(planned, pinned.finished) or {}
+        self.results[planned.id] = outputs
+        payload: dict[str, Any] = {
+            "data": node_data(planned, outputs),
+            "pinned_from": pinned.run_id,
+        }
+        if pinned.finished.get("took"):
+            payload["took"] = pinned.finished["took"]
+        self.writer.emit("node_finished", planned.id, payload)
 
     def _budget_exceeded(self, node_id: str, message: str, usage: dict | None) -> None:
         """The node stopped for the budget: one `budget_exceeded` per run (other nodes
