@@ -1,7 +1,7 @@
-"""A node's failure policy in a real browser against the live stack: set retries and
-"take the error port" in the node's panel, wire the error port that appears, save, run
-against a provider that always fails, and watch the retry and the error path in the run
-view."""
+"""A node's failure policy and its pin in a real browser against the live stack: set
+retries and "take the error port" in the node's panel, wire the error port that appears,
+save, run against a provider that always fails, and watch the retry and the error path in
+the run view; pin a node to its last output, change it, and see the pinned output reused."""
 
 from __future__ import annotations
 
@@ -15,11 +15,13 @@ from tests import flowgraphs
 from tests.browser import (  # noqa: F401 (fixtures)
     ROOT,
     browser_fixture,
+    demo_flow,
     drag_connection,
     drag_to_canvas,
     latest_run,
     open_page_fixture,
     tid,
+    wait_output_complete,
 )
 from tests.fakes.fake_openai import FakeOpenAIServer
 from tests.wsclient import stored_log
@@ -126,4 +128,53 @@ def test_a_policy_set_in_the_panel_retries_and_takes_the_wired_error_port(
         "node_finished",
     ]
     assert '"code": "server_error"' in run.outputs["text_output_1"]
+    assert editor.console_errors == []
+
+
+def test_a_node_pinned_in_the_panel_keeps_its_output_while_what_follows_changes(
+    open_page, workspace_a, erin_editor
+):
+    flow = demo_flow(workspace_a, erin_editor, reply="the first answer", delay_ms=0)
+    editor = open_page(erin_editor)
+    page = editor.page
+    editor.goto(f"/w/acme/flows/{flow.pk}/")
+    page.locator(tid("node-demo_1")).click()
+    page.wait_for_selector(tid("pin-unavailable"))  # nothing recorded yet
+
+    def run_once() -> str:
+        page.click(tid("tab-run"))
+        page.fill(tid("run-input-chat_input_1"), "hi")
+        page.click(tid("run-button"))
+        page.wait_for_selector(f"{tid('run-status')}[data-status='success']")
+        return str(latest_run(workspace_a).pk)
+
+    first = run_once()
+    page.locator(tid("node-demo_1")).click()
+    page.click(tid("tab-node"))
+    page.click(tid("pin"))
+    assert first[:8] in page.locator(tid("pin-state")).inner_text()
+    page.wait_for_selector(tid("pin-badge-demo_1"))
+    page.fill("[data-param=reply]", "a second answer")  # the model would now say this
+
+    second = run_once()
+    assert second != first
+    page.wait_for_selector(tid("pinned-demo_1"))
+    assert first[:8] in page.locator(tid("pinned-demo_1")).inner_text()
+    assert wait_output_complete(page, "text_output_1") == "the first answer"
+    page.screenshot(path=str(DOCS_SCREENSHOTS / "node-pinned-run.png"))
+    model = [e for e in stored_log(second) if e["node_id"] == "demo_1"]
+    assert [(e["event"], e.get("pinned_from")) for e in model] == [("node_finished", first)]
+
+    # The run of the changed canvas was kept as a draft version (v2): this is v3.
+    page.click(tid("save"))
+    page.wait_for_selector(f"{tid('version')}:has-text('v3')")
+    saved = FlowVersion.objects.get(flow=flow, number=3)
+    assert not saved.is_draft and saved.graph["nodes"][1]["pinned"] == {"run": first}
+
+    page.locator(tid("node-demo_1")).click()
+    page.click(tid("tab-node"))
+    page.click(tid("unpin"))
+    assert not page.locator(tid("pin-badge-demo_1")).count()
+    run_once()
+    assert wait_output_complete(page, "text_output_1") == "a second answer"
     assert editor.console_errors == []

@@ -29,6 +29,7 @@ import {
   portsOf,
   ERROR_PORT,
   type NodePolicy,
+  type Pin,
   toFlow,
   toGraph,
   typeColour,
@@ -505,6 +506,23 @@ function Editor({ config }: EditorProps) {
       }
     },
     [checkpoint, setEdges, setNodes],
+  );
+
+  /** Pin a node to the output a run recorded for it, or unpin it (undefined). */
+  const setPin = useCallback(
+    (nodeId: string, pinned: Pin | undefined) => {
+      checkpoint();
+      setNodes((ns) =>
+        ns.map((n) => {
+          if (n.id !== nodeId || n.type !== "component") return n;
+          const data = { ...n.data };
+          if (pinned) data.pinned = pinned;
+          else delete data.pinned;
+          return { ...n, data };
+        }),
+      );
+    },
+    [checkpoint, setNodes],
   );
 
   // --- copy / paste / keys ------------------------------------------------------------
@@ -1052,6 +1070,9 @@ function Editor({ config }: EditorProps) {
                             onConnect={() => setConnecting(selectedNode.id)}
                             policy={selectedNode.data.policy}
                             onPolicyChange={(policy) => setPolicy(selectedNode.id, policy)}
+                            pinned={selectedNode.data.pinned}
+                            pinAvailable={run.snapshot.runId && run.snapshot.nodes[selectedNode.id]?.status === "done" ? run.snapshot.runId : null}
+                            onPinChange={(pin) => setPin(selectedNode.id, pin)}
                           />
                         ) : selectedNode && selectedNode.type !== "component" ? (
                           <AnnotationPanel

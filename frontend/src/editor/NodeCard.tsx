@@ -88,6 +88,11 @@ function NodeCardImpl({ id, data, selected }: NodeProps<FlowNode>) {
       <div className="node-sub">
         <code>{id}</code>
         {!component && <span className="error"> unknown component</span>}
+        {data.pinned && (
+          <span className="node-pin" data-testid={`pin-badge-${id}`} title={`Pinned to the output of run ${data.pinned.run}: runs reuse it`}>
+            {" "}◉ pinned
+          </span>
+        )}
         {data.policy && (
           <span className="node-policy" data-testid={`policy-badge-${id}`} title="This node has a failure policy (retries, timeout, on failure)">
             {data.policy.retries ? ` ↻${data.policy.retries}` : ""}

@@ -1,5 +1,6 @@
 import { useEffect, useId, useRef, useState } from "react";
-import { templateVariables, type Component, type JsonSchema, type NodePolicy } from "../lib/graph";
+import { templateVariables, type Component, type JsonSchema, type NodePolicy, type Pin } from "../lib/graph";
+import { PinSection } from "./PinSection";
 import { PolicySection } from "./PolicySection";
 import { RouterRules } from "./RouterRules";
 import type { Api } from "../lib/api";
@@ -177,6 +178,9 @@ export function ParamPanel({
   onConnect,
   policy,
   onPolicyChange,
+  pinned,
+  pinAvailable = null,
+  onPinChange,
 }: {
   nodeId: string;
   component: Component;
@@ -184,6 +188,10 @@ export function ParamPanel({
   /** The node's policy (retries, timeout, on failure); the section is shown with onPolicyChange. */
   policy?: NodePolicy;
   onPolicyChange?: (policy: NodePolicy | undefined) => void;
+  /** The node's pin, and the run it could be pinned to; the section is shown with onPinChange. */
+  pinned?: Pin;
+  pinAvailable?: string | null;
+  onPinChange?: (pin: Pin | undefined) => void;
   readOnly: boolean;
   credentials: Credential[];
   credentialsUrl?: string;
@@ -387,6 +395,7 @@ export function ParamPanel({
         );
       })}
       {onPolicyChange && <PolicySection policy={policy} readOnly={readOnly} onChange={onPolicyChange} />}
+      {onPinChange && <PinSection pinned={pinned} available={pinAvailable} readOnly={readOnly} onChange={onPinChange} />}
     </form>
   );
 }

@@ -46,6 +46,9 @@ export const RETRYABLE = ["server_error", "rate_limited", "timeout", "connection
 /** The extra output of a node whose policy says `on_failure: error_port`. */
 export const ERROR_PORT: Port = { name: "error", type: "json", label: "Error" };
 
+/** A node pinned to the output an earlier run recorded (docs/protocol.md, "Pinned outputs"). */
+export type Pin = { run: string };
+
 export type GraphNode = {
   id: string;
   component: string;
@@ -53,6 +56,7 @@ export type GraphNode = {
   position: { x: number; y: number };
   label?: string;
   policy?: NodePolicy;
+  pinned?: Pin;
 };
 
 export type GraphEdge = { source: string; source_port: string; target: string; target_port: string };
@@ -73,7 +77,7 @@ export type AnnotationColor = (typeof ANNOTATION_COLORS)[number];
 
 export type Graph = { nodes: GraphNode[]; edges: GraphEdge[]; annotations?: Annotation[] };
 
-export type NodeData = { component: string; params: Record<string, unknown>; label?: string; policy?: NodePolicy };
+export type NodeData = { component: string; params: Record<string, unknown>; label?: string; policy?: NodePolicy; pinned?: Pin };
 export type NoteData = { text: string; color?: AnnotationColor };
 export type GroupData = { title: string; color?: AnnotationColor };
 
@@ -121,6 +125,7 @@ export function toFlow(graph: Graph): { nodes: CanvasNode[]; edges: Edge[] } {
             params: n.params ?? {},
             ...(n.label !== undefined ? { label: n.label } : {}),
             ...(n.policy !== undefined ? { policy: n.policy } : {}),
+            ...(n.pinned !== undefined ? { pinned: n.pinned } : {}),
           },
         }),
       ),
@@ -162,6 +167,7 @@ export function toGraph(nodes: CanvasNode[], edges: Edge[]): Graph {
         ...(n.data.label !== undefined ? { label: n.data.label } : {}),
         // Left out when the node has none, so a graph without policies keeps its exact form.
         ...(n.data.policy !== undefined ? { policy: n.data.policy } : {}),
+        ...(n.data.pinned !== undefined ? { pinned: n.data.pinned } : {}),
       });
     } else if (n.type === "note") {
       annotations.push({ id: n.id, kind: "note", text: n.data.text, position: round(n.position), size: sizeOf(n), ...(n.data.color ? { color: n.data.color } : {}) });

@@ -265,6 +265,11 @@ export function RunPanel({
                         {r.delay > 0 && <small> · waited {formatDuration(r.delay * 1000)}</small>}
                       </p>
                     ))}
+                    {n.pinnedFrom && (
+                      <p className="took-marker pin-marker" data-testid={`pinned-${id}`}>
+                        ◉ pinned: the output of run <code>{n.pinnedFrom.slice(0, 8)}</code>, not executed
+                      </p>
+                    )}
                     {n.took && (
                       <p className="took-marker" data-testid={`took-${id}`} title={n.failure?.message}>
                         {n.took === "error_port" ? "⤷ took its error port" : "⤷ went on with its fallback value"} after{" "}

@@ -89,3 +89,20 @@ describe("a node's policy in the graph", () => {
     expect(tidyPolicy({ on_failure: "fallback", fallback: { a: 1 }, timeout_seconds: 30 })).toEqual({ timeout_seconds: 30, on_failure: "fallback", fallback: { a: 1 } });
   });
 });
+
+describe("a pinned node", () => {
+  it("says which run's output it reused", () => {
+    const s = emptySnapshot();
+    for (const e of events([["node_finished", "llm", { data: "kept", pinned_from: "5b0c1d2e-run" }]])) applyEvent(s, e);
+    expect(s.nodes.llm).toMatchObject({ status: "done", output: "kept", pinnedFrom: "5b0c1d2e-run" });
+  });
+
+  it("keeps its pin through the canvas round trip", () => {
+    const graph: Graph = {
+      nodes: [{ id: "a", component: "llm.openai_chat", params: {}, position: { x: 0, y: 0 }, pinned: { run: "r-1" } }],
+      edges: [],
+    };
+    const f = toFlow(graph);
+    expect(toGraph(f.nodes, f.edges)).toEqual(graph);
+  });
+});

@@ -52,6 +52,7 @@ export type NodeRun = {
   retries?: Retry[]; // each retry, in order (the failed attempts' text is not in `text`)
   took?: "error_port" | "fallback"; // the node failed and its policy went on this way
   failure?: { message: string; code: string };
+  pinnedFrom?: string; // the run whose recorded output this pinned node reused
   output?: unknown;
   error?: string;
   durationMs?: number;
@@ -203,6 +204,7 @@ export function applyEvent(s: RunSnapshot, e: RunEvent, queuedNodes: string[] = 
       const n = node();
       n.status = e.skipped ? "skipped" : "done";
       n.output = e.data;
+      if (typeof e.pinned_from === "string") n.pinnedFrom = e.pinned_from;
       if (e.took === "error_port" || e.took === "fallback") {
         // What the last, failed attempt streamed is not the node's output.
         n.text = "";
