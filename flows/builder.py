@@ -23,6 +23,8 @@ from pydantic import BaseModel, ValidationError
 from flows.components.base import BuildEnv, Component, NodeError, Port, types_compatible
 from flows.components.registry import get_component
 from flows.messages import param_message
+from flows.pinning import Pinned, pin_problems
+from flows.policy import DEFAULT_POLICY, NodePolicy, error_port, policy_problems
 from flows.selectors import enabled_keys
 
 if TYPE_CHECKING:
@@ -31,7 +33,7 @@ if TYPE_CHECKING:
 NODE_ID_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 COMPONENT_KEY_RE = re.compile(r"^[a-z][a-z0-9_]{0,40}(\.[a-z][a-z0-9_]{0,40}){1,3}$")
 PORT_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
-NODE_KEYS = {"id", "component", "params", "position", "label"}
+NODE_KEYS = {"id", "component", "params", "position", "label", "policy", "pinned"}
 EDGE_KEYS = {"source", "source_port", "target", "target_port", "id"}
 MAX_DEPTH = 24  # JSON nesting of the whole graph
 MAX_ITEMS = 200_000  # JSON values in the whole graph
@@ -84,6 +86,8 @@ class PlannedNode:
     component: Component
     params: BaseModel
     built: Any = None
+    policy: NodePolicy = DEFAULT_POLICY  # retries, timeout, on failure (flows.policy)
+    pinned: Pinned | None = None  # its output, recorded by an earlier run (flows.pinning)
 
 
 @dataclass
@@ -259,7 +263,7 @@ class _Validated:
 
     def __init__(self) -> None:
         self.problems: list[Problem] = []
-        self.nodes: dict[str, tuple[Component, BaseModel]] = {}
+        self.nodes: dict[str, tuple[Component, BaseModel, NodePolicy, Pinned | None]] = {}
         self.edges: list[Edge] = []
         self.order: list[str] = []
         self.levels: list[list[str]] = []
@@ -400,8 +404,18 @@ def _validate(graph: Any, workspace: Workspace, env: BuildEnv) -> _Validated:
                 Problem(node_id, f"params.{p.field}", p.code, p.message) for p in node_problems
             )
             continue
-        result.nodes[node_id] = (component, params)
         ins, outs = component.ports_for(params)
+        policy, policy_issues = policy_problems(node.get("policy"), outs)
+        if policy is None:
+            problems.extend(Problem(node_id, *issue) for issue in policy_issues)
+            continue
+        pinned, pin_issues = pin_problems(node.get("pinned"), workspace, node_id, key)
+        if pin_issues:
+            problems.extend(Problem(node_id, *issue) for issue in pin_issues)
+            continue
+        if policy.has_error_port:
+            outs = [*outs, error_port()]
+        result.nodes[node_id] = (component, params, policy, pinned)
         ports[node_id] = ({p.name: p for p in ins}, {p.name: p for p in outs})
 
     fed: dict[tuple[str, str], int] = defaultdict(int)
@@ -555,11 +569,14 @@ def build_plan(graph: Any, workspace: Workspace, *, build_objects: bool = True) 
     planned: dict[str, PlannedNode] = {}
     problems: list[Problem] = []
     for node_id in checked.order:
-        component, params = checked.nodes[node_id]
+        component, params, policy, pinned = checked.nodes[node_id]
         built = None
-        if build_objects:
+        if build_objects and pinned is None:  # a pinned node is not executed
             try:
-                built = component.build(params, env)
+                # A node that retries by policy makes each request once: every attempt
+                # is then a `node_retry` in its log, none hidden inside a provider SDK.
+                node_env = env.with_provider_retries(0) if policy.retries else env
+                built = component.build(params, node_env)
             except NodeError as exc:
                 problems.append(Problem(node_id, "", "build_failed", str(exc)))
             except Exception as exc:  # a component bug must not leak details (or secrets)
@@ -571,7 +588,7 @@ def build_plan(graph: Any, workspace: Workspace, *, build_objects: bool = True) 
                         f"The node could not be built ({type(exc).__name__}).",
                     )
                 )
-        planned[node_id] = PlannedNode(node_id, component, params, built)
+        planned[node_id] = PlannedNode(node_id, component, params, built, policy, pinned)
     if problems:
         raise GraphInvalid(problems)
     incoming: dict[str, list[Edge]] = {node_id: [] for node_id in checked.order}

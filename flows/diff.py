@@ -14,7 +14,9 @@ SHOWN_CHARS = 300
 
 @dataclass(frozen=True)
 class ParamChange:
-    key: str  # a parameter name, or "component" when the node's component changed
+    # a parameter name, "policy.<field>" for the node's policy (flows.policy), "pinned"
+    # (flows.pinning), or "component" when the node's component changed
+    key: str
     before: str | None  # None: the key was not set
     after: str | None
 
@@ -77,11 +79,20 @@ def _node_changes(a: dict[str, Any], b: dict[str, Any]) -> list[ParamChange]:
         changes.append(
             ParamChange("component", shown(a.get("component")), shown(b.get("component")))
         )
-    pa, pb = a.get("params") or {}, b.get("params") or {}
-    for key in sorted(set(pa) | set(pb), key=str):
-        if pa.get(key) != pb.get(key):
-            changes.append(ParamChange(str(key), shown(pa.get(key)), shown(pb.get(key))))
+    if a.get("pinned") != b.get("pinned"):
+        changes.append(ParamChange("pinned", shown(a.get("pinned")), shown(b.get("pinned"))))
+    for part, prefix in (("params", ""), ("policy", "policy.")):
+        pa, pb = _mapping(a.get(part)), _mapping(b.get(part))
+        for key in sorted(set(pa) | set(pb), key=str):
+            if pa.get(key) != pb.get(key):
+                changes.append(
+                    ParamChange(f"{prefix}{key}", shown(pa.get(key)), shown(pb.get(key)))
+                )
     return changes
+
+
+def _mapping(value: Any) -> dict[Any, Any]:
+    return value if isinstance(value, dict) else {}
 
 
 def graph_diff(a: Any, b: Any) -> GraphDiff:

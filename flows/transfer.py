@@ -127,6 +127,7 @@ def export_document(*, name: str, description: str, graph: dict) -> dict[str, An
     }
 
 
+@transaction.atomic  # the audit entry is written in a transaction (audit.services.record)
 def flow_export(*, workspace: Workspace, acting: Membership, flow: Flow) -> dict[str, Any]:
     """The flow's file: its latest version (or, with none yet, its draft); recorded."""
     require_role(acting, Role.VIEWER)
@@ -200,6 +201,7 @@ def check_import(workspace: Workspace, document: Any) -> ImportReport:
     _check_components(report, workspace, graph)
     named = {item["node_id"] for item in report.refused}
     _clear_credentials(report, graph)
+    _drop_pins(report, graph)
     for problem in validate_graph(graph, workspace):
         if problem.code in {"unknown_component", "component_disabled"} and (
             problem.node_id in named
@@ -261,6 +263,21 @@ def _clear_credentials(report: ImportReport, graph: dict) -> None:
                 params = {k: v for k, v in params.items() if k != param}
                 report.cleared.append({"node_id": node.get("id"), "param": param, "reason": reason})
         node["params"] = params
+
+
+def _drop_pins(report: ImportReport, graph: dict) -> None:
+    """A pinned output is a run of the workspace that recorded it (flows.pinning): the
+    imported node runs again, unpinned."""
+    unpinned = []
+    for node in graph["nodes"] if isinstance(graph["nodes"], list) else []:
+        if isinstance(node, dict) and "pinned" in node:
+            del node["pinned"]
+            unpinned.append(str(node.get("id"))[:64])
+    if unpinned:
+        report.notes.append(
+            f"Unpinned {', '.join(unpinned[:10])}: a pinned output stays with the runs of the "
+            "workspace that recorded it."
+        )
 
 
 def _node_reason(problem: Problem) -> str:

@@ -41,6 +41,7 @@ def compare_context(workspace: Workspace, run_a: Run, run_b: Run) -> dict[str, A
                     "output": _shown(r.output),
                     "duration_ms": r.duration_ms,
                     "errors": r.errors,
+                    "notes": r.notes,
                 }
                 for r in (c.a, c.b)
             ],

@@ -57,7 +57,8 @@ EVENTS: tuple[EventType, ...] = (
     EventType(
         "node_finished",
         "a node finished: {data: <its output>, duration_ms?, skipped?, recorded_from?,"
-        " usage?: {input_tokens, output_tokens, model}}",
+        " usage?: {input_tokens, output_tokens, model}, attempts?, took?: error_port |"
+        " fallback, failure?: {message, code}, pinned_from?}",
         "engine",
         lifecycle=True,
         lazy=True,
@@ -65,7 +66,7 @@ EVENTS: tuple[EventType, ...] = (
     ),
     EventType(
         "error",
-        "something failed, on a node or the run: {message}",
+        "something failed, on a node or the run: {message, code?, attempts?}",
         "engine",
         lifecycle=True,
         node_result=True,
@@ -85,6 +86,17 @@ EVENTS: tuple[EventType, ...] = (
         ),
         "engine",
         lifecycle=True,
+    ),
+    EventType(
+        "node_retry",
+        (
+            "a node's attempt failed and its policy retries it after a delay: {attempt, of,"
+            " error, code, delay} (attempt: the one about to start, of: the most there will"
+            " be, error/code: why the last one failed, delay: seconds waited first)"
+        ),
+        "engine",
+        lifecycle=True,
+        node_result=True,
     ),
     EventType(
         "completed",

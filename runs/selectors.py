@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -92,6 +93,42 @@ def node_outcomes(run: Run) -> dict[str, dict]:
         else:
             outcomes.setdefault(node_id, payload)
     return outcomes
+
+
+@dataclass(frozen=True)
+class RecordedNode:
+    """What one node of a run did, as its log recorded it (a pinned node's source)."""
+
+    run_id: str
+    component: str  # the node's component key in the version that run ran
+    finished: dict[str, Any]  # its `node_finished` payload
+
+
+def recorded_node(workspace: Workspace, run_id: object, node_id: str) -> RecordedNode | None:
+    """Node `node_id` of run `run_id` of `workspace`, when it finished there with an output
+    (not skipped); None when the run is not this workspace's (or not a run id), or the node
+    failed, was skipped or never ran in it."""
+    try:
+        run_uuid = uuid.UUID(str(run_id))
+    except ValueError:
+        return None
+    run = scoped(Run, workspace).filter(pk=run_uuid).select_related("flow_version").first()
+    if run is None:
+        return None
+    payload = (
+        _lifecycle(scoped(RunEvent, workspace).filter(run=run, event="node_finished"))
+        .filter(node_id=node_id)
+        .values_list("payload", flat=True)
+        .first()
+    )
+    if not isinstance(payload, dict) or payload.get("skipped"):
+        return None
+    nodes = (run.flow_version.graph or {}).get("nodes") or []
+    component = next(
+        (str(n.get("component")) for n in nodes if isinstance(n, dict) and n.get("id") == node_id),
+        "",
+    )
+    return RecordedNode(run_id=str(run.pk), component=component, finished=payload)
 
 
 # --- Review: the admin run page, its timeline, and comparing a re-run with its original ---
@@ -240,6 +277,8 @@ class NodeResult:
     output: Any = None
     duration_ms: float | None = None
     errors: list[str] = field(default_factory=list)
+    # What its policy did (flows.policy): each retry, and an error port or fallback taken.
+    notes: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -267,6 +306,15 @@ def _node_results(events: list[tuple[str, str, dict]]) -> dict[str, NodeResult]:
             result.status = "skipped" if payload.get("skipped") else "finished"
             result.output = payload.get("data")
             result.duration_ms = payload.get("duration_ms")
+            if payload.get("took"):
+                took = "its error port" if payload["took"] == "error_port" else "its fallback"
+                failure = payload.get("failure") or {}
+                result.notes.append(f"took {took} after: {failure.get('message', '')}"[:500])
+        elif event == "node_retry":
+            result.notes.append(
+                f"attempt {payload.get('attempt')} of {payload.get('of')} after: "
+                f"{payload.get('error', '')}"[:500]
+            )
         elif event == "error":
             result.status = "error"
             result.errors.append(str(payload.get("message", ""))[:2000])

@@ -78,13 +78,20 @@ def demo_flow(workspace: Workspace, user: User, *, reply: str, delay_ms: int) ->
     return save_flow(workspace, user, demo_graph(reply=reply, delay_ms=delay_ms))
 
 
-def openai_flow(workspace: Workspace, user: User, base_url: str) -> Flow:
-    credential = Credential.objects.create(
+def openai_credential(
+    workspace: Workspace, user: User, base_url: str, api_key: str = "sk-test"
+) -> Credential:
+    """An OpenAI-compatible credential of `workspace` for `base_url` (a fake provider)."""
+    return Credential.objects.create(
         workspace=workspace,
         name=f"fake {base_url}",
         provider="openai",
         base_url=base_url,
-        api_key_encrypted=crypto.encrypt("sk-test"),
+        api_key_encrypted=crypto.encrypt(api_key),
         created_by=user,
     )
+
+
+def openai_flow(workspace: Workspace, user: User, base_url: str) -> Flow:
+    credential = openai_credential(workspace, user, base_url)
     return save_flow(workspace, user, openai_graph(credential.pk))

@@ -35,6 +35,7 @@ def test_every_event_set_is_derived_from_the_registry():
         "on_retrieval",
         "node_finished",
         "error",
+        "node_retry",
         "budget_exceeded",
         "completed",
         "waiting_for_approval",
@@ -51,6 +52,7 @@ def test_every_event_set_is_derived_from_the_registry():
         "error",
         "waiting_for_approval",
         "approval_decided",
+        "node_retry",
     }
     assert all(e.payload for e in events.EVENTS)
 

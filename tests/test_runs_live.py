@@ -24,6 +24,7 @@ from tests.wsclient import (
     assert_exactly_the_log,
     collect_until_completed,
     connect,
+    follow_with_drops,
     in_thread,
     next_message,
     start_run,
@@ -48,31 +49,16 @@ def test_resume_after_20_random_drops_delivers_each_event_once(
 ):
     token = token_for(workspace_a, erin_editor)
     flow = flowgraphs.openai_flow(workspace_a, erin_editor, fake_llm.base_url)
-    rng = random.Random(20)
-
-    async def scenario() -> tuple[str, Received]:
-        received = Received()
-        ws, session = await connect(live_stack.ws_url, "acme", token=token)
-        run_id = await start_run(ws, {"action": "run", "flow": flow.pk, "inputs": {"input": "hi"}})
-        for _drop in range(20):
-            # Read a random handful of messages, then drop the connection abruptly.
-            for _ in range(rng.randint(1, 12)):
-                if received.completed:
-                    break
-                message = await next_message(ws)
-                if message.get("run_id") == run_id and "seq" in message:
-                    received.add(message)
-            ws.transport.abort()  # an abrupt drop, no closing handshake
-            await ws.close()
-            ws, _ = await connect(live_stack.ws_url, "acme", token=token, session=session)
-            await ws.send(
-                json.dumps({"action": "resume", "run_id": run_id, "after_seq": received.last_seq})
-            )
-        await collect_until_completed(ws, run_id, received)
-        await ws.close()
-        return run_id, received
-
-    run_id, received = _run_async(scenario())
+    run_id, received = _run_async(
+        follow_with_drops(
+            live_stack.ws_url,
+            "acme",
+            token,
+            {"action": "run", "flow": flow.pk, "inputs": {"input": "hi"}},
+            drops=20,
+            rng=random.Random(20),
+        )
+    )
     log = assert_exactly_the_log(received, run_id)
     tokens = "".join(e["data"] for e in log if e["event"] == "on_token")
     assert tokens == "".join(f" tok{i}" for i in range(400))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import random
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -80,6 +81,40 @@ async def collect_until_completed(
         message = await next_message(ws, max(0.1, deadline - loop.time()))
         if message.get("run_id") == run_id and "seq" in message:
             received.add(message)
+
+
+async def follow_with_drops(
+    ws_url: str,
+    slug: str,
+    token: str,
+    run_message: dict[str, Any],
+    *,
+    drops: int,
+    rng: random.Random,
+    most: int = 12,
+) -> tuple[str, Received]:
+    """Start a run, then `drops` times read 1..`most` of its events and cut the connection
+    abruptly (no closing handshake), reconnect to the same session and resume from the
+    last seq held; then read to the end. (run id, everything received)."""
+    received = Received()
+    ws, session = await connect(ws_url, slug, token=token)
+    run_id = await start_run(ws, run_message)
+    for _drop in range(drops):
+        for _ in range(rng.randint(1, most)):
+            if received.completed:
+                break
+            message = await next_message(ws)
+            if message.get("run_id") == run_id and "seq" in message:
+                received.add(message)
+        ws.transport.abort()
+        await ws.close()
+        ws, _ = await connect(ws_url, slug, token=token, session=session)
+        await ws.send(
+            json.dumps({"action": "resume", "run_id": run_id, "after_seq": received.last_seq})
+        )
+    await collect_until_completed(ws, run_id, received)
+    await ws.close()
+    return run_id, received
 
 
 def stored_log(run_id: str) -> list[dict[str, Any]]:

@@ -31,6 +31,7 @@ component only reads the chunks.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import AsyncIterable, AsyncIterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, Protocol, TypeVar
@@ -51,8 +52,15 @@ class RunCancelled(Exception):
 class NodeError(Exception):
     """A clear, user-facing failure of one node (shown in its `error` event).
 
-    The message must never contain secrets (API keys, credential values).
+    The message must never contain secrets (API keys, credential values). `code` classes
+    the failure for the node's policy (flows.policy): a provider's `server_error`,
+    `rate_limited`, `timeout` or `connection` may be retried; `node_error` (the default:
+    the node's own input or params are wrong) never is.
     """
+
+    def __init__(self, message: str, code: str = "node_error") -> None:
+        super().__init__(message)
+        self.code = code
 
 
 class RunContext(Protocol):
@@ -155,6 +163,15 @@ class BuildEnv:
         self.workspace = workspace
         self._rows: dict[Any, Any] = {}  # credential id -> its row (still encrypted) or None
         self._credentials: dict[Any, DecryptedCredential | None] = {}
+        # How often a provider SDK retries a failed request by itself; 0 for a node whose
+        # policy retries it (flows.policy), so that each attempt is in the run's log.
+        self.provider_retries = 1
+
+    def with_provider_retries(self, retries: int) -> BuildEnv:
+        """This env, sharing its credential lookups, with `provider_retries` set."""
+        env = copy.copy(self)
+        env.provider_retries = retries
+        return env
 
     @property
     def workspace_id(self) -> int:

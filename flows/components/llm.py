@@ -47,6 +47,7 @@ def chat_model_for(
     temperature: float,
     max_tokens: int | None,
     check_endpoint: bool = True,
+    max_retries: int = 1,
 ) -> Any:
     """The LangChain chat model for a credential's provider (endpoint and key from it); the
     endpoint is checked again now (flows.endpoints), with a fresh DNS answer."""
@@ -71,7 +72,7 @@ def chat_model_for(
             # Asks for the final usage chunk (`stream_options.include_usage`): a run's token
             # counts come from the provider, not from counting chunks.
             stream_usage=True,
-            max_retries=1,
+            max_retries=max_retries,
             timeout=120,
             # Its async stream wraps every chunk in `asyncio.wait_for` (a Task per chunk: a
             # fifth of the CPU per token). A stalled stream is bounded by the run's limit.
@@ -87,7 +88,7 @@ def chat_model_for(
             base_url=credential.base_url or None,
             api_key=SecretStr(credential.api_key or "not-needed"),
             streaming=True,
-            max_retries=1,
+            max_retries=max_retries,
             timeout=120,  # the alias of its `default_request_timeout`
         )
     if credential.provider == "ollama":
@@ -179,6 +180,7 @@ class ChatModelComponent(Component[MP]):
             model=params.model,
             temperature=params.temperature,
             max_tokens=params.max_tokens,
+            max_retries=env.provider_retries,
         )
 
     async def execute(

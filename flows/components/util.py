@@ -53,16 +53,38 @@ def chunk_text(chunk: Any) -> str:
     return ""
 
 
+# Exception classes (by name, anywhere in the MRO: the provider SDKs are imported lazily)
+# that say a request timed out, or that its connection failed or broke off.
+_TIMEOUT_ERRORS = {"APITimeoutError", "TimeoutException", "TimeoutError"}
+_CONNECTION_ERRORS = {"APIConnectionError", "TransportError", "ConnectionError"}
+
+
 def model_error(exc: Exception) -> NodeError:
     """A user-facing error for a failed model call, without echoing the provider's message
-    (which can quote the API key). Applied by `RunContext.model_stream`."""
+    (which can quote the API key). Applied by `RunContext.model_stream`. Its `code` classes
+    the failure for the node's policy: `server_error` (HTTP 5xx), `rate_limited` (429),
+    `timeout`, `connection`, `provider_refused` (another HTTP status) or `model_failed`."""
     status = getattr(exc, "status_code", None) or getattr(
         getattr(exc, "response", None), "status_code", None
     )
     name = type(exc).__name__
     if status:
-        return NodeError(f"The model endpoint answered HTTP {status} ({name}).")
-    return NodeError(f"The model endpoint could not be reached or failed ({name}).")
+        code = (
+            "rate_limited"
+            if status == 429
+            else "server_error"
+            if 500 <= int(status) <= 599
+            else "provider_refused"
+        )
+        return NodeError(f"The model endpoint answered HTTP {status} ({name}).", code)
+    classes = {cls.__name__ for cls in type(exc).__mro__}
+    if classes & _TIMEOUT_ERRORS:
+        return NodeError(f"The model endpoint did not answer in time ({name}).", "timeout")
+    if classes & _CONNECTION_ERRORS:
+        return NodeError(
+            f"The model endpoint could not be reached or broke off ({name}).", "connection"
+        )
+    return NodeError(f"The model endpoint could not be reached or failed ({name}).", "model_failed")
 
 
 async def run_db(fn: Callable[..., T], *args: Any) -> T:

@@ -26,9 +26,16 @@ from django.db import connection
 from flows.builder import GraphInvalid, build_plan
 from flows.components.base import NodeError, RunCancelled
 from flows.components.util import chunk_text, model_error, run_db
+from flows.policy import ERROR_PORT, backoff_delay
 from runs.approvals import ResumeState, ask_for_approval, requeue_if_decided, resume_state
 from runs.budgets import Allowance, BudgetExceeded, tokens_left
-from runs.engine.rerun import RerunImpossible, node_data, recorded_for_rerun
+from runs.engine.rerun import (
+    RerunImpossible,
+    node_data,
+    outputs_of,
+    recorded_for_rerun,
+    recorded_outputs,
+)
 from runs.engine.runloop import fairly, get_run_loop
 from runs.engine.sink import EventSink, get_sink
 from runs.engine.writer import RunWriter
@@ -257,6 +264,9 @@ class PlanRunner:
             if node_id in self.recorded:
                 self._replay_recorded(node_id)
                 return
+            if planned.pinned is not None:
+                self._pinned(planned)
+                return
             inputs = self._inputs_for(node_id)
             if inputs is None:
                 self.results[node_id] = None
@@ -273,28 +283,10 @@ class PlanRunner:
             # The node's configured model names a call the budget cut off before the
             # provider said which model answered.
             ctx.configured_model = str(getattr(planned.params, "model", "") or "")[:200]
-            try:
-                outputs = await planned.component.execute(
-                    planned.built, planned.params, inputs, ctx
-                )
-            except (RunCancelled, asyncio.CancelledError):
-                raise
-            except BudgetExceeded as exc:
-                self._budget_exceeded(node_id, str(exc), ctx.stopped_usage())
-                return
-            except NodeError as exc:
-                self._node_failed(node_id, str(exc))
-                return
-            except Exception as exc:
-                log.exception("node %s of run %s failed", node_id, self.run.pk)
-                self._node_failed(node_id, f"{type(exc).__name__}: {exc}"[:2000])
-                return
-            outputs = outputs or {}
-            self.results[node_id] = outputs
-            finished: dict[str, Any] = {
-                "data": node_data(planned, outputs),
-                "duration_ms": round((time.monotonic() - started) * 1000, 1),
-            }
+            finished = await self._attempts(planned, inputs, ctx)
+            if finished is None:
+                return  # failed or stopped: already in the log
+            finished["duration_ms"] = round((time.monotonic() - started) * 1000, 1)
             if ctx.usage is not None:
                 finished["usage"] = ctx.usage
             self.writer.emit("node_finished", node_id, finished)
@@ -327,6 +319,96 @@ class PlanRunner:
         """Whether the run stopped at an approval (nothing failed, something waits)."""
         return bool(self.waiting) and not self.failed
 
+    async def _attempts(
+        self, planned: Any, inputs: dict[str, Any], ctx: NodeContext
+    ) -> dict[str, Any] | None:
+        """Execute the node under its policy (flows.policy): attempts, each bounded by its
+        timeout, with a `node_retry` and a backoff between them; then the outputs, the
+        error port or the fallback. The `node_finished` payload so far, or None when the
+        node failed (its `error` written) or the budget stopped it."""
+        node_id, policy = planned.id, planned.policy
+        for attempt in range(1, policy.attempts + 1):
+            try:
+                outputs = await self._attempt(planned, inputs, ctx) or {}
+            except (RunCancelled, asyncio.CancelledError):
+                raise
+            except BudgetExceeded as exc:
+                self._budget_exceeded(node_id, str(exc), ctx.stopped_usage())
+                return None
+            except NodeError as exc:
+                message, code = str(exc), exc.code
+            except Exception as exc:
+                log.exception("node %s of run %s failed", node_id, self.run.pk)
+                message, code = f"{type(exc).__name__}: {exc}"[:2000], "internal_error"
+            else:
+                self.results[node_id] = outputs
+                finished: dict[str, Any] = {"data": node_data(planned, outputs)}
+                if attempt > 1:
+                    finished["attempts"] = attempt
+                return finished
+            if attempt < policy.attempts and code in policy.retry_on:
+                delay = backoff_delay(policy, attempt)
+                self.writer.emit(
+                    "node_retry",
+                    node_id,
+                    {
+                        "attempt": attempt + 1,
+                        "of": policy.attempts,
+                        "error": message,
+                        "code": code,
+                        "delay": round(delay, 3),
+                    },
+                )
+                # A cancel cancels this task, so it ends the wait at once.
+                await asyncio.sleep(delay)
+                ctx.check_cancelled()
+                continue
+            return self._node_gave_up(planned, message, code, attempt)
+        raise AssertionError("unreachable: the last attempt returns")  # pragma: no cover
+
+    @staticmethod
+    async def _attempt(planned: Any, inputs: dict[str, Any], ctx: NodeContext) -> Any:
+        """One execution of the node, bounded by its policy's timeout (class `timeout`)."""
+        execution = planned.component.execute(planned.built, planned.params, inputs, ctx)
+        timeout = planned.policy.timeout_seconds
+        if timeout is None:
+            return await execution
+        scope = asyncio.timeout(timeout)
+        try:
+            async with scope:
+                return await execution
+        except TimeoutError:
+            if not scope.expired():
+                raise  # the component's own, not the node's timeout
+            raise NodeError(
+                f"The node did not finish within its timeout of {timeout:g} s.", "timeout"
+            ) from None
+
+    def _node_gave_up(
+        self, planned: Any, message: str, code: str, attempts: int
+    ) -> dict[str, Any] | None:
+        """The node's last attempt failed: what its policy's `on_failure` says happens."""
+        node_id, policy = planned.id, planned.policy
+        # In jsonb's own key order (shorter keys first), so a re-run reading it back from
+        # the log hands downstream nodes the very same text of it.
+        failure = {"code": code, "message": message}
+        if policy.on_failure == "stop":
+            self._node_failed(node_id, message, code=code, attempts=attempts)
+            return None
+        if policy.on_failure == "error_port":
+            outputs = {ERROR_PORT: failure}
+        else:
+            outputs = recorded_outputs(planned, policy.fallback)
+        self.results[node_id] = outputs
+        finished: dict[str, Any] = {
+            "data": node_data(planned, outputs),
+            "took": policy.on_failure,
+            "failure": failure,
+        }
+        if attempts > 1:
+            finished["attempts"] = attempts
+        return finished
+
     def _replay_recorded(self, node_id: str) -> None:
         outputs = self.recorded[node_id]
         self.results[node_id] = outputs
@@ -335,7 +417,22 @@ class PlanRunner:
             payload.update(data=None, skipped=True)
         else:
             payload["data"] = node_data(self.plan.nodes[node_id], outputs)
+            if set(outputs) == {ERROR_PORT} and self.plan.nodes[node_id].policy.has_error_port:
+                payload["took"] = "error_port"  # so a re-run of this re-run reads it so
         self.writer.emit("node_finished", node_id, payload)
+
+    def _pinned(self, planned: Any) -> None:
+        """A pinned node (flows.pinning): its output as the pinned run's log recorded it."""
+        pinned = planned.pinned
+        outputs = outputs_of(planned, pinned.finished) or {}
+        self.results[planned.id] = outputs
+        payload: dict[str, Any] = {
+            "data": node_data(planned, outputs),
+            "pinned_from": pinned.run_id,
+        }
+        if pinned.finished.get("took"):
+            payload["took"] = pinned.finished["took"]
+        self.writer.emit("node_finished", planned.id, payload)
 
     def _budget_exceeded(self, node_id: str, message: str, usage: dict | None) -> None:
         """The node stopped for the budget: one `budget_exceeded` per run (other nodes
@@ -349,10 +446,17 @@ class PlanRunner:
             self.writer.emit("budget_exceeded", node_id, payload)
         self.budget_exceeded = True
 
-    def _node_failed(self, node_id: str, message: str) -> None:
+    def _node_failed(
+        self, node_id: str, message: str, *, code: str = "", attempts: int = 1
+    ) -> None:
         self.failed = True
         self.results[node_id] = None
-        self.writer.emit("error", node_id, {"message": message})
+        payload: dict[str, Any] = {"message": message}
+        if code:
+            payload["code"] = code
+        if attempts > 1:
+            payload["attempts"] = attempts
+        self.writer.emit("error", node_id, payload)
 
     async def execute(self) -> None:
         tasks = [asyncio.create_task(self.run_node(n), name=n) for n in self.plan.order]

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from flows.policy import ERROR_PORT
+
 
 class RerunImpossible(Exception):
     """The original run's log cannot stand in for some node; the message says which."""
@@ -62,9 +64,19 @@ def recorded_for_rerun(
             "These nodes have no recorded output to reuse: " + ", ".join(missing[:10])
         )
     return {
-        node_id: None
-        if outcomes[node_id].get("skipped")
-        else recorded_outputs(plan.nodes[node_id], outcomes[node_id].get("data"))
+        node_id: outputs_of(plan.nodes[node_id], outcomes[node_id])
         for node_id in plan.order
         if node_id not in fresh
     }
+
+
+def outputs_of(planned: Any, finished: dict[str, Any]) -> dict[str, Any] | None:
+    """A node's {port: value} from its logged `node_finished` payload: None when it was
+    skipped; only its `error` port when it took that (flows.policy), whatever its other
+    ports are called; else the inverse of `node_data` (a fallback's too)."""
+    if finished.get("skipped"):
+        return None
+    data = finished.get("data")
+    if finished.get("took") == "error_port":
+        return {ERROR_PORT: data.get(ERROR_PORT) if isinstance(data, dict) else data}
+    return recorded_outputs(planned, data)

@@ -148,9 +148,10 @@ class _Handler(BaseHTTPRequestHandler):
                     },
                 )
                 return True
-        if fake.fail_status:
+        status = fake.fail_status or (fake._take_failure() if self.command == "POST" else 0)
+        if status:
             self._json(
-                fake.fail_status,
+                status,
                 {"error": {"message": "fake failure", "type": "server_error", "code": None}},
             )
             return True
@@ -238,6 +239,7 @@ class _Handler(BaseHTTPRequestHandler):
             return f"data: {json.dumps(payload)}\n\n"
 
         self._start_stream("text/event-stream")
+        stalls = fake._begin_stream()
         self._write(chunk({"role": "assistant", "content": ""}))
         for i, call in enumerate(calls):
             args = json.dumps(call["arguments"])
@@ -253,8 +255,10 @@ class _Handler(BaseHTTPRequestHandler):
             self._write(
                 chunk({"tool_calls": [{"index": i, "function": {"arguments": args[half:]}}]})
             )
-        for token in tokens:
+        for index, token in enumerate(tokens):
             fake._pause()
+            if stalls and index >= (fake.stall_after or 0):
+                fake._stall()
             self._write(chunk({"content": token}))
         self._write(chunk({}, "tool_calls" if calls else "stop"))
         if (body.get("stream_options") or {}).get("include_usage"):
@@ -449,6 +453,12 @@ class FakeOpenAIServer:
     tool_calls: `[{"name": "calculator", "arguments": {"expression": "2+3"}}]` — sent as the
         answer to every request whose last message is not a tool result.
     fail_status: answer every request with this HTTP error status instead (e.g. 500, 401).
+    fail_first / fail_first_status: answer the first `fail_first` POST requests with
+        `fail_first_status` (503 by default; 429 for a rate limit), then serve normally
+        (a provider that recovers); `failed` counts those answered so.
+    stall_after: an OpenAI stream sends this many tokens, then nothing more until the server
+        stops (a provider that hangs mid-answer); None: never stalls.
+    stall_first: with `stall_after`, only the first N streams stall (0: every one).
     api_key: when set, a request without this key (`Authorization: Bearer` or `x-api-key`)
         gets the provider's 401 "invalid_api_key" answer.
     models: what the model lists (`GET /v1/models`, Ollama's `GET /api/tags`) name.
@@ -468,6 +478,10 @@ class FakeOpenAIServer:
         tool_calls: list[dict[str, Any]] | None = None,
         *,
         fail_status: int = 0,
+        fail_first: int = 0,
+        fail_first_status: int = 503,
+        stall_after: int | None = None,
+        stall_first: int = 0,
         api_key: str | None = None,
         models: tuple[str, ...] = ("fake",),
         embedding_dimensions: int = DEFAULT_EMBEDDING_DIMENSIONS,
@@ -484,6 +498,13 @@ class FakeOpenAIServer:
             for i, c in enumerate(tool_calls or [])
         ]
         self.fail_status = fail_status
+        self.fail_first = fail_first
+        self.fail_first_status = fail_first_status
+        self.failed = 0
+        self.stall_after = stall_after
+        self.stall_first = stall_first
+        self.streams = 0  # OpenAI streams begun
+        self._stopping = threading.Event()
         self.api_key = api_key
         self.models = models
         self.embedding_dimensions = embedding_dimensions
@@ -504,6 +525,7 @@ class FakeOpenAIServer:
 
     # --- lifecycle --------------------------------------------------------------------------
     def start(self) -> FakeOpenAIServer:
+        self._stopping.clear()
         self._httpd = _Server((self._host, self._port), _Handler)
         self._httpd.fake = self
         self._thread = threading.Thread(
@@ -513,6 +535,7 @@ class FakeOpenAIServer:
         return self
 
     def stop(self) -> None:
+        self._stopping.set()  # a stalled stream ends (its client sees the connection close)
         if self._httpd is not None:
             self._httpd.shutdown()
             self._httpd.server_close()
@@ -556,6 +579,26 @@ class FakeOpenAIServer:
             self.embedding_requests += 1
             self.embedded_inputs += inputs
             return True
+
+    def _take_failure(self) -> int:
+        """The status to fail this request with (one of the first `fail_first`), or 0."""
+        with self._lock:
+            if self.failed >= self.fail_first:
+                return 0
+            self.failed += 1
+            return self.fail_first_status
+
+    def _begin_stream(self) -> bool:
+        """Count an OpenAI stream about to be sent; True if it must stall (`stall_after`)."""
+        with self._lock:
+            self.streams += 1
+            if self.stall_after is None:
+                return False
+            return not self.stall_first or self.streams <= self.stall_first
+
+    def _stall(self) -> None:
+        self._stopping.wait()
+        raise ConnectionResetError("the fake server stopped while stalled")
 
     def _pause(self) -> None:
         if self.delay > 0:

@@ -26,7 +26,7 @@ export function ConnectDialog({
   onClose: () => void;
 }) {
   const node = nodes.find((n) => n.id === nodeId);
-  const ports = isComponent(node) ? portsOf(catalog.get(node.data.component), node.data.params) : { inputs: [], outputs: [] };
+  const ports = isComponent(node) ? portsOf(catalog.get(node.data.component), node.data.params, node.data.policy) : { inputs: [], outputs: [] };
   const own = [
     ...ports.outputs.map((p) => ({ value: `out:${p.name}`, label: `Output ${portName(p)} (${p.type})`, side: "source" as const, port: p.name })),
     ...ports.inputs.map((p) => ({ value: `in:${p.name}`, label: `Input ${portName(p)} (${p.type})`, side: "target" as const, port: p.name })),
@@ -42,7 +42,7 @@ export function ConnectDialog({
     const out: Choice[] = [];
     for (const other of nodes) {
       if (!isComponent(other) || other.id === nodeId) continue;
-      const theirs = portsOf(catalog.get(other.data.component), other.data.params);
+      const theirs = portsOf(catalog.get(other.data.component), other.data.params, other.data.policy);
       const list = mine.side === "source" ? theirs.inputs : theirs.outputs;
       for (const p of list) {
         const a = { node: nodeId, port: mine.port, side: mine.side };

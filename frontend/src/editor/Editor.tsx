@@ -27,6 +27,9 @@ import {
   isComponent,
   newNodeId,
   portsOf,
+  ERROR_PORT,
+  type NodePolicy,
+  type Pin,
   toFlow,
   toGraph,
   typeColour,
@@ -57,6 +60,7 @@ import { VersionsPanel, type VersionDiff, type VersionInfo } from "./VersionsPan
 import { problemsByNode, type Problem } from "./problems";
 
 const nodeTypes = { component: NodeCard, note: NoteCard, frame: GroupFrame };
+const ERROR_EDGE_COLOUR = "#c0392b";
 
 /** Below this zoom, text on the canvas gets too small to read (the node title is 15 px,
  * port labels 13 px: at 0.75 they are 11 and 10 px). Fitting a large flow stops here and
@@ -425,7 +429,7 @@ function Editor({ config }: EditorProps) {
       });
       const node = flow.getNode(c.source);
       const port = isComponent(node)
-        ? portsOf(catalog.get(node.data.component), node.data.params).outputs.find((p) => p.name === c.sourceHandle)
+        ? portsOf(catalog.get(node.data.component), node.data.params, node.data.policy).outputs.find((p) => p.name === c.sourceHandle)
         : undefined;
       setEdges((es) => addEdge({ ...c, id, style: { stroke: typeColour(port?.type ?? "any"), strokeWidth: 2 } }, es));
     },
@@ -450,16 +454,19 @@ function Editor({ config }: EditorProps) {
     return () => clearTimeout(timer);
   }, [toast]);
 
-  // Edges take the colour of the type they carry.
+  // Edges take the colour of the type they carry; a wire from an error port is red and
+  // dashed, the path taken only when its node fails.
   const styledEdges = useMemo(
     () =>
       edges.map((e) => {
         const node = nodes.find((n) => n.id === e.source);
         const port = isComponent(node)
-          ? portsOf(catalog.get(node.data.component), node.data.params).outputs.find((p) => p.name === e.sourceHandle)
+          ? portsOf(catalog.get(node.data.component), node.data.params, node.data.policy).outputs.find((p) => p.name === e.sourceHandle)
           : undefined;
-        const stroke = port ? typeColour(port.type) : undefined;
-        return stroke && e.style?.stroke !== stroke ? { ...e, style: { ...e.style, stroke, strokeWidth: 2 } } : e;
+        const failure = isComponent(node) && node.data.policy?.on_failure === "error_port" && port?.name === ERROR_PORT.name;
+        const stroke = failure ? ERROR_EDGE_COLOUR : port ? typeColour(port.type) : undefined;
+        if (!stroke || e.style?.stroke === stroke) return e;
+        return { ...e, style: { ...e.style, stroke, strokeWidth: 2, ...(failure ? { strokeDasharray: "6 4" } : {}) } };
       }),
     [edges, nodes, catalog],
   );
@@ -473,6 +480,46 @@ function Editor({ config }: EditorProps) {
       lastEditCheckpoint.current = { node: nodeId, at: now };
       setNodes((ns) =>
         ns.map((n) => (n.id === nodeId && n.type === "component" ? { ...n, data: { ...n.data, params } } : n)),
+      );
+    },
+    [checkpoint, setNodes],
+  );
+
+  /** Set a node's policy; wires from its error port go when the policy no longer has one. */
+  const setPolicy = useCallback(
+    (nodeId: string, policy: NodePolicy | undefined) => {
+      const now = Date.now();
+      const last = lastEditCheckpoint.current;
+      if (!last || last.node !== nodeId || now - last.at > 1500) checkpoint();
+      lastEditCheckpoint.current = { node: nodeId, at: now };
+      setNodes((ns) =>
+        ns.map((n) => {
+          if (n.id !== nodeId || n.type !== "component") return n;
+          const data = { ...n.data };
+          if (policy) data.policy = policy;
+          else delete data.policy;
+          return { ...n, data };
+        }),
+      );
+      if (policy?.on_failure !== "error_port") {
+        setEdges((es) => es.filter((e) => !(e.source === nodeId && e.sourceHandle === ERROR_PORT.name)));
+      }
+    },
+    [checkpoint, setEdges, setNodes],
+  );
+
+  /** Pin a node to the output a run recorded for it, or unpin it (undefined). */
+  const setPin = useCallback(
+    (nodeId: string, pinned: Pin | undefined) => {
+      checkpoint();
+      setNodes((ns) =>
+        ns.map((n) => {
+          if (n.id !== nodeId || n.type !== "component") return n;
+          const data = { ...n.data };
+          if (pinned) data.pinned = pinned;
+          else delete data.pinned;
+          return { ...n, data };
+        }),
       );
     },
     [checkpoint, setNodes],
@@ -1021,6 +1068,11 @@ function Editor({ config }: EditorProps) {
                             problems={byNode[selectedNode.id] ?? []}
                             onChange={(p) => setParams(selectedNode.id, p)}
                             onConnect={() => setConnecting(selectedNode.id)}
+                            policy={selectedNode.data.policy}
+                            onPolicyChange={(policy) => setPolicy(selectedNode.id, policy)}
+                            pinned={selectedNode.data.pinned}
+                            pinAvailable={run.snapshot.runId && run.snapshot.nodes[selectedNode.id]?.status === "done" ? run.snapshot.runId : null}
+                            onPinChange={(pin) => setPin(selectedNode.id, pin)}
                           />
                         ) : selectedNode && selectedNode.type !== "component" ? (
                           <AnnotationPanel

@@ -1,6 +1,7 @@
 import { Handle, Position, useUpdateNodeInternals, type NodeProps } from "@xyflow/react";
 import { memo, useEffect } from "react";
-import { portsOf, typeColour, type FlowNode, type Port } from "../lib/graph";
+import { ERROR_PORT, portsOf, typeColour, type FlowNode, type Port } from "../lib/graph";
+import { retryLabel } from "../run/runStore";
 import { useCatalog, useProblems, useRunView } from "./contexts";
 import { formatDuration } from "../lib/format";
 
@@ -12,19 +13,22 @@ const STATUS_LABEL: Record<string, string> = {
   skipped: "skipped",
 };
 
-function PortRow({ nodeId, port, side }: { nodeId: string; port: Port; side: "in" | "out" }) {
+function PortRow({ nodeId, port, side, failure }: { nodeId: string; port: Port; side: "in" | "out"; failure?: boolean }) {
   const name = port.label || port.name;
   return (
-    <div className={`port ${side}`} title={`${name}: ${port.type}${port.multi ? " (several)" : ""}`}>
+    <div
+      className={`port ${side}${failure ? " error-port" : ""}`}
+      title={failure ? `${name}: taken when the node fails ({message, code})` : `${name}: ${port.type}${port.multi ? " (several)" : ""}`}
+    >
       <Handle
         type={side === "in" ? "target" : "source"}
         position={side === "in" ? Position.Left : Position.Right}
         id={port.name}
-        className="handle"
+        className={failure ? "handle error-handle" : "handle"}
         data-port-type={port.type}
         data-testid={`${side}-${nodeId}-${port.name}`}
-        aria-label={`${side === "in" ? "Input" : "Output"} ${name} (${port.type})`}
-        style={{ background: typeColour(port.type) }}
+        aria-label={failure ? `Error output (taken when the node fails)` : `${side === "in" ? "Input" : "Output"} ${name} (${port.type})`}
+        style={failure ? undefined : { background: typeColour(port.type) }}
       />
       <span className="port-name">{name}</span>
       <small className="port-type">
@@ -48,7 +52,9 @@ function NodeCardImpl({ id, data, selected }: NodeProps<FlowNode>) {
   const state = run.nodes[id];
   const status = state?.status;
   const preview = state ? state.text.slice(0, state.shown).slice(-120) : "";
-  const ports = portsOf(component, data.params);
+  const ports = portsOf(component, data.params, data.policy);
+  const hasErrorPort = data.policy?.on_failure === "error_port";
+  const lastRetry = state?.retries?.[state.retries.length - 1];
   // Ports come and go with the params (a router's rules, a template's variables): React
   // Flow must measure the handles again, or a new port could not be connected.
   const updateInternals = useUpdateNodeInternals();
@@ -82,7 +88,29 @@ function NodeCardImpl({ id, data, selected }: NodeProps<FlowNode>) {
       <div className="node-sub">
         <code>{id}</code>
         {!component && <span className="error"> unknown component</span>}
+        {data.pinned && (
+          <span className="node-pin" data-testid={`pin-badge-${id}`} title={`Pinned to the output of run ${data.pinned.run}: runs reuse it`}>
+            {" "}◉ pinned
+          </span>
+        )}
+        {data.policy && (
+          <span className="node-policy" data-testid={`policy-badge-${id}`} title="This node has a failure policy (retries, timeout, on failure)">
+            {data.policy.retries ? ` ↻${data.policy.retries}` : ""}
+            {data.policy.timeout_seconds ? ` ⏱${data.policy.timeout_seconds}s` : ""}
+            {data.policy.on_failure === "fallback" ? " ⤷ fallback" : ""}
+          </span>
+        )}
       </div>
+      {lastRetry && status === "running" && (
+        <div className="node-retry" data-testid={`node-retry-${id}`} title={lastRetry.error}>
+          ↻ {retryLabel(lastRetry)}
+        </div>
+      )}
+      {state?.took && (
+        <div className="node-retry" data-testid={`node-took-${id}`} title={state.failure?.message}>
+          {state.took === "error_port" ? "⤷ error port taken" : "⤷ fallback used"}
+        </div>
+      )}
       <div className="node-ports">
         <div className="ports-in">
           {ports.inputs.map((p) => (
@@ -91,7 +119,7 @@ function NodeCardImpl({ id, data, selected }: NodeProps<FlowNode>) {
         </div>
         <div className="ports-out">
           {ports.outputs.map((p) => (
-            <PortRow key={p.name} nodeId={id} port={p} side="out" />
+            <PortRow key={p.name} nodeId={id} port={p} side="out" failure={hasErrorPort && p.name === ERROR_PORT.name} />
           ))}
         </div>
       </div>

@@ -1,5 +1,7 @@
 import { useEffect, useId, useRef, useState } from "react";
-import { templateVariables, type Component, type JsonSchema } from "../lib/graph";
+import { templateVariables, type Component, type JsonSchema, type NodePolicy, type Pin } from "../lib/graph";
+import { PinSection } from "./PinSection";
+import { PolicySection } from "./PolicySection";
 import { RouterRules } from "./RouterRules";
 import type { Api } from "../lib/api";
 
@@ -174,10 +176,22 @@ export function ParamPanel({
   api,
   onChange,
   onConnect,
+  policy,
+  onPolicyChange,
+  pinned,
+  pinAvailable = null,
+  onPinChange,
 }: {
   nodeId: string;
   component: Component;
   params: Record<string, unknown>;
+  /** The node's policy (retries, timeout, on failure); the section is shown with onPolicyChange. */
+  policy?: NodePolicy;
+  onPolicyChange?: (policy: NodePolicy | undefined) => void;
+  /** The node's pin, and the run it could be pinned to; the section is shown with onPinChange. */
+  pinned?: Pin;
+  pinAvailable?: string | null;
+  onPinChange?: (pin: Pin | undefined) => void;
   readOnly: boolean;
   credentials: Credential[];
   credentialsUrl?: string;
@@ -380,6 +394,8 @@ export function ParamPanel({
           </div>
         );
       })}
+      {onPolicyChange && <PolicySection policy={policy} readOnly={readOnly} onChange={onPolicyChange} />}
+      {onPinChange && <PinSection pinned={pinned} available={pinAvailable} readOnly={readOnly} onChange={onPinChange} />}
     </form>
   );
 }

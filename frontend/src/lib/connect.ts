@@ -18,7 +18,7 @@ export function findPort(
 ): Port | undefined {
   const node = nodes.find((n) => n.id === nodeId);
   if (!isComponent(node)) return undefined;
-  return portsOf(catalog.get(node.data.component), node.data.params)[side].find((p) => p.name === port);
+  return portsOf(catalog.get(node.data.component), node.data.params, node.data.policy)[side].find((p) => p.name === port);
 }
 
 /** null when `a` -> `b` can be connected, else a sentence saying why not. */

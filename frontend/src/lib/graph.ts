@@ -31,12 +31,32 @@ export type Component = {
   params: JsonSchema;
 };
 
+/** A node's policy (docs/protocol.md, "Node policy"): beside its params, for every component. */
+export type OnFailure = "stop" | "error_port" | "fallback";
+export type NodePolicy = {
+  retries?: number;
+  backoff_seconds?: number;
+  retry_on?: string[];
+  timeout_seconds?: number | null;
+  on_failure?: OnFailure;
+  fallback?: unknown;
+};
+/** The failures a policy may retry (flows.policy.RETRYABLE). */
+export const RETRYABLE = ["server_error", "rate_limited", "timeout", "connection"] as const;
+/** The extra output of a node whose policy says `on_failure: error_port`. */
+export const ERROR_PORT: Port = { name: "error", type: "json", label: "Error" };
+
+/** A node pinned to the output an earlier run recorded (docs/protocol.md, "Pinned outputs"). */
+export type Pin = { run: string };
+
 export type GraphNode = {
   id: string;
   component: string;
   params: Record<string, unknown>;
   position: { x: number; y: number };
   label?: string;
+  policy?: NodePolicy;
+  pinned?: Pin;
 };
 
 export type GraphEdge = { source: string; source_port: string; target: string; target_port: string };
@@ -57,7 +77,7 @@ export type AnnotationColor = (typeof ANNOTATION_COLORS)[number];
 
 export type Graph = { nodes: GraphNode[]; edges: GraphEdge[]; annotations?: Annotation[] };
 
-export type NodeData = { component: string; params: Record<string, unknown>; label?: string };
+export type NodeData = { component: string; params: Record<string, unknown>; label?: string; policy?: NodePolicy; pinned?: Pin };
 export type NoteData = { text: string; color?: AnnotationColor };
 export type GroupData = { title: string; color?: AnnotationColor };
 
@@ -100,7 +120,13 @@ export function toFlow(graph: Graph): { nodes: CanvasNode[]; edges: Edge[] } {
           id: n.id,
           type: "component" as const,
           position: n.position ?? { x: 0, y: 0 },
-          data: { component: n.component, params: n.params ?? {}, ...(n.label !== undefined ? { label: n.label } : {}) },
+          data: {
+            component: n.component,
+            params: n.params ?? {},
+            ...(n.label !== undefined ? { label: n.label } : {}),
+            ...(n.policy !== undefined ? { policy: n.policy } : {}),
+            ...(n.pinned !== undefined ? { pinned: n.pinned } : {}),
+          },
         }),
       ),
       ...notes,
@@ -139,6 +165,9 @@ export function toGraph(nodes: CanvasNode[], edges: Edge[]): Graph {
         params: n.data.params,
         position: round(n.position),
         ...(n.data.label !== undefined ? { label: n.data.label } : {}),
+        // Left out when the node has none, so a graph without policies keeps its exact form.
+        ...(n.data.policy !== undefined ? { policy: n.data.policy } : {}),
+        ...(n.data.pinned !== undefined ? { pinned: n.data.pinned } : {}),
       });
     } else if (n.type === "note") {
       annotations.push({ id: n.id, kind: "note", text: n.data.text, position: round(n.position), size: sizeOf(n), ...(n.data.color ? { color: n.data.color } : {}) });
@@ -223,10 +252,23 @@ export function templateVariables(template: string): string[] {
 }
 
 /**
- * A node's ports for its current params. Most components have fixed ports (the catalog's);
- * a prompt template has one input per variable of its template, a router one output per rule.
+ * A node's ports for its current params and policy. Most components have fixed ports (the
+ * catalog's); a prompt template has one input per variable of its template, a router one
+ * output per rule; a policy with `on_failure: error_port` adds the output `error`.
  */
 export function portsOf(
+  component: Component | undefined,
+  params: Record<string, unknown>,
+  policy?: NodePolicy,
+): { inputs: Port[]; outputs: Port[] } {
+  const ports = componentPorts(component, params);
+  if (component && policy?.on_failure === "error_port" && !ports.outputs.some((p) => p.name === ERROR_PORT.name)) {
+    return { inputs: ports.inputs, outputs: [...ports.outputs, ERROR_PORT] };
+  }
+  return ports;
+}
+
+function componentPorts(
   component: Component | undefined,
   params: Record<string, unknown>,
 ): { inputs: Port[]; outputs: Port[] } {

@@ -1,7 +1,7 @@
 import { useEffect, useLayoutEffect, useRef, useState } from "react";
 import type { Component, GraphEdge, GraphNode } from "../lib/graph";
 import { formatDuration } from "../lib/format";
-import { outputText, type ApprovalAsk, type NodeRun, type RunSnapshot } from "./runStore";
+import { failureReason, outputText, retryLabel, type ApprovalAsk, type NodeRun, type RunSnapshot } from "./runStore";
 import type { RunControls } from "./useRun";
 import { ConnectionBadge } from "./ConnectionBadge";
 import { LongText } from "./LongText";
@@ -268,6 +268,23 @@ export function RunPanel({
                       <span className={`node-status st-${n.status}`}>{n.status}</span>
                       {n.durationMs !== undefined && <small>{formatDuration(n.durationMs)}</small>}
                     </summary>
+                    {n.retries?.map((r) => (
+                      <p key={r.seq} className="retry-marker" data-testid={`retry-${id}`} title={r.error}>
+                        ↻ {retryLabel(r)}
+                        {r.delay > 0 && <small> · waited {formatDuration(r.delay * 1000)}</small>}
+                      </p>
+                    ))}
+                    {n.pinnedFrom && (
+                      <p className="took-marker pin-marker" data-testid={`pinned-${id}`}>
+                        ◉ pinned: the output of run <code>{n.pinnedFrom.slice(0, 8)}</code>, not executed
+                      </p>
+                    )}
+                    {n.took && (
+                      <p className="took-marker" data-testid={`took-${id}`} title={n.failure?.message}>
+                        {n.took === "error_port" ? "⤷ took its error port" : "⤷ went on with its fallback value"} after{" "}
+                        {failureReason(n.failure?.message ?? "", n.failure?.code ?? "")}
+                      </p>
+                    )}
                     {(text || finalText) && (
                       <div
                         className="stream"

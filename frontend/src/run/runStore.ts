@@ -54,11 +54,18 @@ export type Retrieval = {
   seq: number;
 };
 
+/** A `node_retry`: an attempt failed and the node's policy tries again after `delay` s. */
+export type Retry = { attempt: number; of: number; error: string; code: string; delay: number; seq: number };
+
 export type NodeRun = {
   status: NodeStatus;
   component?: string;
-  text: string; // every streamed chunk, concatenated
+  text: string; // the current attempt's streamed chunks, concatenated
   shown: number; // how many characters of `text` the typewriter reveals
+  retries?: Retry[]; // each retry, in order (the failed attempts' text is not in `text`)
+  took?: "error_port" | "fallback"; // the node failed and its policy went on this way
+  failure?: { message: string; code: string };
+  pinnedFrom?: string; // the run whose recorded output this pinned node reused
   output?: unknown;
   error?: string;
   durationMs?: number;
@@ -107,6 +114,20 @@ export function outputText(value: unknown): string {
     }
   }
   return JSON.stringify(value, null, 2);
+}
+
+/** Why an attempt failed, briefly: the provider's HTTP status, or the kind of failure. */
+export function failureReason(error: string, code: string): string {
+  const status = /HTTP (\d{3})/.exec(error);
+  if (status) return status[1];
+  if (code === "timeout") return "a timeout";
+  if (code === "connection") return "a connection error";
+  return code || "an error";
+}
+
+/** "attempt 2 of 3 after 503": the marker a retried node shows. */
+export function retryLabel(r: Retry): string {
+  return `attempt ${r.attempt} of ${r.of} after ${failureReason(r.error, r.code)}`;
 }
 
 /** Apply one event to a snapshot in place. */
@@ -182,10 +203,31 @@ export function applyEvent(s: RunSnapshot, e: RunEvent, queuedNodes: string[] = 
       });
       break;
     }
+    case "node_retry": {
+      // A new attempt starts from nothing: its answer is never glued to the failed one's.
+      const n = node();
+      const d = e as unknown as Partial<Retry>;
+      n.retries = [
+        ...(n.retries ?? []),
+        { attempt: Number(d.attempt ?? 0), of: Number(d.of ?? 0), error: String(d.error ?? ""), code: String(d.code ?? ""), delay: Number(d.delay ?? 0), seq: e.seq },
+      ];
+      n.text = "";
+      n.shown = 0;
+      break;
+    }
     case "node_finished": {
       const n = node();
       n.status = e.skipped ? "skipped" : "done";
       n.output = e.data;
+      if (typeof e.pinned_from === "string") n.pinnedFrom = e.pinned_from;
+      if (e.took === "error_port" || e.took === "fallback") {
+        // What the last, failed attempt streamed is not the node's output.
+        n.text = "";
+        n.shown = 0;
+        n.took = e.took;
+        const f = (e.failure ?? {}) as { message?: string; code?: string };
+        n.failure = { message: String(f.message ?? ""), code: String(f.code ?? "") };
+      }
       if (typeof e.duration_ms === "number") n.durationMs = e.duration_ms;
       else if (n.startedAt) n.durationMs = Date.parse(e.ts) - n.startedAt;
       break;

@@ -9,7 +9,7 @@ class Migration(migrations.Migration):
 
     dependencies = [
         ('accounts', '0002_token_scope_expiry_rate'),
-        ('runs', '0007_run_api_token'),
+        ('runs', '0008_lifecycle_node_retry'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
