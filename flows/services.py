@@ -22,7 +22,8 @@ from accounts.models import Membership, Role, User, Workspace
 from accounts.tenancy import require_role, scoped
 from audit.services import credential_diff, credential_snapshot, record
 from config.jsontext import UnstorableText, check_text
-from flows.builder import GraphInvalid, shape_problems, validate_graph
+from flows import subflows
+from flows.builder import GraphInvalid, Problem, shape_problems, validate_graph
 from flows.components.registry import REGISTRY
 from flows.crypto import encrypt
 from flows.endpoints import EndpointRefused, check_model_endpoint
@@ -252,6 +253,16 @@ def flow_version_create(
     (API: editor; runs: editor).
     """
     problems = validate_graph(graph, flow.workspace)
+    if not problems and (through := subflows.contains(flow.workspace, graph, flow.pk)):
+        problems = [
+            Problem(
+                through,
+                "flow",
+                "subflow_cycle",
+                "This sub-flow contains the flow being saved (directly or through others): a "
+                "flow cannot run itself.",
+            )
+        ]
     if problems:
         raise GraphInvalid(problems)
     return _add_version(flow=flow, graph=graph, acting=acting, note=note, is_draft=is_draft)

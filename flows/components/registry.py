@@ -15,6 +15,7 @@ from flows.components.memory import ConversationMemory
 from flows.components.parsers import JsonParser, TextParser
 from flows.components.prompt import PromptTemplateComponent
 from flows.components.retrieval import Bm25Retriever, DocsCorpus, KnowledgeRetriever
+from flows.components.subflow import SubFlow
 from flows.components.tools import Calculator, DocSearch, HttpGet
 
 _CLASSES: list[type[Component]] = [
@@ -38,6 +39,7 @@ _CLASSES: list[type[Component]] = [
     DocSearch,
     Router,
     Approval,
+    SubFlow,
 ]
 
 REGISTRY: MappingProxyType[str, type[Component]] = MappingProxyType(

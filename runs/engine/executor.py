@@ -16,7 +16,7 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import AsyncIterable, AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -27,6 +27,8 @@ from flows.builder import GraphInvalid, build_plan
 from flows.components.base import NodeError, RunCancelled
 from flows.components.util import chunk_text, model_error, run_db
 from flows.policy import ERROR_PORT, backoff_delay
+from flows.subflows import MAX_DEPTH as MAX_SUBFLOW_DEPTH
+from flows.subflows import child_version
 from runs.approvals import ResumeState, ask_for_approval, requeue_if_decided, resume_state
 from runs.budgets import Allowance, BudgetExceeded, tokens_left
 from runs.engine.rerun import (
@@ -55,13 +57,43 @@ BUDGET_EXCEEDED_ERROR = "budget_exceeded: the workspace's budget ran out during 
 DELIVERY_WAIT_SECONDS = 0.02
 
 
+class PrefixedWriter:
+    """A sub-flow's view of its run's writer: the same log and seq, every event of its
+    nodes named `<parent node id>.<child node id>` (flows.subflows)."""
+
+    def __init__(self, writer: RunWriter | PrefixedWriter, prefix: str) -> None:
+        self._writer = writer
+        self.prefix = prefix
+
+    def emit(self, event: str, node_id: str = "", payload: dict[str, Any] | None = None) -> None:
+        # A run-level event of the child (a planning error) belongs to its parent node.
+        self._writer.emit(event, self.prefix + node_id if node_id else self.prefix[:-1], payload)
+
+    @property
+    def should_stop(self) -> bool:
+        return self._writer.should_stop
+
+    def on_stop(self, callback: Callable[[], object]) -> None:
+        self._writer.on_stop(callback)
+
+    def after_next_publish(self, callback: Callable[[], None]) -> None:
+        self._writer.after_next_publish(callback)
+
+
 class NodeContext:
     """What a component sees of its run (the contract: flows.components.base.RunContext)."""
 
     def __init__(
-        self, writer: RunWriter, run: Any, node_id: str, allowance: Allowance | None = None
+        self,
+        writer: RunWriter | PrefixedWriter,
+        run: Any,
+        node_id: str,
+        allowance: Allowance | None = None,
+        depth: int = 0,
     ) -> None:
         self._writer = writer
+        self._run = run
+        self._depth = depth
         self._allowance = allowance or Allowance(None)
         self.node_id = node_id
         self.workspace_id = run.workspace_id
@@ -79,6 +111,47 @@ class NodeContext:
         if event_type(event).emitted_by != "component":
             raise ValueError(f"components cannot emit {event!r}")
         self._writer.emit(event, self.node_id, {"data": data})
+
+    async def run_subflow(
+        self, flow_id: int, version: int | None, values: dict[str, str]
+    ) -> dict[str, Any]:
+        """Run another flow's graph inside this run (flows.components.subflow): its nodes'
+        events under this node's id, its chat inputs given `values`; its outputs by text
+        output id. NodeError when it cannot run or one of its nodes failed."""
+        if self._depth + 1 >= MAX_SUBFLOW_DEPTH:
+            raise NodeError(f"Sub-flows are nested more than {MAX_SUBFLOW_DEPTH} deep.")
+        workspace = self._run.workspace
+
+        def prepare() -> Any:
+            found = child_version(workspace, flow_id, version)
+            if found is None:
+                raise NodeError("The sub-flow has no such version in this workspace any more.")
+            return build_plan(found.graph, workspace)  # its whitelist and credentials, now
+
+        try:
+            plan = await run_db(prepare)
+        except GraphInvalid as exc:
+            problems = "; ".join(p.message for p in exc.problems[:5])
+            raise NodeError(f"The sub-flow can no longer run: {problems}") from exc
+        if any(getattr(p.component, "pauses_for_approval", False) for p in plan.nodes.values()):
+            raise NodeError("A sub-flow cannot ask for a human approval (yet).")
+        runner = PlanRunner(
+            self._run,
+            plan,
+            PrefixedWriter(self._writer, f"{self.node_id}."),
+            allowance=self._allowance,
+            inputs=values,
+            depth=self._depth + 1,
+        )
+        await runner.execute()
+        if runner.budget_exceeded:
+            raise BudgetExceeded("The workspace's budget ran out in the sub-flow.")
+        if runner.failed:
+            failed = [n for n in plan.order if n in runner.results and runner.results[n] is None]
+            raise NodeError(
+                "The sub-flow failed" + (f" at {', '.join(failed[:3])}." if failed else ".")
+            )
+        return runner.outputs()
 
     def check_cancelled(self) -> None:  # called per chunk: keep it a flag check
         if self._writer.should_stop:
@@ -204,12 +277,17 @@ class PlanRunner:
         self,
         run: Run,
         plan: Any,
-        writer: RunWriter,
+        writer: RunWriter | PrefixedWriter,
         recorded: dict[str, dict[str, Any] | None] | None = None,
         allowance: Allowance | None = None,
         resume: ResumeState | None = None,
+        inputs: dict[str, Any] | None = None,
+        depth: int = 0,
     ) -> None:
         self.run = run
+        # The chat inputs' values: the run's, or a sub-flow's (its parent node's inputs).
+        self.input_values = run.inputs if inputs is None else inputs
+        self.depth = depth
         self.allowance = allowance or Allowance(None)
         self.budget_exceeded = False
         self.plan = plan
@@ -230,7 +308,7 @@ class PlanRunner:
         """The node's inputs from upstream outputs; None when it must be skipped."""
         planned = self.plan.nodes[node_id]
         if node_id in self.plan.input_node_ids:
-            return {"value": self.run.inputs.get(node_id, "")}
+            return {"value": self.input_values.get(node_id, "")}
         edges = self.plan.incoming.get(node_id, [])
         multi = {p.name for p in planned.component.input_ports(planned.params) if p.multi}
         values: dict[str, Any] = {}
@@ -279,7 +357,7 @@ class PlanRunner:
                 "node_started", node_id, {"data": {"component": planned.component.key}}
             )
             started = time.monotonic()
-            ctx = NodeContext(self.writer, self.run, node_id, self.allowance)
+            ctx = NodeContext(self.writer, self.run, node_id, self.allowance, self.depth)
             # The node's configured model names a call the budget cut off before the
             # provider said which model answered.
             ctx.configured_model = str(getattr(planned.params, "model", "") or "")[:200]
