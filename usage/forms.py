@@ -42,9 +42,14 @@ class BudgetForm(forms.Form):
     @classmethod
     def for_budget(cls, budget: WorkspaceBudget | KeyBudget | None, **kwargs: Any) -> BudgetForm:
         """An unbound form showing `budget`'s limits (empty without one)."""
-        initial = {}
+        initial: dict[str, Any] = {}
         if budget is not None:
-            initial = {"monthly_tokens": budget.monthly_tokens, "monthly_cost": budget.monthly_cost}
+            cost = budget.monthly_cost
+            initial = {
+                "monthly_tokens": budget.monthly_tokens,
+                # 12.5 as typed, not the column's 12.5000 (and never 1E+2 for 100).
+                "monthly_cost": None if cost is None else format(cost.normalize(), "f"),
+            }
         return cls(initial=initial, **kwargs)
 
     def clean(self) -> dict[str, Any]:
