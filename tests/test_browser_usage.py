@@ -8,10 +8,8 @@ from __future__ import annotations
 from decimal import Decimal
 
 import pytest
-from django.utils import timezone
 
 from accounts.services import api_token_create
-from runs.models import Run, RunEvent, RunStatus
 from tests.browser import (  # noqa: F401 (fixtures)
     SCREENSHOTS,
     browser_fixture,
@@ -19,6 +17,7 @@ from tests.browser import (  # noqa: F401 (fixtures)
     open_page_fixture,
     tid,
 )
+from tests.runlogs import used_run
 from usage.models import KeyBudget, ModelPrice, WorkspaceBudget
 from usage.services import record_run_usage
 
@@ -26,26 +25,8 @@ pytestmark = [pytest.mark.browser, pytest.mark.processes, pytest.mark.django_db(
 
 
 def _used(flow, user, input_tokens: int, output_tokens: int) -> None:
-    run = Run.objects.create(
-        workspace=flow.workspace,
-        flow=flow,
-        flow_version=flow.versions.get(number=1),
-        session_id="s",
-        started_by=user,
-        status=RunStatus.SUCCEEDED,
-        finished_at=timezone.now(),
-    )
     usage = {"input_tokens": input_tokens, "output_tokens": output_tokens, "model": "gpt-4o-mini"}
-    RunEvent.objects.create(
-        workspace=flow.workspace,
-        run=run,
-        seq=1,
-        event="node_finished",
-        node_id="model",
-        payload={"data": "x", "usage": usage},
-        ts=timezone.now(),
-    )
-    record_run_usage(run_id=str(run.pk))
+    record_run_usage(run_id=str(used_run(flow, user, usage).pk))
 
 
 def test_an_admin_saves_the_budget_on_the_usage_page_and_an_editor_reads_it(

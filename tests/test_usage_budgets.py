@@ -12,14 +12,14 @@ from typing import Any
 
 import pytest
 from django.test import Client
-from django.utils import timezone
 
 from accounts.models import ApiToken, User
 from accounts.services import api_token_create
 from audit.models import AuditEntry
 from flows.models import Flow
-from runs.models import Run, RunEvent, RunStatus
+from runs.models import Run
 from tests import flowgraphs
+from tests.runlogs import used_run
 from usage.models import KeyBudget, WorkspaceBudget
 from usage.selectors import tokens_left
 from usage.services import record_run_usage
@@ -36,26 +36,8 @@ def _bearer(token: str) -> dict[str, Any]:
 
 def _spend(flow: Flow, user: User, tokens: int, api_token: ApiToken | None = None) -> None:
     """A finished run whose log reports `tokens` (half in, half out), recorded as usage."""
-    run = Run.objects.create(
-        workspace=flow.workspace,
-        flow=flow,
-        flow_version=flow.versions.get(number=1),
-        session_id="s",
-        started_by=user,
-        api_token=api_token,
-        status=RunStatus.SUCCEEDED,
-        finished_at=timezone.now(),
-    )
     usage = {"input_tokens": tokens // 2, "output_tokens": tokens - tokens // 2, "model": "m"}
-    RunEvent.objects.create(
-        workspace=flow.workspace,
-        run=run,
-        seq=1,
-        event="node_finished",
-        node_id="model",
-        payload={"data": "x", "usage": usage},
-        ts=timezone.now(),
-    )
+    run = used_run(flow, user, usage, api_token=api_token)
     assert record_run_usage(run_id=str(run.pk)) == 1
 
 

@@ -38,7 +38,7 @@ class BudgetOut(Schema):
     """The budget (null limits: none) and what the workspace has spent this month (UTC)."""
 
     monthly_tokens: int | None
-    monthly_cost: str | None = Field(..., description="A decimal string, e.g. \"12.5\".")
+    monthly_cost: str | None = Field(..., description='A decimal string, e.g. "12.5".')
     spent_tokens: int
     spent_cost: str
     updated_at: datetime | None

@@ -146,7 +146,7 @@ class BudgetLimits:
 
 def budget_limits(*, monthly_tokens: int | None, monthly_cost: Decimal | None) -> BudgetLimits:
     """The limits if they can be a budget, else ValidationError naming each bad one (codes:
-    `negative`, `too_large`, `too_precise`, `not_a_number`). 0 is allowed: it refuses
+    `not_a_number`, `negative`, `too_large`, `too_precise`). 0 is allowed: it refuses
     every run (a stop switch)."""
     errors: dict[str, ValidationError] = {}
     if monthly_tokens is not None:
@@ -154,27 +154,15 @@ def budget_limits(*, monthly_tokens: int | None, monthly_cost: Decimal | None) -
             errors["monthly_tokens"] = ValidationError(
                 "The token budget is a whole number.", code="not_a_number"
             )
-        elif monthly_tokens < 0:
-            errors["monthly_tokens"] = ValidationError(
-                "The token budget cannot be negative.", code="negative"
-            )
-        elif monthly_tokens > MAX_MONTHLY_TOKENS:
-            errors["monthly_tokens"] = ValidationError(
-                f"The token budget is at most {MAX_MONTHLY_TOKENS:,} a month.", code="too_large"
-            )
+        elif error := _out_of_range(monthly_tokens, MAX_MONTHLY_TOKENS, "token budget"):
+            errors["monthly_tokens"] = error
     if monthly_cost is not None:
         if not isinstance(monthly_cost, Decimal) or not monthly_cost.is_finite():
             errors["monthly_cost"] = ValidationError(
                 "The cost budget is a number.", code="not_a_number"
             )
-        elif monthly_cost < 0:
-            errors["monthly_cost"] = ValidationError(
-                "The cost budget cannot be negative.", code="negative"
-            )
-        elif monthly_cost > MAX_MONTHLY_COST:
-            errors["monthly_cost"] = ValidationError(
-                f"The cost budget is at most {MAX_MONTHLY_COST:,} a month.", code="too_large"
-            )
+        elif error := _out_of_range(monthly_cost, MAX_MONTHLY_COST, "cost budget"):
+            errors["monthly_cost"] = error
         elif monthly_cost != monthly_cost.quantize(Decimal(1).scaleb(-COST_PLACES)):
             errors["monthly_cost"] = ValidationError(
                 f"The cost budget has at most {COST_PLACES} decimal places.", code="too_precise"
@@ -182,6 +170,16 @@ def budget_limits(*, monthly_tokens: int | None, monthly_cost: Decimal | None) -
     if errors:
         raise ValidationError(errors)
     return BudgetLimits(monthly_tokens, monthly_cost)
+
+
+def _out_of_range(
+    value: int | Decimal, maximum: int | Decimal, name: str
+) -> ValidationError | None:
+    if value < 0:
+        return ValidationError(f"The {name} cannot be negative.", code="negative")
+    if value > maximum:
+        return ValidationError(f"The {name} is at most {maximum:,} a month.", code="too_large")
+    return None
 
 
 Budget = TypeVar("Budget", WorkspaceBudget, KeyBudget)
