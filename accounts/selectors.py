@@ -35,6 +35,18 @@ def tokens_of(workspace: Workspace, user: User) -> QuerySet[ApiToken]:
     return scoped(ApiToken, workspace).filter(user=user)
 
 
+def active_tokens(workspace: Workspace) -> QuerySet[ApiToken]:
+    """Every member's unrevoked tokens of the workspace, with their holder and own budget
+    (`budget`: the usage app's KeyBudget, joined through its reverse relation, as
+    accounts sits below usage), by holder and name."""
+    return (
+        scoped(ApiToken, workspace)
+        .filter(revoked_at__isnull=True)
+        .select_related("user", "budget")
+        .order_by("user__email", "name", "pk")
+    )
+
+
 def flow_names(workspace: Workspace) -> dict[int, str]:
     """The workspace's live flows, id -> name by name: what a key can be scoped to (read
     through the workspace's reverse relation, as accounts sits below flows)."""

@@ -18,7 +18,7 @@ from django.views import View
 from django.views.generic import TemplateView
 
 from accounts import selectors, services
-from accounts.models import Role, User
+from accounts.models import ApiToken, Role, User
 from accounts.tenancy import WorkspaceMixin, signed_in_user
 
 
@@ -137,7 +137,9 @@ class TokensView(WorkspaceMixin, View):
 
     def get(self, request: HttpRequest, slug: str, secret: str = "") -> HttpResponse:
         names = selectors.flow_names(self.workspace)
-        tokens = list(selectors.tokens_of(self.workspace, signed_in_user(request)))
+        tokens = list(
+            selectors.tokens_of(self.workspace, signed_in_user(request)).select_related("budget")
+        )
         scopes = {
             t.pk: [names.get(i, f"deleted flow {i}") for i in sorted(t.flow_scope)]
             if t.flow_scope is not None
@@ -150,9 +152,13 @@ class TokensView(WorkspaceMixin, View):
             {
                 "workspace": self.workspace,
                 "membership": self.membership,
-                "tokens": [(t, scopes[t.pk]) for t in tokens],
+                "tokens": [(t, scopes[t.pk], _budget(t)) for t in tokens],
                 "flows": names.items(),
                 "secret": secret,
+                # Admins and owners set any key's own budget (the usage app's KeyBudgetView).
+                "key_budgets": [(t, _budget(t)) for t in selectors.active_tokens(self.workspace)]
+                if self.membership.has_role(Role.ADMIN)
+                else None,
             },
         )
 
@@ -176,6 +182,12 @@ class TokensView(WorkspaceMixin, View):
             messages.error(request, _errors(exc))
             return redirect("tokens", slug=self.workspace.slug)
         return self.get(request, slug, secret=issued.secret)
+
+
+def _budget(token: ApiToken) -> Any:
+    """The key's own monthly budget (usage.KeyBudget), or None: read through the reverse
+    relation, which raises when the key has none."""
+    return getattr(token, "budget", None)
 
 
 def _token_options(request: HttpRequest) -> dict[str, Any]:

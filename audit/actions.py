@@ -98,6 +98,15 @@ ACTIONS: Final[dict[str, str]] = {
     "model_price.delete": "Platform staff removed the price of a model's tokens.",
     "budget.set": "Platform staff set or changed a workspace's or an API key's monthly budget.",
     "budget.remove": "Platform staff removed a workspace's or an API key's monthly budget.",
+    # budgets (workspace admins, under Settings and in the API)
+    "usage.budget_set": (
+        "A workspace admin set, changed or removed (both limits empty) the workspace's "
+        "monthly token and cost budget (Settings → Usage, or PUT usage/budget)."
+    ),
+    "usage.key_budget_set": (
+        "A workspace admin set, changed or removed an API key's own monthly token and cost "
+        "budget (Settings → API tokens)."
+    ),
     # exports of the trail and of admin data
     "audit.export": "Exported the workspace audit trail (JSONL or CSV).",
     "admin.export": "Platform staff exported data from the admin.",

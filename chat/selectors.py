@@ -4,6 +4,7 @@ conversations (listed, searched, read with their turns)."""
 
 from __future__ import annotations
 
+import json
 import re
 
 from django.db.models import Count, Q, QuerySet
@@ -58,9 +59,10 @@ def conversations(
     if flow_id is not None:
         found = found.filter(flow_id=flow_id)
     if text:
-        matching = scoped(ConversationTurn, workspace).filter(
-            Q(run__inputs__icontains=text) | Q(run__outputs__icontains=text)
-        )
+        in_turns = Q()
+        for form in stored_forms(text):
+            in_turns |= Q(run__inputs__icontains=form) | Q(run__outputs__icontains=form)
+        matching = scoped(ConversationTurn, workspace).filter(in_turns)
         found = found.filter(
             Q(title__icontains=text) | Q(pk__in=matching.values("conversation_id"))
         )
@@ -69,6 +71,15 @@ def conversations(
         .annotate(turn_count=Count("turns"))
         .order_by("-updated_at", "-created_at")
     )
+
+
+def stored_forms(text: str) -> list[str]:
+    """The ways `text` can appear inside a JSON column read as text: as typed, and as a
+    JSON string escapes it, with non-ASCII kept (PostgreSQL's jsonb prints it so) or as
+    \\uXXXX (Django writes JSON to SQLite with json.dumps' default, so `订单` is stored as
+    `\\u8ba2\\u5355` there, and a search for the characters alone would never match)."""
+    forms = [text, json.dumps(text, ensure_ascii=False)[1:-1], json.dumps(text)[1:-1]]
+    return list(dict.fromkeys(forms))
 
 
 def turns(conversation: Conversation) -> QuerySet[ConversationTurn]:

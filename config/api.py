@@ -23,6 +23,7 @@ from knowledge.api import router as knowledge_router
 from runs.api import router as runs_router
 from runs.approvals import ApprovalRefused
 from runs.services import RunRefused
+from usage.api import router as usage_router
 
 
 class StrictJsonParser(Parser):
@@ -140,5 +141,6 @@ api.add_router("/w/{slug}/", runs_router)
 api.add_router("/w/{slug}/", chat_router)
 api.add_router("/w/{slug}/", embed_router)
 api.add_router("/w/{slug}/", knowledge_router)
+api.add_router("/w/{slug}/", usage_router)
 _document_errors()
 enforce_roles(api)

@@ -7,7 +7,7 @@ from typing import Any
 
 from django.utils import timezone
 
-from accounts.models import Membership, User, Workspace
+from accounts.models import ApiToken, Membership, User, Workspace
 from flows.models import Flow
 from flows.services import flow_create
 from runs.models import Run, RunEvent, RunStatus
@@ -100,5 +100,38 @@ def make_run(
     )
     RunEvent.objects.bulk_create(
         [RunEvent(workspace=workspace, run=run, **row) for row in rows], batch_size=2000
+    )
+    return run
+
+
+def used_run(
+    flow: Flow,
+    user: User,
+    usage: dict[str, Any] | None,
+    *,
+    event: str = "node_finished",
+    api_token: ApiToken | None = None,
+) -> Run:
+    """A finished run of `flow` (version 1) whose log is one event of its node "model":
+    `usage` is what the provider reported, as `node_finished` carries it (None: nothing)."""
+    run = Run.objects.create(
+        workspace=flow.workspace,
+        flow=flow,
+        flow_version=flow.versions.get(number=1),
+        session_id="s",
+        started_by=user,
+        api_token=api_token,
+        status=RunStatus.SUCCEEDED,
+        finished_at=timezone.now(),
+    )
+    payload = {"data": "x"} if usage is None else {"data": "x", "usage": usage}
+    RunEvent.objects.create(
+        workspace=flow.workspace,
+        run=run,
+        seq=1,
+        event=event,
+        node_id="model",
+        payload=payload,
+        ts=timezone.now(),
     )
     return run

@@ -1,12 +1,17 @@
 """The chat playground in a real browser against the whole live stack (Daphne, a Celery
 worker, Redis, the test database): send, watch the Markdown answer stream, cut the
-connection and see it resume exactly, stop, regenerate; the conversation lists its turns.
-Screenshots go to test-artifacts/screenshots/playground*.png."""
+connection and see it resume exactly, stop, regenerate; the conversation lists its turns;
+the search box narrows the list. Screenshots go to test-artifacts/screenshots/playground*.png."""
 
 from __future__ import annotations
 
-import pytest
+from typing import Any
+from urllib.parse import parse_qs, urlparse
 
+import pytest
+from django.utils import timezone
+
+from accounts.models import Membership
 from chat.models import Conversation, ConversationTurn
 from runs.models import Run, RunStatus
 from tests.browser import (  # noqa: F401 (fixtures)
@@ -184,3 +189,119 @@ def test_the_editor_has_a_chat_tab_that_runs_turns_of_a_conversation(
         f"/w/acme/flows/{flow.pk}/chat/"
     )
     assert [e for e in editor.console_errors if "WebSocket" not in e] == []
+
+
+def _conversation(flow: Any, user: Any, title: str, said: str, answered: str) -> Conversation:
+    """A conversation with one finished turn, written as a worker would have left it (no
+    run is queued: the suite's live worker would execute it)."""
+    from chat.services import conversation_create
+
+    acting = Membership.objects.get(workspace=flow.workspace, user=user)
+    conversation = conversation_create(
+        workspace=flow.workspace, acting=acting, flow=flow, title=title
+    )
+    now = timezone.now()
+    run = Run.objects.create(
+        workspace=flow.workspace,
+        flow=flow,
+        flow_version=flow.versions.get(number=1),
+        session_id=conversation.session_id,
+        started_by=user,
+        inputs={"chat_input_1": said},
+        outputs={"text_output_1": answered},
+        status=RunStatus.SUCCEEDED,
+        started_at=now,
+        finished_at=now,
+    )
+    ConversationTurn.objects.create(
+        workspace=flow.workspace, conversation=conversation, number=1, run=run
+    )
+    return conversation
+
+
+ROWS = tid("conversation-rows")
+
+
+def _listed(page: Any) -> list[str]:
+    return page.locator(f"{tid('conversation-row')} .chat-pick").all_inner_texts()
+
+
+def _wait_shown_for(page: Any, query: str) -> None:
+    """Until the list answers `query` (the rows of its newest request are on the page)."""
+    page.wait_for_function(
+        "([sel, q]) => { const ul = document.querySelector(sel);"
+        " return ul && ul.getAttribute('data-shown-for') === q"
+        " && ul.getAttribute('aria-busy') === 'false'; }",
+        arg=[ROWS, query],
+    )
+
+
+def test_the_search_box_narrows_the_conversations_by_title_and_turns_chinese_included(
+    open_page, live_stack, workspace_a, workspace_b, erin_editor, mallory_owner
+):
+    flow = demo_flow(workspace_a, erin_editor, reply="ok", delay_ms=0)
+    _conversation(flow, erin_editor, "客服 1", "我想查询订单状态", "您的订单已发货。")
+    _conversation(flow, erin_editor, "Weather", "Is it raining in Paris?", "Not today.")
+    _conversation(flow, erin_editor, "Refund request", "I was charged twice", "Refunded.")
+    foreign = demo_flow(workspace_b, mallory_owner, reply="ok", delay_ms=0)
+    _conversation(foreign, mallory_owner, "他们的订单", "订单", "订单")
+
+    chat = open_page(erin_editor)
+    page = chat.page
+    requests: list[str] = []
+    listing = f"/api/w/acme/flows/{flow.pk}/conversations"
+    page.on("request", lambda r: requests.append(r.url) if listing in r.url else None)
+    chat.goto(f"/w/acme/flows/{flow.pk}/chat/")
+    _wait_shown_for(page, "")
+    everything = ["Refund request", "Weather", "客服 1"]
+    assert _listed(page) == everything
+
+    # Typing: one search once typing pauses (the debounce), matched in the turns' text.
+    requests.clear()
+    page.click(tid("conversation-search"))
+    page.keyboard.type("订单")
+    _wait_shown_for(page, "订单")
+    assert _listed(page) == ["客服 1"]
+    searched = [parse_qs(urlparse(u).query).get("q", [""])[0] for u in requests]
+    assert searched[-1] == "订单" and all("订单".startswith(q) for q in searched), searched
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / "playground-search.png"))
+
+    # An English word from an answer, ignoring case; then a title.
+    page.fill(tid("conversation-search"), "TODAY")
+    _wait_shown_for(page, "TODAY")
+    assert _listed(page) == ["Weather"]
+    page.fill(tid("conversation-search"), "")
+    _wait_shown_for(page, "")
+    requests.clear()
+    page.keyboard.type("refund")  # six keys in a burst: searched once the burst ends
+    _wait_shown_for(page, "refund")
+    assert _listed(page) == ["Refund request"]
+    searched = [parse_qs(urlparse(u).query).get("q", [""])[0] for u in requests]
+    assert searched[-1] == "refund" and len(searched) < len("refund"), searched
+
+    # Clearing the box brings the whole list back.
+    page.fill(tid("conversation-search"), "")
+    _wait_shown_for(page, "")
+    assert _listed(page) == everything
+
+    # Nothing matches: said so, with a way back; Escape clears too.
+    page.fill(tid("conversation-search"), "不存在的内容")
+    _wait_shown_for(page, "不存在的内容")
+    assert _listed(page) == []
+    assert "No conversations match “不存在的内容”" in page.locator(tid("conversation-no-match")).inner_text()
+    page.click(tid("conversation-search-clear"))
+    _wait_shown_for(page, "")
+    assert _listed(page) == everything and page.input_value(tid("conversation-search")) == ""
+    page.fill(tid("conversation-search"), "paris")
+    _wait_shown_for(page, "paris")
+    page.press(tid("conversation-search"), "Escape")
+    _wait_shown_for(page, "")
+    assert _listed(page) == everything
+
+    # A picked result opens its transcript.
+    page.fill(tid("conversation-search"), "订单")
+    _wait_shown_for(page, "订单")
+    page.click(f"{tid('conversation-row')} .chat-pick")
+    page.wait_for_selector(f"{tid('chat-user')}:has-text('我想查询订单状态')")
+    assert [e for e in chat.console_errors if "WebSocket" not in e] == []

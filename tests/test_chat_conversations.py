@@ -153,6 +153,41 @@ def test_the_api_lists_searches_reads_renames_and_deletes(
     assert Client().get(url, **_bearer(viewer)).status_code == 404
 
 
+def test_search_finds_chinese_and_quoted_text_in_turns_on_every_database(
+    workspace_a, workspace_b, erin_editor, mallory_owner, token_for
+):
+    """Runs' inputs and outputs are JSON: PostgreSQL prints `订单` as itself, SQLite (the
+    embedded default) stores it as `\\u8ba2\\u5355`, and a quote is `\\"` in both. A search
+    finds the text as the user typed it either way; this runs on whichever database the
+    suite uses."""
+    flow = flowgraphs.demo_flow(workspace_a, erin_editor, reply="ok", delay_ms=0)
+    acting = _acting(workspace_a, erin_editor)
+    orders = conversation_create(workspace=workspace_a, acting=acting, flow=flow, title="Help")
+    _finished_turn(orders, erin_editor, "我想查询订单状态", "您的订单已发货。")
+    quoted = conversation_create(workspace=workspace_a, acting=acting, flow=flow, title="Quote")
+    _finished_turn(quoted, erin_editor, 'He said "refund me" twice', "Noted.")
+    conversation_create(workspace=workspace_a, acting=acting, flow=flow, title="Weather")
+    foreign_flow = flowgraphs.demo_flow(workspace_b, mallory_owner, reply="ok", delay_ms=0)
+    foreign = conversation_create(
+        workspace=workspace_b, acting=_acting(workspace_b, mallory_owner), flow=foreign_flow
+    )
+    _finished_turn(foreign, mallory_owner, "我的订单在哪里", "在路上。")
+    viewer = token_for(workspace_a, erin_editor)
+
+    def found(q: str) -> list[str]:
+        response = Client().get(
+            f"/api/w/acme/flows/{flow.pk}/conversations", {"q": q}, **_bearer(viewer)
+        )
+        assert response.status_code == 200, response.content
+        return [c["title"] for c in response.json()]
+
+    assert found("订单") == ["Help"]  # in the question and the answer; never the other tenant's
+    assert found("已发货") == ["Help"]  # in the answer only
+    assert found('"refund me"') == ["Quote"]  # quotes as typed
+    assert found("退款") == []
+    assert found("") == ["Weather", "Quote", "Help"]  # no text: the whole list, latest first
+
+
 def test_another_workspaces_or_flows_conversation_is_not_found(
     workspace_a, workspace_b, erin_editor, mallory_owner, token_for
 ):

@@ -200,6 +200,10 @@ REQUESTS: dict[str, Request] = {
     "POST /api/w/<slug>/runs/<run_id>/approvals/<node_id>": Request(
         data={"decision": "reject", "comment": "matrix"}
     ),
+    # budgets (usage app): admins set the workspace's and any key's, on pages and the API
+    "POST /w/<slug>/settings/usage/": Request(data={"monthly_tokens": "5000"}),
+    "POST /w/<slug>/tokens/<token_id>/budget/": Request(data={"monthly_tokens": "500"}),
+    "PUT /api/w/<slug>/usage/budget": Request(data={"monthly_tokens": 5000, "monthly_cost": "2.5"}),
     # knowledge API: viewers list, read and search; editors manage and upload
     "POST /api/w/<slug>/knowledge-bases": Request(data=lambda: {"name": unique("kb")}),
     "PUT /api/w/<slug>/knowledge-bases/<kb_id>": Request(data=lambda: {"name": unique("kb")}),

@@ -14,10 +14,10 @@ from accounts.models import Membership
 from accounts.services import api_token_create
 from audit.models import AuditEntry
 from chat.services import flow_call
-from flows.models import Flow
-from runs.models import Run, RunEvent, RunStatus
+from runs.models import Run, RunStatus
 from runs.services import RunRefused
 from tests import flowgraphs
+from tests.runlogs import used_run
 from usage.models import KeyBudget, ModelPrice, UsageDay, UsageRecord, WorkspaceBudget
 from usage.selectors import tokens_left
 from usage.services import record_run_usage
@@ -25,27 +25,7 @@ from usage.services import record_run_usage
 pytestmark = pytest.mark.django_db
 
 
-def _finished_run(flow: Flow, user, usage: dict | None, event: str = "node_finished") -> Run:
-    run = Run.objects.create(
-        workspace=flow.workspace,
-        flow=flow,
-        flow_version=flow.versions.get(number=1),
-        session_id="s",
-        started_by=user,
-        status=RunStatus.SUCCEEDED,
-        finished_at=timezone.now(),
-    )
-    payload = {"data": "x"} if usage is None else {"data": "x", "usage": usage}
-    RunEvent.objects.create(
-        workspace=flow.workspace,
-        run=run,
-        seq=1,
-        event=event,
-        node_id="model",
-        payload=payload,
-        ts=timezone.now(),
-    )
-    return run
+_finished_run = used_run  # flow, user, usage, event=...: a run whose log reports usage
 
 
 def _usage(i: int, o: int, model: str = "gpt-x") -> dict:

@@ -1,18 +1,25 @@
 """Writing usage: a finished run's reported token counts into the ledger and the day's
-roll-up, in one transaction, exactly once per run and node."""
+roll-up, in one transaction, exactly once per run and node; and the budgets a workspace's
+admins set for the workspace and for its API keys (audited)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypeVar
 
+from django.core.exceptions import ValidationError
 from django.db import connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
+from accounts.models import ApiToken, Membership, Role, Workspace
+from accounts.tenancy import require_role, scoped
+from audit.services import record
 from runs.models import Run
 from runs.selectors import run_usage
-from usage.models import ModelPrice, UsageDay, UsageRecord
+from usage.models import KeyBudget, ModelPrice, UsageDay, UsageRecord, WorkspaceBudget
 
 UPSERT_DAY_SQL = """
 INSERT INTO {table} (day, workspace_id, flow_id, user_id, api_token_id, model,
@@ -105,3 +112,156 @@ def _add_to_day(
         cost=F("cost") + cost,
         calls=F("calls") + 1,
     )
+
+
+# --- budgets --------------------------------------------------------------------------------
+# Sane ceilings: far above any real month (a trillion tokens; a billion in cost), well inside
+# the columns (a 64-bit integer; 14 digits, 4 after the point), so a typo with extra zeros
+# is refused rather than silently meaning "no limit".
+MAX_MONTHLY_TOKENS = 10**12
+MAX_MONTHLY_COST = Decimal(1_000_000_000)
+COST_PLACES = 4
+
+
+@dataclass(frozen=True)
+class BudgetLimits:
+    """A monthly budget's two limits; None: no limit of that kind."""
+
+    monthly_tokens: int | None
+    monthly_cost: Decimal | None
+
+    @property
+    def empty(self) -> bool:
+        return self.monthly_tokens is None and self.monthly_cost is None
+
+    def as_audit(self) -> dict[str, str | int | None]:
+        """As the trail keeps it: the cost as a string without trailing zeros (2.5000 as
+        the database gives it back and 2.5 as it was typed are the same limit)."""
+        cost = self.monthly_cost
+        return {
+            "monthly_tokens": self.monthly_tokens,
+            "monthly_cost": None if cost is None else format(cost.normalize(), "f"),
+        }
+
+
+def budget_limits(*, monthly_tokens: int | None, monthly_cost: Decimal | None) -> BudgetLimits:
+    """The limits if they can be a budget, else ValidationError naming each bad one (codes:
+    `not_a_number`, `negative`, `too_large`, `too_precise`). 0 is allowed: it refuses
+    every run (a stop switch)."""
+    errors: dict[str, ValidationError] = {}
+    if monthly_tokens is not None:
+        if isinstance(monthly_tokens, bool) or not isinstance(monthly_tokens, int):
+            errors["monthly_tokens"] = ValidationError(
+                "The token budget is a whole number.", code="not_a_number"
+            )
+        elif error := _out_of_range(monthly_tokens, MAX_MONTHLY_TOKENS, "token budget"):
+            errors["monthly_tokens"] = error
+    if monthly_cost is not None:
+        if not isinstance(monthly_cost, Decimal) or not monthly_cost.is_finite():
+            errors["monthly_cost"] = ValidationError(
+                "The cost budget is a number.", code="not_a_number"
+            )
+        elif error := _out_of_range(monthly_cost, MAX_MONTHLY_COST, "cost budget"):
+            errors["monthly_cost"] = error
+        elif monthly_cost != monthly_cost.quantize(Decimal(1).scaleb(-COST_PLACES)):
+            errors["monthly_cost"] = ValidationError(
+                f"The cost budget has at most {COST_PLACES} decimal places.", code="too_precise"
+            )
+    if errors:
+        raise ValidationError(errors)
+    return BudgetLimits(monthly_tokens, monthly_cost)
+
+
+def _out_of_range(
+    value: int | Decimal, maximum: int | Decimal, name: str
+) -> ValidationError | None:
+    if value < 0:
+        return ValidationError(f"The {name} cannot be negative.", code="negative")
+    if value > maximum:
+        return ValidationError(f"The {name} is at most {maximum:,} a month.", code="too_large")
+    return None
+
+
+Budget = TypeVar("Budget", WorkspaceBudget, KeyBudget)
+
+
+def _limits_of(budget: WorkspaceBudget | KeyBudget | None) -> BudgetLimits:
+    if budget is None:
+        return BudgetLimits(None, None)
+    return BudgetLimits(budget.monthly_tokens, budget.monthly_cost)
+
+
+def _apply(budget: Budget | None, new: BudgetLimits, make: Callable[[], Budget]) -> Budget | None:
+    """Write `new` over the locked `budget` row: removed when both limits are empty (no
+    budget is no row, as in the admin), created by `make()` when there was none."""
+    if new.empty:
+        if budget is not None:
+            budget.delete()
+        return None
+    if budget is None:
+        budget = make()
+    budget.monthly_tokens, budget.monthly_cost = new.monthly_tokens, new.monthly_cost
+    budget.full_clean()
+    budget.save()
+    return budget
+
+
+@transaction.atomic
+def workspace_budget_set(
+    *,
+    workspace: Workspace,
+    acting: Membership,
+    monthly_tokens: int | None,
+    monthly_cost: Decimal | None,
+) -> WorkspaceBudget | None:
+    """Set, change or remove (both None) the workspace's monthly budget; admins and owners
+    only. Audited as `usage.budget_set` with what changed; setting what is already set
+    changes nothing and records nothing. Runs started from now on are held to it."""
+    require_role(acting, Role.ADMIN)
+    new = budget_limits(monthly_tokens=monthly_tokens, monthly_cost=monthly_cost)
+    budget = WorkspaceBudget.objects.select_for_update().filter(workspace=workspace).first()
+    old = _limits_of(budget)
+    if old == new:
+        return budget
+    saved = _apply(budget, new, lambda: WorkspaceBudget(workspace=workspace))
+    record(
+        action="usage.budget_set",
+        workspace=workspace,
+        actor=acting.user,
+        target=f"workspace:{workspace.slug}",
+        before=old.as_audit(),
+        after=new.as_audit(),
+    )
+    return saved
+
+
+@transaction.atomic
+def key_budget_set(
+    *,
+    workspace: Workspace,
+    acting: Membership,
+    api_token: ApiToken,
+    monthly_tokens: int | None,
+    monthly_cost: Decimal | None,
+) -> KeyBudget | None:
+    """Set, change or remove (both None) an API key's own monthly budget; admins and owners
+    only, for any key of the workspace (the caller found it with `get_scoped`). Audited as
+    `usage.key_budget_set`. The workspace's budget still applies to the key's runs."""
+    require_role(acting, Role.ADMIN)
+    token = scoped(ApiToken, workspace).get(pk=api_token.pk)
+    new = budget_limits(monthly_tokens=monthly_tokens, monthly_cost=monthly_cost)
+    budget = KeyBudget.objects.select_for_update().filter(api_token=token).first()
+    old = _limits_of(budget)
+    if old == new:
+        return budget
+    saved = _apply(budget, new, lambda: KeyBudget(api_token=token))
+    key = {"name": token.name, "prefix": token.prefix}  # which key, for a reader of the trail
+    record(
+        action="usage.key_budget_set",
+        workspace=workspace,
+        actor=acting.user,
+        target=f"token:{token.pk}",
+        before={**old.as_audit(), **key},
+        after={**new.as_audit(), **key},
+    )
+    return saved

@@ -1,9 +1,10 @@
-/** The playground as a page of its own: the flow's conversations on the left (new, pick,
- * rename, delete through the chat API), the picked one's transcript on the right. */
-import { useCallback, useEffect, useMemo, useState } from "react";
+/** The playground as a page of its own: the flow's conversations on the left (search, new,
+ * pick, rename, delete through the chat API), the picked one's transcript on the right. */
+import { useCallback, useEffect, useMemo, useRef, useState } from "react";
 import { Api, ApiError } from "../lib/api";
 import type { IslandConfig } from "../lib/config";
 import { Playground } from "./Playground";
+import { conversationListPath, MAX_SEARCH_CHARS, searchText, useSettled } from "./search";
 
 type ConversationRow = { id: string; title: string; turns: number; updated_at: string };
 
@@ -16,14 +17,25 @@ export function ChatPage({ config }: { config: IslandConfig }) {
   const [rows, setRows] = useState<ConversationRow[]>([]);
   const [picked, setPicked] = useState<string | null>(pickedFromUrl);
   const [error, setError] = useState<string | null>(null);
+  // What the box holds, what is searched once typing pauses, and what the rows answer
+  // (null until the first list arrives).
+  const [typed, setTyped] = useState("");
+  const query = useSettled(searchText(typed));
+  const [shownFor, setShownFor] = useState<string | null>(null);
+  const latest = useRef(0);
 
   const reload = useCallback(async () => {
+    // Answers can arrive out of order while someone types: only the newest request's counts.
+    const ticket = ++latest.current;
     try {
-      setRows(await api.get<ConversationRow[]>(`flows/${config.flowId}/conversations`));
+      const found = await api.get<ConversationRow[]>(conversationListPath(config.flowId, query));
+      if (ticket !== latest.current) return;
+      setRows(found);
+      setShownFor(query);
     } catch (err) {
-      setError(err instanceof ApiError ? err.message : String(err));
+      if (ticket === latest.current) setError(err instanceof ApiError ? err.message : String(err));
     }
-  }, [api, config.flowId]);
+  }, [api, config.flowId, query]);
 
   useEffect(() => {
     void reload();
@@ -65,12 +77,25 @@ export function ChatPage({ config }: { config: IslandConfig }) {
         <button type="button" className="primary" onClick={() => pick(null)} data-testid="conversation-new">
           New conversation
         </button>
+        <input
+          type="search"
+          className="chat-search"
+          value={typed}
+          maxLength={MAX_SEARCH_CHARS}
+          placeholder="Search conversations"
+          aria-label="Search conversations (titles and messages)"
+          data-testid="conversation-search"
+          onChange={(e) => setTyped(e.target.value)}
+          onKeyDown={(e) => {
+            if (e.key === "Escape") setTyped("");
+          }}
+        />
         {error && (
           <p className="error" role="alert">
             {error}
           </p>
         )}
-        <ul>
+        <ul data-testid="conversation-rows" data-shown-for={shownFor ?? ""} aria-busy={shownFor !== query}>
           {rows.map((row) => (
             <li key={row.id} className={row.id === picked ? "active" : ""} data-testid="conversation-row" data-id={row.id}>
               <button type="button" className="link chat-pick" onClick={() => pick(row.id)} title={row.title}>
@@ -92,7 +117,15 @@ export function ChatPage({ config }: { config: IslandConfig }) {
             </li>
           ))}
         </ul>
-        {rows.length === 0 && <p className="muted">No conversations yet.</p>}
+        {rows.length === 0 && shownFor === "" && <p className="muted">No conversations yet.</p>}
+        {rows.length === 0 && shownFor && (
+          <p className="muted" data-testid="conversation-no-match">
+            No conversations match “{shownFor}”.{" "}
+            <button type="button" className="link" onClick={() => setTyped("")} data-testid="conversation-search-clear">
+              Clear search
+            </button>
+          </p>
+        )}
       </aside>
       <Playground
         config={config}
