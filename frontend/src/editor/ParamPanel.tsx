@@ -3,6 +3,7 @@ import { templateVariables, type Component, type JsonSchema, type NodePolicy, ty
 import { PinSection } from "./PinSection";
 import { PolicySection } from "./PolicySection";
 import { RouterRules } from "./RouterRules";
+import { SubflowPicker } from "./SubflowPicker";
 import type { Api } from "../lib/api";
 
 export type Credential = { id: number | string; name?: string; provider: string; base_url?: string };
@@ -203,7 +204,9 @@ export function ParamPanel({
   onConnect?: () => void;
 }) {
   const uid = useId();
-  const properties = Object.entries(component.params?.properties ?? {});
+  // A sub-flow's params are set together by its picker (the flow and its ports).
+  const subflow = component.key === "flow.subflow";
+  const properties = subflow ? [] : Object.entries(component.params?.properties ?? {});
   const required = new Set(component.params?.required ?? []);
   const latest = useRef(params);
   latest.current = params;
@@ -237,7 +240,18 @@ export function ParamPanel({
           ))}
         </ul>
       )}
-      {properties.length === 0 && <p className="muted">No parameters.</p>}
+      {subflow && (
+        <SubflowPicker
+          api={api}
+          params={params}
+          readOnly={readOnly}
+          onChange={(next) => {
+            latest.current = next;
+            onChange(next);
+          }}
+        />
+      )}
+      {properties.length === 0 && !subflow && <p className="muted">No parameters.</p>}
       {properties.map(([key, prop]) => {
         const id = `${uid}-${key}`;
         const widget = widgetOf(key, prop, component.key);

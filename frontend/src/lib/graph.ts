@@ -280,6 +280,14 @@ function componentPorts(
     const vars = typeof template === "string" ? templateVariables(template) : [];
     return { inputs: vars.map((name) => ({ name, type: "any", required: true })), outputs: component.outputs };
   }
+  if (component.key === "flow.subflow") {
+    // Its ports are the picked flow's chat inputs and text outputs (SubflowPicker).
+    const names = (value: unknown) => (Array.isArray(value) ? value.filter((n): n is string => typeof n === "string") : []);
+    return {
+      inputs: names(params.inputs).map((name) => ({ name, type: "text", required: true })),
+      outputs: names(params.outputs).map((name) => ({ name, type: "text" })),
+    };
+  }
   if (component.key === "logic.router" && Array.isArray(params.rules)) {
     const names: string[] = [];
     for (const rule of params.rules as { output?: unknown }[]) {

@@ -155,7 +155,10 @@ export function RunPanel({
   const inputNodes = nodes.filter((n) => n.component === CHAT_INPUT);
   const [values, setValues] = useState<Record<string, string>>({});
   const active = s.status === "starting" || s.status === "running";
-  const label = (id: string) => catalog.get(nodes.find((n) => n.id === id)?.component ?? "")?.label ?? id;
+  // A sub-flow's nodes (`parent.child`) are not on this canvas: their component comes
+  // from their `node_started`.
+  const label = (id: string) =>
+    catalog.get(nodes.find((n) => n.id === id)?.component ?? s.nodes[id]?.component ?? "")?.label ?? id;
   const ordered = [
     ...s.order.filter((id) => id),
     ...Object.keys(s.nodes).filter((id) => id && !s.order.includes(id)),
@@ -261,7 +264,12 @@ export function RunPanel({
               const text = n.text.slice(0, n.shown);
               const finalText = n.text ? "" : outputText(n.output);
               return (
-                <li key={id} className={`run-node st-${n.status}`} data-testid={`run-node-${id}`}>
+                <li
+                  key={id}
+                  className={`run-node st-${n.status}${id.includes(".") ? " nested" : ""}`}
+                  style={id.includes(".") ? { marginLeft: `${Math.min(3, id.split(".").length - 1) * 14}px` } : undefined}
+                  data-testid={`run-node-${id}`}
+                >
                   <details open={n.status !== "skipped"}>
                     <summary className="run-node-head">
                       <strong>{label(id)}</strong> <code>{id}</code>
