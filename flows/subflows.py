@@ -20,7 +20,7 @@ from accounts.models import Workspace
 from accounts.tenancy import scoped
 from flows.models import FlowVersion
 
-COMPONENT = "flow.subflow"
+COMPONENTS = ("flow.subflow", "flow.iterate")
 MAX_DEPTH = 4
 
 
@@ -58,7 +58,7 @@ def references(graph: Any) -> list[tuple[str, int, int | None]]:
         raw = node.get("params")
         params: dict[str, Any] = raw if isinstance(raw, dict) else {}
         flow_id = params.get("flow")
-        if node.get("component") == COMPONENT and isinstance(flow_id, int):
+        if node.get("component") in COMPONENTS and isinstance(flow_id, int):
             version = params.get("version")
             found.append(
                 (str(node.get("id")), flow_id, version if isinstance(version, int) else None)

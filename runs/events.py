@@ -141,6 +141,11 @@ EVENTS: tuple[EventType, ...] = (
         node_result=True,
     ),
     EventType(
+        "iteration_progress",
+        "an iteration node finished an item: {data: {done, total, failed}}",
+        "engine",
+    ),
+    EventType(
         "run_resumed",
         "a waiting run goes on after a decision: {data: {after: [node ids decided]}}",
         "engine",

@@ -41,6 +41,7 @@ def test_every_event_set_is_derived_from_the_registry():
         "waiting_for_approval",
         "run_resumed",
         "approval_decided",
+        "iteration_progress",
     }
     assert {"on_token", "on_tool_call", "on_tool_result", "on_retrieval"} == events.COMPONENT_EVENTS
     assert {"run_started", "node_started", "node_finished"} == events.LAZY_EVENTS

@@ -9,6 +9,7 @@ from flows.components.agent import DemoToolAgent, ToolAgent
 from flows.components.approval import Approval
 from flows.components.base import Component
 from flows.components.io import ChatInput, TextOutput
+from flows.components.iterate import Iterate
 from flows.components.llm import AnthropicChat, DemoChat, OllamaChat, OpenAIChat
 from flows.components.logic import Router
 from flows.components.memory import ConversationMemory
@@ -40,6 +41,7 @@ _CLASSES: list[type[Component]] = [
     Router,
     Approval,
     SubFlow,
+    Iterate,
 ]
 
 REGISTRY: MappingProxyType[str, type[Component]] = MappingProxyType(

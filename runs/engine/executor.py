@@ -61,11 +61,16 @@ class PrefixedWriter:
     """A sub-flow's view of its run's writer: the same log and seq, every event of its
     nodes named `<parent node id>.<child node id>` (flows.subflows)."""
 
-    def __init__(self, writer: RunWriter | PrefixedWriter, prefix: str) -> None:
+    def __init__(
+        self, writer: RunWriter | PrefixedWriter, prefix: str, item: int | None = None
+    ) -> None:
         self._writer = writer
         self.prefix = prefix
+        self.item = item  # an iteration's item: its events say which
 
     def emit(self, event: str, node_id: str = "", payload: dict[str, Any] | None = None) -> None:
+        if self.item is not None:
+            payload = {**(payload or {}), "item": self.item}
         # A run-level event of the child (a planning error) belongs to its parent node.
         self._writer.emit(event, self.prefix + node_id if node_id else self.prefix[:-1], payload)
 
@@ -112,12 +117,8 @@ class NodeContext:
             raise ValueError(f"components cannot emit {event!r}")
         self._writer.emit(event, self.node_id, {"data": data})
 
-    async def run_subflow(
-        self, flow_id: int, version: int | None, values: dict[str, str]
-    ) -> dict[str, Any]:
-        """Run another flow's graph inside this run (flows.components.subflow): its nodes'
-        events under this node's id, its chat inputs given `values`; its outputs by text
-        output id. NodeError when it cannot run or one of its nodes failed."""
+    async def _child_plan(self, flow_id: int, version: int | None) -> Any:
+        """The plan of another flow's version, to run inside this node (flows.subflows)."""
         if self._depth + 1 >= MAX_SUBFLOW_DEPTH:
             raise NodeError(f"Sub-flows are nested more than {MAX_SUBFLOW_DEPTH} deep.")
         workspace = self._run.workspace
@@ -135,10 +136,16 @@ class NodeContext:
             raise NodeError(f"The sub-flow can no longer run: {problems}") from exc
         if any(getattr(p.component, "pauses_for_approval", False) for p in plan.nodes.values()):
             raise NodeError("A sub-flow cannot ask for a human approval (yet).")
+        return plan
+
+    async def _run_child(
+        self, plan: Any, prefix: str, values: dict[str, str], item: int | None = None
+    ) -> dict[str, Any]:
+        """Execute a child plan under `prefix`; its outputs, or NodeError / BudgetExceeded."""
         runner = PlanRunner(
             self._run,
             plan,
-            PrefixedWriter(self._writer, f"{self.node_id}."),
+            PrefixedWriter(self._writer, prefix, item),
             allowance=self._allowance,
             inputs=values,
             depth=self._depth + 1,
@@ -147,11 +154,68 @@ class NodeContext:
         if runner.budget_exceeded:
             raise BudgetExceeded("The workspace's budget ran out in the sub-flow.")
         if runner.failed:
-            failed = [n for n in plan.order if n in runner.results and runner.results[n] is None]
+            where, why = runner.first_failure or ("", "")
             raise NodeError(
-                "The sub-flow failed" + (f" at {', '.join(failed[:3])}." if failed else ".")
+                f"The sub-flow failed at {where}: {why}" if where else "The sub-flow failed."
             )
         return runner.outputs()
+
+    async def run_subflow(
+        self, flow_id: int, version: int | None, values: dict[str, str]
+    ) -> dict[str, Any]:
+        """Run another flow's graph inside this run (flows.components.subflow): its nodes'
+        events under this node's id, its chat inputs given `values`; its outputs by text
+        output id. NodeError when it cannot run or one of its nodes failed."""
+        plan = await self._child_plan(flow_id, version)
+        return await self._run_child(plan, f"{self.node_id}.", values)
+
+    async def run_iteration(
+        self,
+        flow_id: int,
+        version: int | None,
+        per_item: list[dict[str, str]],
+        concurrency: int,
+        on_error: str,
+    ) -> tuple[list[dict[str, Any] | None], list[dict[str, Any]]]:
+        """Run another flow once per item (flows.components.iterate), at most `concurrency`
+        at once, item i's events named `<node>.<i>.<child>` and carrying `item`; after each
+        item an `iteration_progress`. (outputs per item in order, errors). With `on_error`
+        "fail" the first failure cancels the items still running and fails the node."""
+        plan = await self._child_plan(flow_id, version)
+        total = len(per_item)
+        outputs: list[dict[str, Any] | None] = [None] * total
+        errors: list[dict[str, Any]] = []
+        gate = asyncio.Semaphore(concurrency)
+        done = 0
+
+        async def one(index: int) -> None:
+            nonlocal done
+            async with gate:
+                self.check_cancelled()
+                try:
+                    outputs[index] = await self._run_child(
+                        plan, f"{self.node_id}.{index}.", per_item[index], index
+                    )
+                except NodeError as exc:
+                    if on_error == "fail":
+                        raise NodeError(f"Item {index}: {exc}", exc.code) from exc
+                    errors.append({"item": index, "message": str(exc)})
+                done += 1
+                self._writer.emit(
+                    "iteration_progress",
+                    self.node_id,
+                    {"data": {"done": done, "total": total, "failed": len(errors)}},
+                )
+
+        tasks = [asyncio.create_task(one(i)) for i in range(total)]
+        try:
+            await asyncio.gather(*tasks)
+        finally:
+            for task in tasks:  # a failure (or a cancel) stops the items still running
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+        errors.sort(key=lambda e: e["item"])
+        return outputs, errors
 
     def check_cancelled(self) -> None:  # called per chunk: keep it a flag check
         if self._writer.should_stop:
@@ -303,6 +367,8 @@ class PlanRunner:
         # Nodes waiting for a decision now, and every node behind one: they do not run.
         self.waiting: set[str] = set()
         self.blocked: set[str] = set()
+        # The first node that failed, and why (a sub-flow's node says it to its parent).
+        self.first_failure: tuple[str, str] | None = None
 
     def _inputs_for(self, node_id: str) -> dict[str, Any] | None:
         """The node's inputs from upstream outputs; None when it must be skipped."""
@@ -528,6 +594,7 @@ class PlanRunner:
         self, node_id: str, message: str, *, code: str = "", attempts: int = 1
     ) -> None:
         self.failed = True
+        self.first_failure = self.first_failure or (node_id, message)
         self.results[node_id] = None
         payload: dict[str, Any] = {"message": message}
         if code:
@@ -652,9 +719,7 @@ def _start(run: Run, sink: EventSink) -> _Start:
             run, writer, failure=(RunStatus.FAILED, f"Internal error: {type(exc).__name__}")
         )
     allowance = Allowance(tokens_left(run.workspace_id, run.api_token_id))
-    return _Start(
-        run, writer, runner=PlanRunner(run, plan, writer, recorded, allowance, resume)
-    )
+    return _Start(run, writer, runner=PlanRunner(run, plan, writer, recorded, allowance, resume))
 
 
 def _execute(start: _Start) -> None:

@@ -56,6 +56,7 @@ class PendingEvent:
 class _TokenBuffer:
     parts: list[str] = field(default_factory=list)
     last_flush: float = 0.0  # when this node's tokens were last turned into an event
+    item: int | None = None  # an iteration item's node: its events say which
 
 
 # What the sink takes from a writer in one pass: its events and, once, the run's final row.
@@ -101,7 +102,8 @@ class RunWriter:
         """Append an event of the registry (UnknownEvent otherwise); `completed` is
         `finish`'s alone."""
         if event == "on_token":
-            self._add_token(node_id, str((payload or {}).get("data") or ""))
+            item = (payload or {}).get("item")
+            self._add_token(node_id, str((payload or {}).get("data") or ""), item)
             return
         kind = event_type(event)
         if event == "completed":
@@ -121,7 +123,7 @@ class RunWriter:
         if not lazy:
             self.sink.wake()
 
-    def _add_token(self, node_id: str, text: str) -> None:
+    def _add_token(self, node_id: str, text: str, item: int | None = None) -> None:
         if not text:
             return
         text = storable_text(text)
@@ -130,7 +132,7 @@ class RunWriter:
                 return
             buffer = self._tokens.get(node_id)
             if buffer is None:
-                buffer = self._tokens[node_id] = _TokenBuffer()
+                buffer = self._tokens[node_id] = _TokenBuffer(item=item)
             buffer.parts.append(text)
             # A token after a quiet spell goes out at once (first-token latency); the ones
             # that follow it within the window ride together in the next event.
@@ -244,7 +246,10 @@ class RunWriter:
         now = time.monotonic()
         for node_id, buffer in self._tokens.items():
             if buffer.parts and (flushed_before is None or buffer.last_flush <= flushed_before):
-                self._append("on_token", node_id, {"data": "".join(buffer.parts)})
+                payload: dict[str, Any] = {"data": "".join(buffer.parts)}
+                if buffer.item is not None:
+                    payload["item"] = buffer.item
+                self._append("on_token", node_id, payload)
                 buffer.parts = []
                 buffer.last_flush = now
                 self._due = True

@@ -205,8 +205,9 @@ export function ParamPanel({
 }) {
   const uid = useId();
   // A sub-flow's params are set together by its picker (the flow and its ports).
-  const subflow = component.key === "flow.subflow";
-  const properties = subflow ? [] : Object.entries(component.params?.properties ?? {});
+  const subflow = component.key === "flow.subflow" || component.key === "flow.iterate";
+  const picked = new Set(["flow", "version", "inputs", "outputs"]);
+  const properties = Object.entries(component.params?.properties ?? {}).filter(([key]) => !subflow || !picked.has(key));
   const required = new Set(component.params?.required ?? []);
   const latest = useRef(params);
   latest.current = params;

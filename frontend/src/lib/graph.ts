@@ -288,6 +288,15 @@ function componentPorts(
       outputs: names(params.outputs).map((name) => ({ name, type: "text" })),
     };
   }
+  if (component.key === "flow.iterate") {
+    // The items, and the body flow's other inputs (the same for every item).
+    const names = Array.isArray(params.inputs) ? params.inputs.filter((n): n is string => typeof n === "string") : [];
+    const item = typeof params.item_input === "string" && params.item_input ? params.item_input : names[0];
+    return {
+      inputs: [{ name: "items", type: "any", required: true }, ...names.filter((n) => n !== item).map((name) => ({ name, type: "text", required: true }))],
+      outputs: component.outputs,
+    };
+  }
   if (component.key === "logic.router" && Array.isArray(params.rules)) {
     const names: string[] = [];
     for (const rule of params.rules as { output?: unknown }[]) {

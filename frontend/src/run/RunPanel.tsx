@@ -159,10 +159,11 @@ export function RunPanel({
   // from their `node_started`.
   const label = (id: string) =>
     catalog.get(nodes.find((n) => n.id === id)?.component ?? s.nodes[id]?.component ?? "")?.label ?? id;
-  const ordered = [
-    ...s.order.filter((id) => id),
-    ...Object.keys(s.nodes).filter((id) => id && !s.order.includes(id)),
-  ];
+  const [showItems, setShowItems] = useState(false);
+  const all = [...s.order.filter((id) => id), ...Object.keys(s.nodes).filter((id) => id && !s.order.includes(id))];
+  // An iteration's items (`loop.<i>.<node>`) are many: their steps are shown on request.
+  const itemSteps = all.filter((id) => /\.\d+\./.test(id));
+  const ordered = showItems ? all : all.filter((id) => !/\.\d+\./.test(id));
 
   return (
     <section className="run-panel" aria-label="Run">
@@ -258,6 +259,12 @@ export function RunPanel({
           <summary>
             Steps <small className="muted">({ordered.length})</small>
           </summary>
+          {itemSteps.length > 0 && (
+            <label className="inline muted" data-testid="show-item-steps">
+              <input type="checkbox" checked={showItems} onChange={(e) => setShowItems(e.target.checked)} /> Show the
+              steps of each iteration item ({itemSteps.length})
+            </label>
+          )}
           <ol className="run-nodes">
             {ordered.map((id) => {
               const n = s.nodes[id];
@@ -275,6 +282,13 @@ export function RunPanel({
                       <strong>{label(id)}</strong> <code>{id}</code>
                       <span className={`node-status st-${n.status}`}>{n.status}</span>
                       {n.durationMs !== undefined && <small>{formatDuration(n.durationMs)}</small>}
+                      {n.progress && (
+                        <small className="iteration-progress" data-testid={`progress-${id}`}>
+                          {n.progress.done} of {n.progress.total}
+                          {n.progress.failed ? ` · ${n.progress.failed} failed` : ""}
+                          <progress value={n.progress.done} max={n.progress.total} />
+                        </small>
+                      )}
                     </summary>
                     {n.retries?.map((r) => (
                       <p key={r.seq} className="retry-marker" data-testid={`retry-${id}`} title={r.error}>

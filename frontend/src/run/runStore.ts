@@ -70,6 +70,7 @@ export type NodeRun = {
   error?: string;
   durationMs?: number;
   startedAt?: number;
+  progress?: { done: number; total: number; failed: number }; // an iteration's items
 };
 
 export type RunSnapshot = {
@@ -258,6 +259,11 @@ export function applyEvent(s: RunSnapshot, e: RunEvent, queuedNodes: string[] = 
         timeout_at: d.timeout_at ?? null,
         seq: e.seq,
       });
+      break;
+    }
+    case "iteration_progress": {
+      const d = (e.data ?? {}) as { done?: number; total?: number; failed?: number };
+      node().progress = { done: Number(d.done ?? 0), total: Number(d.total ?? 0), failed: Number(d.failed ?? 0) };
       break;
     }
     case "run_resumed":
