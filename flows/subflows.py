@@ -20,7 +20,7 @@ from accounts.models import Workspace
 from accounts.tenancy import scoped
 from flows.models import FlowVersion
 
-COMPONENTS = ("flow.subflow", "flow.iterate")
+COMPONENTS = ("flow.subflow", "flow.iterate", "flow.loop")
 MAX_DEPTH = 4
 
 

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from accounts.models import Membership
+from flows.builder import GraphInvalid
 from flows.services import flow_create
 from tests.test_runs_subflows import _execute, chain, node
 from tests.wsclient import assert_exactly_the_log, follow_with_drops
@@ -156,3 +157,52 @@ def test_a_client_dropping_at_ten_points_receives_the_iteration_exactly(
     log = assert_exactly_the_log(received, run_id)
     assert log[-1]["status"] == "success"
     assert sum(1 for e in log if e["event"] == "iteration_progress") == 50
+
+
+def _looping(workspace: Any, user: Any, body: Any, **params: Any) -> Any:
+    loop = node(
+        "again", "flow.loop", flow=body.pk, version=1, inputs=["item"], outputs=["answer"], **params
+    )
+    graph = {
+        "nodes": [node("input", "io.chat_input"), loop, node("out", "io.text_output")],
+        "edges": [
+            {"source": "input", "source_port": "text", "target": "again", "target_port": "input"},
+            {"source": "again", "source_port": "result", "target": "out", "target_port": "text"},
+        ],
+    }
+    acting = Membership.objects.get(workspace=workspace, user=user)
+    return flow_create(workspace=workspace, acting=acting, name="Again", graph=graph)
+
+
+def test_a_loop_stops_at_its_condition_and_one_at_its_maximum(workspace_a, erin_editor):
+    body = _echo_body(workspace_a, erin_editor)  # each answer quotes the one before
+    stops = _looping(
+        workspace_a, erin_editor, body, until="regex", pattern="(You said.*){3}", max_iterations=10
+    )
+    run, log = _execute(workspace_a, erin_editor, stops, {"input": "start"})
+    assert run.status == "succeeded", run.error
+    said = "(demo model) You said: "
+    assert run.outputs["out"] == said * 3 + "start"
+    assert _finished(log, "again")["iterations"] == {"count": 3, "done": True}
+    assert [e["data"]["done"] for e in log if e["event"] == "iteration_progress"] == [1, 2, 3]
+    models = [
+        e for e in log if e["event"] == "node_finished" and (e["node_id"] or "").endswith(".model")
+    ]
+    assert [(e["node_id"], e["item"]) for e in models] == [
+        (f"again.{k}.model", k) for k in range(3)
+    ]
+
+    capped = _looping(
+        workspace_a, erin_editor, body, until="keyword", pattern="永远不会出现", max_iterations=4
+    )
+    run, log = _execute(workspace_a, erin_editor, capped, {"input": "start"})
+    assert run.status == "succeeded", run.error
+    assert _finished(log, "again")["iterations"] == {"count": 4, "done": False}
+    assert run.outputs["out"] == said * 4 + "start"
+
+
+def test_a_loop_without_its_pattern_is_refused_at_save(workspace_a, erin_editor):
+    body = _echo_body(workspace_a, erin_editor)
+    with pytest.raises(GraphInvalid) as refused:
+        _looping(workspace_a, erin_editor, body, until="keyword", pattern="")
+    assert [p.code for p in refused.value.problems] == ["required"]

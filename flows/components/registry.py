@@ -12,6 +12,7 @@ from flows.components.io import ChatInput, TextOutput
 from flows.components.iterate import Iterate
 from flows.components.llm import AnthropicChat, DemoChat, OllamaChat, OpenAIChat
 from flows.components.logic import Router
+from flows.components.loop import Loop
 from flows.components.memory import ConversationMemory
 from flows.components.parsers import JsonParser, TextParser
 from flows.components.prompt import PromptTemplateComponent
@@ -42,6 +43,7 @@ _CLASSES: list[type[Component]] = [
     Approval,
     SubFlow,
     Iterate,
+    Loop,
 ]
 
 REGISTRY: MappingProxyType[str, type[Component]] = MappingProxyType(

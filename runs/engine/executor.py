@@ -217,6 +217,33 @@ class NodeContext:
         errors.sort(key=lambda e: e["item"])
         return outputs, errors
 
+    async def run_loop(
+        self,
+        flow_id: int,
+        version: int | None,
+        first: dict[str, str],
+        next_values: Callable[[dict[str, Any]], dict[str, str]],
+        done: Callable[[dict[str, Any]], bool],
+        most: int,
+    ) -> tuple[dict[str, Any], int]:
+        """Run another flow again and again (flows.components.loop): iteration k's events
+        named `<node>.<k>.<child>` and carrying `item: k`, an `iteration_progress` after
+        each; until `done(outputs)` or `most` iterations. (the last outputs, how many)."""
+        plan = await self._child_plan(flow_id, version)
+        values, outputs = first, {}
+        for k in range(most):
+            self.check_cancelled()
+            outputs = await self._run_child(plan, f"{self.node_id}.{k}.", values, k)
+            self._writer.emit(
+                "iteration_progress",
+                self.node_id,
+                {"data": {"done": k + 1, "total": most, "failed": 0}},
+            )
+            if done(outputs):
+                return outputs, k + 1
+            values = next_values(outputs)
+        return outputs, most
+
     def check_cancelled(self) -> None:  # called per chunk: keep it a flag check
         if self._writer.should_stop:
             raise RunCancelled("The run was cancelled.")

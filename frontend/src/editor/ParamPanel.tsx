@@ -205,7 +205,7 @@ export function ParamPanel({
 }) {
   const uid = useId();
   // A sub-flow's params are set together by its picker (the flow and its ports).
-  const subflow = component.key === "flow.subflow" || component.key === "flow.iterate";
+  const subflow = ["flow.subflow", "flow.iterate", "flow.loop"].includes(component.key);
   const picked = new Set(["flow", "version", "inputs", "outputs"]);
   const properties = Object.entries(component.params?.properties ?? {}).filter(([key]) => !subflow || !picked.has(key));
   const required = new Set(component.params?.required ?? []);

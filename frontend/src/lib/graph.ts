@@ -288,12 +288,14 @@ function componentPorts(
       outputs: names(params.outputs).map((name) => ({ name, type: "text" })),
     };
   }
-  if (component.key === "flow.iterate") {
-    // The items, and the body flow's other inputs (the same for every item).
+  if (component.key === "flow.iterate" || component.key === "flow.loop") {
+    // The items (a loop: its first input), and the body flow's other inputs (the same
+    // for every item or iteration).
     const names = Array.isArray(params.inputs) ? params.inputs.filter((n): n is string => typeof n === "string") : [];
     const item = typeof params.item_input === "string" && params.item_input ? params.item_input : names[0];
+    const first = component.key === "flow.loop" ? { name: "input", type: "text" } : { name: "items", type: "any" };
     return {
-      inputs: [{ name: "items", type: "any", required: true }, ...names.filter((n) => n !== item).map((name) => ({ name, type: "text", required: true }))],
+      inputs: [{ ...first, required: true }, ...names.filter((n) => n !== item).map((name) => ({ name, type: "text", required: true }))],
       outputs: component.outputs,
     };
   }
