@@ -24,12 +24,12 @@ from usage.models import KeyBudget, ModelPrice, UsageDay, UsageRecord, Workspace
 UPSERT_DAY_SQL = """
 INSERT INTO {table} (day, workspace_id, flow_id, user_id, api_token_id, model,
                      input_tokens, output_tokens, cost, calls)
-VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, 1)
+VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
 ON CONFLICT ON CONSTRAINT usageday_key DO UPDATE SET
     input_tokens = {table}.input_tokens + EXCLUDED.input_tokens,
     output_tokens = {table}.output_tokens + EXCLUDED.output_tokens,
     cost = {table}.cost + EXCLUDED.cost,
-    calls = {table}.calls + 1
+    calls = {table}.calls + EXCLUDED.calls
 """
 
 
@@ -44,7 +44,10 @@ def record_run_usage(*, run_id: str) -> int:
     recorded = set(UsageRecord.objects.filter(run=run).values_list("node_id", flat=True))
     prices = {p.model: p for p in ModelPrice.objects.all()}
     day = (run.finished_at or timezone.now()).date()
-    new = 0
+    records: list[UsageRecord] = []
+    # One roll-up increment per model (a run's day, flow, user and key are the same for all
+    # its nodes): an iteration's thousand calls are one upsert, not a thousand.
+    per_model: dict[str, list[Any]] = {}
     for node_id, usage in run_usage(run).nodes.items():
         if node_id in recorded:
             continue
@@ -56,30 +59,46 @@ def record_run_usage(*, run_id: str) -> int:
             if price is not None
             else None
         )
-        UsageRecord.objects.create(
-            run=run,
-            node_id=node_id,
-            workspace_id=run.workspace_id,
-            model=model,
-            input_tokens=input_tokens,
-            output_tokens=output_tokens,
-            cost=cost,
-            currency=price.currency if price is not None else "",
+        records.append(
+            UsageRecord(
+                run=run,
+                node_id=node_id,
+                workspace_id=run.workspace_id,
+                model=model,
+                input_tokens=input_tokens,
+                output_tokens=output_tokens,
+                cost=cost,
+                currency=price.currency if price is not None else "",
+            )
         )
+        total = per_model.setdefault(model, [0, 0, Decimal(0), 0])
+        total[0] += input_tokens
+        total[1] += output_tokens
+        total[2] += cost or Decimal(0)
+        total[3] += 1
+    UsageRecord.objects.bulk_create(records, batch_size=500)
+    for model, (input_tokens, output_tokens, cost, calls) in per_model.items():
         _add_to_day(
             day=day,
             run=run,
             model=model,
             input_tokens=input_tokens,
             output_tokens=output_tokens,
-            cost=cost or Decimal(0),
+            cost=cost,
+            calls=calls,
         )
-        new += 1
-    return new
+    return len(records)
 
 
 def _add_to_day(
-    *, day: Any, run: Run, model: str, input_tokens: int, output_tokens: int, cost: Decimal
+    *,
+    day: Any,
+    run: Run,
+    model: str,
+    input_tokens: int,
+    output_tokens: int,
+    cost: Decimal,
+    calls: int = 1,
 ) -> None:
     """Increment the day's row in the database (concurrent runs add, never overwrite)."""
     params = [
@@ -92,6 +111,7 @@ def _add_to_day(
         input_tokens,
         output_tokens,
         cost,
+        calls,
     ]
     if connection.vendor == "postgresql":
         with connection.cursor() as cursor:
@@ -110,7 +130,7 @@ def _add_to_day(
         input_tokens=F("input_tokens") + input_tokens,
         output_tokens=F("output_tokens") + output_tokens,
         cost=F("cost") + cost,
-        calls=F("calls") + 1,
+        calls=F("calls") + calls,
     )
 
 

@@ -201,11 +201,13 @@ class NodeContext:
                         raise NodeError(f"Item {index}: {exc}", exc.code) from exc
                     errors.append({"item": index, "message": str(exc)})
                 done += 1
-                self._writer.emit(
-                    "iteration_progress",
-                    self.node_id,
-                    {"data": {"done": done, "total": total, "failed": len(errors)}},
-                )
+                # At most about 50 progress events per iteration, and always the last.
+                if done == total or done % max(1, total // 50) == 0:
+                    self._writer.emit(
+                        "iteration_progress",
+                        self.node_id,
+                        {"data": {"done": done, "total": total, "failed": len(errors)}},
+                    )
 
         tasks = [asyncio.create_task(one(i)) for i in range(total)]
         try:
@@ -291,7 +293,10 @@ class NodeContext:
                     self._writer.emit("on_token", self.node_id, {"data": text})
                     if not self._first_token_sent:
                         self._first_token_sent = True
-                        await self.deliver_now()
+                        # An iteration's items are many and no one waits on one's first
+                        # token: they go on and ride with the next write.
+                        if getattr(self._writer, "item", None) is None:
+                            await self.deliver_now()
                 yield chunk
         except BudgetExceeded:
             # Close the provider's stream now (not when collected): it stops generating.
