@@ -26,7 +26,11 @@ def test_an_iteration_runs_its_items_and_shows_its_progress(
     page.wait_for_selector(f"{tid('connection')}[data-state='open']")
     page.click(tid("node-loop"))
     page.wait_for_selector(tid("subflow-picker"))
-    assert page.locator(f"{tid('subflow-flow')} option:checked").inner_text() == "Body"
+    # The picker shows the body flow once the workspace's flows have loaded.
+    page.wait_for_function(
+        "(sel) => document.querySelector(sel)?.selectedOptions[0]?.textContent === 'Body'",
+        arg=tid("subflow-flow"),
+    )
     page.wait_for_selector(f"{tid('subflow-ports')}:has-text('Inputs: item')")
 
     items = [f"问题 {i}" for i in range(12)]
