@@ -144,7 +144,14 @@ def test_a_node_pinned_in_the_panel_keeps_its_output_while_what_follows_changes(
     def run_once() -> str:
         page.click(tid("tab-run"))
         page.fill(tid("run-input-chat_input_1"), "hi")
+        shown = page.locator(tid("run-id"))
+        before = shown.inner_text() if shown.count() else ""
         page.click(tid("run-button"))
+        # The new run's status, not the one before it still on the panel.
+        page.wait_for_function(
+            "([sel, before]) => (document.querySelector(sel)?.textContent || '') !== before",
+            arg=[tid("run-id"), before],
+        )
         page.wait_for_selector(f"{tid('run-status')}[data-status='success']")
         return str(latest_run(workspace_a).pk)
 

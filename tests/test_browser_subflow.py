@@ -60,7 +60,9 @@ def test_an_editor_runs_another_flow_as_a_node(open_page, live_stack, workspace_
     page.select_option(tid("subflow-flow"), label="Summarise")
     # Not published: its newest saved version is pinned, and its ports are the node's.
     page.wait_for_selector(f"{tid('subflow-ports')}:has-text('Inputs: question')")
-    assert page.locator(tid("subflow-version")).input_value() == "1"
+    page.wait_for_function(
+        "(sel) => document.querySelector(sel)?.value === '1'", arg=tid("subflow-version")
+    )
     page.wait_for_selector(tid("in-subflow_1-question"))
     drag_connection(page, "out-chat_input_1-text", "in-subflow_1-question")
     drag_connection(page, "out-subflow_1-answer", "in-text_output_1-text")
