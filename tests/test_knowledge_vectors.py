@@ -15,7 +15,12 @@ from accounts.models import User, Workspace
 from flows.services import credential_create
 from knowledge import ingestion, retrieval
 from knowledge.models import Chunk, DocumentStatus, KnowledgeBase, KnowledgeDocument
-from knowledge.vectorstore import PgVectorStore, SqliteVecStore, hnsw_index_name
+from knowledge.vectorstore import (
+    PgVectorStore,
+    SqliteVecStore,
+    hnsw_index_name,
+    searchable_chunks,
+)
 from tests.conftest import require_services
 from tests.fakes.fake_openai import FakeOpenAIServer
 from tests.knowledge_helpers import FAQ_ZH, api, ingest_queued, make_kb, membership, search, upload
@@ -100,12 +105,13 @@ def test_the_vector_query_is_planned_on_the_knowledge_bases_partial_hnsw_index(
         )
         (definition,) = cursor.fetchone()
         assert "hnsw" in definition and f"vector({fake.embedding_dimensions})" in definition
-        assert f"knowledge_base_id = {kb.pk}" in definition
+        assert f"(knowledge_base_id = {kb.pk}) AND searchable" in definition
     from django.db.models.functions import Cast
     from pgvector.django import CosineDistance, VectorField
 
+    # The store's query: the knowledge base's searchable chunks (the index's predicate).
     query = (
-        Chunk.objects.filter(knowledge_base_id=kb.pk)
+        searchable_chunks(kb)
         .annotate(
             d=CosineDistance(
                 Cast("embedding", output_field=VectorField(dimensions=kb.embedding_dimensions)),
