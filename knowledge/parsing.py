@@ -2,6 +2,8 @@
 
 `parse_file(name, data)` returns a `Parsed`: the format and the text in `Section`s, each
 with the page it came from (PDF) or the heading it sits under (DOCX, HTML, Markdown).
+`parse_stream(name, data)` does the same work a section at a time: a PDF's pages are read
+as they are asked for, so ingestion embeds the first pages while later ones are parsed.
 Every way a file can be bad ends in a `ParseError` whose `code` is short and stable (the
 ingestion job stores it; the page translates it) and whose message is a sentence a user
 can act on. No exception of a parsing library leaves this module.
@@ -21,8 +23,10 @@ import io
 import re
 import zipfile
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import PurePath
+from typing import Any
 
 __all__ = [
     "ERROR_CODES",
@@ -33,7 +37,9 @@ __all__ = [
     "ParseError",
     "Parsed",
     "Section",
+    "SectionStream",
     "parse_file",
+    "parse_stream",
     "sniff",
 ]
 
@@ -88,6 +94,17 @@ class Parsed:
     format: str
     sections: list[Section]
     pages: int | None
+
+
+@dataclass(frozen=True)
+class SectionStream:
+    """A file being parsed: its format, its page count (PDF only) and its sections in
+    reading order, read as they are asked for (iterating raises `ParseError` for what is
+    found wrong on the way, and `no_text` at the end if there was no text at all)."""
+
+    format: str
+    pages: int | None
+    sections: Iterator[Section]
 
 
 class ParseError(Exception):
@@ -243,10 +260,13 @@ class _Collector:
         self.total = 0
         self.sections: list[Section] = []
 
-    def add(self, text: str, *, page: int | None = None, heading: str | None = None) -> None:
+    def section(
+        self, text: str, *, page: int | None = None, heading: str | None = None
+    ) -> Section | None:
+        """The cleaned section (None when no text is left), counted against the limit."""
         text = _clean(text)
         if not text:
-            return
+            return None
         self.total += len(text)
         if self.total > self.max_chars:
             raise ParseError(
@@ -254,7 +274,12 @@ class _Collector:
                 f"“{self.name}” holds more than {self.max_chars:,} characters of text; "
                 "split it into smaller files.",
             )
-        self.sections.append(Section(text=text, page=page, heading=heading or None))
+        return Section(text=text, page=page, heading=heading or None)
+
+    def add(self, text: str, *, page: int | None = None, heading: str | None = None) -> None:
+        section = self.section(text, page=page, heading=heading)
+        if section is not None:
+            self.sections.append(section)
 
 
 _SPACES = re.compile(r"[ \t\u00a0\u3000]+")
@@ -272,13 +297,26 @@ def parse_file(name: str, data: bytes, *, max_chars: int = 5_000_000) -> Parsed:
     """Parse the uploaded file `name` with content `data` (see the module docstring).
 
     Raises `ParseError` for every bad file; nothing else escapes."""
+    stream = parse_stream(name, data, max_chars=max_chars)
+    sections = list(stream.sections)
+    return Parsed(format=stream.format, sections=sections, pages=stream.pages)
+
+
+def parse_stream(name: str, data: bytes, *, max_chars: int = 5_000_000) -> SectionStream:
+    """`parse_file`'s work a section at a time. The type is checked and a PDF opened (its
+    password, its page count) before this returns; a PDF's pages are extracted as the
+    sections are iterated, the other formats (fast to parse) are parsed here.
+
+    Raises `ParseError`, here or while iterating; nothing else escapes."""
     fmt = sniff(name, data)
     out = _Collector(name, max_chars)
-    pages: int | None = None
-    try:
-        if fmt == "pdf":
-            pages = _parse_pdf(name, data, out)
-        elif fmt == "docx":
+    if fmt == "pdf":
+        with _library_errors(name):
+            reader = _open_pdf(name, data)
+            pages = len(reader.pages)
+        return SectionStream(fmt, pages, _checked(name, fmt, _pdf_sections(reader, out)))
+    with _library_errors(name):
+        if fmt == "docx":
             _parse_docx(name, data, out)
         else:
             text = _decode(name, data, max_chars)
@@ -290,20 +328,38 @@ def parse_file(name: str, data: bytes, *, max_chars: int = 5_000_000) -> Parsed:
                 _parse_csv(text, out)
             else:
                 out.add(text)
+    return SectionStream(fmt, None, _checked(name, fmt, iter(out.sections)))
+
+
+@contextmanager
+def _library_errors(name: str) -> Iterator[None]:
+    """A parsing library's own error on a malformed file, as a `ParseError`."""
+    try:
+        yield
     except ParseError:
         raise
     except RecursionError as error:
         raise ParseError("corrupt_file", f"“{name}” is nested too deeply to read.") from error
     except MemoryError as error:
         raise ParseError("too_large", f"“{name}” is too large to read.") from error
-    except Exception as error:  # a library's own error on a malformed file
+    except Exception as error:
         raise ParseError(
             "corrupt_file", f"“{name}” could not be read: the file is damaged or malformed."
         ) from error
-    if not out.sections:
+
+
+def _checked(name: str, fmt: str, sections: Iterator[Section]) -> Iterator[Section]:
+    found = False
+    while True:
+        with _library_errors(name):
+            section = next(sections, None)
+        if section is None:
+            break
+        found = True
+        yield section
+    if not found:
         hint = " (a scanned PDF needs text recognition first)" if fmt == "pdf" else ""
         raise ParseError("no_text", f"“{name}” contains no text that can be extracted{hint}.")
-    return Parsed(format=fmt, sections=out.sections, pages=pages)
 
 
 def _decode(name: str, data: bytes, max_chars: int) -> str:
@@ -328,7 +384,7 @@ def _decode(name: str, data: bytes, max_chars: int) -> str:
 # PDF ---------------------------------------------------------------------------------------
 
 
-def _parse_pdf(name: str, data: bytes, out: _Collector) -> int:
+def _open_pdf(name: str, data: bytes) -> Any:
     # The parsing libraries load on first use: web processes that never parse stay lean.
     from pypdf import PasswordType, PdfReader
 
@@ -341,10 +397,14 @@ def _parse_pdf(name: str, data: bytes, out: _Collector) -> int:
             raise _encrypted(name) from error
         if opened == PasswordType.NOT_DECRYPTED:
             raise _encrypted(name)
-    count = len(reader.pages)
+    return reader
+
+
+def _pdf_sections(reader: Any, out: _Collector) -> Iterator[Section]:
     for number, page in enumerate(reader.pages, start=1):
-        out.add(page.extract_text() or "", page=number)
-    return count
+        section = out.section(page.extract_text() or "", page=number)
+        if section is not None:
+            yield section
 
 
 def _encrypted(name: str) -> ParseError:
