@@ -408,6 +408,9 @@ FLOWDECK_KNOWLEDGE = {
     "MAX_DOCUMENTS_PER_WORKSPACE": env_int("FLOWDECK_KNOWLEDGE_MAX_DOCUMENTS", 1000),
     "MAX_CHUNKS_PER_DOCUMENT": env_int("FLOWDECK_KNOWLEDGE_MAX_CHUNKS", 50_000),
     "EMBED_BATCH": env_int("FLOWDECK_KNOWLEDGE_EMBED_BATCH", 64),
+    # Embedding requests in flight per document: endpoints answer a batch in tens to hundreds
+    # of milliseconds, mostly waiting, so a few at once keep one busy.
+    "EMBED_CONCURRENCY": env_int("FLOWDECK_KNOWLEDGE_EMBED_CONCURRENCY", 4),
     "LEASE_SECONDS": env_int("FLOWDECK_KNOWLEDGE_LEASE_SECONDS", 120),
 }
 # Uploaded files: through Django's storage API (STORAGES["default"]): the data directory
