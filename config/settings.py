@@ -411,6 +411,10 @@ FLOWDECK_KNOWLEDGE = {
     # Embedding requests in flight per document: endpoints answer a batch in tens to hundreds
     # of milliseconds, mostly waiting, so a few at once keep one busy.
     "EMBED_CONCURRENCY": env_int("FLOWDECK_KNOWLEDGE_EMBED_CONCURRENCY", 4),
+    # PDFs of at least this many pages are read by a child process (pypdf is pure Python:
+    # in the worker it would hold the interpreter for seconds; starting the child takes a
+    # few tenths of a second, what parsing a hundred pages takes); 0: always in the worker.
+    "PDF_CHILD_PAGES": env_int("FLOWDECK_KNOWLEDGE_PDF_CHILD_PAGES", 100),
     "LEASE_SECONDS": env_int("FLOWDECK_KNOWLEDGE_LEASE_SECONDS", 120),
 }
 # Uploaded files: through Django's storage API (STORAGES["default"]): the data directory

@@ -12,9 +12,11 @@ killed worker had stored is kept: a chunk row is written with its vector (withou
 embeddings model, in batches), unique per document and index; a restart under the same
 chunking settings parses the file again and keeps every stored chunk whose text is the
 same, and chunks that have their embedding are not sent to the endpoint again (only the
-batches in flight when the worker died are). Only when everything is there do the
-document's chunks become searchable, all at once, in one transaction that also puts their
-vectors into the knowledge base's index (knowledge.vectorstore).
+batches in flight when the worker died are). A chunk goes into the knowledge base's vector
+index when it is stored (knowledge.vectorstore; a new knowledge base's first document
+builds the index when it is done instead), but retrieval returns only chunks of indexed
+documents: only when everything is there does the document become indexed, all at once,
+in one transaction.
 
 Failures end the document `failed` with a code and a sentence (parse errors from
 knowledge.parsing, endpoint errors from knowledge.embeddings); its chunks stay unsearchable,
@@ -270,7 +272,11 @@ def _chunk(document: KnowledgeDocument, token: str, kb: KnowledgeBase, pipeline:
         done = sum(1 for row in stored.values() if row.embedded) if embedding else 0
         document = _hold(document.pk, token, progress_done=done, progress_total=0)
         _publish(document)
-    stream = parse_stream(_parse_name(document), _read(document))
+    stream = parse_stream(
+        _parse_name(document),
+        _read(document),
+        child_from_pages=_config()["PDF_CHILD_PAGES"],
+    )
     cap = _config()["MAX_CHUNKS_PER_DOCUMENT"]
     total = 0
     for draft in iter_chunks(
@@ -443,6 +449,9 @@ class _Pipeline:
                         heading=(draft.heading or "")[:500],
                         content_hash=draft.content_hash,
                         embedding=vectors[i] if vectors is not None else None,
+                        # Into the vector index now, while the next batches are embedded;
+                        # retrieval returns it once the document is indexed.
+                        searchable=True,
                     )
                     for i, draft in new
                 ]

@@ -3,7 +3,9 @@
 `parse_file(name, data)` returns a `Parsed`: the format and the text in `Section`s, each
 with the page it came from (PDF) or the heading it sits under (DOCX, HTML, Markdown).
 `parse_stream(name, data)` does the same work a section at a time: a PDF's pages are read
-as they are asked for, so ingestion embeds the first pages while later ones are parsed.
+as they are asked for, so ingestion embeds the first pages while later ones are parsed, and
+a long PDF can be read by a child process (`python -m knowledge.parsing`, see
+`_pdf_sections_in_child`).
 Every way a file can be bad ends in a `ParseError` whose `code` is short and stable (the
 ingestion job stores it; the page translates it) and whose message is a sentence a user
 can act on. No exception of a parsing library leaves this module.
@@ -20,12 +22,15 @@ from __future__ import annotations
 import codecs
 import csv
 import io
+import json
 import re
+import subprocess
+import sys
 import zipfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import PurePath
+from pathlib import Path, PurePath
 from typing import Any
 
 __all__ = [
@@ -34,6 +39,7 @@ __all__ = [
     "MAX_ZIP_MEMBERS",
     "MAX_ZIP_RATIO",
     "MAX_ZIP_UNCOMPRESSED",
+    "ChildFailed",
     "ParseError",
     "Parsed",
     "Section",
@@ -302,19 +308,31 @@ def parse_file(name: str, data: bytes, *, max_chars: int = 5_000_000) -> Parsed:
     return Parsed(format=stream.format, sections=sections, pages=stream.pages)
 
 
-def parse_stream(name: str, data: bytes, *, max_chars: int = 5_000_000) -> SectionStream:
+def parse_stream(
+    name: str, data: bytes, *, max_chars: int = 5_000_000, child_from_pages: int = 0
+) -> SectionStream:
     """`parse_file`'s work a section at a time. The type is checked and a PDF opened (its
     password, its page count) before this returns; a PDF's pages are extracted as the
     sections are iterated, the other formats (fast to parse) are parsed here.
 
-    Raises `ParseError`, here or while iterating; nothing else escapes."""
+    A PDF of at least `child_from_pages` pages (0: none) is read by a child process: pypdf
+    is pure Python, and in this process it would hold the interpreter's lock for seconds,
+    slowing every thread beside it (the embedding requests of the same ingestion, the other
+    tasks of a worker); a file that exhausts memory takes only the child down.
+
+    Raises `ParseError`, here or while iterating; nothing else escapes but `ChildFailed`
+    (the child process could not run at all: a broken installation, not a bad file)."""
     fmt = sniff(name, data)
     out = _Collector(name, max_chars)
     if fmt == "pdf":
         with _library_errors(name):
             reader = _open_pdf(name, data)
             pages = len(reader.pages)
-        return SectionStream(fmt, pages, _checked(name, fmt, _pdf_sections(reader, out)))
+        if child_from_pages and pages >= child_from_pages:
+            sections = _pdf_sections_in_child(name, data, out)
+        else:
+            sections = _pdf_sections(reader, out)
+        return SectionStream(fmt, pages, _checked(name, fmt, sections))
     with _library_errors(name):
         if fmt == "docx":
             _parse_docx(name, data, out)
@@ -336,7 +354,7 @@ def _library_errors(name: str) -> Iterator[None]:
     """A parsing library's own error on a malformed file, as a `ParseError`."""
     try:
         yield
-    except ParseError:
+    except (ParseError, ChildFailed):
         raise
     except RecursionError as error:
         raise ParseError("corrupt_file", f"“{name}” is nested too deeply to read.") from error
@@ -405,6 +423,77 @@ def _pdf_sections(reader: Any, out: _Collector) -> Iterator[Section]:
         section = out.section(page.extract_text() or "", page=number)
         if section is not None:
             yield section
+
+
+class ChildFailed(RuntimeError):
+    """The child process that reads a PDF's pages exited without a word (it could not
+    start, or crashed in Python itself): the installation's fault, not the file's."""
+
+
+# The directory that holds this package: the child runs from it, so it imports this very
+# code (a checkout, an installed wheel alike).
+_PACKAGE_ROOT = Path(__file__).resolve().parents[1]
+
+
+def _pdf_sections_in_child(name: str, data: bytes, out: _Collector) -> Iterator[Section]:
+    """The PDF's pages, extracted by `python -m knowledge.parsing` (`_child_main`): the
+    file goes to its standard input after a line with its name, each page comes back as a
+    JSON line as soon as it is read. The child is killed when the sections are no longer
+    wanted (an error, a limit, a lost lease)."""
+    proc = subprocess.Popen(  # noqa: S603 (this interpreter, a fixed module, no shell)
+        [sys.executable, "-m", "knowledge.parsing"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,  # pypdf's warnings on odd files; a pipe could fill up
+        cwd=_PACKAGE_ROOT,
+    )
+    assert proc.stdin is not None and proc.stdout is not None
+    try:
+        try:
+            # The child reads all of its input before it writes: no deadlock.
+            proc.stdin.write(json.dumps(name).encode() + b"\n" + data)
+            proc.stdin.close()
+        except BrokenPipeError as error:
+            raise ChildFailed(f"the PDF reader exited early ({proc.wait()})") from error
+        for line in proc.stdout:
+            message = json.loads(line)
+            if "error" in message:
+                raise ParseError(message["error"], message["message"])
+            section = out.section(message["text"], page=message["page"])
+            if section is not None:
+                yield section
+        status = proc.wait()
+        if status < 0:  # killed: the kernel's out-of-memory killer, most likely
+            raise ParseError(
+                "corrupt_file", f"“{name}” could not be read: reading it took too much memory."
+            )
+        if status != 0:
+            raise ChildFailed(f"the PDF reader exited with status {status}")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        proc.stdout.close()
+
+
+def _child_main() -> None:
+    """`python -m knowledge.parsing`: a PDF's pages as JSON lines (`{"page", "text"}`) on
+    standard output, or `{"error", "message"}` (a ParseError) last; the input is a JSON
+    line with the file's name, then the file."""
+    stdin = sys.stdin.buffer
+    name = json.loads(stdin.readline())
+    data = stdin.read()
+    out = sys.stdout
+    try:
+        with _library_errors(name):
+            reader = _open_pdf(name, data)
+            for number, page in enumerate(reader.pages, start=1):
+                text = page.extract_text() or ""
+                out.write(json.dumps({"page": number, "text": text}) + "\n")
+                out.flush()
+    except ParseError as error:
+        out.write(json.dumps({"error": error.code, "message": error.message}) + "\n")
+        out.flush()
 
 
 def _encrypted(name: str) -> ParseError:
@@ -595,3 +684,7 @@ def _parse_csv(text: str, out: _Collector) -> None:
     if not lines and header:
         lines.append("; ".join(cell for cell in header if cell))
     out.add("\n".join(lines))
+
+
+if __name__ == "__main__":
+    _child_main()

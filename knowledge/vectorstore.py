@@ -5,12 +5,14 @@
   base gets a partial expression HNSW index, `((embedding::vector(D)) vector_cosine_ops)
   WHERE knowledge_base_id = X AND searchable`, and queries use the same cast and the same
   conditions so the planner picks that index (pgvector's documented way to index mixed
-  dimensions). Only searchable chunks are in the graph: a vector written during ingestion
-  costs no graph insert, each chunk enters the graph once, when its document becomes
-  searchable, and taking a document out of retrieval (a re-index, a failure) costs none
-  either. A knowledge base's first document builds the index over its vectors in one go
-  (several times cheaper than inserting them one by one, as pgvector's docs advise for
-  loading); later documents insert theirs into it.
+  dimensions). A chunk is `searchable` once it is stored with its vector, and only
+  searchable chunks are in the graph; retrieval returns them once their document is
+  indexed (`searchable_chunks`), so a document still being ingested has its vectors in the
+  graph already, inserted while the next batches are embedded, and becomes searchable all
+  at once with its status. Taking chunks out (a re-index, a failure) costs no graph
+  insert. A knowledge base's first document builds the index over its vectors in one go
+  when it is done (several times cheaper than inserting them one by one, as pgvector's
+  docs advise for loading); later documents insert theirs as they are stored.
 - SQLite (the embedded default): sqlite-vec. This CPython's `sqlite3` cannot load
   extensions (built without `enable_load_extension`), so the vectors live in a database
   file of their own beside the main one, opened with APSW (a maintained SQLite wrapper that
@@ -20,7 +22,8 @@
   from, and the vec0 table can be rebuilt from it.
 
 Either way the main database decides what may be returned: a hit is kept only if its chunk
-row exists, is `searchable`, belongs to the knowledge base and passes the filter.
+row exists, is `searchable`, belongs to the knowledge base, its document is indexed, and it
+passes the filter.
 """
 
 from __future__ import annotations
@@ -40,7 +43,7 @@ from pgvector import Vector
 from pgvector.django import CosineDistance, VectorField
 
 from knowledge.dbext import pgvector_version
-from knowledge.models import Chunk, KnowledgeBase
+from knowledge.models import Chunk, DocumentStatus, KnowledgeBase
 
 MAX_CANDIDATES = 4096  # sqlite-vec's largest k
 
@@ -85,9 +88,14 @@ NO_FILTER = ChunkFilter()
 
 
 def searchable_chunks(kb: KnowledgeBase, chunk_filter: ChunkFilter = NO_FILTER) -> QuerySet[Chunk]:
-    """The chunks of `kb` retrieval may return (its workspace's, indexed, filtered)."""
+    """The chunks of `kb` retrieval may return (its workspace's, searchable, of an indexed
+    document, filtered). `searchable` is the vector index's predicate: the query names it
+    so the planner uses the index."""
     return Chunk.objects.filter(
-        workspace_id=kb.workspace_id, knowledge_base_id=kb.pk, searchable=True
+        workspace_id=kb.workspace_id,
+        knowledge_base_id=kb.pk,
+        searchable=True,
+        document__status=DocumentStatus.INDEXED,
     ).filter(chunk_filter.q())
 
 
@@ -108,8 +116,8 @@ class VectorStore(Protocol):
         searchable now (an index of an older definition is replaced)."""
 
     def make_searchable(self, kb: KnowledgeBase, document_id: int) -> None:
-        """Inside the caller's transaction: make every chunk of the document searchable,
-        all at once, with its vector in `kb`'s index."""
+        """Inside the caller's transaction (the one that marks the document indexed):
+        make every chunk of the document searchable, with its vector in `kb`'s index."""
 
     def delete_document(self, kb_id: int, chunk_ids: Sequence[int]) -> None:
         """Forget these chunks' vectors (after their rows were deleted)."""
@@ -200,7 +208,10 @@ class PgVectorStore:
             if current and not legacy:
                 return
             searchable = Chunk.objects.filter(
-                knowledge_base_id=kb.pk, searchable=True, embedding__isnull=False
+                knowledge_base_id=kb.pk,
+                searchable=True,
+                document__status=DocumentStatus.INDEXED,
+                embedding__isnull=False,
             ).exists()
             if not legacy and not searchable:
                 return  # nothing to index yet: the first document's vectors build it
@@ -214,13 +225,15 @@ class PgVectorStore:
                     cursor.execute(f"DROP INDEX IF EXISTS {legacy_hnsw_index_name(kb.pk)}")
 
     def make_searchable(self, kb: KnowledgeBase, document_id: int) -> None:
-        rows = Chunk.objects.filter(document_id=document_id)
+        # Chunks stored by this ingestion are searchable already (in the graph if there is
+        # one); those kept from before a failure or a re-index are not.
+        rows = Chunk.objects.filter(document_id=document_id, searchable=False)
         dims = int(kb.embedding_dimensions or 0)
         if dims <= 0 or hnsw_index_name(kb.pk) in _existing_indexes(kb.pk):
-            rows.update(searchable=True)  # each vector goes into the graph here, once
+            rows.update(searchable=True)
             return
-        # The knowledge base's first searchable vectors: flip, then build the graph over
-        # them in one go.
+        # The knowledge base's first indexed document: build the graph over the vectors
+        # stored so far in one go.
         _lock_chunks_for_index_change()
         rows.update(searchable=True)
         if hnsw_index_name(kb.pk) not in _existing_indexes(kb.pk):
@@ -442,7 +455,7 @@ class SqliteVecStore:
 
     def make_searchable(self, kb: KnowledgeBase, document_id: int) -> None:
         # vec0 holds every vector already; the rows decide what a search may return.
-        Chunk.objects.filter(document_id=document_id).update(searchable=True)
+        Chunk.objects.filter(document_id=document_id, searchable=False).update(searchable=True)
 
     def delete_document(self, kb_id: int, chunk_ids: Sequence[int]) -> None:
         if not chunk_ids or not self._exists(kb_id):

@@ -162,8 +162,9 @@ def test_a_restart_after_a_kill_mid_document_makes_every_chunk_searchable_once(
     kept = dict(Chunk.objects.filter(document_id=document_id).values_list("index", "pk"))
     assert len(kept) == 3 * 2  # three batches of two were stored, with their vectors
     assert not Chunk.objects.filter(document_id=document_id, embedding__isnull=True).exists()
-    assert not Chunk.objects.filter(searchable=True).exists()
-    # Nothing searchable yet: the vectors cost no index.
+    # Nothing answers yet, and a new knowledge base has no index until a document is done.
+    assert not searchable_chunks(kb).exists()
+    assert retrieval.search(kb, "refund rule", mode="hybrid", k=5).hits == []
     assert not index_exists(hnsw_index_name(kb.pk))
     embedded_before_restart = fake.embedded_inputs
 
