@@ -23,9 +23,11 @@ import codecs
 import csv
 import io
 import json
+import queue
 import re
 import subprocess
 import sys
+import threading
 import zipfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -438,7 +440,9 @@ _PACKAGE_ROOT = Path(__file__).resolve().parents[1]
 def _pdf_sections_in_child(name: str, data: bytes, out: _Collector) -> Iterator[Section]:
     """The PDF's pages, extracted by `python -m knowledge.parsing` (`_child_main`): the
     file goes to its standard input after a line with its name, each page comes back as a
-    JSON line as soon as it is read. The child is killed when the sections are no longer
+    JSON line as soon as it is read, and a thread here takes the lines off the pipe as they
+    come, so the child reads on while the caller is busy with what it got (the text held
+    meanwhile is bounded by the file's). The child is killed when the sections are no longer
     wanted (an error, a limit, a lost lease)."""
     proc = subprocess.Popen(  # noqa: S603 (this interpreter, a fixed module, no shell)
         [sys.executable, "-m", "knowledge.parsing"],
@@ -455,7 +459,11 @@ def _pdf_sections_in_child(name: str, data: bytes, out: _Collector) -> Iterator[
             proc.stdin.close()
         except BrokenPipeError as error:
             raise ChildFailed(f"the PDF reader exited early ({proc.wait()})") from error
-        for line in proc.stdout:
+        lines: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
+        threading.Thread(
+            target=_drain, args=(proc.stdout, lines), name="pdf-pages", daemon=True
+        ).start()
+        for line in iter(lines.get, None):
             message = json.loads(line)
             if "error" in message:
                 raise ParseError(message["error"], message["message"])
@@ -474,6 +482,16 @@ def _pdf_sections_in_child(name: str, data: bytes, out: _Collector) -> Iterator[
             proc.kill()
             proc.wait()
         proc.stdout.close()
+
+
+def _drain(pipe: Any, lines: queue.SimpleQueue[bytes | None]) -> None:
+    try:
+        for line in pipe:
+            lines.put(line)
+    except (OSError, ValueError):  # closed under it: the sections were no longer wanted
+        pass
+    finally:
+        lines.put(None)
 
 
 def _child_main() -> None:
