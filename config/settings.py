@@ -415,6 +415,8 @@ FLOWDECK_KNOWLEDGE = {
     # in the worker it would hold the interpreter for seconds; starting the child takes a
     # few tenths of a second, what parsing a hundred pages takes); 0: always in the worker.
     "PDF_CHILD_PAGES": env_int("FLOWDECK_KNOWLEDGE_PDF_CHILD_PAGES", 100),
+    # At most this many children read one PDF, each a range of its pages.
+    "PDF_CHILDREN": env_int("FLOWDECK_KNOWLEDGE_PDF_CHILDREN", min(4, os.cpu_count() or 1)),
     "LEASE_SECONDS": env_int("FLOWDECK_KNOWLEDGE_LEASE_SECONDS", 120),
 }
 # Uploaded files: through Django's storage API (STORAGES["default"]): the data directory

@@ -276,6 +276,7 @@ def _chunk(document: KnowledgeDocument, token: str, kb: KnowledgeBase, pipeline:
         _parse_name(document),
         _read(document),
         child_from_pages=_config()["PDF_CHILD_PAGES"],
+        children=_config()["PDF_CHILDREN"],
     )
     cap = _config()["MAX_CHUNKS_PER_DOCUMENT"]
     total = 0

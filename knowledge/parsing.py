@@ -4,8 +4,8 @@
 with the page it came from (PDF) or the heading it sits under (DOCX, HTML, Markdown).
 `parse_stream(name, data)` does the same work a section at a time: a PDF's pages are read
 as they are asked for, so ingestion embeds the first pages while later ones are parsed, and
-a long PDF can be read by a child process (`python -m knowledge.parsing`, see
-`_pdf_sections_in_child`).
+a long PDF can be read by child processes (`python -m knowledge.parsing`, see
+`_PageReader`).
 Every way a file can be bad ends in a `ParseError` whose `code` is short and stable (the
 ingestion job stores it; the page translates it) and whose message is a sentence a user
 can act on. No exception of a parsing library leaves this module.
@@ -311,16 +311,23 @@ def parse_file(name: str, data: bytes, *, max_chars: int = 5_000_000) -> Parsed:
 
 
 def parse_stream(
-    name: str, data: bytes, *, max_chars: int = 5_000_000, child_from_pages: int = 0
+    name: str,
+    data: bytes,
+    *,
+    max_chars: int = 5_000_000,
+    child_from_pages: int = 0,
+    children: int = 1,
 ) -> SectionStream:
     """`parse_file`'s work a section at a time. The type is checked and a PDF opened (its
     password, its page count) before this returns; a PDF's pages are extracted as the
     sections are iterated, the other formats (fast to parse) are parsed here.
 
-    A PDF of at least `child_from_pages` pages (0: none) is read by a child process: pypdf
-    is pure Python, and in this process it would hold the interpreter's lock for seconds,
-    slowing every thread beside it (the embedding requests of the same ingestion, the other
-    tasks of a worker); a file that exhausts memory takes only the child down.
+    A PDF of at least `child_from_pages` pages (0: none) is read by child processes, up to
+    `children` of them (one per `child_from_pages` pages), each a contiguous range of its
+    pages: pypdf is pure Python, and in this process it would hold the interpreter's lock
+    for seconds, slowing every thread beside it (the embedding requests of the same
+    ingestion, the other tasks of a worker), and on one core at that; a file that exhausts
+    memory takes only a child down.
 
     Raises `ParseError`, here or while iterating; nothing else escapes but `ChildFailed`
     (the child process could not run at all: a broken installation, not a bad file)."""
@@ -331,7 +338,13 @@ def parse_stream(
             reader = _open_pdf(name, data)
             pages = len(reader.pages)
         if child_from_pages and pages >= child_from_pages:
-            sections = _pdf_sections_in_child(name, data, out)
+            # The first pages are read here while the children start (a few tenths of a
+            # second: an interpreter and pypdf to load); they share the rest.
+            head = min(_HEAD_PAGES, pages // 4)
+            count = max(1, min(children, (pages - head) // child_from_pages))
+            bounds = [head + (pages - head) * i // count for i in range(count + 1)]
+            ranges = list(zip(bounds, bounds[1:], strict=False))
+            sections = _pdf_sections_in_children(name, data, out, reader, head, ranges)
         else:
             sections = _pdf_sections(reader, out)
         return SectionStream(fmt, pages, _checked(name, fmt, sections))
@@ -432,82 +445,118 @@ class ChildFailed(RuntimeError):
     start, or crashed in Python itself): the installation's fault, not the file's."""
 
 
+# A long PDF's first pages are read in the caller's process while the children start.
+_HEAD_PAGES = 25
 # The directory that holds this package: the child runs from it, so it imports this very
 # code (a checkout, an installed wheel alike).
 _PACKAGE_ROOT = Path(__file__).resolve().parents[1]
 
 
-def _pdf_sections_in_child(name: str, data: bytes, out: _Collector) -> Iterator[Section]:
-    """The PDF's pages, extracted by `python -m knowledge.parsing` (`_child_main`): the
-    file goes to its standard input after a line with its name, each page comes back as a
-    JSON line as soon as it is read, and a thread here takes the lines off the pipe as they
-    come, so the child reads on while the caller is busy with what it got (the text held
-    meanwhile is bounded by the file's). The child is killed when the sections are no longer
-    wanted (an error, a limit, a lost lease)."""
-    proc = subprocess.Popen(  # noqa: S603 (this interpreter, a fixed module, no shell)
-        [sys.executable, "-m", "knowledge.parsing"],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,  # pypdf's warnings on odd files; a pipe could fill up
-        cwd=_PACKAGE_ROOT,
-    )
-    assert proc.stdin is not None and proc.stdout is not None
+def _pdf_sections_in_children(
+    name: str,
+    data: bytes,
+    out: _Collector,
+    pdf: Any,
+    head: int,
+    ranges: list[tuple[int, int]],
+) -> Iterator[Section]:
+    """The PDF's pages: the first `head` read here from `pdf` (opened already), the rest by
+    a child process per range (first page, end; from 0), all started at once; pages are
+    yielded in order. Every child is killed when the sections are no longer wanted (an
+    error, a limit, a lost lease)."""
+    readers = [_PageReader(name, data, first, end) for first, end in ranges]
     try:
-        try:
-            # The child reads all of its input before it writes: no deadlock.
-            proc.stdin.write(json.dumps(name).encode() + b"\n" + data)
-            proc.stdin.close()
-        except BrokenPipeError as error:
-            raise ChildFailed(f"the PDF reader exited early ({proc.wait()})") from error
-        lines: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
+        for number in range(head):
+            with _library_errors(name):
+                section = out.section(pdf.pages[number].extract_text() or "", page=number + 1)
+            if section is not None:
+                yield section
+        for reader in readers:
+            yield from reader.sections(out)
+    finally:
+        for reader in readers:
+            reader.stop()
+
+
+class _PageReader:
+    """`python -m knowledge.parsing` (`_child_main`) reading a range of a PDF's pages: a
+    JSON line (the file's name and the range) and the file go to its standard input, each
+    page comes back as a JSON line as soon as it is read. A thread here feeds the child and
+    takes the lines off its pipe as they come, so the child reads on while the caller is
+    busy with what it got (the text held meanwhile is bounded by the file's)."""
+
+    def __init__(self, name: str, data: bytes, first: int, end: int) -> None:
+        self.name = name
+        self.proc = subprocess.Popen(  # noqa: S603 (this interpreter, a fixed module, no shell)
+            [sys.executable, "-m", "knowledge.parsing"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,  # pypdf's warnings on odd files; a pipe could fill up
+            cwd=_PACKAGE_ROOT,
+        )
+        self.lines: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
+        head = json.dumps({"name": name, "first": first, "end": end}).encode() + b"\n"
         threading.Thread(
-            target=_drain, args=(proc.stdout, lines), name="pdf-pages", daemon=True
+            target=self._run, args=(head + data,), name="pdf-pages", daemon=True
         ).start()
-        for line in iter(lines.get, None):
+
+    def _run(self, payload: bytes) -> None:
+        stdin, stdout = self.proc.stdin, self.proc.stdout
+        try:
+            assert stdin is not None and stdout is not None
+            # The child reads all of its input before it writes: no deadlock.
+            stdin.write(payload)
+            stdin.close()
+            for line in stdout:
+                self.lines.put(line)
+        except (OSError, ValueError):  # the child died, or was killed: its status tells
+            pass
+        finally:
+            self.lines.put(None)
+
+    def sections(self, out: _Collector) -> Iterator[Section]:
+        for line in iter(self.lines.get, None):
             message = json.loads(line)
             if "error" in message:
                 raise ParseError(message["error"], message["message"])
             section = out.section(message["text"], page=message["page"])
             if section is not None:
                 yield section
-        status = proc.wait()
+        status = self.proc.wait()
         if status < 0:  # killed: the kernel's out-of-memory killer, most likely
             raise ParseError(
-                "corrupt_file", f"“{name}” could not be read: reading it took too much memory."
+                "corrupt_file",
+                f"“{self.name}” could not be read: reading it took too much memory.",
             )
         if status != 0:
             raise ChildFailed(f"the PDF reader exited with status {status}")
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        proc.stdout.close()
 
-
-def _drain(pipe: Any, lines: queue.SimpleQueue[bytes | None]) -> None:
-    try:
-        for line in pipe:
-            lines.put(line)
-    except (OSError, ValueError):  # closed under it: the sections were no longer wanted
-        pass
-    finally:
-        lines.put(None)
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+        for pipe in (self.proc.stdin, self.proc.stdout):
+            try:
+                if pipe is not None:
+                    pipe.close()
+            except (OSError, ValueError):
+                pass
 
 
 def _child_main() -> None:
-    """`python -m knowledge.parsing`: a PDF's pages as JSON lines (`{"page", "text"}`) on
-    standard output, or `{"error", "message"}` (a ParseError) last; the input is a JSON
-    line with the file's name, then the file."""
+    """`python -m knowledge.parsing`: a range of a PDF's pages as JSON lines (`{"page",
+    "text"}`) on standard output, or `{"error", "message"}` (a ParseError) last; the input
+    is a JSON line (`{"name", "first", "end"}`, pages counted from 0), then the file."""
     stdin = sys.stdin.buffer
-    name = json.loads(stdin.readline())
+    job = json.loads(stdin.readline())
     data = stdin.read()
-    out = sys.stdout
+    name, out = job["name"], sys.stdout
     try:
         with _library_errors(name):
             reader = _open_pdf(name, data)
-            for number, page in enumerate(reader.pages, start=1):
-                text = page.extract_text() or ""
-                out.write(json.dumps({"page": number, "text": text}) + "\n")
+            for number in range(int(job["first"]), int(job["end"])):
+                text = reader.pages[number].extract_text() or ""
+                out.write(json.dumps({"page": number + 1, "text": text}) + "\n")
                 out.flush()
     except ParseError as error:
         out.write(json.dumps({"error": error.code, "message": error.message}) + "\n")
