@@ -12,11 +12,9 @@ killed worker had stored is kept: a chunk row is written with its vector (withou
 embeddings model, in batches), unique per document and index; a restart under the same
 chunking settings parses the file again and keeps every stored chunk whose text is the
 same, and chunks that have their embedding are not sent to the endpoint again (only the
-batches in flight when the worker died are). A chunk goes into the knowledge base's vector
-index when it is stored (knowledge.vectorstore; a new knowledge base's first document
-builds the index when it is done instead), but retrieval returns only chunks of indexed
-documents: only when everything is there does the document become indexed, all at once,
-in one transaction.
+batches in flight when the worker died are). Only when everything is there do the
+document's chunks become searchable, all at once, in one transaction that also puts their
+vectors into the knowledge base's index (knowledge.vectorstore).
 
 Failures end the document `failed` with a code and a sentence (parse errors from
 knowledge.parsing, endpoint errors from knowledge.embeddings); its chunks stay unsearchable,
@@ -58,6 +56,12 @@ INTERNAL_ERROR = (
 REDISPATCH_AFTER = timedelta(seconds=60)
 # Without an embeddings model, new chunks are written in batches of this many.
 KEYWORD_BATCH = 500
+# A new knowledge base's index is built over its first document's vectors when they become
+# searchable, unless there are more than this many: the build locks the chunk table against
+# writes (a second or two for this many at common models' dimensions), so a longer first
+# document gets an empty index first, in a short transaction, and its vectors go in one by
+# one (under its own locks only).
+INDEX_BUILD_MAX = 10_000
 # Progress reaches the page at most this often while batches are stored (each message is a
 # read of the row and a publish); every change of status is sent at once.
 PROGRESS_EVERY = 0.25
@@ -195,6 +199,10 @@ def _ingest(document_id: int, token: str, store: VectorStore) -> None:
         pipeline.finish()
     finally:
         pipeline.close()
+    if Chunk.objects.filter(document_id=document_id).count() > INDEX_BUILD_MAX:
+        with transaction.atomic():
+            kb = _hold(document_id, token).knowledge_base
+            store.index_now(kb)
     with transaction.atomic():
         document = _hold(document_id, token)
         kb = KnowledgeBase.objects.select_for_update().get(pk=document.knowledge_base_id)
@@ -450,9 +458,6 @@ class _Pipeline:
                         heading=(draft.heading or "")[:500],
                         content_hash=draft.content_hash,
                         embedding=vectors[i] if vectors is not None else None,
-                        # Into the vector index now, while the next batches are embedded;
-                        # retrieval returns it once the document is indexed.
-                        searchable=True,
                     )
                     for i, draft in new
                 ]

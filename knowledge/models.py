@@ -4,8 +4,8 @@ A document's file is kept through Django's storage API (`settings.STORAGES["defa
 the data directory on the embedded default, any django-storages backend in production).
 Ingestion (knowledge.ingestion) turns a document into chunks, then gives each chunk an
 embedding when the knowledge base has an embeddings credential. A chunk is returned by
-retrieval only once its whole document is indexed (its status, and the chunk `searchable`):
-a half-ingested or failed document never answers.
+retrieval only once its whole document is indexed (`searchable`): a half-ingested or failed
+document never answers.
 """
 
 from __future__ import annotations
@@ -177,9 +177,8 @@ class Chunk(models.Model):
     heading = models.CharField(max_length=500, blank=True)
     content_hash = models.CharField(max_length=64)
     embedding = VectorField(null=True, blank=True)
-    # Stored with its vector and in the vector index's reach (its predicate); retrieval
-    # returns it once its document is indexed. False while its document is re-indexed or
-    # after it failed.
+    # False until the whole document is indexed (and again while it is re-indexed). Also the
+    # predicate of the knowledge base's vector index: only searchable chunks are in it.
     searchable = models.BooleanField(default=False)
 
     class Meta:

@@ -5,14 +5,15 @@
   base gets a partial expression HNSW index, `((embedding::vector(D)) vector_cosine_ops)
   WHERE knowledge_base_id = X AND searchable`, and queries use the same cast and the same
   conditions so the planner picks that index (pgvector's documented way to index mixed
-  dimensions). A chunk is `searchable` once it is stored with its vector, and only
-  searchable chunks are in the graph; retrieval returns them once their document is
-  indexed (`searchable_chunks`), so a document still being ingested has its vectors in the
-  graph already, inserted while the next batches are embedded, and becomes searchable all
-  at once with its status. Taking chunks out (a re-index, a failure) costs no graph
-  insert. A knowledge base's first document builds the index over its vectors in one go
-  when it is done (several times cheaper than inserting them one by one, as pgvector's
-  docs advise for loading); later documents insert theirs as they are stored.
+  dimensions). Only searchable chunks are in the graph: a vector written during ingestion
+  costs no graph insert, each chunk enters the graph once, when its document becomes
+  searchable, and taking a document out of retrieval (a re-index, a failure) costs none.
+  A knowledge base's first document builds the index over its vectors in one go (several
+  times cheaper than inserting them one by one, as pgvector's docs advise for loading);
+  later documents insert theirs. (Visibility stays on the chunk row: a condition on the
+  document's status would need a join, whose estimated rows shrink with the number of
+  documents in the table, and with thousands of them the planner would expect to read the
+  whole index for k rows and sort the knowledge base instead.)
 - SQLite (the embedded default): sqlite-vec. This CPython's `sqlite3` cannot load
   extensions (built without `enable_load_extension`), so the vectors live in a database
   file of their own beside the main one, opened with APSW (a maintained SQLite wrapper that
@@ -22,8 +23,7 @@
   from, and the vec0 table can be rebuilt from it.
 
 Either way the main database decides what may be returned: a hit is kept only if its chunk
-row exists, is `searchable`, belongs to the knowledge base, its document is indexed, and it
-passes the filter.
+row exists, is `searchable`, belongs to the knowledge base and passes the filter.
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ from pgvector import Vector
 from pgvector.django import CosineDistance, VectorField
 
 from knowledge.dbext import pgvector_version
-from knowledge.models import Chunk, DocumentStatus, KnowledgeBase
+from knowledge.models import Chunk, KnowledgeBase
 
 MAX_CANDIDATES = 4096  # sqlite-vec's largest k
 
@@ -88,14 +88,10 @@ NO_FILTER = ChunkFilter()
 
 
 def searchable_chunks(kb: KnowledgeBase, chunk_filter: ChunkFilter = NO_FILTER) -> QuerySet[Chunk]:
-    """The chunks of `kb` retrieval may return (its workspace's, searchable, of an indexed
-    document, filtered). `searchable` is the vector index's predicate: the query names it
-    so the planner uses the index."""
+    """The chunks of `kb` retrieval may return (its workspace's, indexed, filtered).
+    `searchable` is also the vector index's predicate: naming it lets the planner use it."""
     return Chunk.objects.filter(
-        workspace_id=kb.workspace_id,
-        knowledge_base_id=kb.pk,
-        searchable=True,
-        document__status=DocumentStatus.INDEXED,
+        workspace_id=kb.workspace_id, knowledge_base_id=kb.pk, searchable=True
     ).filter(chunk_filter.q())
 
 
@@ -118,6 +114,12 @@ class VectorStore(Protocol):
     def make_searchable(self, kb: KnowledgeBase, document_id: int) -> None:
         """Inside the caller's transaction (the one that marks the document indexed):
         make every chunk of the document searchable, with its vector in `kb`'s index."""
+
+    def index_now(self, kb: KnowledgeBase) -> None:
+        """Inside the caller's transaction, before it writes any chunk: give `kb` its index
+        now, over its searchable chunks, if it has none (before a long first document
+        becomes searchable: its vectors then go into the index one by one, without the
+        table lock a build over all of them would hold)."""
 
     def delete_document(self, kb_id: int, chunk_ids: Sequence[int]) -> None:
         """Forget these chunks' vectors (after their rows were deleted)."""
@@ -208,10 +210,7 @@ class PgVectorStore:
             if current and not legacy:
                 return
             searchable = Chunk.objects.filter(
-                knowledge_base_id=kb.pk,
-                searchable=True,
-                document__status=DocumentStatus.INDEXED,
-                embedding__isnull=False,
+                knowledge_base_id=kb.pk, searchable=True, embedding__isnull=False
             ).exists()
             if not legacy and not searchable:
                 return  # nothing to index yet: the first document's vectors build it
@@ -225,17 +224,23 @@ class PgVectorStore:
                     cursor.execute(f"DROP INDEX IF EXISTS {legacy_hnsw_index_name(kb.pk)}")
 
     def make_searchable(self, kb: KnowledgeBase, document_id: int) -> None:
-        # Chunks stored by this ingestion are searchable already (in the graph if there is
-        # one); those kept from before a failure or a re-index are not.
         rows = Chunk.objects.filter(document_id=document_id, searchable=False)
         dims = int(kb.embedding_dimensions or 0)
         if dims <= 0 or hnsw_index_name(kb.pk) in _existing_indexes(kb.pk):
-            rows.update(searchable=True)
+            rows.update(searchable=True)  # each vector goes into the graph here, once
             return
-        # The knowledge base's first indexed document: build the graph over the vectors
-        # stored so far in one go.
+        # The knowledge base's first searchable vectors: flip, then build the graph over
+        # them in one go.
         _lock_chunks_for_index_change()
         rows.update(searchable=True)
+        if hnsw_index_name(kb.pk) not in _existing_indexes(kb.pk):
+            _build_index(kb.pk, dims)
+
+    def index_now(self, kb: KnowledgeBase) -> None:
+        dims = int(kb.embedding_dimensions or 0)
+        if dims <= 0 or hnsw_index_name(kb.pk) in _existing_indexes(kb.pk):
+            return
+        _lock_chunks_for_index_change()
         if hnsw_index_name(kb.pk) not in _existing_indexes(kb.pk):
             _build_index(kb.pk, dims)
 
@@ -456,6 +461,9 @@ class SqliteVecStore:
     def make_searchable(self, kb: KnowledgeBase, document_id: int) -> None:
         # vec0 holds every vector already; the rows decide what a search may return.
         Chunk.objects.filter(document_id=document_id, searchable=False).update(searchable=True)
+
+    def index_now(self, kb: KnowledgeBase) -> None:
+        self.ensure_index(kb)  # vec0 takes every vector as it is stored
 
     def delete_document(self, kb_id: int, chunk_ids: Sequence[int]) -> None:
         if not chunk_ids or not self._exists(kb_id):

@@ -123,17 +123,19 @@ def planned_index(kb: KnowledgeBase) -> str:
             cursor.execute("RESET enable_seqscan; RESET enable_sort")
 
 
-def documents_found_through_the_index(kb: KnowledgeBase) -> set[str]:
-    """The documents of a vector search that can only be answered by the HNSW index (an
-    index scan returns only what is in the graph)."""
+def chunks_found_through_the_index(kb: KnowledgeBase) -> set[int]:
+    """The chunks a vector search finds when only the HNSW index can answer it (an index
+    scan returns only what is in the graph)."""
     kb.refresh_from_db()
     vector = [0.1] * int(kb.embedding_dimensions or 0)
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute("SET LOCAL enable_seqscan = off; SET LOCAL enable_sort = off")
-        hits = PgVectorStore().search(kb, vector, 50)
-    return set(
-        Chunk.objects.filter(pk__in=[pk for pk, _ in hits]).values_list("document__name", flat=True)
-    )
+        return {pk for pk, _ in PgVectorStore().search(kb, vector, 100)}
+
+
+def documents_found_through_the_index(kb: KnowledgeBase) -> set[str]:
+    found = chunks_found_through_the_index(kb)
+    return set(Chunk.objects.filter(pk__in=found).values_list("document__name", flat=True))
 
 
 class Killed(BaseException):
@@ -219,13 +221,21 @@ def test_embedding_requests_overlap_up_to_the_configured_number(
     assert [chunk.page for chunk in stored] == sorted(chunk.page for chunk in stored)
 
 
+def kb_with_a_document(
+    workspace: Any, owner: Any, fake: FakeOpenAIServer
+) -> tuple[KnowledgeBase, int]:
+    """A new knowledge base and its first document, indexed."""
+    kb = vector_kb(workspace, owner, fake)
+    first = add_document(workspace, owner, kb, "refunds.pdf", manual_pdf(3, "refund"))
+    assert ingestion.ingest(first) == "indexed"
+    kb.refresh_from_db()
+    return kb, first
+
+
 def test_the_first_document_builds_the_index_and_later_ones_go_into_it(
     workspace_a, alice_owner, fake
 ):
-    kb = vector_kb(workspace_a, alice_owner, fake)
-    first = add_document(workspace_a, alice_owner, kb, "refunds.pdf", manual_pdf(3, "refund"))
-    assert ingestion.ingest(first) == "indexed"
-    kb.refresh_from_db()
+    kb, first = kb_with_a_document(workspace_a, alice_owner, fake)
     assert index_exists(hnsw_index_name(kb.pk))
     with connection.cursor() as cursor:
         cursor.execute(
@@ -252,10 +262,7 @@ def test_the_first_document_builds_the_index_and_later_ones_go_into_it(
 def test_an_index_of_the_older_definition_is_replaced_by_the_next_ingestion(
     workspace_a, alice_owner, fake
 ):
-    kb = vector_kb(workspace_a, alice_owner, fake)
-    first = add_document(workspace_a, alice_owner, kb, "refunds.pdf", manual_pdf(3, "refund"))
-    assert ingestion.ingest(first) == "indexed"
-    kb.refresh_from_db()
+    kb, _ = kb_with_a_document(workspace_a, alice_owner, fake)
     dims = kb.embedding_dimensions
     with connection.cursor() as cursor:  # as an installation before this change has it
         cursor.execute(f"DROP INDEX {hnsw_index_name(kb.pk)}")
@@ -276,3 +283,24 @@ def test_an_index_of_the_older_definition_is_replaced_by_the_next_ingestion(
     # Deleting the knowledge base drops whichever of the two it has.
     PgVectorStore().drop_knowledge_base(kb.pk)
     assert not index_exists(hnsw_index_name(kb.pk))
+
+
+def test_a_long_first_document_gets_an_empty_index_and_inserts_its_vectors(
+    workspace_a, alice_owner, fake, monkeypatch
+):
+    monkeypatch.setattr(ingestion, "INDEX_BUILD_MAX", 6)
+    kb = vector_kb(workspace_a, alice_owner, fake)
+    document_id = add_document(workspace_a, alice_owner, kb, "manual.pdf", manual_pdf(6, "refund"))
+    built: list[int] = []
+    index_now = PgVectorStore.index_now
+
+    def watched(self: Any, kb: KnowledgeBase) -> None:
+        # Made before the document is searchable: over no vector at all.
+        built.append(Chunk.objects.filter(knowledge_base=kb, searchable=True).count())
+        index_now(self, kb)
+
+    monkeypatch.setattr(PgVectorStore, "index_now", watched)
+    assert ingestion.ingest(document_id) == "indexed"
+    assert built == [0]
+    chunks = set(Chunk.objects.filter(document_id=document_id).values_list("pk", flat=True))
+    assert len(chunks) > 6 and chunks_found_through_the_index(kb) == chunks

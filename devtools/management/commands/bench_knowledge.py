@@ -339,12 +339,9 @@ class Command(BaseCommand):
         vectors = {text: fake_embedding(text, dims) for text in texts}
         embedder = StaticEmbedder(vectors)
         cycle = iter(texts * 1000)
-        # The store's conditions: the knowledge base's searchable chunks of indexed documents.
         raw_sql = (
-            "SELECT c.id FROM knowledge_chunk c JOIN knowledge_knowledgedocument d "  # noqa: S608 (ints)
-            f"ON d.id = c.document_id WHERE c.knowledge_base_id = {int(kb.pk)} AND c.searchable "
-            f"AND d.status = 'indexed' ORDER BY c.embedding::vector({dims}) <=> %s::vector "
-            f"LIMIT {int(k)}"
+            f"SELECT id FROM knowledge_chunk WHERE knowledge_base_id = {int(kb.pk)} "  # noqa: S608 (ints)
+            f"AND searchable ORDER BY embedding::vector({dims}) <=> %s::vector LIMIT {int(k)}"
         )
 
         def raw() -> None:
