@@ -24,14 +24,16 @@ and `document_retry` resumes from what was kept.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Generator, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import timedelta
 from functools import partial
+from queue import Empty, SimpleQueue
 from typing import Any, NamedTuple
 
 from django.conf import settings
@@ -65,6 +67,8 @@ INDEX_BUILD_MAX = 10_000
 # Progress reaches the page at most this often while batches are stored (each message is a
 # read of the row and a publish); every change of status is sent at once.
 PROGRESS_EVERY = 0.25
+# While no chunk is ready, the ingesting thread looks for answered batches this often.
+IDLE_POLL = 0.01
 
 
 class LeaseLost(Exception):
@@ -288,9 +292,11 @@ def _chunk(document: KnowledgeDocument, token: str, kb: KnowledgeBase, pipeline:
     )
     cap = _config()["MAX_CHUNKS_PER_DOCUMENT"]
     total = 0
-    for draft in iter_chunks(
-        stream.sections, chunk_size=kb.chunk_size, chunk_overlap=kb.chunk_overlap
-    ):
+    drafts = _Drafts(
+        stream.sections,
+        iter_chunks(stream.sections, chunk_size=kb.chunk_size, chunk_overlap=kb.chunk_overlap),
+    )
+    for draft in drafts.until_done(idle=pipeline.pump):
         total += 1
         if total > cap:
             raise ParseError(
@@ -323,6 +329,56 @@ def _chunk(document: KnowledgeDocument, token: str, kb: KnowledgeBase, pipeline:
         if stored:  # beyond the end: made from a longer reading of the file
             Chunk.objects.filter(pk__in=[row.pk for row in stored.values()]).delete()
         _publish(document)
+
+
+class _Failed(NamedTuple):
+    error: BaseException
+
+
+class _Drafts:
+    """Parsing and splitting in a thread of their own (they never touch the database), so
+    that the ingesting thread stores the batches the endpoint has answered while it waits
+    for the next chunk. The chunks wait in a queue, bounded by the file's text."""
+
+    def __init__(
+        self, sections: Generator[Any, None, None], drafts: Generator[ChunkDraft, None, None]
+    ) -> None:
+        self.sections, self.drafts = sections, drafts
+        self.queue: SimpleQueue[ChunkDraft | _Failed | None] = SimpleQueue()
+        self.stopped = threading.Event()
+        threading.Thread(target=self._run, name="parse", daemon=True).start()
+
+    def _run(self) -> None:
+        try:
+            for draft in self.drafts:
+                if self.stopped.is_set():
+                    break
+                self.queue.put(draft)
+            self.queue.put(None)
+        except BaseException as error:  # noqa: BLE001 (handed to the ingesting thread)
+            self.queue.put(_Failed(error))
+        finally:
+            # A PDF's child processes are stopped when its sections are closed.
+            self.drafts.close()
+            self.sections.close()
+
+    def until_done(self, *, idle: Callable[[], None]) -> Iterator[ChunkDraft]:
+        """The chunks in order; `idle` is called while none is ready. A parsing error is
+        raised here, as it would have been by parsing in this thread."""
+        try:
+            while True:
+                try:
+                    item = self.queue.get(timeout=IDLE_POLL)
+                except Empty:
+                    idle()
+                    continue
+                if item is None:
+                    return
+                if isinstance(item, _Failed):
+                    raise item.error
+                yield item
+        finally:
+            self.stopped.set()
 
 
 def _delete_chunks(

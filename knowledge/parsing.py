@@ -29,7 +29,7 @@ import subprocess
 import sys
 import threading
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path, PurePath
@@ -112,7 +112,7 @@ class SectionStream:
 
     format: str
     pages: int | None
-    sections: Iterator[Section]
+    sections: Generator[Section, None, None]
 
 
 class ParseError(Exception):
@@ -381,7 +381,7 @@ def _library_errors(name: str) -> Iterator[None]:
         ) from error
 
 
-def _checked(name: str, fmt: str, sections: Iterator[Section]) -> Iterator[Section]:
+def _checked(name: str, fmt: str, sections: Iterator[Section]) -> Generator[Section, None, None]:
     found = False
     while True:
         with _library_errors(name):

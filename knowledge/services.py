@@ -513,7 +513,7 @@ def document_upload(
     )
     document_id = document.pk
     if dispatch:
-        transaction.on_commit(lambda: tasks.dispatch_ingestion(document_id))
+            transaction.on_commit(lambda: tasks.dispatch_ingestion(document_id))
     progress.publish_documents_after_commit(kb, [document_id])
     return Upload(document, True)
 

@@ -14,7 +14,7 @@ while the later ones are parsed).
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Generator, Iterable
 from dataclasses import dataclass
 
 from langchain_text_splitters import RecursiveCharacterTextSplitter
@@ -76,7 +76,7 @@ def split_sections(
 
 def iter_chunks(
     sections: Iterable[Section], *, chunk_size: int, chunk_overlap: int
-) -> Iterator[ChunkDraft]:
+) -> Generator[ChunkDraft, None, None]:
     """`split_sections`, a section at a time as `sections` yields them. The sizes are
     checked at once (ValueError), before any section is read."""
     if chunk_size < 1:
@@ -96,7 +96,7 @@ def iter_chunks(
 
 def _drafts(
     sections: Iterable[Section], splitter: RecursiveCharacterTextSplitter
-) -> Iterator[ChunkDraft]:
+) -> Generator[ChunkDraft, None, None]:
     index = 0
     for section in sections:
         for piece in splitter.split_text(section.text):
