@@ -412,6 +412,15 @@ FLOWDECK_KNOWLEDGE = {
     "MAX_DOCUMENTS_PER_WORKSPACE": env_int("FLOWDECK_KNOWLEDGE_MAX_DOCUMENTS", 1000),
     "MAX_CHUNKS_PER_DOCUMENT": env_int("FLOWDECK_KNOWLEDGE_MAX_CHUNKS", 50_000),
     "EMBED_BATCH": env_int("FLOWDECK_KNOWLEDGE_EMBED_BATCH", 64),
+    # Embedding requests in flight per document: endpoints answer a batch in tens to hundreds
+    # of milliseconds, mostly waiting, so a few at once keep one busy.
+    "EMBED_CONCURRENCY": env_int("FLOWDECK_KNOWLEDGE_EMBED_CONCURRENCY", 4),
+    # PDFs of at least this many pages are read by a child process (pypdf is pure Python:
+    # in the worker it would hold the interpreter for seconds; starting the child takes a
+    # few tenths of a second, what parsing a hundred pages takes); 0: always in the worker.
+    "PDF_CHILD_PAGES": env_int("FLOWDECK_KNOWLEDGE_PDF_CHILD_PAGES", 100),
+    # At most this many children read one PDF, each a range of its pages.
+    "PDF_CHILDREN": env_int("FLOWDECK_KNOWLEDGE_PDF_CHILDREN", min(4, os.cpu_count() or 1)),
     "LEASE_SECONDS": env_int("FLOWDECK_KNOWLEDGE_LEASE_SECONDS", 120),
 }
 # Uploaded files: through Django's storage API (STORAGES["default"]): the data directory

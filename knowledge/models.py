@@ -177,7 +177,8 @@ class Chunk(models.Model):
     heading = models.CharField(max_length=500, blank=True)
     content_hash = models.CharField(max_length=64)
     embedding = VectorField(null=True, blank=True)
-    # False until the whole document is indexed (and again while it is re-indexed).
+    # False until the whole document is indexed (and again while it is re-indexed). Also the
+    # predicate of the knowledge base's vector index: only searchable chunks are in it.
     searchable = models.BooleanField(default=False)
 
     class Meta:

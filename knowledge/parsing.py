@@ -2,6 +2,10 @@
 
 `parse_file(name, data)` returns a `Parsed`: the format and the text in `Section`s, each
 with the page it came from (PDF) or the heading it sits under (DOCX, HTML, Markdown).
+`parse_stream(name, data)` does the same work a section at a time: a PDF's pages are read
+as they are asked for, so ingestion embeds the first pages while later ones are parsed, and
+a long PDF can be read by child processes (`python -m knowledge.parsing`, see
+`_PageReader`).
 Every way a file can be bad ends in a `ParseError` whose `code` is short and stable (the
 ingestion job stores it; the page translates it) and whose message is a sentence a user
 can act on. No exception of a parsing library leaves this module.
@@ -18,11 +22,18 @@ from __future__ import annotations
 import codecs
 import csv
 import io
+import json
+import queue
 import re
+import subprocess
+import sys
+import threading
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import PurePath
+from pathlib import Path, PurePath
+from typing import Any
 
 __all__ = [
     "ERROR_CODES",
@@ -30,10 +41,13 @@ __all__ = [
     "MAX_ZIP_MEMBERS",
     "MAX_ZIP_RATIO",
     "MAX_ZIP_UNCOMPRESSED",
+    "ChildFailed",
     "ParseError",
     "Parsed",
     "Section",
+    "SectionStream",
     "parse_file",
+    "parse_stream",
     "sniff",
 ]
 
@@ -88,6 +102,17 @@ class Parsed:
     format: str
     sections: list[Section]
     pages: int | None
+
+
+@dataclass(frozen=True)
+class SectionStream:
+    """A file being parsed: its format, its page count (PDF only) and its sections in
+    reading order, read as they are asked for (iterating raises `ParseError` for what is
+    found wrong on the way, and `no_text` at the end if there was no text at all)."""
+
+    format: str
+    pages: int | None
+    sections: Generator[Section, None, None]
 
 
 class ParseError(Exception):
@@ -243,10 +268,13 @@ class _Collector:
         self.total = 0
         self.sections: list[Section] = []
 
-    def add(self, text: str, *, page: int | None = None, heading: str | None = None) -> None:
+    def section(
+        self, text: str, *, page: int | None = None, heading: str | None = None
+    ) -> Section | None:
+        """The cleaned section (None when no text is left), counted against the limit."""
         text = _clean(text)
         if not text:
-            return
+            return None
         self.total += len(text)
         if self.total > self.max_chars:
             raise ParseError(
@@ -254,7 +282,12 @@ class _Collector:
                 f"“{self.name}” holds more than {self.max_chars:,} characters of text; "
                 "split it into smaller files.",
             )
-        self.sections.append(Section(text=text, page=page, heading=heading or None))
+        return Section(text=text, page=page, heading=heading or None)
+
+    def add(self, text: str, *, page: int | None = None, heading: str | None = None) -> None:
+        section = self.section(text, page=page, heading=heading)
+        if section is not None:
+            self.sections.append(section)
 
 
 _SPACES = re.compile(r"[ \t\u00a0\u3000]+")
@@ -272,13 +305,51 @@ def parse_file(name: str, data: bytes, *, max_chars: int = 5_000_000) -> Parsed:
     """Parse the uploaded file `name` with content `data` (see the module docstring).
 
     Raises `ParseError` for every bad file; nothing else escapes."""
+    stream = parse_stream(name, data, max_chars=max_chars)
+    sections = list(stream.sections)
+    return Parsed(format=stream.format, sections=sections, pages=stream.pages)
+
+
+def parse_stream(
+    name: str,
+    data: bytes,
+    *,
+    max_chars: int = 5_000_000,
+    child_from_pages: int = 0,
+    children: int = 1,
+) -> SectionStream:
+    """`parse_file`'s work a section at a time. The type is checked and a PDF opened (its
+    password, its page count) before this returns; a PDF's pages are extracted as the
+    sections are iterated, the other formats (fast to parse) are parsed here.
+
+    A PDF of at least `child_from_pages` pages (0: none) is read by child processes, up to
+    `children` of them (one per `child_from_pages` pages), each a contiguous range of its
+    pages: pypdf is pure Python, and in this process it would hold the interpreter's lock
+    for seconds, slowing every thread beside it (the embedding requests of the same
+    ingestion, the other tasks of a worker), and on one core at that; a file that exhausts
+    memory takes only a child down.
+
+    Raises `ParseError`, here or while iterating; nothing else escapes but `ChildFailed`
+    (the child process could not run at all: a broken installation, not a bad file)."""
     fmt = sniff(name, data)
     out = _Collector(name, max_chars)
-    pages: int | None = None
-    try:
-        if fmt == "pdf":
-            pages = _parse_pdf(name, data, out)
-        elif fmt == "docx":
+    if fmt == "pdf":
+        with _library_errors(name):
+            reader = _open_pdf(name, data)
+            pages = len(reader.pages)
+        if child_from_pages and pages >= child_from_pages:
+            # The first pages are read here while the children start (a few tenths of a
+            # second: an interpreter and pypdf to load); they share the rest.
+            head = min(_HEAD_PAGES, pages // 4)
+            count = max(1, min(children, (pages - head) // child_from_pages))
+            bounds = [head + (pages - head) * i // count for i in range(count + 1)]
+            ranges = list(zip(bounds, bounds[1:], strict=False))
+            sections = _pdf_sections_in_children(name, data, out, reader, head, ranges)
+        else:
+            sections = _pdf_sections(reader, out)
+        return SectionStream(fmt, pages, _checked(name, fmt, sections))
+    with _library_errors(name):
+        if fmt == "docx":
             _parse_docx(name, data, out)
         else:
             text = _decode(name, data, max_chars)
@@ -290,20 +361,38 @@ def parse_file(name: str, data: bytes, *, max_chars: int = 5_000_000) -> Parsed:
                 _parse_csv(text, out)
             else:
                 out.add(text)
-    except ParseError:
+    return SectionStream(fmt, None, _checked(name, fmt, iter(out.sections)))
+
+
+@contextmanager
+def _library_errors(name: str) -> Iterator[None]:
+    """A parsing library's own error on a malformed file, as a `ParseError`."""
+    try:
+        yield
+    except (ParseError, ChildFailed):
         raise
     except RecursionError as error:
         raise ParseError("corrupt_file", f"“{name}” is nested too deeply to read.") from error
     except MemoryError as error:
         raise ParseError("too_large", f"“{name}” is too large to read.") from error
-    except Exception as error:  # a library's own error on a malformed file
+    except Exception as error:
         raise ParseError(
             "corrupt_file", f"“{name}” could not be read: the file is damaged or malformed."
         ) from error
-    if not out.sections:
+
+
+def _checked(name: str, fmt: str, sections: Iterator[Section]) -> Generator[Section, None, None]:
+    found = False
+    while True:
+        with _library_errors(name):
+            section = next(sections, None)
+        if section is None:
+            break
+        found = True
+        yield section
+    if not found:
         hint = " (a scanned PDF needs text recognition first)" if fmt == "pdf" else ""
         raise ParseError("no_text", f"“{name}” contains no text that can be extracted{hint}.")
-    return Parsed(format=fmt, sections=out.sections, pages=pages)
 
 
 def _decode(name: str, data: bytes, max_chars: int) -> str:
@@ -328,7 +417,7 @@ def _decode(name: str, data: bytes, max_chars: int) -> str:
 # PDF ---------------------------------------------------------------------------------------
 
 
-def _parse_pdf(name: str, data: bytes, out: _Collector) -> int:
+def _open_pdf(name: str, data: bytes) -> Any:
     # The parsing libraries load on first use: web processes that never parse stay lean.
     from pypdf import PasswordType, PdfReader
 
@@ -341,10 +430,137 @@ def _parse_pdf(name: str, data: bytes, out: _Collector) -> int:
             raise _encrypted(name) from error
         if opened == PasswordType.NOT_DECRYPTED:
             raise _encrypted(name)
-    count = len(reader.pages)
+    return reader
+
+
+def _pdf_sections(reader: Any, out: _Collector) -> Iterator[Section]:
     for number, page in enumerate(reader.pages, start=1):
-        out.add(page.extract_text() or "", page=number)
-    return count
+        section = out.section(page.extract_text() or "", page=number)
+        if section is not None:
+            yield section
+
+
+class ChildFailed(RuntimeError):
+    """The child process that reads a PDF's pages exited without a word (it could not
+    start, or crashed in Python itself): the installation's fault, not the file's."""
+
+
+# A long PDF's first pages are read in the caller's process while the children start.
+_HEAD_PAGES = 25
+# The directory that holds this package: the child runs from it, so it imports this very
+# code (a checkout, an installed wheel alike).
+_PACKAGE_ROOT = Path(__file__).resolve().parents[1]
+
+
+def _pdf_sections_in_children(
+    name: str,
+    data: bytes,
+    out: _Collector,
+    pdf: Any,
+    head: int,
+    ranges: list[tuple[int, int]],
+) -> Iterator[Section]:
+    """The PDF's pages: the first `head` read here from `pdf` (opened already), the rest by
+    a child process per range (first page, end; from 0), all started at once; pages are
+    yielded in order. Every child is killed when the sections are no longer wanted (an
+    error, a limit, a lost lease)."""
+    readers = [_PageReader(name, data, first, end) for first, end in ranges]
+    try:
+        for number in range(head):
+            with _library_errors(name):
+                section = out.section(pdf.pages[number].extract_text() or "", page=number + 1)
+            if section is not None:
+                yield section
+        for reader in readers:
+            yield from reader.sections(out)
+    finally:
+        for reader in readers:
+            reader.stop()
+
+
+class _PageReader:
+    """`python -m knowledge.parsing` (`_child_main`) reading a range of a PDF's pages: a
+    JSON line (the file's name and the range) and the file go to its standard input, each
+    page comes back as a JSON line as soon as it is read. A thread here feeds the child and
+    takes the lines off its pipe as they come, so the child reads on while the caller is
+    busy with what it got (the text held meanwhile is bounded by the file's)."""
+
+    def __init__(self, name: str, data: bytes, first: int, end: int) -> None:
+        self.name = name
+        self.proc = subprocess.Popen(  # noqa: S603 (this interpreter, a fixed module, no shell)
+            [sys.executable, "-m", "knowledge.parsing"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,  # pypdf's warnings on odd files; a pipe could fill up
+            cwd=_PACKAGE_ROOT,
+        )
+        self.lines: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
+        head = json.dumps({"name": name, "first": first, "end": end}).encode() + b"\n"
+        threading.Thread(
+            target=self._run, args=(head + data,), name="pdf-pages", daemon=True
+        ).start()
+
+    def _run(self, payload: bytes) -> None:
+        stdin, stdout = self.proc.stdin, self.proc.stdout
+        try:
+            assert stdin is not None and stdout is not None
+            # The child reads all of its input before it writes: no deadlock.
+            stdin.write(payload)
+            stdin.close()
+            for line in stdout:
+                self.lines.put(line)
+        except (OSError, ValueError):  # the child died, or was killed: its status tells
+            pass
+        finally:
+            self.lines.put(None)
+
+    def sections(self, out: _Collector) -> Iterator[Section]:
+        for line in iter(self.lines.get, None):
+            message = json.loads(line)
+            if "error" in message:
+                raise ParseError(message["error"], message["message"])
+            section = out.section(message["text"], page=message["page"])
+            if section is not None:
+                yield section
+        status = self.proc.wait()
+        if status < 0:  # killed: the kernel's out-of-memory killer, most likely
+            raise ParseError(
+                "corrupt_file",
+                f"“{self.name}” could not be read: reading it took too much memory.",
+            )
+        if status != 0:
+            raise ChildFailed(f"the PDF reader exited with status {status}")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+        for pipe in (self.proc.stdin, self.proc.stdout):
+            try:
+                if pipe is not None:
+                    pipe.close()
+            except (OSError, ValueError):
+                pass
+
+
+def _child_main() -> None:
+    """`python -m knowledge.parsing`: a range of a PDF's pages as JSON lines (`{"page",
+    "text"}`) on standard output, or `{"error", "message"}` (a ParseError) last; the input
+    is a JSON line (`{"name", "first", "end"}`, pages counted from 0), then the file."""
+    stdin = sys.stdin.buffer
+    job = json.loads(stdin.readline())
+    data = stdin.read()
+    name, out = job["name"], sys.stdout
+    try:
+        with _library_errors(name):
+            reader = _open_pdf(name, data)
+            for number in range(int(job["first"]), int(job["end"])):
+                text = reader.pages[number].extract_text() or ""
+                out.write(json.dumps({"page": number + 1, "text": text}) + "\n")
+                out.flush()
+    except ParseError as error:
+        out.write(json.dumps({"error": error.code, "message": error.message}) + "\n")
+        out.flush()
 
 
 def _encrypted(name: str) -> ParseError:
@@ -535,3 +751,7 @@ def _parse_csv(text: str, out: _Collector) -> None:
     if not lines and header:
         lines.append("; ".join(cell for cell in header if cell))
     out.add("\n".join(lines))
+
+
+if __name__ == "__main__":
+    _child_main()

@@ -3,9 +3,17 @@
 - PostgreSQL: pgvector through its Django integration. `Chunk.embedding` is an untyped
   `vector` column (knowledge bases use models of different dimensions); each knowledge
   base gets a partial expression HNSW index, `((embedding::vector(D)) vector_cosine_ops)
-  WHERE knowledge_base_id = X`, created when its dimensions become known, and queries use
-  the same cast so the planner picks that index (pgvector's documented way to index mixed
-  dimensions).
+  WHERE knowledge_base_id = X AND searchable`, and queries use the same cast and the same
+  conditions so the planner picks that index (pgvector's documented way to index mixed
+  dimensions). Only searchable chunks are in the graph: a vector written during ingestion
+  costs no graph insert, each chunk enters the graph once, when its document becomes
+  searchable, and taking a document out of retrieval (a re-index, a failure) costs none.
+  A knowledge base's first document builds the index over its vectors in one go (several
+  times cheaper than inserting them one by one, as pgvector's docs advise for loading);
+  later documents insert theirs. (Visibility stays on the chunk row: a condition on the
+  document's status would need a join, whose estimated rows shrink with the number of
+  documents in the table, and with thousands of them the planner would expect to read the
+  whole index for k rows and sort the knowledge base instead.)
 - SQLite (the embedded default): sqlite-vec. This CPython's `sqlite3` cannot load
   extensions (built without `enable_load_extension`), so the vectors live in a database
   file of their own beside the main one, opened with APSW (a maintained SQLite wrapper that
@@ -28,7 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from django.db import connection
+from django.db import connection, transaction
 from django.db.models import Q, QuerySet
 from django.db.models.functions import Cast
 from pgvector import Vector
@@ -80,18 +88,38 @@ NO_FILTER = ChunkFilter()
 
 
 def searchable_chunks(kb: KnowledgeBase, chunk_filter: ChunkFilter = NO_FILTER) -> QuerySet[Chunk]:
-    """The chunks of `kb` retrieval may return (its workspace's, indexed, filtered)."""
+    """The chunks of `kb` retrieval may return (its workspace's, indexed, filtered).
+    `searchable` is also the vector index's predicate: naming it lets the planner use it."""
     return Chunk.objects.filter(
         workspace_id=kb.workspace_id, knowledge_base_id=kb.pk, searchable=True
     ).filter(chunk_filter.q())
 
 
 class VectorStore(Protocol):
-    def add(self, kb: KnowledgeBase, items: Sequence[tuple[int, Sequence[float]]]) -> None:
-        """Store each chunk's vector (chunk id, vector); replaces an earlier one."""
+    def add(
+        self,
+        kb: KnowledgeBase,
+        items: Sequence[tuple[int, Sequence[float]]],
+        *,
+        in_rows: bool = False,
+    ) -> None:
+        """Store each chunk's vector (chunk id, vector); replaces an earlier one. With
+        `in_rows`, the chunks' rows were inserted with these vectors already (in the
+        caller's transaction): only what the store keeps beside the rows is written."""
 
     def ensure_index(self, kb: KnowledgeBase) -> None:
-        """Make `kb`'s index for its (now known) dimensions."""
+        """Bring `kb`'s index up to date for its (known) dimensions and the chunks that are
+        searchable now (an index of an older definition is replaced)."""
+
+    def make_searchable(self, kb: KnowledgeBase, document_id: int) -> None:
+        """Inside the caller's transaction (the one that marks the document indexed):
+        make every chunk of the document searchable, with its vector in `kb`'s index."""
+
+    def index_now(self, kb: KnowledgeBase) -> None:
+        """Inside the caller's transaction, before it writes any chunk: give `kb` its index
+        now, over its searchable chunks, if it has none (before a long first document
+        becomes searchable: its vectors then go into the index one by one, without the
+        table lock a build over all of them would hold)."""
 
     def delete_document(self, kb_id: int, chunk_ids: Sequence[int]) -> None:
         """Forget these chunks' vectors (after their rows were deleted)."""
@@ -117,6 +145,14 @@ def _similarity(distance: float) -> float:
 
 # --- PostgreSQL / pgvector ----------------------------------------------------------------
 def hnsw_index_name(kb_id: int) -> str:
+    """The name of `kb_id`'s HNSW index (over its searchable chunks)."""
+    return f"knowledge_chunk_hnsw_searchable_kb{int(kb_id)}"
+
+
+def legacy_hnsw_index_name(kb_id: int) -> str:
+    """The index of the older definition (every chunk of the knowledge base, searchable or
+    not: each vector went into the graph when written and again when its document became
+    searchable). `ensure_index` replaces it."""
     return f"knowledge_chunk_hnsw_kb{int(kb_id)}"
 
 
@@ -142,35 +178,80 @@ def store_in_rows(items: Sequence[tuple[int, Sequence[float]]]) -> None:
     Chunk.objects.bulk_update(rows, ["embedding"], batch_size=500)
 
 
-class PgVectorStore:
-    """pgvector: the column is the store, one partial HNSW index per knowledge base."""
+# The graph is built in memory while it fits in maintenance_work_mem, and much more slowly
+# once it does not (pgvector's docs): a build gets about this much per vector, its
+# dimensions' bytes aside, and never less than the server's own setting.
+_BUILD_BYTES_PER_VECTOR = 1024
+_BUILD_MEMORY_CAP = 1024**3
 
-    def add(self, kb: KnowledgeBase, items: Sequence[tuple[int, Sequence[float]]]) -> None:
-        if items:
+
+class PgVectorStore:
+    """pgvector: the column is the store, one partial HNSW index per knowledge base over
+    its searchable chunks."""
+
+    def add(
+        self,
+        kb: KnowledgeBase,
+        items: Sequence[tuple[int, Sequence[float]]],
+        *,
+        in_rows: bool = False,
+    ) -> None:
+        if items and not in_rows:
             store_in_rows(items)
 
     def ensure_index(self, kb: KnowledgeBase) -> None:
         dims = int(kb.embedding_dimensions or 0)
         if dims <= 0:
             return
-        # Integers only (no user text reaches this statement). HNSW takes at most 2,000
-        # dimensions for `vector` (the service refuses more).
-        with connection.cursor() as cursor:
-            # PostgreSQL refuses CREATE INDEX on a table with deferred constraint checks
-            # pending in this transaction (rows written just before): run them now.
-            cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
-            cursor.execute(
-                f"CREATE INDEX IF NOT EXISTS {hnsw_index_name(kb.pk)} ON knowledge_chunk "
-                f"USING hnsw ((embedding::vector({dims})) vector_cosine_ops) "
-                f"WHERE knowledge_base_id = {int(kb.pk)}"
-            )
+        with transaction.atomic():
+            present = _existing_indexes(kb.pk)
+            legacy = legacy_hnsw_index_name(kb.pk) in present
+            current = hnsw_index_name(kb.pk) in present
+            if current and not legacy:
+                return
+            searchable = Chunk.objects.filter(
+                knowledge_base_id=kb.pk, searchable=True, embedding__isnull=False
+            ).exists()
+            if not legacy and not searchable:
+                return  # nothing to index yet: the first document's vectors build it
+            _lock_chunks_for_index_change()
+            present = _existing_indexes(kb.pk)  # as it is now that ours is the only change
+            if searchable and hnsw_index_name(kb.pk) not in present:
+                _build_index(kb.pk, dims)
+            if legacy_hnsw_index_name(kb.pk) in present:
+                # Last, so the table's exclusive lock is held only until the commit.
+                with connection.cursor() as cursor:
+                    cursor.execute(f"DROP INDEX IF EXISTS {legacy_hnsw_index_name(kb.pk)}")
+
+    def make_searchable(self, kb: KnowledgeBase, document_id: int) -> None:
+        rows = Chunk.objects.filter(document_id=document_id, searchable=False)
+        dims = int(kb.embedding_dimensions or 0)
+        if dims <= 0 or hnsw_index_name(kb.pk) in _existing_indexes(kb.pk):
+            rows.update(searchable=True)  # each vector goes into the graph here, once
+            return
+        # The knowledge base's first searchable vectors: flip, then build the graph over
+        # them in one go.
+        _lock_chunks_for_index_change()
+        rows.update(searchable=True)
+        if hnsw_index_name(kb.pk) not in _existing_indexes(kb.pk):
+            _build_index(kb.pk, dims)
+
+    def index_now(self, kb: KnowledgeBase) -> None:
+        dims = int(kb.embedding_dimensions or 0)
+        if dims <= 0 or hnsw_index_name(kb.pk) in _existing_indexes(kb.pk):
+            return
+        _lock_chunks_for_index_change()
+        if hnsw_index_name(kb.pk) not in _existing_indexes(kb.pk):
+            _build_index(kb.pk, dims)
 
     def delete_document(self, kb_id: int, chunk_ids: Sequence[int]) -> None:
         return None  # the rows carried the vectors
 
     def drop_knowledge_base(self, kb_id: int) -> None:
         with connection.cursor() as cursor:
-            cursor.execute(f"DROP INDEX IF EXISTS {hnsw_index_name(kb_id)}")
+            cursor.execute(
+                f"DROP INDEX IF EXISTS {hnsw_index_name(kb_id)}, {legacy_hnsw_index_name(kb_id)}"
+            )
 
     def search(
         self,
@@ -199,6 +280,52 @@ class PgVectorStore:
         rows = list(query[:k])
         rows.sort(key=lambda row: (row[1], row[0]))  # relaxed order: sort the k found
         return [(pk, _similarity(d)) for pk, d in rows]
+
+
+def _existing_indexes(kb_id: int) -> set[str]:
+    """Which of `kb_id`'s HNSW index names exist (a catalog lookup, no table lock)."""
+    names = [hnsw_index_name(kb_id), legacy_hnsw_index_name(kb_id)]
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT to_regclass(%s), to_regclass(%s)", names)
+        found = cursor.fetchone()
+    return {name for name, oid in zip(names, found, strict=True) if oid is not None}
+
+
+def _lock_chunks_for_index_change() -> None:
+    """Before a transaction builds or drops an index: the table lock those take, taken
+    first and self-exclusive, so two such transactions queue rather than deadlock (each
+    holding the lock its writes took while waiting for the stronger one). Writes to the
+    chunk table wait for the commit; reads go on."""
+    with connection.cursor() as cursor:
+        # PostgreSQL refuses CREATE INDEX on a table with deferred constraint checks
+        # pending in this transaction (rows written just before): run them now.
+        cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
+        cursor.execute("LOCK TABLE knowledge_chunk IN SHARE ROW EXCLUSIVE MODE")
+
+
+def _build_index(kb_id: int, dims: int) -> None:
+    """CREATE INDEX over the knowledge base's searchable vectors (in the caller's
+    transaction, after `_lock_chunks_for_index_change`). Integers only reach the statement
+    (no user text); HNSW takes at most 2,000 dimensions for `vector` (the service refuses
+    more)."""
+    count = Chunk.objects.filter(
+        knowledge_base_id=kb_id, searchable=True, embedding__isnull=False
+    ).count()
+    wanted = min(_BUILD_MEMORY_CAP, count * (dims * 4 + _BUILD_BYTES_PER_VECTOR))
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT setting::bigint * 1024 FROM pg_settings WHERE name = 'maintenance_work_mem'"
+        )
+        (current,) = cursor.fetchone()
+        if wanted > int(current):
+            cursor.execute(
+                "SELECT set_config('maintenance_work_mem', %s, true)", [f"{wanted // 1024}kB"]
+            )
+        cursor.execute(
+            f"CREATE INDEX IF NOT EXISTS {hnsw_index_name(kb_id)} ON knowledge_chunk "
+            f"USING hnsw ((embedding::vector({int(dims)})) vector_cosine_ops) "
+            f"WHERE knowledge_base_id = {int(kb_id)} AND searchable"
+        )
 
 
 _pg_version: dict[str, tuple[int, ...]] = {}
@@ -306,7 +433,13 @@ class SqliteVecStore:
             f"vec0(embedding float[{dims}] distance_metric=cosine)"
         )
 
-    def add(self, kb: KnowledgeBase, items: Sequence[tuple[int, Sequence[float]]]) -> None:
+    def add(
+        self,
+        kb: KnowledgeBase,
+        items: Sequence[tuple[int, Sequence[float]]],
+        *,
+        in_rows: bool = False,
+    ) -> None:
         if not items:
             return
         self.ensure_index(kb)
@@ -319,9 +452,18 @@ class SqliteVecStore:
                 f"INSERT INTO {table}(rowid, embedding) VALUES (?, ?)",  # noqa: S608 (an int)
                 [(int(chunk_id), _pack(vector)) for chunk_id, vector in items],
             )
-        # Written second: a vector in the main database means it is in vec0 too, so a
-        # resumed ingestion never skips one that vec0 lacks.
-        store_in_rows(items)
+        # Written second (or committed second, with `in_rows`): a vector in the main
+        # database means it is in vec0 too, so a resumed ingestion never skips one that
+        # vec0 lacks.
+        if not in_rows:
+            store_in_rows(items)
+
+    def make_searchable(self, kb: KnowledgeBase, document_id: int) -> None:
+        # vec0 holds every vector already; the rows decide what a search may return.
+        Chunk.objects.filter(document_id=document_id, searchable=False).update(searchable=True)
+
+    def index_now(self, kb: KnowledgeBase) -> None:
+        self.ensure_index(kb)  # vec0 takes every vector as it is stored
 
     def delete_document(self, kb_id: int, chunk_ids: Sequence[int]) -> None:
         if not chunk_ids or not self._exists(kb_id):

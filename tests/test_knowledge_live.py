@@ -109,6 +109,7 @@ def test_a_worker_killed_mid_document_finishes_after_a_restart_without_duplicate
         env=subprocess_env(
             FLOWDECK_KNOWLEDGE_LEASE_SECONDS="3",
             FLOWDECK_KNOWLEDGE_EMBED_BATCH="2",
+            FLOWDECK_KNOWLEDGE_EMBED_CONCURRENCY="2",
             FLOWDECK_MEDIA_ROOT=str(media),
         ),
     )
@@ -183,6 +184,7 @@ def test_a_worker_killed_mid_document_finishes_after_a_restart_without_duplicate
         assert not chunks.filter(embedding__isnull=True).exists()
         assert not chunks.filter(searchable=False).exists()
         # Resumed, not restarted: what was stored before the kill was not embedded again
-        # (at most the batches in flight when the worker died: one stored, one ahead).
-        assert fake.embedded_inputs <= document.chunk_count + 2 * 2  # two batches in flight
+        # (at most the batches sent and not stored when the worker died: twice the
+        # requests in flight, 2 x 2 batches of 2).
+        assert fake.embedded_inputs <= document.chunk_count + 2 * 2 * 2
         assert fake.embedded_inputs >= document.chunk_count

@@ -3,13 +3,26 @@ a ParseError with its code, and no library exception escapes."""
 
 from __future__ import annotations
 
+import json
+import os
 import pickle
+import subprocess
+import sys
 import zipfile
 from io import BytesIO
+from pathlib import Path
 
 import pytest
 
-from knowledge.parsing import FORMATS, Parsed, ParseError, Section, parse_file, sniff
+from knowledge.parsing import (
+    FORMATS,
+    Parsed,
+    ParseError,
+    Section,
+    parse_file,
+    parse_stream,
+    sniff,
+)
 from tests.knowledge_files import (
     PNG_BYTES,
     make_csv,
@@ -230,3 +243,72 @@ def test_parse_error_codes_are_checked_and_errors_survive_pickling() -> None:
         ParseError("whatever", "A message.")
     copy = pickle.loads(pickle.dumps(ParseError("no_text", "Nothing to read.")))
     assert (copy.code, str(copy)) == ("no_text", "Nothing to read.")
+
+
+# --- a long PDF read by a child process ----------------------------------------------------
+
+
+def our_pdf_children() -> list[int]:
+    """Ids of this process's children that are reading a PDF (`python -m knowledge.parsing`)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            status = (entry / "status").read_text()
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        parent = next(line for line in status.splitlines() if line.startswith("PPid:"))
+        if int(parent.split()[1]) == os.getpid() and b"knowledge.parsing" in cmdline:
+            found.append(int(entry.name))
+    return found
+
+
+def test_a_pdf_read_by_a_child_process_gives_the_same_sections_page_by_page() -> None:
+    pages = [f"Page {p}: 订单状态 and the refund rule.\nSecond line {p}." for p in range(1, 9)]
+    pages[3] = ""  # a page without text
+    for data in (make_pdf(pages), make_encrypted_pdf(pages, user_password="")):
+        expected = parse_file("manual.pdf", data).sections
+        stream = parse_stream("manual.pdf", data, child_from_pages=5)
+        assert (stream.format, stream.pages) == ("pdf", 8)  # known before any page is read
+        assert list(stream.sections) == expected
+        # Three children, pages 1-2, 3-5 and 6-8: the same sections, in order.
+        stream = parse_stream("manual.pdf", data, child_from_pages=2, children=3)
+        assert list(stream.sections) == expected
+    # Below the threshold the pages are read here, with the same result.
+    short = make_pdf(pages[:4])
+    stream = parse_stream("short.pdf", short, child_from_pages=5)
+    assert list(stream.sections) == parse_file("short.pdf", short).sections
+    assert our_pdf_children() == []
+
+
+def test_a_child_reading_a_pdf_is_stopped_when_its_pages_are_no_longer_wanted() -> None:
+    data = make_pdf([f"Page {p}: " + "words " * 40 for p in range(1, 200)])
+    stream = parse_stream("long.pdf", data, child_from_pages=1, children=2)
+    first = next(stream.sections)
+    assert first.page == 1
+    stream.sections.close()  # the ingestion failed, lost its lease, ...
+    assert our_pdf_children() == []
+    with pytest.raises(ParseError) as caught:
+        list(
+            parse_stream("long.pdf", data, max_chars=1000, child_from_pages=1, children=2).sections
+        )
+    assert caught.value.code == "too_large"
+    assert our_pdf_children() == []
+
+
+def test_the_child_reports_a_bad_pdf_as_a_parse_error() -> None:
+    job = json.dumps({"name": "broken.pdf", "first": 0, "end": 1}).encode()
+    done = subprocess.run(  # noqa: S603 (this interpreter, a fixed module)
+        [sys.executable, "-m", "knowledge.parsing"],
+        input=job + b"\n" + make_damaged_pdf(),
+        capture_output=True,
+        check=True,
+        timeout=60,
+    )
+    (line,) = done.stdout.splitlines()
+    assert json.loads(line) == {
+        "error": "corrupt_file",
+        "message": "“broken.pdf” could not be read: the file is damaged or malformed.",
+    }
