@@ -13,7 +13,7 @@ from flows.services import flow_create
 from runs.models import RunStatus
 from tests import flowgraphs
 from tests.browser import (  # noqa: F401 (fixtures)
-    ROOT,
+    SCREENSHOTS,
     browser_fixture,
     demo_flow,
     drag_connection,
@@ -28,7 +28,7 @@ from tests.wsclient import stored_log
 
 pytestmark = [pytest.mark.browser, pytest.mark.processes, pytest.mark.django_db(transaction=True)]
 
-DOCS_SCREENSHOTS = ROOT / "docs" / "screenshots"
+DOCS_SCREENSHOTS = SCREENSHOTS  # test-artifacts/screenshots; docs/screenshots holds copies
 
 
 def _node(node_id: str, component: str, x: int, y: int, **params) -> dict:
