@@ -39,6 +39,7 @@ def test_an_editor_approves_with_an_edited_value_and_a_viewer_only_sees_the_ques
     run = Run.objects.get(flow=flow)
     assert page.locator(tid("approval-value-check")).input_value() == "退款 120 元"
 
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     # A viewer on the run's page sees what is asked, and cannot decide.
     viewer = open_page(bob_viewer)
     viewer.goto(f"/w/acme/runs/{run.pk}/")
@@ -46,9 +47,15 @@ def test_an_editor_approves_with_an_edited_value_and_a_viewer_only_sees_the_ques
     assert viewer.page.locator(tid("approve-check")).count() == 0
     assert "decides" in viewer.page.locator(tid("approval-check")).inner_text()
 
+    # The Approvals page lists it, with the way to the run.
+    viewer.goto("/w/acme/approvals/")
+    viewer.page.wait_for_selector(f"{tid('approvals')} tr[data-run='{run.pk}']")
+    assert "Send this reply?" in viewer.page.locator(tid("approvals")).inner_text()
+    viewer.page.screenshot(path=str(SCREENSHOTS / "approvals-page.png"))
+    viewer.goto(f"/w/acme/runs/{run.pk}/")
+
     page.fill(tid("approval-value-check"), "退款 100 元")
     page.fill(tid("approval-comment-check"), "金额已核对")
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SCREENSHOTS / "approval-waiting.png"))
     page.click(tid("approve-check"))
     page.wait_for_selector(f"{tid('approval-check')}[data-state='approved']")

@@ -42,6 +42,33 @@ def items_of(value: Any) -> list[Any]:
     raise NodeError("An iteration needs a list (or text, one item per line).")
 
 
+class BodyParams(SubFlow.Params):
+    """A body flow run many times (an iteration's items, a loop's answers)."""
+
+    item_input: str | None = Field(
+        None, max_length=64, description="The flow's input that gets each item (its first)."
+    )
+
+
+def item_port(params: BodyParams) -> str | None:
+    """The body's input that gets the item: the one named, else its first."""
+    if params.item_input:
+        return params.item_input
+    return params.inputs[0] if params.inputs else None
+
+
+def body_problems(params: BodyParams, env: BuildEnv) -> list[ParamProblem]:
+    """A sub-flow's problems, then: the item goes to one of its inputs, and it has an output."""
+    problems = SubFlow().check(params, env)
+    if not problems and item_port(params) not in params.inputs:
+        problems.append(
+            ParamProblem("item_input", "invalid_item_input", "Name one of the flow's inputs.")
+        )
+    if not problems and not params.outputs:
+        problems.append(ParamProblem("flow", "subflow_ports", "The flow has no text output."))
+    return problems
+
+
 class Iterate(Component["Iterate.Params"]):
     key = "flow.iterate"
     label = "Iteration"
@@ -54,10 +81,7 @@ class Iterate(Component["Iterate.Params"]):
     )
     iterates = True
 
-    class Params(SubFlow.Params):
-        item_input: str | None = Field(
-            None, max_length=64, description="The flow's input that gets the item (its first)."
-        )
+    class Params(BodyParams):
         concurrency: int = Field(4, ge=1, le=20, description="Items run at once.")
         max_items: int = Field(100, ge=1, le=MAX_ITEMS, description="Refuse longer lists.")
         on_item_error: Literal["fail", "skip", "collect"] = Field(
@@ -66,15 +90,10 @@ class Iterate(Component["Iterate.Params"]):
             "collect its error in `errors`.",
         )
 
-    def item_port(self, params: Iterate.Params) -> str | None:
-        if params.item_input:
-            return params.item_input
-        return params.inputs[0] if params.inputs else None
-
     def ports_for(self, params: Iterate.Params | None) -> tuple[list[Port], list[Port]]:
         shared: list[Port] = []
         if params is not None:
-            item = self.item_port(params)
+            item = item_port(params)
             shared = [Port(n, "text", label=n) for n in params.inputs if n != item]
         return (
             [Port("items", "any", label="Items"), *shared],
@@ -82,18 +101,7 @@ class Iterate(Component["Iterate.Params"]):
         )
 
     def check(self, params: Iterate.Params, env: BuildEnv) -> list[ParamProblem]:
-        problems = SubFlow().check(params, env)
-        if not problems and self.item_port(params) not in params.inputs:
-            problems.append(
-                ParamProblem(
-                    "item_input", "invalid_item_input", "The item goes to one of the flow's inputs."
-                )
-            )
-        if not problems and not params.outputs:
-            problems.append(
-                ParamProblem("flow", "subflow_ports", "The flow has no text output to collect.")
-            )
-        return problems
+        return body_problems(params, env)
 
     async def execute(
         self, built: Any, params: Iterate.Params, inputs: dict[str, Any], ctx: RunContext
@@ -107,14 +115,12 @@ class Iterate(Component["Iterate.Params"]):
                 f"{len(items)} items: this iteration takes at most {params.max_items} "
                 "(raise max_items)."
             )
-        item_port = self.item_port(params)
-        shared = {n: inputs.get(n, "") for n in params.inputs if n != item_port}
+        port = str(item_port(params))
+        shared = {n: inputs.get(n, "") for n in params.inputs if n != port}
         per_item = [
             {
                 **shared,
-                str(item_port): item
-                if isinstance(item, str)
-                else json.dumps(item, ensure_ascii=False),
+                port: item if isinstance(item, str) else json.dumps(item, ensure_ascii=False),
             }
             for item in items
         ]

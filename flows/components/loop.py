@@ -22,9 +22,9 @@ from flows.components.base import (
     Port,
     RunContext,
 )
+from flows.components.iterate import BodyParams, body_problems, item_port
 from flows.components.logic import KEYWORD_SEPARATORS
 from flows.components.patterns import PatternError, compile_keywords, compile_user_pattern
-from flows.components.subflow import SubFlow
 from flows.components.util import as_text
 
 
@@ -39,10 +39,7 @@ class Loop(Component["Loop.Params"]):
     )
     loops = True
 
-    class Params(SubFlow.Params):
-        item_input: str | None = Field(
-            None, max_length=64, description="The flow's input that gets the answer (its first)."
-        )
+    class Params(BodyParams):
         max_iterations: int = Field(5, ge=1, le=50, description="Stop after this many.")
         until: Literal["json", "keyword", "regex", "output"] = Field(
             "json", description="What ends the loop."
@@ -56,15 +53,10 @@ class Loop(Component["Loop.Params"]):
             "", max_length=64, description="For `output`: the body's output that means done."
         )
 
-    def item_port(self, params: Loop.Params) -> str | None:
-        if params.item_input:
-            return params.item_input
-        return params.inputs[0] if params.inputs else None
-
     def ports_for(self, params: Loop.Params | None) -> tuple[list[Port], list[Port]]:
         shared: list[Port] = []
         if params is not None:
-            item = self.item_port(params)
+            item = item_port(params)
             shared = [Port(n, "text", label=n) for n in params.inputs if n != item]
         return (
             [Port("input", "text", label="Input"), *shared],
@@ -75,13 +67,7 @@ class Loop(Component["Loop.Params"]):
         )
 
     def check(self, params: Loop.Params, env: BuildEnv) -> list[ParamProblem]:
-        problems = SubFlow().check(params, env)
-        if not problems and self.item_port(params) not in params.inputs:
-            problems.append(
-                ParamProblem("item_input", "invalid_item_input", "Name one of the flow's inputs.")
-            )
-        if not problems and not params.outputs:
-            problems.append(ParamProblem("flow", "subflow_ports", "The flow has no text output."))
+        problems = body_problems(params, env)
         if params.until in ("keyword", "regex") and not params.pattern.strip():
             problems.append(ParamProblem("pattern", "required", "Say what ends the loop."))
         if params.until == "regex" and params.pattern:
@@ -118,13 +104,13 @@ class Loop(Component["Loop.Params"]):
         run_loop = getattr(ctx, "run_loop", None)
         if run_loop is None:
             raise NodeError("A loop runs only inside a run.")
-        item_port = str(self.item_port(params))
-        shared = {n: as_text(inputs.get(n, "")) for n in params.inputs if n != item_port}
-        first = {**shared, item_port: as_text(inputs.get("input", ""))}
+        port = str(item_port(params))
+        shared = {n: as_text(inputs.get(n, "")) for n in params.inputs if n != port}
+        first = {**shared, port: as_text(inputs.get("input", ""))}
         main = params.outputs[0]
 
         def next_values(outputs: dict[str, Any]) -> dict[str, str]:
-            return {**shared, item_port: as_text(outputs.get(main))}
+            return {**shared, port: as_text(outputs.get(main))}
 
         last, count = await run_loop(
             params.flow,
